@@ -1,0 +1,301 @@
+"""`make run`: the whole marketplace on one machine, with embedded services if needed.
+
+    python -m config.devserver
+
+1. VAR_DIR (default <repo>/var) is created.
+2. PostgreSQL and Redis are started from wheels (config.embedded) unless
+   DATABASE_URL / REDIS_URL are set; the URLs are exported to every child.
+3. migrate, seed_demo (first start only: marker VAR_DIR/.seeded), collectstatic.
+4. runserver (HOST/PORT, default 127.0.0.1:8000) and a Celery worker run as
+   children.
+5. On Ctrl-C / SIGTERM, or when any child dies, all children are terminated and
+   the embedded PostgreSQL and Redis are stopped (they outlive us otherwise).
+
+No Django imports: Django runs only in the children.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config import embedded
+
+REPO = Path(__file__).resolve().parent.parent
+CELERY_QUEUES = "ingest,delivery,celery"
+SEED_MARKER = ".seeded"
+DEMO_LOGINS = "demo_logins.txt"
+
+
+class DevServerError(RuntimeError):
+    """A step failed; the message is one sentence for the console."""
+
+
+# --------------------------------------------------------------------------- pure logic
+
+
+def var_dir_from_env(env: dict[str, str], repo: Path = REPO) -> Path:
+    """VAR_DIR from the environment (relative to the repo), default <repo>/var."""
+    value = env.get("VAR_DIR")
+    path = Path(value) if value else repo / "var"
+    return path if path.is_absolute() else (repo / path)
+
+
+def embedded_plan(env: dict[str, str]) -> list[str]:
+    """Which embedded services to start: those whose URL is not in the environment."""
+    plan = []
+    if not env.get("DATABASE_URL"):
+        plan.append("postgres")
+    if not env.get("REDIS_URL"):
+        plan.append("redis")
+    return plan
+
+
+def bind_address(env: dict[str, str]) -> tuple[str, int]:
+    host = env.get("HOST") or "127.0.0.1"
+    try:
+        port = int(env.get("PORT") or 8000)
+    except ValueError:
+        raise DevServerError(f"PORT must be a number, not {env.get('PORT')!r}.") from None
+    return host, port
+
+
+def child_env(base: dict[str, str], urls: dict[str, str], var_dir: Path) -> dict[str, str]:
+    """Environment for every child: the service URLs and VAR_DIR are set explicitly."""
+    env = dict(base)
+    env.update(urls)
+    env["VAR_DIR"] = str(var_dir)
+    env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def needs_seed(var_dir: Path) -> bool:
+    return not (var_dir / SEED_MARKER).exists()
+
+
+def mark_seeded(var_dir: Path) -> None:
+    (var_dir / SEED_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
+
+
+def setup_commands(python: str, seed: bool) -> list[tuple[str, list[str]]]:
+    """The one-shot steps before the servers start, in order."""
+    manage = [python, "manage.py"]
+    steps = [("migrate", manage + ["migrate", "--noinput"])]
+    if seed:
+        steps.append(("seed_demo", manage + ["seed_demo"]))
+    steps.append(("collectstatic", manage + ["collectstatic", "--noinput"]))
+    return steps
+
+
+def child_commands(python: str, host: str, port: int) -> list[tuple[str, list[str]]]:
+    """The long-running children: web server and Celery worker."""
+    return [
+        ("web", [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
+        (
+            "worker",
+            [python, "-m", "celery", "-A", "config", "worker",
+             "-Q", CELERY_QUEUES, "-c", "2", "--loglevel=INFO"],
+        ),
+    ]
+
+
+def site_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    if ":" in shown:  # IPv6 literal
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass
+class EmbeddedServices:
+    """Embedded PostgreSQL / Redis under var_dir; remembers what it must stop."""
+
+    var_dir: Path
+    started: list[str] = field(default_factory=list)
+
+    def start(self, plan: list[str]) -> dict[str, str]:
+        urls = {}
+        if "postgres" in plan:
+            self.started.append("postgres")
+            urls["DATABASE_URL"] = embedded.ensure_postgres(self.var_dir / "postgres")
+        if "redis" in plan:
+            self.started.append("redis")
+            urls["REDIS_URL"] = embedded.ensure_redis(self.var_dir / "redis")
+        return urls
+
+    def stop(self) -> None:
+        while self.started:
+            name = self.started.pop()
+            try:
+                if name == "postgres":
+                    embedded.stop_postgres(self.var_dir / "postgres")
+                else:
+                    embedded.stop_redis(self.var_dir / "redis")
+            except Exception as exc:  # keep stopping the others
+                log(f"could not stop embedded {name}: {exc}")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def log(message: str) -> None:
+    print(f"devserver: {message}", file=sys.stderr, flush=True)
+
+
+def run_step(name: str, argv: list[str], env: dict[str, str], cwd: Path = REPO) -> None:
+    log(f"{name} ...")
+    try:
+        code = subprocess.run(argv, env=env, cwd=cwd).returncode
+    except OSError as exc:
+        raise DevServerError(f"{name} could not start ({exc}).") from None
+    if code != 0:
+        raise DevServerError(f"{name} failed with exit code {code}: see its output above.")
+
+
+class Supervisor:
+    """Runs children in their own process groups; stops them all together."""
+
+    def __init__(self, env: dict[str, str], cwd: Path = REPO):
+        self.env = env
+        self.cwd = cwd
+        self.children: dict[str, subprocess.Popen] = {}
+        self.stop_requested: str | None = None
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        try:
+            proc = subprocess.Popen(argv, env=self.env, cwd=self.cwd, start_new_session=True)
+        except OSError as exc:
+            raise DevServerError(f"{name} could not start ({exc}).") from None
+        self.children[name] = proc
+        return proc
+
+    def dead_child(self) -> tuple[str, int] | None:
+        for name, proc in self.children.items():
+            code = proc.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def request_stop(self, signum, _frame=None) -> None:
+        self.stop_requested = signal.Signals(signum).name
+
+    def wait(self, poll: float = 0.2) -> str:
+        """Block until a stop is requested or a child exits; returns the reason."""
+        while True:
+            if self.stop_requested:
+                return f"received {self.stop_requested}"
+            dead = self.dead_child()
+            if dead:
+                return f"{dead[0]} exited with code {dead[1]}"
+            time.sleep(poll)
+
+    def wait_for_port(self, host: str, port: int, timeout: float = 60) -> bool:
+        """True once host:port accepts connections; False on timeout, stop or a dead child."""
+        connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop_requested and not self.dead_child():
+            try:
+                with socket.create_connection((connect_host, port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.2)
+        return False
+
+    def terminate_all(self, timeout: float = 10) -> None:
+        """SIGTERM every child's process group, then SIGKILL what is left after timeout."""
+        for proc in self.children.values():
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.children.values():
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self.children.values():
+            # also the group: celery pool processes, runserver's helpers
+            _signal_group(proc, signal.SIGKILL)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # start_new_session: pgid == pid
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    env = dict(os.environ)
+    python = sys.executable
+    var_dir = var_dir_from_env(env)
+    services = EmbeddedServices(var_dir)
+    supervisor = Supervisor(env)
+
+    def _interrupt(signum, frame):
+        supervisor.request_stop(signum)
+        if not supervisor.children:  # still in setup: unwind now
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    try:
+        host, port = bind_address(env)
+        var_dir.mkdir(parents=True, exist_ok=True)
+        plan = embedded_plan(env)
+        if plan:
+            log(f"starting embedded {' and '.join(plan)} in {var_dir} ...")
+        urls = services.start(plan)
+        supervisor.env = child_env(env, urls, var_dir)
+
+        seed = needs_seed(var_dir)
+        for name, step in setup_commands(python, seed):
+            run_step(name, step, supervisor.env)
+            if name == "seed_demo":
+                mark_seeded(var_dir)
+
+        for name, cmd in child_commands(python, host, port):
+            supervisor.start(name, cmd)
+        if supervisor.wait_for_port(host, port):
+            logins = var_dir / DEMO_LOGINS
+            print(
+                f"\n  Marketplace running at {site_url(host, port)}\n"
+                f"  Demo logins: {logins}{'' if logins.exists() else ' (not written yet)'}\n"
+                "  Press Ctrl-C to stop.\n",
+                flush=True,
+            )
+        reason = supervisor.wait()
+        log(f"stopping ({reason}) ...")
+        return 0 if reason.startswith("received") else 1
+    except (DevServerError, embedded.EmbeddedServiceError) as exc:
+        log(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted, stopping ...")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.terminate_all()
+        services.stop()
+        log("stopped.")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""pytest plugin: throwaway PostgreSQL and Redis for the test run.
+
+Loaded early with ``-p embedded_services`` (pytest.ini: ``pythonpath = . tests``,
+``addopts = -p embedded_services``). At IMPORT time, before pytest-django
+configures Django, it starts:
+
+* a throwaway PostgreSQL (fsync off) if DATABASE_URL is not set,
+* a throwaway Redis if REDIS_URL is not set,
+* and points VAR_DIR at a temp dir if VAR_DIR is not set,
+
+all under one short ``/tmp/mkt-test-*`` folder, and exports the URLs in
+``os.environ`` (child processes inherit them). ``pytest_unconfigure`` stops the
+servers and deletes the folder. Set DATABASE_URL / REDIS_URL to use real servers.
+
+Also provides the session fixture ``s3_server``: a moto S3 server over HTTP on
+127.0.0.1, yielding its endpoint URL.
+
+No Django imports here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:  # pytest.ini's `pythonpath = .` normally does this
+    sys.path.insert(0, str(_REPO))
+
+from config.embedded import (  # noqa: E402
+    EmbeddedServiceError,
+    ensure_postgres,
+    ensure_redis,
+    stop_postgres,
+    stop_redis,
+)
+
+# What this plugin started (and must stop), filled at import time.
+STARTED: dict[str, Path] = {}
+_ROOT: Path | None = None
+
+
+def _cleanup() -> None:
+    """Stop what we started and remove the temp folder. Idempotent."""
+    global _ROOT
+    if "postgres" in STARTED:
+        try:
+            stop_postgres(STARTED.pop("postgres"))
+        except Exception as exc:  # never mask the test result
+            sys.stderr.write(f"embedded_services: could not stop PostgreSQL: {exc}\n")
+    if "redis" in STARTED:
+        try:
+            stop_redis(STARTED.pop("redis"))
+        except Exception as exc:
+            sys.stderr.write(f"embedded_services: could not stop Redis: {exc}\n")
+    if _ROOT is not None:
+        shutil.rmtree(_ROOT, ignore_errors=True)
+        _ROOT = None
+
+
+def _start() -> None:
+    global _ROOT
+    need_db = not os.environ.get("DATABASE_URL")
+    need_redis = not os.environ.get("REDIS_URL")
+    need_var = not os.environ.get("VAR_DIR")
+    if not (need_db or need_redis or need_var):
+        return
+    _ROOT = Path(tempfile.mkdtemp(prefix="mkt-test-", dir="/tmp"))
+    atexit.register(_cleanup)  # backup if pytest dies before unconfigure
+    try:
+        if need_var:
+            var_dir = _ROOT / "var"
+            var_dir.mkdir()
+            os.environ["VAR_DIR"] = str(var_dir)
+        if need_db:
+            STARTED["postgres"] = _ROOT / "pg"
+            os.environ["DATABASE_URL"] = ensure_postgres(_ROOT / "pg", durable=False)
+        if need_redis:
+            STARTED["redis"] = _ROOT / "redis"
+            os.environ["REDIS_URL"] = ensure_redis(_ROOT / "redis", durable=False)
+    except EmbeddedServiceError as exc:
+        _cleanup()
+        raise pytest.UsageError(f"{exc} (or set DATABASE_URL / REDIS_URL to real servers)") from None
+
+
+_start()
+
+
+def pytest_report_header(config):
+    parts = []
+    for name, var in (("postgres", "DATABASE_URL"), ("redis", "REDIS_URL")):
+        origin = "throwaway" if name in STARTED else "from environment"
+        parts.append(f"{name}: {origin} {os.environ.get(var, '')}")
+    return "embedded services: " + "; ".join(parts)
+
+
+def pytest_unconfigure(config):
+    _cleanup()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server over HTTP on 127.0.0.1; yields its endpoint URL."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        pytest.skip("moto[server] is not installed: pip install -r requirements-dev.txt")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
