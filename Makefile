@@ -1,0 +1,39 @@
+# Marketplace developer entry points. Works on a bare machine: PostgreSQL and Redis
+# come from wheels (config/embedded.py) unless DATABASE_URL / REDIS_URL are set.
+#
+#   make run    the site at http://127.0.0.1:8000/ plus a Celery worker (Ctrl-C stops all)
+#   make test   the test suite (throwaway PostgreSQL/Redis, moto S3)
+#   make clean  stop the embedded services and delete var/
+
+SHELL := /bin/bash
+PYTHON_BOOTSTRAP := $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test clean
+
+# The stamps depend on the requirements files: pip runs again only when they change.
+$(PY):
+	@test -n "$(PYTHON_BOOTSTRAP)" || { echo "make: python3.11 (or python3) is required" >&2; exit 1; }
+	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
+
+$(VENV)/.installed-runtime: requirements.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed-runtime
+
+run: $(VENV)/.installed-runtime
+	$(PY) -m config.devserver
+
+test: $(VENV)/.installed-dev
+	$(VENV)/bin/pytest
+
+clean:
+	@if [ -x $(PY) ] && [ -d var ]; then \
+	  $(PY) -c 'from pathlib import Path; from config.embedded import stop_postgres, stop_redis; stop_postgres(Path("var/postgres")); stop_redis(Path("var/redis"))' \
+	  || echo "make clean: could not stop the embedded services cleanly" >&2; \
+	fi
+	rm -rf var
