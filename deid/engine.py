@@ -1,0 +1,314 @@
+"""Apply the PS3.15 profile (deid/data) to a parsed data set and write the result."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from pydicom.uid import UID
+
+from deid import dates, pixels, uids
+from deid.clean import Scrubber
+from deid.errors import BurnedInAnnotationError, DeidError, MalformedDicomError
+from deid.io import MAX_ELEMENTS, PARSE_ERRORS, Source, open_source, read_dicom, write_dicom
+from deid.profile import (
+    CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, Profile, describe,
+    load_profile, method_codes,
+)
+from deid.report import DeidReport, build_metadata
+from deid.verify import verify_output
+from deid.walk import check_depth, raw_vr
+
+# Our implementation UID: 2.25 form of a fixed random UUID (not tied to any input).
+IMPLEMENTATION_CLASS_UID = "2.25.302289163418620815962617346342312340418"
+IMPLEMENTATION_VERSION = "MKTDEID_1"
+
+_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "PN"}
+_DUMMY: dict[str, Any] = {
+    "PN": "ANONYMOUS", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED",
+    "ST": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED",
+    "AE": "ANONYMIZED", "DA": "19000101", "DT": "19000101000000", "TM": "000000",
+    "AS": "000Y", "IS": "0", "DS": "0", "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0,
+    "SV": 0, "FL": 0.0, "FD": 0.0, "AT": 0, "OB": b"\x00\x00", "OW": b"\x00\x00",
+}
+_TOP_PATIENT_ID = 0x00100020
+_TOP_PATIENT_NAME = 0x00100010
+_PATIENT_AGE = 0x00101010
+
+
+@dataclass
+class _Context:
+    key: bytes
+    options: Options
+    profile: Profile
+    scrubber: Scrubber
+    shift: int | None
+    pseudonym: str
+    counts: Counter[str]
+    elements: int = 0
+
+
+def deidentify_file(src: Source, dst: str | os.PathLike[str] | BinaryIO | IO[bytes], *,
+                    key: bytes, options: Options | None = None) -> DeidReport:
+    """De-identify one uploaded DICOM file.
+
+    Writes the clean Part 10 file to ``dst`` only after verification passed; raises a
+    DeidError subclass (PHI-free message) otherwise, leaving no output behind.
+    """
+    if not isinstance(key, bytes) or len(key) < 16:
+        raise ValueError("key must be at least 16 bytes")
+    options = options or Options()
+    with open_source(src) as fp:
+        parsed = read_dicom(fp)
+        try:
+            data, report = _deidentify(parsed.dataset, parsed.output_transfer_syntax,
+                                       key=key, options=options)
+            # Independent second look at the output bytes before anything leaves here.
+            verify_output(parsed.dataset, data)
+        except DeidError:
+            raise
+        except PARSE_ERRORS as exc:
+            raise MalformedDicomError(f"malformed data set: {type(exc).__name__}") from None
+    report.verified = True
+    _write(dst, data)
+    return report
+
+
+def _write(dst: str | os.PathLike[str] | BinaryIO | IO[bytes], data: bytes) -> None:
+    if isinstance(dst, (str, os.PathLike)):
+        path = Path(dst)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic replace: a crash never leaves a half-written file under the final name.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    else:
+        dst.write(data)
+
+
+def _patient_seed(ds: Dataset) -> str:
+    """Stable per-patient seed; files without a PatientID fall back to their study."""
+    pid = str(ds.get("PatientID", "") or "").strip()
+    if pid:
+        return "pid:" + pid
+    return "study:" + str(ds.get("StudyInstanceUID", "") or "").strip()
+
+
+def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes,
+                options: Options) -> tuple[bytes, DeidReport]:
+    # Some writers put the SOP identity only in the file meta; take it from there.
+    for keyword, meta_keyword in (("SOPClassUID", "MediaStorageSOPClassUID"),
+                                  ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
+        if not str(ds.get(keyword, "") or "").strip():
+            fallback = str(ds.file_meta.get(meta_keyword, "") or "").strip()
+            if fallback:
+                setattr(ds, keyword, fallback)
+        if not str(ds.get(keyword, "") or "").strip():
+            raise MalformedDicomError(f"missing required attribute {keyword}")
+    risk = pixels.burned_in_risk(ds)
+    if risk and not options.accept_burned_in_risk and pixels.find_masking_rule(ds) is None:
+        raise BurnedInAnnotationError(f"burned-in annotation: {risk} with no masking rule")
+
+    seed = _patient_seed(ds)
+    ctx = _Context(
+        key=key,
+        options=options,
+        profile=load_profile(),
+        scrubber=Scrubber.from_dataset(ds),
+        shift=dates.shift_days(seed, key) if options.retain_longitudinal_modified_dates else None,
+        pseudonym=uids.patient_pseudonym(seed, key),
+        counts=Counter(),
+    )
+    out = _process(ds, ctx, depth=0)
+    _attest(out, options, ctx)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = out.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    meta.TransferSyntaxUID = transfer_syntax
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    data = write_dicom(out, meta, transfer_syntax)
+
+    report = DeidReport(
+        metadata=build_metadata(out, str(transfer_syntax)),
+        actions=dict(sorted(ctx.counts.items())),
+        profile=describe(options),
+        method_codes=[code for code, _ in method_codes(options)],
+    )
+    return data, report
+
+
+def _process(ds: Dataset, ctx: _Context, depth: int) -> Dataset:
+    """Return a new data set holding only what the profile lets through."""
+    check_depth(depth)
+    out = Dataset()
+    keep_creators: set[BaseTag] = set()
+    for tag in list(ds.keys()):
+        ctx.elements += 1
+        if ctx.elements > MAX_ELEMENTS:
+            raise MalformedDicomError("too many data elements")
+        group, element = tag.group, tag.element
+        if element == 0 or group == 0x0002:
+            continue  # group lengths are recomputed; file meta is rebuilt
+        if group % 2 == 1:
+            _private(ds, tag, out, keep_creators, ctx)
+            continue
+        if group & 0xFF00 in (0x5000, 0x6000):
+            ctx.counts["overlay_removed"] += 1  # curves (50xx) and overlays (60xx)
+            continue
+        if depth == 0 and tag in (_TOP_PATIENT_ID, _TOP_PATIENT_NAME):
+            out.add_new(tag, "LO" if tag == _TOP_PATIENT_ID else "PN", ctx.pseudonym)
+            ctx.counts["pseudonymized"] += 1
+            continue
+        action = ctx.profile.action_for(tag, ctx.options)
+        if action is None:
+            action = KEEP if tag in ctx.profile.allowed else REMOVE
+        _apply(ds, tag, action, out, ctx, depth)
+    for creator in keep_creators:
+        out.add(ds[creator])
+    return out
+
+
+def _private(ds: Dataset, tag: BaseTag, out: Dataset, keep_creators: set[BaseTag],
+             ctx: _Context) -> None:
+    if ctx.options.retain_safe_private and 0x1000 <= tag.element:
+        creator_tag = BaseTag((tag.group << 16) | (tag.element >> 8))
+        creator = ds.get(creator_tag)
+        name = str(creator.value).strip().lower() if creator is not None else ""
+        if (tag.group, name, tag.element & 0xFF) in ctx.profile.safe_private:
+            out.add(ds[tag])
+            keep_creators.add(creator_tag)
+            ctx.counts["private_kept"] += 1
+            return
+    ctx.counts["private_removed"] += 1
+
+
+def _apply(ds: Dataset, tag: BaseTag, action: str, out: Dataset, ctx: _Context,
+           depth: int) -> None:
+    vr = raw_vr(ds, tag)
+    counts = ctx.counts
+    if action == REMOVE:
+        counts["removed"] += 1
+    elif action == ZERO:
+        out.add_new(tag, vr, Sequence() if vr == "SQ" else None)
+        counts["zeroed"] += 1
+    elif action == DUMMY:
+        if vr == "UI":
+            _remap(ds[tag], out, ctx)
+        elif vr == "SQ":
+            out.add_new(tag, vr, Sequence())  # no sensible dummy item: empty sequence
+            counts["dummied"] += 1
+        elif vr in _DUMMY:
+            out.add_new(tag, vr, _DUMMY[vr])
+            counts["dummied"] += 1
+        else:
+            counts["removed"] += 1
+    elif action == KEEP:
+        if vr == "SQ":
+            _recurse(ds[tag], out, ctx, depth)
+        else:
+            elem = ds[tag]
+            if tag == _PATIENT_AGE:
+                elem = DataElement(tag, vr, _cap_age(elem.value))
+            out.add(elem)
+        counts["kept"] += 1
+    elif action == CLEAN:
+        _clean(ds[tag], vr, out, ctx, depth)
+    elif action == UID_ACTION:
+        if vr == "UI":
+            _remap(ds[tag], out, ctx)
+        elif vr == "SQ":
+            _recurse(ds[tag], out, ctx, depth)
+        else:
+            counts["removed"] += 1
+    else:  # pragma: no cover - profile data validated by tests
+        raise ValueError(f"unknown action {action}")
+
+
+def _recurse(elem: DataElement, out: Dataset, ctx: _Context, depth: int) -> None:
+    items = [_process(item, ctx, depth + 1) for item in elem.value or []]
+    out.add_new(elem.tag, "SQ", Sequence(items))
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+
+
+def _store(out: Dataset, elem: DataElement, values: list[Any]) -> None:
+    value: Any = values[0] if len(values) == 1 else (values or None)
+    out.add_new(elem.tag, elem.VR, value)
+
+
+def _remap(elem: DataElement, out: Dataset, ctx: _Context) -> None:
+    _store(out, elem, [uids.remap_uid(str(v), ctx.key) for v in _values(elem.value)])
+    ctx.counts["uid_remapped"] += 1
+
+
+def _clean(elem: DataElement, vr: str, out: Dataset, ctx: _Context, depth: int) -> None:
+    counts = ctx.counts
+    if vr == "SQ":
+        _recurse(elem, out, ctx, depth)
+        counts["cleaned"] += 1
+    elif vr in ("DA", "DT", "TM"):
+        if ctx.shift is None:
+            counts["removed"] += 1
+            return
+        if vr == "TM":  # whole-day shifts leave times valid
+            out.add(elem)
+            counts["kept"] += 1
+            return
+        shift = dates.shift_da if vr == "DA" else dates.shift_dt
+        shifted = [shift(str(v), ctx.shift) for v in _values(elem.value)]
+        if any(s is None for s in shifted):
+            counts["removed"] += 1  # unparseable dates cannot be shifted safely
+            return
+        _store(out, elem, shifted)
+        counts["date_shifted"] += 1
+    elif vr in _TEXT_VRS:
+        cleaned = [ctx.scrubber.clean(str(v)) for v in _values(elem.value)]
+        _store(out, elem, [c for c in cleaned if c])
+        counts["cleaned"] += 1
+    else:
+        counts["removed"] += 1
+
+
+def _cap_age(value: Any) -> Any:
+    """HIPAA Safe Harbor: ages over 89 are reported as 090Y."""
+    text = str(value or "").strip().upper()
+    if len(text) == 4 and text[:3].isdigit() and text[3] == "Y" and int(text[:3]) > 89:
+        return "090Y"
+    return value
+
+
+def _attest(out: Dataset, options: Options, ctx: _Context) -> None:
+    """PS3.15 E.1.1: say what was done, in the data set itself."""
+    out.PatientIdentityRemoved = "YES"
+    # LO values are capped at 64 characters: one value per profile/option name.
+    out.DeidentificationMethod = [meaning.removesuffix(" Option")[:64]
+                                  for _, meaning in method_codes(options)]
+    items = []
+    for code, meaning in method_codes(options):
+        item = Dataset()
+        item.CodeValue = code
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        items.append(item)
+    out.DeidentificationMethodCodeSequence = Sequence(items)
+    out.LongitudinalTemporalInformationModified = "MODIFIED" if ctx.shift is not None else "REMOVED"

@@ -1,0 +1,214 @@
+"""Safe reading and writing of DICOM Part 10 files.
+
+Every upload is hostile until parsed: we require the preamble + DICM, cap inflation of
+deflated data, check declared lengths against the bytes present and turn every parser
+failure into a MalformedDicomError whose message carries no value from the file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_dataset
+from pydicom.filewriter import dcmwrite
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from deid.errors import MalformedDicomError, NotDicomError, UnsupportedError
+
+Source = str | os.PathLike[str] | BinaryIO | IO[bytes]
+
+PREAMBLE_LEN = 128
+# Values larger than this stay on disk until written (pixel data is never decoded).
+DEFER_SIZE = 256 * 1024
+# Deflated data sets: a 4 MB upload can inflate to 4 GiB (HAZARDS.md).
+MAX_INFLATED_BYTES = 512 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_ELEMENTS = 500_000
+# Non-seekable uploads are spooled; memory up to this size, then a temp file.
+SPOOL_MEMORY = 64 * 1024 * 1024
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+# Errors pydicom, struct and the stdlib raise on malformed input.
+PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidDicomError,
+    struct.error,
+    RecursionError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    UnicodeError,
+    zlib.error,
+    LookupError,
+)
+
+DEFLATED = {"1.2.840.10008.1.2.1.99"}
+SUPPORTED_NATIVE = {
+    "1.2.840.10008.1.2",  # implicit VR little endian
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still uploaded)
+}
+
+
+@dataclass
+class ParsedFile:
+    meta: FileMetaDataset
+    dataset: FileDataset
+    transfer_syntax: UID
+    # Deflated input is written back as explicit VR little endian.
+    output_transfer_syntax: UID
+    size: int
+
+
+@contextmanager
+def open_source(src: Source) -> Iterator[BinaryIO]:
+    """Yield a seekable binary file for a path or file object (spooling if needed)."""
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            fp = open(Path(src), "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise NotDicomError(f"cannot open input: {type(exc).__name__}") from None
+        with fp:
+            yield fp
+        return
+    if _seekable(src):
+        yield src  # type: ignore[misc]
+        return
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY) as spool:
+        shutil.copyfileobj(src, spool)
+        spool.seek(0)
+        yield spool  # type: ignore[misc]
+
+
+def _seekable(fp: object) -> bool:
+    try:
+        return bool(fp.seekable())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def _size(fp: BinaryIO) -> int:
+    here = fp.tell()
+    end = fp.seek(0, io.SEEK_END)
+    fp.seek(here)
+    return end
+
+
+def read_dicom(fp: BinaryIO) -> ParsedFile:
+    """Parse a Part 10 file without decoding pixel data."""
+    start = fp.tell()
+    size = _size(fp) - start
+    head = fp.read(PREAMBLE_LEN + 4)
+    if len(head) < PREAMBLE_LEN + 4:
+        raise NotDicomError("not a DICOM file: too short for preamble and DICM prefix")
+    if head[PREAMBLE_LEN:] != b"DICM":
+        raise NotDicomError("not a DICOM file: no DICM prefix")
+    try:
+        meta = _read_file_meta_info(fp)
+    except PARSE_ERRORS as exc:
+        raise MalformedDicomError(f"malformed file meta information: {type(exc).__name__}") from None
+    ts_raw = meta.get("TransferSyntaxUID")
+    if not ts_raw:
+        raise MalformedDicomError("malformed file meta information: no transfer syntax")
+    ts = UID(str(ts_raw).strip().rstrip("\x00"))
+    if ts in DEFLATED:
+        body: BinaryIO = _inflate_capped(fp)
+        body_size = _size(body)
+        implicit, little, out_ts = False, True, ExplicitVRLittleEndian
+    elif ts in SUPPORTED_NATIVE or (ts.is_transfer_syntax and ts.is_compressed):
+        body = fp
+        body_size = size
+        implicit, little, out_ts = ts.is_implicit_VR, ts.is_little_endian, ts
+    else:
+        raise UnsupportedError("unsupported transfer syntax")
+    try:
+        raw = read_dataset(body, is_implicit_VR=implicit, is_little_endian=little,
+                           defer_size=DEFER_SIZE)
+    except PARSE_ERRORS as exc:
+        raise MalformedDicomError(f"malformed data set: {_why(exc)}") from None
+    _check_lengths(raw, body_size)
+    dataset = FileDataset(body, raw, preamble=None, file_meta=meta,
+                          is_implicit_VR=implicit, is_little_endian=little)
+    return ParsedFile(meta=meta, dataset=dataset, transfer_syntax=ts,
+                      output_transfer_syntax=out_ts, size=size)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nesting too deep"
+    if isinstance(exc, EOFError):
+        return "truncated file: unexpected end of data"
+    return type(exc).__name__
+
+
+def _inflate_capped(fp: BinaryIO) -> BinaryIO:
+    """Inflate a deflated data set as a stream, refusing more than MAX_INFLATED_BYTES."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115 - returned
+    total = 0
+    try:
+        while chunk := fp.read(1024 * 1024):
+            data = inflater.decompress(chunk, MAX_INFLATED_BYTES - total + 1)
+            while True:
+                total += len(data)
+                if total > MAX_INFLATED_BYTES:
+                    raise MalformedDicomError("deflated data set inflates beyond the size cap")
+                out.write(data)
+                if not inflater.unconsumed_tail:
+                    break
+                data = inflater.decompress(inflater.unconsumed_tail,
+                                           MAX_INFLATED_BYTES - total + 1)
+        out.write(inflater.flush())
+    except zlib.error:
+        out.close()
+        raise MalformedDicomError("malformed deflated data set") from None
+    except MalformedDicomError:
+        out.close()
+        raise
+    out.seek(0)
+    return out  # type: ignore[return-value]
+
+
+def _check_lengths(raw: Dataset, available: int) -> None:
+    """Declared lengths must fit in the bytes present (catches truncated pixel data)."""
+    for elem in raw._dict.values():
+        if not isinstance(elem, RawDataElement) or elem.length == UNDEFINED_LENGTH:
+            continue
+        if elem.value is None:  # deferred: only its offset was recorded
+            if elem.value_tell + elem.length > available:
+                raise MalformedDicomError(f"truncated file: {_tag(elem.tag)} declares more bytes than present")
+        elif len(elem.value) < elem.length:
+            raise MalformedDicomError(f"truncated file: {_tag(elem.tag)} declares more bytes than present")
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def write_dicom(dataset: Dataset, meta: FileMetaDataset, transfer_syntax: UID) -> bytes:
+    """Serialise as Part 10 with a zeroed preamble (CVE-2019-11687) and the given meta."""
+    dataset.file_meta = meta
+    dataset.preamble = b"\x00" * PREAMBLE_LEN  # type: ignore[attr-defined]
+    buffer = io.BytesIO()
+    dcmwrite(buffer, dataset, enforce_file_format=True,
+             implicit_vr=transfer_syntax.is_implicit_VR if not transfer_syntax.is_compressed else False,
+             little_endian=transfer_syntax.is_little_endian)
+    return buffer.getvalue()

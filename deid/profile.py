@@ -1,0 +1,183 @@
+"""PS3.15 Annex E profile as data: options, Table E.1-1 rows and how actions resolve.
+
+The rules live in deid/data/*.json; this module only loads them and decides, for one
+tag and one set of options, which single action code applies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+# Single action codes the engine applies.
+REMOVE = "X"
+ZERO = "Z"
+DUMMY = "D"
+KEEP = "K"
+CLEAN = "C"
+UID = "U"
+
+# Strictest sensible reading of the combined codes of Table E.1-1. "X/..." means "remove
+# unless the IOD needs it": we always remove, since a buyer-facing copy need not be
+# IOD-conformant for Type 1/2 identifying attributes and removal leaks nothing. "Z/D"
+# becomes Z: an empty value tells less than an invented one. "X/Z/U*" (reference
+# sequences) becomes U: the sequence is kept, every item goes through the same table
+# recursively (so its UIDs are remapped and anything else identifying is removed), which
+# keeps the references between de-identified instances intact.
+COMBINED: dict[str, str] = {
+    "X": REMOVE,
+    "Z": ZERO,
+    "D": DUMMY,
+    "U": UID,
+    "K": KEEP,
+    "C": CLEAN,
+    "X/Z": REMOVE,
+    "X/D": REMOVE,
+    "X/Z/D": REMOVE,
+    "Z/D": ZERO,
+    "X/Z/U*": UID,
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """PS3.15 Annex E options. Defaults suit a research-data marketplace."""
+
+    retain_patient_characteristics: bool = True
+    retain_longitudinal_modified_dates: bool = True
+    retain_device_identity: bool = True
+    clean_descriptors: bool = True
+    retain_safe_private: bool = False
+    accept_burned_in_risk: bool = False
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_flags(cls, flags: list[str]) -> Options:
+        """Build from CLI-style flags: "name", "name=true", "name=false"."""
+        values: dict[str, bool] = {}
+        for flag in flags:
+            name, _, raw = flag.partition("=")
+            name = name.strip().replace("-", "_")
+            if name not in cls.names():
+                raise ValueError(f"unknown option: {name}")
+            raw = raw.strip().lower() or "true"
+            if raw not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(f"option {name} needs true or false")
+            values[name] = raw in ("true", "1", "yes")
+        return cls(**values)
+
+
+# Table column -> the Options field that switches it on. Columns with no field here
+# (retain UIDs, full dates, institution identity, clean structured content / graphics)
+# are options we do not offer.
+OPTION_COLUMNS: dict[str, str] = {
+    "rtnPatCharsOpt": "retain_patient_characteristics",
+    "rtnLongModifDatesOpt": "retain_longitudinal_modified_dates",
+    "rtnDevIdOpt": "retain_device_identity",
+    "cleanDescOpt": "clean_descriptors",
+}
+
+# Option field -> (DCM code value, code meaning) for DeidentificationMethodCodeSequence.
+OPTION_CODES: dict[str, tuple[str, str]] = {
+    "retain_longitudinal_modified_dates": (
+        "113107",
+        "Retain Longitudinal Temporal Information Modified Dates Option",
+    ),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+}
+BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
+
+
+def _load(name: str) -> dict[str, Any]:
+    text = resources.files("deid").joinpath("data", name).read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+@dataclass(frozen=True)
+class Rule:
+    tag: int
+    keyword: str
+    basic: str
+    options: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Profile:
+    edition: str
+    rules: dict[int, Rule]
+    allowed: frozenset[int]
+    # (group, creator lower-case, element offset) of safe private attributes
+    safe_private: frozenset[tuple[int, str, int]]
+
+    def action_for(self, tag: int, options: Options) -> str | None:
+        """Single action code for a standard tag, or None when the table has no row."""
+        rule = self.rules.get(tag)
+        if rule is None:
+            return None
+        chosen = COMBINED[rule.basic]
+        option_actions = {
+            action
+            for column, action in rule.options
+            if column in OPTION_COLUMNS and getattr(options, OPTION_COLUMNS[column])
+        }
+        # When several active options disagree (Calibration Date: device K, dates C) the
+        # stricter C wins, so dates are still shifted.
+        if CLEAN in option_actions:
+            return CLEAN
+        if KEEP in option_actions:
+            return KEEP
+        return chosen
+
+
+@lru_cache(maxsize=1)
+def load_profile() -> Profile:
+    table = _load("ps3.15-e1-1-2024.json")
+    rules: dict[int, Rule] = {}
+    for row in table["rows"]:
+        if not row["keyword"]:
+            continue  # repeating groups / private rows are handled structurally
+        tag = int(row["tag"], 16)
+        rules[tag] = Rule(
+            tag=tag,
+            keyword=row["keyword"],
+            basic=row["basic"],
+            options=tuple(sorted(row.get("options", {}).items())),
+        )
+    allow = _load("allowlist.json")
+    allowed = frozenset(int(row["tag"], 16) for row in allow["rows"])
+    safe = _load("safe_private.json")
+    safe_private = frozenset(
+        (int(row["group"], 16), row["creator"].strip().lower(), int(row["element"], 16))
+        for row in safe["rows"]
+    )
+    return Profile(
+        edition=str(table["_edition"]),
+        rules=rules,
+        allowed=allowed,
+        safe_private=safe_private,
+    )
+
+
+def describe(options: Options) -> str:
+    """Human-readable profile line stored with every report."""
+    names = [meaning for field, (_, meaning) in OPTION_CODES.items() if getattr(options, field)]
+    text = f"PS3.15 {load_profile().edition} Basic Application Confidentiality Profile"
+    if names:
+        text += " + " + ", ".join(n.removesuffix(" Option") for n in names)
+    return text
+
+
+def method_codes(options: Options) -> list[tuple[str, str]]:
+    codes = [BASIC_CODE]
+    codes += [code for field, code in OPTION_CODES.items() if getattr(options, field)]
+    return codes
