@@ -1,0 +1,90 @@
+"""Catalog API: dataset search with the same filters and facets as the catalog page."""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.selectors import (
+    DATASET_FACETS,
+    access_dataset,
+    dataset_facets,
+    dataset_search,
+    dataset_study_breakdown,
+    search_params_from,
+)
+
+
+class DatasetOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    provider = serializers.CharField(source="provider.name")
+    modalities = serializers.ListField(child=serializers.CharField())
+    body_parts = serializers.ListField(child=serializers.CharField())
+    sexes = serializers.ListField(child=serializers.CharField())
+    age_bands = serializers.ListField(child=serializers.CharField())
+    manufacturers = serializers.ListField(child=serializers.CharField())
+    patient_count = serializers.IntegerField()
+    study_count = serializers.IntegerField()
+    series_count = serializers.IntegerField()
+    instance_count = serializers.IntegerField()
+    total_bytes = serializers.IntegerField()
+    price_per_study = serializers.DecimalField(max_digits=12, decimal_places=2)
+    currency = serializers.CharField()
+    licence_text = serializers.CharField()
+    status = serializers.CharField()
+    published_at = serializers.DateTimeField()
+
+
+FACET_ROW = inline_serializer("FacetRow", fields={
+    "value": serializers.CharField(), "label": serializers.CharField(), "count": serializers.IntegerField(),
+    "selected": serializers.BooleanField()})
+
+FILTER_PARAMETERS = [
+    OpenApiParameter("q", OpenApiTypes.STR, description="Keywords (web-search syntax)"),
+    *[OpenApiParameter(name, OpenApiTypes.STR, many=True, description=f"Filter by {name}; repeat for OR")
+      for name in [*DATASET_FACETS, "provider"]],
+    OpenApiParameter("sort", OpenApiTypes.STR, enum=["relevance", "newest", "price", "-price", "size"]),
+]
+
+
+class DatasetListApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="datasets_search",
+        parameters=FILTER_PARAMETERS,
+        responses=inline_serializer("DatasetSearchResult", fields={
+            "count": serializers.IntegerField(), "next": serializers.CharField(allow_null=True),
+            "previous": serializers.CharField(allow_null=True), "results": DatasetOutput(many=True),
+            "facets": serializers.DictField(child=serializers.ListField(child=FACET_ROW)),
+        }),
+    )
+    def get(self, request: Request) -> Response:
+        params = search_params_from(request.query_params)
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(dataset_search(params=params), request, view=self)
+        response = paginator.get_paginated_response(DatasetOutput(page, many=True).data)
+        response.data["facets"] = dataset_facets(params=params)
+        return response
+
+
+class DatasetDetailApi(APIView):
+    permission_classes = [AllowAny]
+
+    class Output(DatasetOutput):
+        breakdown = serializers.SerializerMethodField()
+
+        def get_breakdown(self, obj) -> dict[str, list[list]]:  # noqa: ANN001
+            return {k: [list(row) for row in rows] for k, rows in dataset_study_breakdown(dataset=obj).items()}
+
+    @extend_schema(responses=Output)
+    def get(self, request: Request, dataset_id: int) -> Response:
+        dataset = access_dataset(user=request.user, dataset_id=dataset_id)
+        return Response(self.Output(dataset).data)

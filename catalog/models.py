@@ -1,0 +1,206 @@
+"""Datasets and their de-identified contents. No PHI is ever stored in these tables."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+
+from marketplace.models import Organization
+
+
+class Dataset(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        IN_REVIEW = "in_review", "In review"
+        PUBLISHED = "published", "Published"
+
+    provider = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="datasets")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    licence_text = models.TextField(blank=True)
+    # The provider attests that images of kinds known to carry burned-in text (US, secondary
+    # capture) hold none in this dataset; without it such images are rejected at ingestion.
+    burned_in_risk_accepted = models.BooleanField(default=False)
+    price_per_study = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
+    currency = models.CharField(max_length=3, default="USD")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    # Summaries, recomputed by the worker after each ingestion (dataset_refresh_stats).
+    modalities = ArrayField(models.CharField(max_length=16), default=list, blank=True)
+    body_parts = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    sexes = ArrayField(models.CharField(max_length=8), default=list, blank=True)
+    age_bands = ArrayField(models.CharField(max_length=16), default=list, blank=True)
+    manufacturers = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    patient_count = models.PositiveIntegerField(default=0)
+    study_count = models.PositiveIntegerField(default=0)
+    series_count = models.PositiveIntegerField(default=0)
+    instance_count = models.PositiveIntegerField(default=0)
+    total_bytes = models.BigIntegerField(default=0)
+    search_vector = SearchVectorField(null=True, editable=False)
+
+    STATUS_TRANSITIONS = {
+        Status.DRAFT: {Status.IN_REVIEW},
+        Status.IN_REVIEW: {Status.PUBLISHED, Status.DRAFT},
+        Status.PUBLISHED: {Status.DRAFT},
+    }
+
+    class Meta:
+        ordering = ["-published_at", "-id"]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="dataset_search_gin"),
+            GinIndex(fields=["modalities"], name="dataset_modalities_gin"),
+            GinIndex(fields=["body_parts"], name="dataset_body_parts_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def modality_summary(self) -> str:
+        return ", ".join(self.modalities)
+
+    @property
+    def body_part_summary(self) -> str:
+        return ", ".join(self.body_parts)
+
+
+AGE_BANDS = [(0, 17, "0-17"), (18, 29, "18-29"), (30, 39, "30-39"), (40, 49, "40-49"),
+             (50, 59, "50-59"), (60, 69, "60-69"), (70, 79, "70-79"), (80, 200, "80+")]
+
+
+def age_band_for(age_years: int | None) -> str:
+    if age_years is None:
+        return "unknown"
+    for low, high, label in AGE_BANDS:
+        if low <= age_years <= high:
+            return label
+    return "unknown"
+
+
+class Study(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="studies")
+    study_uid = models.CharField(max_length=64)  # remapped by deid, not the original
+    pseudo_patient_id = models.CharField(max_length=64, db_index=True)
+    patient_age = models.PositiveSmallIntegerField(null=True, blank=True)
+    patient_sex = models.CharField(max_length=8, blank=True)
+    age_band = models.CharField(max_length=16, default="unknown")
+    study_date = models.DateField(null=True, blank=True)  # shifted per patient
+    description = models.CharField(max_length=200, blank=True)
+    modalities = ArrayField(models.CharField(max_length=16), default=list, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    manufacturer = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=64, blank=True)
+    series_count = models.PositiveIntegerField(default=0)
+    instance_count = models.PositiveIntegerField(default=0)
+    total_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "study_uid"], name="uniq_study_per_dataset")]
+        indexes = [models.Index(fields=["dataset", "patient_sex", "age_band"])]
+
+    def __str__(self) -> str:
+        return f"Study {self.study_uid}"
+
+
+class Series(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    series_uid = models.CharField(max_length=64)
+    modality = models.CharField(max_length=16, blank=True)
+    body_part = models.CharField(max_length=64, blank=True)
+    manufacturer = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=64, blank=True)
+    description = models.CharField(max_length=200, blank=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    instance_count = models.PositiveIntegerField(default=0)
+    total_bytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "series"
+        ordering = ["series_number", "id"]
+        constraints = [models.UniqueConstraint(fields=["study", "series_uid"], name="uniq_series_per_study")]
+
+    def __str__(self) -> str:
+        return f"Series {self.series_uid}"
+
+
+class Instance(models.Model):
+    # Kept narrow: a petabyte catalog holds 100M+ of these rows.
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_uid = models.CharField(max_length=64)
+    sop_class_uid = models.CharField(max_length=64, blank=True)
+    instance_number = models.IntegerField(null=True, blank=True)
+    storage_key = models.CharField(max_length=400)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["instance_number", "id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "sop_uid"], name="uniq_instance_per_dataset")]
+
+    def __str__(self) -> str:
+        return f"Instance {self.sop_uid}"
+
+
+class UploadBatch(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Ingesting"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="upload_batches")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total_files = models.PositiveIntegerField(default=0)
+    done_files = models.PositiveIntegerField(default=0)
+    ok_files = models.PositiveIntegerField(default=0)
+    failed_files = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name_plural = "upload batches"
+
+    def __str__(self) -> str:
+        return f"Upload #{self.pk} into {self.dataset_id}"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done_files / self.total_files) if self.total_files else 0
+
+
+class UploadFile(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        OK = "ok", "Ingested"
+        DUPLICATE = "duplicate", "Already in dataset"
+        REJECTED = "rejected", "Rejected"
+
+    batch = models.ForeignKey(UploadBatch, on_delete=models.CASCADE, related_name="files")
+    # The provider's own file name, shown only to members of that provider.
+    name = models.CharField(max_length=255)
+    quarantine_key = models.CharField(max_length=400, blank=True)
+    is_archive = models.BooleanField(default=False)  # a .zip, expanded by the worker
+    size_bytes = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    reason = models.CharField(max_length=500, blank=True)
+    instance = models.ForeignKey(Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Counts of de-identification actions (no values): shown to the provider as evidence.
+    deid_actions = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name

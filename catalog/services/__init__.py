@@ -1,0 +1,23 @@
+"""Catalog writes. Import from here: `from catalog.services import dataset_publish`."""
+from catalog.services.datasets import (
+    dataset_create,
+    dataset_publish,
+    dataset_submit_for_review,
+    dataset_transition,
+    dataset_update,
+)
+from catalog.services.ingestion import upload_batch_ingest, upload_file_ingest
+from catalog.services.stats import dataset_refresh_stats
+from catalog.services.uploads import upload_batch_create
+
+__all__ = [
+    "dataset_create",
+    "dataset_publish",
+    "dataset_refresh_stats",
+    "dataset_submit_for_review",
+    "dataset_transition",
+    "dataset_update",
+    "upload_batch_create",
+    "upload_batch_ingest",
+    "upload_file_ingest",
+]

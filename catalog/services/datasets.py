@@ -1,0 +1,100 @@
+"""Dataset life cycle: draft → in review → published (admin), with an audit record per move."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.exceptions import CatalogError, ProviderNotApprovedError
+from catalog.models import Dataset
+from marketplace.exceptions import InvalidTransitionError
+from marketplace.models import Organization, User
+from marketplace.services import audit_record
+
+
+@transaction.atomic
+def dataset_create(
+    *,
+    provider: Organization,
+    acting_user: User,
+    title: str,
+    description: str = "",
+    licence_text: str = "",
+    price_per_study: Decimal = Decimal("0.00"),
+    currency: str = "USD",
+    burned_in_risk_accepted: bool = False,
+) -> Dataset:
+    if not provider.is_provider:
+        raise CatalogError("Only provider organizations can create datasets.", code="not_a_provider")
+    if price_per_study < 0:
+        raise CatalogError("The price per study cannot be negative.", code="negative_price")
+    dataset = Dataset.objects.create(
+        provider=provider, created_by=acting_user, title=title, description=description,
+        licence_text=licence_text, price_per_study=price_per_study, currency=currency.upper(),
+        burned_in_risk_accepted=burned_in_risk_accepted,
+    )
+    audit_record(actor=acting_user, action="dataset.create", obj=dataset)
+    return dataset
+
+
+@transaction.atomic
+def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> Dataset:
+    allowed = {"title", "description", "licence_text", "price_per_study", "currency", "burned_in_risk_accepted"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise CatalogError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.", code="bad_fields")
+    price = fields.get("price_per_study")
+    if price is not None and Decimal(str(price)) < 0:
+        raise CatalogError("The price per study cannot be negative.", code="negative_price")
+    old_price = dataset.price_per_study
+    for name, value in fields.items():
+        setattr(dataset, name, value)
+    dataset.save(update_fields=list(fields))
+    detail: dict[str, object] = {"fields": sorted(fields)}
+    if "price_per_study" in fields:
+        detail.update(old_price=str(old_price), new_price=str(dataset.price_per_study))
+    audit_record(actor=acting_user, action="dataset.update", obj=dataset, detail=detail)
+    transaction.on_commit(lambda: _reindex(dataset.pk))
+    return dataset
+
+
+def _reindex(dataset_id: int) -> None:
+    from catalog.services.stats import dataset_refresh_search_vector
+
+    dataset_refresh_search_vector(dataset_id=dataset_id)
+
+
+@transaction.atomic
+def dataset_transition(
+    *, dataset: Dataset, to: str, acting_user: User, ip: str | None = None, reason: str = ""
+) -> Dataset:
+    """The one place that moves a dataset's status. Locks the row; no-op if already there."""
+    locked = Dataset.objects.select_for_update().select_related("provider").get(pk=dataset.pk)
+    if locked.status == to:
+        return locked
+    if to not in Dataset.STATUS_TRANSITIONS.get(locked.status, set()):
+        raise InvalidTransitionError(
+            f"A dataset cannot move from {locked.get_status_display()} to {Dataset.Status(to).label}.")
+    if to == Dataset.Status.IN_REVIEW and locked.instance_count == 0:
+        raise CatalogError("Upload at least one image before submitting the dataset for review.",
+                           code="empty_dataset")
+    if to == Dataset.Status.PUBLISHED:
+        if not locked.provider.is_approved:
+            raise ProviderNotApprovedError(
+                f"Provider {locked.provider.name} is not approved yet; approve the organization first.")
+        locked.published_at = timezone.now()
+    old = locked.status
+    locked.status = to
+    locked.save(update_fields=["status", "published_at"])
+    audit_record(actor=acting_user, action=f"dataset.{to}", obj=locked, ip=ip,
+                 detail={"from": old, "to": to, "reason": reason})
+    return locked
+
+
+def dataset_submit_for_review(*, dataset: Dataset, acting_user: User, ip: str | None = None) -> Dataset:
+    return dataset_transition(dataset=dataset, to=Dataset.Status.IN_REVIEW, acting_user=acting_user, ip=ip)
+
+
+def dataset_publish(*, dataset: Dataset, acting_user: User, ip: str | None = None) -> Dataset:
+    return dataset_transition(dataset=dataset, to=Dataset.Status.PUBLISHED, acting_user=acting_user, ip=ip)

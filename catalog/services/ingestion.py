@@ -1,0 +1,249 @@
+"""Ingestion (worker): quarantine → de-identify + verify → catalog rows and clean object.
+
+Every step is idempotent per file: a file is claimed by a conditional update, instances
+are unique per dataset and SOP Instance UID, and a re-run batch skips finished files.
+Rejection reasons come from deid and name tags and causes, never values (no PHI).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass
+from typing import IO, Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+import deid
+from catalog import storage
+from catalog.archives import iter_members
+from catalog.exceptions import UnsafeArchiveError
+from catalog.models import Dataset, Instance, Series, Study, UploadBatch, UploadFile, age_band_for
+from catalog.services.uploads import archive_limits
+from marketplace.services import audit_record
+
+logger = logging.getLogger(__name__)
+
+SPOOL_BYTES = 32 * 1024 * 1024
+
+
+def provider_key(dataset: Dataset) -> bytes:
+    return bytes.fromhex(dataset.provider.deid_secret)
+
+
+def deid_options(dataset: Dataset) -> deid.Options:
+    return deid.Options(accept_burned_in_risk=dataset.burned_in_risk_accepted)
+
+
+def upload_batch_ingest(*, batch_id: int) -> UploadBatch | None:
+    """Ingest every pending file of a batch; safe to run again after a crash."""
+    updated = UploadBatch.objects.filter(
+        pk=batch_id, status__in=[UploadBatch.Status.QUEUED, UploadBatch.Status.RUNNING]
+    ).update(status=UploadBatch.Status.RUNNING)
+    if not updated:
+        logger.info("upload batch %s is gone or finished; nothing to do", batch_id)
+        return None
+    batch = UploadBatch.objects.select_related("dataset__provider").get(pk=batch_id)
+
+    for archive in batch.files.filter(is_archive=True, status=UploadFile.Status.PENDING):
+        _expand_archive(batch, archive)
+    for upload_id in batch.files.filter(status=UploadFile.Status.PENDING, is_archive=False).values_list("pk", flat=True):
+        upload_file_ingest(upload_file_id=upload_id)
+
+    from catalog.services.stats import dataset_refresh_stats
+
+    dataset_refresh_stats(dataset_id=batch.dataset_id)
+    counts = batch.files.filter(is_archive=False).values_list("status", flat=True)
+    ok = sum(1 for s in counts if s in (UploadFile.Status.OK, UploadFile.Status.DUPLICATE))
+    UploadBatch.objects.filter(pk=batch_id).update(
+        status=UploadBatch.Status.DONE, finished=timezone.now(), ok_files=ok, failed_files=len(counts) - ok,
+        done_files=len(counts), total_files=len(counts),
+    )
+    batch.refresh_from_db()
+    audit_record(actor=batch.uploaded_by, action="upload.ingested", obj=batch,
+                 detail={"dataset_id": batch.dataset_id, "ok": batch.ok_files, "failed": batch.failed_files})
+    logger.info("upload batch %s done: %s ok, %s failed", batch_id, batch.ok_files, batch.failed_files)
+    return batch
+
+
+def _expand_archive(batch: UploadBatch, archive: UploadFile) -> None:
+    """Turn a zip into one pending UploadFile per member, counting real bytes as we go."""
+    created: list[UploadFile] = []
+    try:
+        with storage.open_read(archive.quarantine_key) as fh, tempfile.TemporaryFile() as local:
+            # zipfile needs to seek; copy the archive to a local temp file first.
+            while chunk := fh.read(storage.CHUNK):
+                local.write(chunk)
+            local.seek(0)
+            for name, reader in iter_members(local, archive_limits()):
+                member = UploadFile.objects.create(batch=batch, name=name[:255])
+                key = storage.quarantine_key(provider_id=batch.dataset.provider_id, batch_id=batch.pk,
+                                             file_id=member.pk)
+                with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+                    while chunk := reader.read(storage.CHUNK):  # the reader enforces the size caps
+                        spool.write(chunk)
+                    spool.seek(0)
+                    storage.put(key, spool)
+                member.quarantine_key = key
+                member.size_bytes = storage.size(key)
+                member.save(update_fields=["quarantine_key", "size_bytes"])
+                created.append(member)
+    except UnsafeArchiveError as exc:
+        for member in created:
+            storage.delete(member.quarantine_key)
+            member.delete()
+        _finish_file(archive, UploadFile.Status.REJECTED, str(exc))
+        return
+    # The archive itself becomes a summary row; its members carry the per-file results.
+    _finish_file(archive, UploadFile.Status.OK, f"archive expanded into {len(created)} files")
+    UploadBatch.objects.filter(pk=batch.pk).update(total_files=F("total_files") + len(created) - 1)
+
+
+@dataclass(frozen=True)
+class CleanInstance:
+    metadata: dict[str, Any]
+    actions: dict[str, int]
+    sha256: str
+    size: int
+
+
+def upload_file_ingest(*, upload_file_id: int) -> UploadFile | None:
+    """De-identify, verify and catalogue one quarantined file. Never raises for bad input."""
+    # Two workers racing on one file both produce the same SOP UID; the unique constraint
+    # on (dataset, sop_uid) lets exactly one catalogue it.
+    if not UploadFile.objects.filter(pk=upload_file_id, status=UploadFile.Status.PENDING).exists():
+        return None
+    upload = UploadFile.objects.select_related("batch__dataset__provider").get(pk=upload_file_id)
+    dataset = upload.batch.dataset
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as clean:
+        try:
+            with storage.open_read(upload.quarantine_key) as src:
+                report = deid.deidentify_file(src, clean, key=provider_key(dataset), options=deid_options(dataset))
+        except deid.DeidError as exc:
+            # deid's messages name tags and causes only, never values.
+            return _finish_file(upload, UploadFile.Status.REJECTED, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the batch
+            logger.error("upload file %s failed with %s", upload.pk, exc.__class__.__name__)
+            return _finish_file(upload, UploadFile.Status.REJECTED,
+                                f"internal error while processing this file (reference {upload.pk})")
+        if not report.verified:
+            return _finish_file(upload, UploadFile.Status.REJECTED, "de-identification could not be verified")
+        clean_instance = _measure(clean, report)
+        clean.seek(0)
+        return _catalogue(upload, dataset, clean, clean_instance)
+
+
+def _measure(clean: IO[bytes], report: Any) -> CleanInstance:
+    clean.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while chunk := clean.read(storage.CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return CleanInstance(metadata=report.metadata, actions=dict(report.actions), sha256=digest.hexdigest(), size=size)
+
+
+def _catalogue(upload: UploadFile, dataset: Dataset, clean: IO[bytes], item: CleanInstance) -> UploadFile:
+    meta = item.metadata
+    if Instance.objects.filter(dataset=dataset, sop_uid=meta["sop_uid"]).exists():
+        return _finish_file(upload, UploadFile.Status.DUPLICATE,
+                            "this image is already in the dataset", actions=item.actions)
+    key = storage.catalog_key(dataset_id=dataset.pk, study_uid=meta["study_uid"],
+                              series_uid=meta["series_uid"], sop_uid=meta["sop_uid"])
+    storage.put(key, clean)
+    try:
+        with transaction.atomic():
+            study = _study_for(dataset, meta)
+            series = _series_for(study, meta)
+            instance = Instance.objects.create(
+                dataset=dataset, series=series, sop_uid=meta["sop_uid"],
+                sop_class_uid=meta.get("sop_class_uid") or "", instance_number=_int(meta.get("instance_number")),
+                storage_key=key, size_bytes=item.size, sha256=item.sha256,
+            )
+    except IntegrityError:
+        # Another worker catalogued the same SOP instance first; same content, same key.
+        return _finish_file(upload, UploadFile.Status.DUPLICATE, "this image is already in the dataset",
+                            actions=item.actions)
+    return _finish_file(upload, UploadFile.Status.OK, "", instance=instance, actions=item.actions)
+
+
+def _study_for(dataset: Dataset, meta: dict[str, Any]) -> Study:
+    age = _age_years(meta.get("patient_age"))
+    study, _ = Study.objects.get_or_create(
+        dataset=dataset, study_uid=meta["study_uid"],
+        defaults={
+            "pseudo_patient_id": meta.get("patient_id") or "",
+            "patient_age": age,
+            "age_band": age_band_for(age),
+            "patient_sex": (meta.get("patient_sex") or "").upper()[:8],
+            "study_date": meta.get("study_date"),
+            "description": (meta.get("study_description") or "")[:200],
+            "body_part": (meta.get("body_part") or "").upper()[:64],
+            "manufacturer": (meta.get("manufacturer") or "")[:64],
+            "model": (meta.get("model") or "")[:64],
+        },
+    )
+    modality = (meta.get("modality") or "").upper()
+    if modality and modality not in study.modalities:
+        study.modalities = [*study.modalities, modality]
+        study.save(update_fields=["modalities"])
+    return study
+
+
+def _series_for(study: Study, meta: dict[str, Any]) -> Series:
+    series, _ = Series.objects.get_or_create(
+        study=study, series_uid=meta["series_uid"],
+        defaults={
+            "modality": (meta.get("modality") or "").upper()[:16],
+            "body_part": (meta.get("body_part") or "").upper()[:64],
+            "manufacturer": (meta.get("manufacturer") or "")[:64],
+            "model": (meta.get("model") or "")[:64],
+            "description": (meta.get("series_description") or "")[:200],
+            "series_number": _int(meta.get("series_number")),
+        },
+    )
+    return series
+
+
+def _finish_file(
+    upload: UploadFile,
+    status: str,
+    reason: str,
+    *,
+    instance: Instance | None = None,
+    actions: dict[str, int] | None = None,
+) -> UploadFile:
+    # The PHI original leaves quarantine as soon as its fate is decided.
+    storage.delete(upload.quarantine_key)
+    upload.status, upload.reason, upload.instance = status, reason[:500], instance
+    upload.deid_actions = actions or {}
+    upload.quarantine_key = ""
+    upload.save(update_fields=["status", "reason", "instance", "deid_actions", "quarantine_key"])
+    if not upload.is_archive:
+        ok = status in (UploadFile.Status.OK, UploadFile.Status.DUPLICATE)
+        UploadBatch.objects.filter(pk=upload.batch_id).update(
+            done_files=F("done_files") + 1,
+            ok_files=F("ok_files") + (1 if ok else 0),
+            failed_files=F("failed_files") + (0 if ok else 1),
+        )
+    return upload
+
+
+def _age_years(value: Any) -> int | None:
+    """DICOM AS ("045Y", "006M", "010W", "003D") → whole years."""
+    if not value:
+        return None
+    text = str(value).strip().upper()
+    try:
+        number, unit = int(text[:-1]), text[-1]
+    except (ValueError, IndexError):
+        return None
+    return {"Y": number, "M": number // 12, "W": number // 52, "D": number // 365}.get(unit)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,83 @@
+"""Object storage: one interface over the local folder (embedded default) and S3.
+
+Keys are built from our own ids, never from uploaded names. Copies between keys are
+server-side on S3 (CopyObject) so delivery never streams data through a web process.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from typing import IO, Iterator
+
+from django.core.files.base import File
+from django.core.files.storage import FileSystemStorage, default_storage
+
+CHUNK = 1024 * 1024
+
+
+def quarantine_key(*, provider_id: int, batch_id: int, file_id: int) -> str:
+    return f"quarantine/{provider_id}/{batch_id}/{file_id}"
+
+
+def catalog_key(*, dataset_id: int, study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"catalog/{dataset_id}/{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+
+def put(key: str, content: IO[bytes]) -> None:
+    """Store `content` under exactly `key`, replacing what was there."""
+    if default_storage.exists(key):
+        default_storage.delete(key)
+    saved = default_storage.save(key, File(content))
+    if saved != key:  # FileSystemStorage renames on clashes; we never want that
+        raise RuntimeError(f"storage saved {key!r} as {saved!r}")
+
+
+def open_read(key: str) -> IO[bytes]:
+    return default_storage.open(key, "rb")
+
+
+def exists(key: str) -> bool:
+    return default_storage.exists(key)
+
+
+def delete(key: str) -> None:
+    if key and default_storage.exists(key):
+        default_storage.delete(key)
+
+
+def size(key: str) -> int:
+    return default_storage.size(key)
+
+
+def iter_chunks(key: str) -> Iterator[bytes]:
+    with open_read(key) as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+
+
+def sha256_of(key: str) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter_chunks(key):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy(src_key: str, dst_key: str) -> None:
+    """Copy one object to another key without passing it through Python where possible."""
+    if isinstance(default_storage, FileSystemStorage):
+        dst_path = default_storage.path(dst_key)
+        os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+        shutil.copyfile(default_storage.path(src_key), dst_path)
+        return
+    bucket = default_storage.bucket
+    bucket.Object(default_storage._normalize_name(dst_key)).copy(  # noqa: SLF001 - storages has no public API for this
+        {"Bucket": bucket.name, "Key": default_storage._normalize_name(src_key)}  # noqa: SLF001
+    )
+
+
+def download_url(key: str) -> str | None:
+    """A short-lived direct URL when the backend has one (S3 presigned), else None."""
+    if isinstance(default_storage, FileSystemStorage):
+        return None
+    return default_storage.url(key)

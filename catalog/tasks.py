@@ -1,0 +1,11 @@
+"""Thin Celery tasks for ingestion: load by id, call one service."""
+from __future__ import annotations
+
+from celery import shared_task
+
+from catalog.services import upload_batch_ingest
+
+
+@shared_task(acks_late=True)
+def upload_batch_ingest_task(*, batch_id: int) -> None:
+    upload_batch_ingest(batch_id=batch_id)

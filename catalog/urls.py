@@ -1,0 +1,14 @@
+from django.urls import path
+
+from catalog import views
+
+urlpatterns = [
+    path("datasets/", views.dataset_list, name="dataset_list"),
+    path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path("provider/", views.provider_dashboard, name="provider_dashboard"),
+    path("provider/datasets/new/", views.dataset_new, name="dataset_new"),
+    path("provider/datasets/<int:dataset_id>/", views.dataset_manage, name="dataset_manage"),
+    path("provider/datasets/<int:dataset_id>/upload/", views.dataset_upload, name="dataset_upload"),
+    path("provider/uploads/<int:batch_id>/", views.upload_batch_detail, name="upload_batch_detail"),
+    path("provider/uploads/<int:batch_id>/progress/", views.upload_batch_progress, name="upload_batch_progress"),
+]

@@ -1,0 +1,174 @@
+"""Catalog pages: search, dataset detail, and the provider's dataset management."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+
+from catalog.exceptions import CatalogError
+from catalog.forms import DatasetForm, UploadForm
+from catalog.models import UploadBatch
+from catalog.selectors import (
+    FACET_LABELS,
+    InvalidSearchError,
+    SearchParams,
+    access_dataset,
+    access_dataset_for_write,
+    dataset_facets,
+    dataset_search,
+    dataset_study_breakdown,
+    datasets_for_provider_user,
+    search_params_from,
+)
+from catalog.services import dataset_create, dataset_submit_for_review, dataset_update, upload_batch_create
+from marketplace.exceptions import ApplicationError, NotFoundError
+from marketplace.selectors import provider_organizations_for_user
+from marketplace.services import client_ip
+
+
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    error = ""
+    try:
+        params = search_params_from(request.GET)
+    except InvalidSearchError as exc:
+        error, params = exc.message, SearchParams()
+    results = dataset_search(params=params)
+    page = Paginator(results, 12).get_page(request.GET.get("page"))
+    facets = dataset_facets(params=params)
+    context = {
+        "params": params, "page": page, "error": error,
+        "facets": [(name, FACET_LABELS[name], rows) for name, rows in facets.items() if rows],
+        "active_filters": [(name, FACET_LABELS[name], v) for name, values in params.filters.items() for v in values],
+    }
+    return render(request, "catalog/dataset_list.html", context, status=400 if error else 200)
+
+
+def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    try:
+        dataset = access_dataset(user=request.user, dataset_id=dataset_id)
+    except NotFoundError:
+        raise Http404("Dataset not found.") from None
+    context = {"dataset": dataset, "breakdown": dataset_study_breakdown(dataset=dataset)}
+    return render(request, "catalog/dataset_detail.html", context)
+
+
+@login_required
+def provider_dashboard(request: HttpRequest) -> HttpResponse:
+    orgs = provider_organizations_for_user(user=request.user)
+    if not orgs.exists():
+        messages.info(request, "Only members of a provider organization can publish data.")
+        return redirect("home")
+    from orders.selectors import sales_for_provider_user
+
+    sales = sales_for_provider_user(user=request.user)
+    context = {
+        "organizations": orgs,
+        "datasets": datasets_for_provider_user(user=request.user).order_by("-created"),
+        "sales": sales[:20],
+        "revenue": _revenue(sales),
+    }
+    return render(request, "catalog/provider_dashboard.html", context)
+
+
+def _revenue(sales) -> list[tuple[str, object]]:  # noqa: ANN001
+    from django.db.models import Sum
+
+    from orders.models import Order
+
+    done = sales.filter(status__in=[Order.Status.APPROVED, Order.Status.DELIVERING, Order.Status.DELIVERED])
+    return list(done.values_list("currency").annotate(total=Sum("total")).order_by("currency"))
+
+
+@login_required
+def dataset_new(request: HttpRequest) -> HttpResponse:
+    org = provider_organizations_for_user(user=request.user).first()
+    if org is None:
+        raise Http404("Only provider organizations create datasets.")
+    form = DatasetForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            dataset = dataset_create(provider=org, acting_user=request.user, **form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "Dataset created. Upload DICOM files next.")
+            return redirect("dataset_manage", dataset_id=dataset.pk)
+    return render(request, "catalog/dataset_form.html", {"form": form})
+
+
+@login_required
+def dataset_manage(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    try:
+        dataset = access_dataset_for_write(user=request.user, dataset_id=dataset_id)
+    except NotFoundError:
+        raise Http404("Dataset not found.") from None
+    form = DatasetForm(request.POST or None, instance=dataset, prefix="ds")
+    if request.method == "POST" and "save" in request.POST and form.is_valid():
+        try:
+            dataset_update(dataset=dataset, acting_user=request.user,
+                           **{k: form.cleaned_data[k] for k in form.changed_data})
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, "Dataset saved.")
+        return redirect("dataset_manage", dataset_id=dataset.pk)
+    if request.method == "POST" and "submit_review" in request.POST:
+        try:
+            dataset_submit_for_review(dataset=dataset, acting_user=request.user, ip=client_ip(request))
+            messages.success(request, "Submitted for review. An administrator will publish it.")
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+        return redirect("dataset_manage", dataset_id=dataset.pk)
+    context = {"dataset": dataset, "form": form, "upload_form": UploadForm(),
+               "batches": dataset.upload_batches.all()[:20]}
+    return render(request, "catalog/dataset_manage.html", context)
+
+
+@login_required
+def dataset_upload(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    try:
+        dataset = access_dataset_for_write(user=request.user, dataset_id=dataset_id)
+    except NotFoundError:
+        raise Http404("Dataset not found.") from None
+    if request.method != "POST":
+        return redirect("dataset_manage", dataset_id=dataset.pk)
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, "Choose at least one file to upload.")
+        return redirect("dataset_manage", dataset_id=dataset.pk)
+    files = [(f.name, f) for f in form.cleaned_data["files"]]
+    try:
+        batch = upload_batch_create(dataset=dataset, files=files, acting_user=request.user, ip=client_ip(request))
+    except CatalogError as exc:
+        messages.error(request, exc.message)
+        return redirect("dataset_manage", dataset_id=dataset.pk)
+    messages.success(request, f"Uploaded {len(files)} file(s); ingestion has started.")
+    return redirect("upload_batch_detail", batch_id=batch.pk)
+
+
+def _access_batch(request: HttpRequest, batch_id: int) -> UploadBatch:
+    batch = (
+        UploadBatch.objects.select_related("dataset")
+        .filter(pk=batch_id, dataset__provider__memberships__user=request.user).distinct().first()
+    )
+    if batch is None:
+        raise Http404("Upload not found.")
+    return batch
+
+
+@login_required
+def upload_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = _access_batch(request, batch_id)
+    files = batch.files.exclude(status="ok", is_archive=False).order_by("status", "id")
+    return render(request, "catalog/upload_batch.html", {"batch": batch, "problem_files": files})
+
+
+@login_required
+def upload_batch_progress(request: HttpRequest, batch_id: int) -> JsonResponse:
+    batch = _access_batch(request, batch_id)
+    return JsonResponse({
+        "status": batch.status, "status_label": batch.get_status_display(), "done": batch.done_files,
+        "total": batch.total_files, "ok": batch.ok_files, "failed": batch.failed_files, "percent": batch.percent,
+    })

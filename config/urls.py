@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/", include("catalog.api_urls")),
+    path("api/", include("orders.api_urls")),
+    path("", include("marketplace.urls")),
+    path("", include("catalog.urls")),
+    path("", include("orders.urls")),
+    path("", include("workspaces.urls")),
+]

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class User(AbstractUser):
+    email = models.EmailField(unique=True)
+
+
+def _new_deid_secret() -> str:
+    return secrets.token_hex(32)
+
+
+class Organization(models.Model):
+    class Kind(models.TextChoices):
+        PROVIDER = "provider", "Data provider"
+        BUYER = "buyer", "Buyer / research organization"
+
+    name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 country code")
+    # A provider may publish only after an admin approved it.
+    approved_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Per-provider secret for pseudonyms, UID remapping and date shifts: the same patient
+    # gets the same pseudonym in every upload of this provider, and another provider's
+    # pseudonyms cannot be linked to it.
+    deid_secret = models.CharField(max_length=64, default=_new_deid_secret, editable=False)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_provider(self) -> bool:
+        return self.kind == self.Kind.PROVIDER
+
+    @property
+    def is_approved(self) -> bool:
+        return self.approved_at is not None
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner", "Owner"
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "organization"], name="uniq_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+
+class AuditEvent(models.Model):
+    """Append-only record of who did what to which object, when, from where.
+
+    UPDATE and DELETE are refused by a database trigger (migration 0002), so not even
+    ORM code or the admin can rewrite history. Details hold ids and counts, never PHI.
+    """
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        related_name="+",
+    )
+    actor_label = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_label or 'system'} {self.action} {self.object_type}:{self.object_id}"

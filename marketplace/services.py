@@ -1,0 +1,81 @@
+"""Writes for accounts, organizations and the audit trail."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from marketplace.exceptions import ApplicationError
+from marketplace.models import AuditEvent, Membership, Organization, User
+
+
+def client_ip(request: HttpRequest | None) -> str | None:
+    if request is None:
+        return None
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def audit_record(
+    *,
+    actor: User | None,
+    action: str,
+    obj: models.Model | None = None,
+    ip: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one audit event. `detail` must hold ids and counts only, never PHI."""
+    return AuditEvent.objects.create(
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor_label=actor.get_username() if actor is not None and actor.is_authenticated else "",
+        action=action,
+        object_type=obj._meta.label_lower if obj is not None else "",
+        object_id=str(obj.pk) if obj is not None else "",
+        ip_address=ip,
+        detail=detail or {},
+    )
+
+
+@transaction.atomic
+def user_sign_up(
+    *,
+    username: str,
+    email: str,
+    password: str,
+    organization_name: str,
+    organization_kind: str,
+    ip: str | None = None,
+) -> User:
+    """Create a user and the organization they own (a provider starts unapproved)."""
+    if Organization.objects.filter(name__iexact=organization_name).exists():
+        raise ApplicationError("An organization with this name already exists; ask its owner to add you.",
+                               code="organization_exists")
+    user = User.objects.create_user(username=username, email=email, password=password)
+    org = Organization.objects.create(name=organization_name, kind=organization_kind)
+    Membership.objects.create(user=user, organization=org, role=Membership.Role.OWNER)
+    audit_record(actor=user, action="user.sign_up", obj=user, ip=ip,
+                 detail={"organization_id": org.pk, "kind": organization_kind})
+    return user
+
+
+@transaction.atomic
+def organization_approve(*, organization: Organization, acting_user: User, ip: str | None = None) -> Organization:
+    """Admin approval: an approved provider may publish datasets. Idempotent."""
+    org = Organization.objects.select_for_update().get(pk=organization.pk)
+    if org.approved_at is None:
+        org.approved_at = timezone.now()
+        org.approved_by = acting_user
+        org.save(update_fields=["approved_at", "approved_by"])
+        audit_record(actor=acting_user, action="organization.approve", obj=org, ip=ip)
+    return org
+
+
+def membership_add(*, organization: Organization, user: User, role: str, acting_user: User) -> Membership:
+    if not Membership.objects.filter(organization=organization, user=acting_user,
+                                     role=Membership.Role.OWNER).exists():
+        raise ApplicationError("Only an owner can add members.", code="not_owner")
+    membership, _ = Membership.objects.update_or_create(
+        organization=organization, user=user, defaults={"role": role})
+    audit_record(actor=acting_user, action="membership.add", obj=organization, detail={"user_id": user.pk, "role": role})
+    return membership

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from orders import api
+
+urlpatterns = [
+    path("quotes/", api.QuoteApi.as_view(), name="api-quote"),
+    path("orders/", api.OrderListCreateApi.as_view(), name="api-order-list"),
+    path("orders/<int:order_id>/", api.OrderDetailApi.as_view(), name="api-order-detail"),
+]

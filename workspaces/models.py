@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from catalog.models import Instance
+from orders.models import Order
+
+
+class Delivery(models.Model):
+    """Copy of an order's instances into the buyer's workspace (workspaces/<user>/<order>/…)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Copying"
+        DONE = "done", "Delivered"
+        FAILED = "failed", "Failed"
+
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="delivery")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="deliveries")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    total_files = models.PositiveIntegerField(default=0)
+    done_files = models.PositiveIntegerField(default=0)
+    total_bytes = models.BigIntegerField(default=0)
+    manifest_key = models.CharField(max_length=400, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name_plural = "deliveries"
+
+    def __str__(self) -> str:
+        return f"Delivery of order #{self.order_id}"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done_files / self.total_files) if self.total_files else 0
+
+    @property
+    def prefix(self) -> str:
+        return f"workspaces/{self.user_id}/{self.order_id}"
+
+
+class DeliveryFile(models.Model):
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="files")
+    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="+")
+    path = models.CharField(max_length=400)  # relative to the delivery's prefix
+    storage_key = models.CharField(max_length=500)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["path"]
+        # One copy per instance and delivery: a re-run task never duplicates a file.
+        constraints = [models.UniqueConstraint(fields=["delivery", "instance"], name="uniq_delivery_instance")]
+
+    def __str__(self) -> str:
+        return self.path

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from workspaces import views
+
+urlpatterns = [
+    path("workspace/", views.workspace, name="workspace"),
+    path("workspace/deliveries/<int:delivery_id>/progress/", views.delivery_progress, name="delivery_progress"),
+    path("workspace/download/<str:token>/", views.download, name="workspace_download"),
+]

@@ -1,0 +1,54 @@
+"""The buyer's workspace: deliveries with progress and signed, expiring download links."""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+
+from catalog import storage
+from marketplace.exceptions import NotFoundError
+from marketplace.services import client_ip
+from workspaces.models import Delivery
+from workspaces.selectors import access_delivery, deliveries_for_user
+from workspaces.services import MANIFEST_NAME, LinkExpiredError, download_grant_check, download_token_make
+
+
+@login_required
+def workspace(request: HttpRequest) -> HttpResponse:
+    deliveries = deliveries_for_user(user=request.user)
+    rows = []
+    for delivery in deliveries:
+        links = []
+        if delivery.status == Delivery.Status.DONE:
+            links.append((MANIFEST_NAME, None, download_token_make(delivery=delivery, path=MANIFEST_NAME)))
+            for f in delivery.files.all()[:200]:
+                links.append((f.path, f.size_bytes, download_token_make(delivery=delivery, path=f.path)))
+        rows.append((delivery, links))
+    return render(request, "workspaces/workspace.html", {"rows": rows})
+
+
+@login_required
+def delivery_progress(request: HttpRequest, delivery_id: int) -> JsonResponse:
+    try:
+        delivery = access_delivery(user=request.user, delivery_id=delivery_id)
+    except NotFoundError:
+        raise Http404("Delivery not found.") from None
+    return JsonResponse({"status": delivery.status, "status_label": delivery.get_status_display(),
+                         "done": delivery.done_files, "total": delivery.total_files, "percent": delivery.percent})
+
+
+def download(request: HttpRequest, token: str) -> HttpResponse:
+    if not request.user.is_authenticated:
+        raise Http404("File not found.")
+    try:
+        grant = download_grant_check(user=request.user, token=token, ip=client_ip(request))
+    except LinkExpiredError as exc:
+        return render(request, "workspaces/link_expired.html", {"message": exc.message}, status=403)
+    except NotFoundError:
+        raise Http404("File not found.") from None
+    direct = storage.download_url(grant.storage_key)
+    if direct:
+        return HttpResponseRedirect(direct)
+    content_type = "text/csv" if grant.filename == MANIFEST_NAME else "application/dicom"
+    return FileResponse(storage.open_read(grant.storage_key), as_attachment=True, filename=grant.filename,
+                        content_type=content_type)
