@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pydicom
+import pytest
+from deid_factory import KEY
+
+from deid import Options, PHIRemainsError, deidentify_file
+from deid.verify import collect_needles, verify_output
+
+
+def _clean_output(src: Path) -> tuple[pydicom.Dataset, bytes]:
+    out = io.BytesIO()
+    deidentify_file(src, out, key=KEY, options=Options())
+    return pydicom.dcmread(src), out.getvalue()
+
+
+def _rewrite(data: bytes, **changes: object) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for name, value in changes.items():
+        setattr(ds, name, value)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_it_passes_a_clean_output(phi_file: Path) -> None:
+    original, data = _clean_output(phi_file)
+    verify_output(original, data)
+
+
+def test_it_catches_a_name_planted_in_a_descriptor_and_names_only_the_tag(phi_file: Path) -> None:
+    original, data = _clean_output(phi_file)
+    doctored = _rewrite(data, StudyDescription="follow-up for Jane Doe")
+    with pytest.raises(PHIRemainsError) as err:
+        verify_output(original, doctored)
+    assert str(err.value) == "verification failed: identifying value remains in (0008,1030)"
+
+
+def test_it_catches_an_id_in_a_private_block(phi_file: Path) -> None:
+    original, data = _clean_output(phi_file)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.private_block(0x0031, "LEAKY", create=True).add_new(0x01, "LO", "xMRN123456x")
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(PHIRemainsError, match=r"\(0031,1001\)"):
+        verify_output(original, buf.getvalue())
+
+
+def test_it_catches_an_original_uid_in_a_nested_sequence(phi_file: Path) -> None:
+    original, data = _clean_output(phi_file)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = original.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(PHIRemainsError, match=r"\(0008,1155\)"):
+        verify_output(original, buf.getvalue())
+
+
+def test_it_catches_a_value_hidden_outside_any_element(phi_file: Path) -> None:
+    original, data = _clean_output(phi_file)
+    doctored = b"MRN123456".ljust(128, b"\x00") + data[128:]  # in the preamble
+    with pytest.raises(PHIRemainsError) as err:
+        verify_output(original, doctored)
+    assert "(0010,0020)" in str(err.value) and "MRN" not in str(err.value)
+
+
+def test_it_catches_the_birth_date(phi_file: Path) -> None:
+    original, data = _clean_output(phi_file)
+    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
+        verify_output(original, _rewrite(data, ImageComments="dob 1980-01-01"))
+
+
+def test_short_values_match_only_as_whole_words(phi_file: Path) -> None:
+    original, data = _clean_output(phi_file)
+    # "DOE" as part of another word is no leak
+    verify_output(original, _rewrite(data, ImageComments="DOES NOT APPLY"))
+    with pytest.raises(PHIRemainsError):
+        verify_output(original, _rewrite(data, ImageComments="doe"))
+
+
+def test_vendor_named_institution_is_not_a_finding() -> None:
+    ds = pydicom.Dataset()
+    ds.InstitutionName = "TOSHIBA"
+    ds.Manufacturer = "TOSHIBA_MEC"
+    ds.PatientName = "DOE^JANE"
+    sources = {n.source for n in collect_needles(ds)}
+    assert 0x00080080 not in sources and 0x00100010 in sources
