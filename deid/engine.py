@@ -134,6 +134,12 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes,
         counts=Counter(),
     )
     out = _process(ds, ctx, depth=0)
+    # Buyers group by patient: every output carries the pseudonym, even when the input
+    # had no PatientID (then the pseudonym is per study, see _patient_seed).
+    if "PatientID" not in out:
+        out.PatientID = ctx.pseudonym
+        out.PatientName = ctx.pseudonym
+        ctx.counts["pseudonymized"] += 2
     _attest(out, options, ctx)
 
     meta = FileMetaDataset()

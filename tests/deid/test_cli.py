@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deid_factory import make_dataset, to_bytes
+
+from deid.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    src = tmp_path / "in"
+    (src / "study1").mkdir(parents=True)
+    (src / "study1" / "a.dcm").write_bytes(to_bytes(make_dataset()))
+    (src / "study1" / "b.dcm").write_bytes(to_bytes(make_dataset(SOPInstanceUID="1.2.3.4.99")))
+    (src / "DOE_JANE_notes.txt").write_text("not dicom")
+    (src / "cut.dcm").write_bytes(to_bytes(make_dataset())[:-20])
+    return src
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "provider.key"
+    assert main(["--generate-key", str(path)]) == 0
+    return path
+
+
+def _manifest(out: Path) -> dict[str, dict]:
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    return {json.loads(line)["input"]: json.loads(line) for line in lines}
+
+
+def test_it_processes_a_tree_and_reports_each_file(tree: Path, key_file: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main([str(tree), str(out), "--key-file", str(key_file)]) == 0
+    manifest = _manifest(out)
+    assert set(manifest) == {"study1/a.dcm", "study1/b.dcm", "DOE_JANE_notes.txt", "cut.dcm"}
+    assert manifest["study1/a.dcm"]["status"] == "ok"
+    assert manifest["study1/a.dcm"]["output"] == "study1/a.dcm"
+    assert manifest["study1/a.dcm"]["actions"]["uid_remapped"] > 0
+    assert manifest["cut.dcm"]["status"] == "rejected"
+    assert manifest["cut.dcm"]["reason"].startswith("truncated file")
+    assert manifest["DOE_JANE_notes.txt"]["output"] is None
+    assert (out / "study1" / "b.dcm").exists() and not (out / "cut.dcm").exists()
+    captured = capsys.readouterr()
+    assert "ok 2, rejected 2" in captured.out
+    assert "DOE" not in captured.err  # progress lines carry counts, not file names
+
+
+def test_it_runs_with_worker_processes(tree: Path, key_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main([str(tree), str(out), "--key-file", str(key_file), "--workers", "2"]) == 0
+    assert [m["status"] for m in _manifest(out).values()].count("ok") == 2
+
+
+def test_it_applies_options(tree: Path, key_file: Path, tmp_path: Path) -> None:
+    import pydicom
+    out = tmp_path / "out"
+    main([str(tree), str(out), "--key-file", str(key_file), "--option",
+          "retain_patient_characteristics=false"])
+    assert pydicom.dcmread(out / "study1" / "a.dcm")["PatientSex"].value == ""
+
+
+def test_it_refuses_to_run_without_a_key(tree: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tree), str(tmp_path / "out")]) == 2
+    assert "--key-file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_it_never_overwrites_a_key(key_file: Path) -> None:
+    before = key_file.read_bytes()
+    assert main(["--generate-key", str(key_file)]) == 2
+    assert key_file.read_bytes() == before
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+
+def test_python_dash_m_deid_works(tree: Path, key_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "deid", str(tree), str(out), "--key-file",
+                             str(key_file)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(_manifest(out)) == 4
