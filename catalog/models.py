@@ -188,8 +188,9 @@ class UploadFile(models.Model):
         REJECTED = "rejected", "Rejected"
 
     batch = models.ForeignKey(UploadBatch, on_delete=models.CASCADE, related_name="files")
-    # The provider's own file name, shown only to members of that provider.
-    name = models.CharField(max_length=255)
+    # The provider's own file name, shown only to members of that provider, and blanked once
+    # the file is ingested (names often carry MRNs); kept for rejected files so they can be fixed.
+    name = models.CharField(max_length=255, blank=True)
     quarantine_key = models.CharField(max_length=400, blank=True)
     is_archive = models.BooleanField(default=False)  # a .zip, expanded by the worker
     size_bytes = models.BigIntegerField(default=0)

@@ -59,7 +59,8 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
         logger.info("delivery %s is gone or finished; nothing to do", delivery_id)
         return None
     delivery = Delivery.objects.select_related("order").get(pk=delivery_id)
-    order_transition(order=delivery.order, to=Order.Status.DELIVERING, acting_user=None)
+    if delivery.order.status == Order.Status.APPROVED:  # a re-run finds it delivering or delivered
+        order_transition(order=delivery.order, to=Order.Status.DELIVERING, acting_user=None)
     instances = _instances_for(delivery.order)
     Delivery.objects.filter(pk=delivery_id).update(
         total_files=instances.count(), done_files=delivery.files.count())

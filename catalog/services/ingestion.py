@@ -34,7 +34,9 @@ def provider_key(dataset: Dataset) -> bytes:
 
 
 def deid_options(dataset: Dataset) -> deid.Options:
-    return deid.Options(accept_burned_in_risk=dataset.burned_in_risk_accepted)
+    # Station names and serial numbers point at a site; manufacturer and model (which
+    # buyers need) are kept by the profile's allow-list without this option.
+    return deid.Options(retain_device_identity=False, accept_burned_in_risk=dataset.burned_in_risk_accepted)
 
 
 def upload_batch_ingest(*, batch_id: int) -> UploadBatch | None:
@@ -216,10 +218,14 @@ def _finish_file(
 ) -> UploadFile:
     # The PHI original leaves quarantine as soon as its fate is decided.
     storage.delete(upload.quarantine_key)
+    if status != UploadFile.Status.REJECTED and not upload.is_archive:
+        # Uploaded names often carry MRNs or UIDs; keep them only where the provider needs
+        # them to find and fix a rejected file.
+        upload.name = ""
     upload.status, upload.reason, upload.instance = status, reason[:500], instance
     upload.deid_actions = actions or {}
     upload.quarantine_key = ""
-    upload.save(update_fields=["status", "reason", "instance", "deid_actions", "quarantine_key"])
+    upload.save(update_fields=["name", "status", "reason", "instance", "deid_actions", "quarantine_key"])
     if not upload.is_archive:
         ok = status in (UploadFile.Status.OK, UploadFile.Status.DUPLICATE)
         UploadBatch.objects.filter(pk=upload.batch_id).update(

@@ -1,0 +1,116 @@
+"""Shared fixtures: a readable world of users and organizations (Healthchecks-style).
+
+alice   — owner of the approved provider "Alpha Imaging"
+bob     — researcher in the buyer organization "Bravo AI"
+charlie — another researcher (Charlie AI), who must see nothing of Bob's
+admin   — staff superuser
+"""
+from __future__ import annotations
+
+import io
+from decimal import Decimal
+
+import pytest
+
+from catalog.synthetic import fake_patients, generate_study_files, write_zip
+
+
+@pytest.fixture
+def admin_user(db):
+    from marketplace.models import User
+
+    return User.objects.create_superuser(username="admin", email="admin@example.org", password="admin-pass-123")
+
+
+@pytest.fixture
+def make_member(db):
+    from marketplace.models import Membership, Organization, User
+
+    def make(username: str, org_name: str, kind: str, *, approved: bool = True):
+        user = User.objects.create_user(username=username, email=f"{username}@example.org", password="pass-1234567")
+        org, _ = Organization.objects.get_or_create(name=org_name, defaults={"kind": kind})
+        if approved and kind == Organization.Kind.PROVIDER:
+            from django.utils import timezone
+
+            Organization.objects.filter(pk=org.pk).update(approved_at=timezone.now())
+            org.refresh_from_db()
+        Membership.objects.create(user=user, organization=org, role=Membership.Role.OWNER)
+        return user, org
+
+    return make
+
+
+@pytest.fixture
+def alice_and_provider(make_member):
+    return make_member("alice", "Alpha Imaging", "provider")
+
+
+@pytest.fixture
+def alice(alice_and_provider):
+    return alice_and_provider[0]
+
+
+@pytest.fixture
+def provider(alice_and_provider):
+    return alice_and_provider[1]
+
+
+@pytest.fixture
+def bob(make_member):
+    return make_member("bob", "Bravo AI", "buyer")[0]
+
+
+@pytest.fixture
+def charlie(make_member):
+    return make_member("charlie", "Charlie AI", "buyer")[0]
+
+
+@pytest.fixture
+def dataset(provider, alice):
+    from catalog.services import dataset_create
+
+    return dataset_create(provider=provider, acting_user=alice, title="Chest CT screening",
+                          description="Low-dose chest CT", price_per_study=Decimal("10.00"))
+
+
+def ct_files(n_patients: int = 2, n_instances: int = 3, seed: int = 7) -> list[tuple[str, bytes]]:
+    """Synthetic CT studies with fake PHI: one study per patient, one series each."""
+    files: list[tuple[str, bytes]] = []
+    for index, patient in enumerate(fake_patients(n_patients, seed=seed)):
+        files += generate_study_files(patient=patient, modality="CT", n_series=1, n_instances=n_instances,
+                                      study_index=index, seed=seed, body_part="CHEST",
+                                      manufacturer="SIEMENS", model="SOMATOM Force")
+    return files
+
+
+@pytest.fixture
+def ingest(alice):
+    """Upload (name, bytes) files into a dataset and ingest them in-process, like the worker."""
+    from catalog.services import upload_batch_create, upload_batch_ingest
+
+    def run(dataset, files, *, as_zip: bool = False):
+        if as_zip:
+            uploads = [("upload.zip", io.BytesIO(write_zip(files)))]
+        else:
+            uploads = [(name, io.BytesIO(data)) for name, data in files]
+        batch = upload_batch_create(dataset=dataset, files=uploads, acting_user=alice)
+        return upload_batch_ingest(batch_id=batch.pk)
+
+    return run
+
+
+@pytest.fixture
+def published_dataset(dataset, ingest, alice, admin_user):
+    from catalog.services import dataset_publish, dataset_submit_for_review
+
+    ingest(dataset, ct_files())
+    dataset.refresh_from_db()
+    dataset_submit_for_review(dataset=dataset, acting_user=alice)
+    return dataset_publish(dataset=dataset, acting_user=admin_user)
+
+
+@pytest.fixture
+def dua(db):
+    from orders.selectors import active_dua_template
+
+    return active_dua_template()
