@@ -193,3 +193,27 @@ def test_failed_input_writes_nothing_to_the_destination_path(tmp_path: Path) -> 
     with pytest.raises(MalformedDicomError):
         deidentify_file(src, dst, key=KEY)
     assert not dst.exists()
+
+
+class _Pipe(io.RawIOBase):
+    """A non-seekable upload stream (e.g. a request body)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inner = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
+        chunk = self._inner.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_it_spools_non_seekable_sources() -> None:
+    out = io.BytesIO()
+    report = deidentify_file(_Pipe(to_bytes(make_dataset())), out, key=KEY)
+    assert report.verified and pydicom.dcmread(io.BytesIO(out.getvalue())).Modality == "CT"
