@@ -122,16 +122,23 @@ class EmbeddedServices:
 
     var_dir: Path
     started: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
 
     def start(self, plan: list[str]) -> dict[str, str]:
         urls = {}
         if "postgres" in plan:
             self.started.append("postgres")
             urls["DATABASE_URL"] = embedded.ensure_postgres(self.var_dir / "postgres")
+            self._remember("postgres", embedded.postgres_pid(self.var_dir / "postgres"))
         if "redis" in plan:
             self.started.append("redis")
             urls["REDIS_URL"] = embedded.ensure_redis(self.var_dir / "redis")
+            self._remember("redis", embedded.redis_pid(self.var_dir / "redis"))
         return urls
+
+    def _remember(self, name: str, pid: int | None) -> None:
+        if pid:
+            self.pids[name] = pid
 
     def stop(self) -> None:
         while self.started:
@@ -142,7 +149,14 @@ class EmbeddedServices:
                 else:
                     embedded.stop_redis(self.var_dir / "redis")
             except Exception as exc:  # keep stopping the others
-                log(f"could not stop embedded {name}: {exc}")
+                log(f"could not stop embedded {name} cleanly: {exc}")
+            # If var/ was deleted meanwhile, the data dir no longer names the server:
+            # fall back to the pid we saw at start.
+            pid = self.pids.pop(name, None)
+            prefix = "postgres" if name == "postgres" else "redis-server"
+            sig = signal.SIGQUIT if name == "postgres" else signal.SIGTERM
+            if pid and embedded.kill_process(pid, prefix, sig):
+                log(f"embedded {name} (pid {pid}) had lost its data dir; killed it.")
 
 
 # --------------------------------------------------------------------------- processes

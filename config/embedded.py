@@ -43,6 +43,9 @@ __all__ = [
     "ensure_redis",
     "stop_redis",
     "redis_port",
+    "postgres_pid",
+    "redis_pid",
+    "kill_process",
 ]
 
 DATABASE_NAME = "marketplace"
@@ -185,6 +188,26 @@ def postgres_port(data_dir: Path) -> int | None:
     """Port of the embedded PostgreSQL running on ``data_dir``, or None."""
     info = _running_postgres(Path(data_dir))
     return info["port"] if info else None
+
+
+def postgres_pid(data_dir: Path) -> int | None:
+    """PID of the postmaster running on ``data_dir``, or None."""
+    info = _read_postmaster(Path(data_dir).absolute())
+    return info["pid"] if info and _pid_alive(info["pid"], "postgres") else None
+
+
+def kill_process(pid: int, name_prefix: str, sig: int = signal.SIGTERM, timeout: float = 3) -> bool:
+    """Last resort (e.g. the data dir was deleted under a running server): signal ``pid``
+    if it is still a live ``name_prefix`` process, SIGKILL after ``timeout``. True if it was alive."""
+    if not _pid_alive(pid, name_prefix):
+        return False
+    with contextlib.suppress(OSError):
+        os.kill(pid, sig)
+    if not _wait_gone(pid, name_prefix, timeout):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid, name_prefix, 5)
+    return True
 
 
 def _postgres_url(port: int, database: str = DATABASE_NAME) -> str:
@@ -450,6 +473,11 @@ def _redis_pid(data_dir: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if _pid_alive(pid, "redis-server") else None
+
+
+def redis_pid(data_dir: Path) -> int | None:
+    """PID of the embedded Redis running on ``data_dir``, or None."""
+    return _redis_pid(Path(data_dir).absolute())
 
 
 def redis_port(data_dir: Path) -> int | None:

@@ -294,3 +294,17 @@ def test_supervisor_stop_request():
     assert sup.wait(poll=0.01) == "received SIGTERM"
     sup.terminate_all(timeout=5)
     assert sup.children["sleeper"].returncode == -signal.SIGTERM
+
+
+def test_devserver_services_stop_even_if_var_dir_was_deleted(short_tmp):
+    services = devserver.EmbeddedServices(short_tmp / "var")
+    urls = services.start(["postgres", "redis"])
+    pg_port = urlparse(urls["DATABASE_URL"]).port
+    redis_port_ = urlparse(urls["REDIS_URL"]).port
+    pids = dict(services.pids)
+    assert set(pids) == {"postgres", "redis"}
+    shutil.rmtree(short_tmp / "var")  # `rm -rf var` while running
+    services.stop()
+    assert not port_open(pg_port) and not port_open(redis_port_)
+    assert not embedded._pid_alive(pids["postgres"], "postgres")
+    assert not embedded._pid_alive(pids["redis"], "redis-server")
