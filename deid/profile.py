@@ -48,7 +48,7 @@ class Options:
 
     retain_patient_characteristics: bool = True
     retain_longitudinal_modified_dates: bool = True
-    retain_device_identity: bool = True
+    retain_device_identity: bool = False  # station names and serials point at a site
     clean_descriptors: bool = True
     retain_safe_private: bool = False
     accept_burned_in_risk: bool = False

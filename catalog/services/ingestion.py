@@ -34,9 +34,9 @@ def provider_key(dataset: Dataset) -> bytes:
 
 
 def deid_options(dataset: Dataset) -> deid.Options:
-    # Station names and serial numbers point at a site; manufacturer and model (which
-    # buyers need) are kept by the profile's allow-list without this option.
-    return deid.Options(retain_device_identity=False, accept_burned_in_risk=dataset.burned_in_risk_accepted)
+    # deid's defaults: patient characteristics and shifted dates kept, descriptors cleaned,
+    # device identity (station, serial) removed; manufacturer and model stay (allow-list).
+    return deid.Options(accept_burned_in_risk=dataset.burned_in_risk_accepted)
 
 
 def upload_batch_ingest(*, batch_id: int) -> UploadBatch | None:

@@ -44,7 +44,7 @@ def test_options_switch_the_actions_of_their_columns() -> None:
     none = Options(retain_patient_characteristics=False, retain_longitudinal_modified_dates=False,
                    retain_device_identity=False, clean_descriptors=False)
     assert [profile.action_for(t, none) for t in (age, date, desc, serial)] == [REMOVE, ZERO, REMOVE, REMOVE]
-    assert [profile.action_for(t, Options()) for t in (age, date, desc, serial)] == [KEEP, CLEAN, CLEAN, KEEP]
+    assert [profile.action_for(t, Options()) for t in (age, date, desc, serial)] == [KEEP, CLEAN, CLEAN, REMOVE]
     assert profile.action_for(tag_for_keyword("SeriesInstanceUID"), Options()) == UID
     assert profile.action_for(tag_for_keyword("Rows"), Options()) is None
 
@@ -60,7 +60,7 @@ def test_option_columns_name_real_option_fields() -> None:
 
 def test_options_parse_from_cli_flags() -> None:
     opts = Options.from_flags(["retain_safe_private", "clean-descriptors=false"])
-    assert opts.retain_safe_private and not opts.clean_descriptors and opts.retain_device_identity
+    assert opts.retain_safe_private and not opts.clean_descriptors and not opts.retain_device_identity
     with pytest.raises(ValueError, match="unknown option"):
         Options.from_flags(["retain_everything"])
 
