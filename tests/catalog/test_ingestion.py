@@ -19,6 +19,12 @@ from marketplace.models import AuditEvent
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def as_uploads(files: list[tuple[str, bytes]]) -> list[tuple[str, io.BytesIO]]:
     return [(name, io.BytesIO(data)) for name, data in files]
 
