@@ -128,7 +128,7 @@ else:
         DATABASES = {"default": env.db_url_config(ensure_postgres(VAR_DIR / "postgres"))}
     except EmbeddedServiceError as exc:
         _fail(str(exc))
-DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
 
 # --- Celery / Redis ----------------------------------------------------------------------

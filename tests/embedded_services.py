@@ -89,6 +89,9 @@ def _start() -> None:
         raise pytest.UsageError(f"{exc} (or set DATABASE_URL / REDIS_URL to real servers)") from None
 
 
+# Live-server threads and worker processes end while their connections would otherwise
+# stay open, and the test database cannot be dropped while any session is connected.
+os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 _start()
 
 

@@ -1,0 +1,132 @@
+"""Browser journeys for every role, in headless Debian Chromium against a live server and a
+real Celery worker: the provider uploads and submits, the admin publishes and approves, the
+researcher searches, orders and downloads a file whose sha256 matches the manifest.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from catalog.synthetic import write_zip
+from conftest import ct_files
+from e2e.worker import celery_worker
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)"),
+]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread, and Django refuses ORM calls
+    # inside one: request this fixture last and make no ORM calls in the test body.
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+def _log_in(browser, base: str, username: str, password: str):  # noqa: ANN001, ANN202
+    page = browser.new_context(accept_downloads=True).new_page()
+    page.set_default_timeout(30_000)
+    page.goto(f"{base}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    return page
+
+
+def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_user, dua, tmp_path, browser):
+    # `browser` comes last: the other fixtures write to the database before Playwright's loop starts.
+    base = live_server.url
+    archive = tmp_path / "chest-ct.zip"
+    archive.write_bytes(write_zip(ct_files(n_patients=2, n_instances=2, seed=21)))
+    junk = tmp_path / "readme.txt"
+    junk.write_text("not dicom")
+
+    with celery_worker(connection.settings_dict):
+        # Provider: create a dataset, upload a zip and a stray file, watch progress, submit.
+        provider = _log_in(browser, base, "alice", "pass-1234567")
+        provider.click("text=Provider")
+        provider.click("text=New dataset")
+        provider.fill("input[name=title]", "Browser chest CT")
+        provider.fill("textarea[name=description]", "Chest CT uploaded through the browser")
+        provider.fill("input[name=price_per_study]", "15.00")
+        provider.click("text=Create dataset")
+        provider.set_input_files("input[name=files]", [str(archive), str(junk)])
+        provider.click("button:has-text('Upload')")
+        provider.wait_for_selector("text=4 ingested", timeout=120_000)  # the page polls, then reloads
+        assert "readme.txt" in provider.content()
+        assert "not a DICOM file" in provider.content()
+        provider.click("text=Browser chest CT")
+        provider.click("text=Submit for review")
+        provider.wait_for_selector("text=Waiting for an administrator")
+
+        # Admin: publish in Django admin.
+        admin = browser.new_context().new_page()
+        admin.goto(f"{base}/admin/login/")
+        admin.fill("#id_username", "admin")
+        admin.fill("#id_password", "admin-pass-123")
+        admin.click("input[type=submit]")
+        admin.goto(f"{base}/admin/catalog/dataset/")
+        admin.check("input[name=_selected_action]")
+        admin.select_option("select[name=action]", "publish")
+        admin.click("button[name=index]")
+        admin.wait_for_selector("text=Published 1 dataset")
+
+        # Researcher: search, filter by facet, order with the agreement.
+        researcher = _log_in(browser, base, "bob", "pass-1234567")
+        researcher.fill("input[name=q]", "chest")
+        researcher.press("input[name=q]", "Enter")
+        researcher.check("input[name=modality][value=CT]")  # submits the form
+        researcher.wait_for_url("**modality=CT**")
+        researcher.click("text=Browser chest CT")
+        researcher.click("text=Order this data")
+        assert "30.00" in researcher.inner_text("#quote-total")  # 2 studies × 15.00
+        researcher.check("input[name=accept]")
+        researcher.click("button:has-text('Place order')")
+        researcher.wait_for_selector("text=Pending admin review")
+
+        # Admin: approve the contract; the worker delivers.
+        admin.goto(f"{base}/admin/orders/contract/")
+        admin.check("input[name=_selected_action]")
+        admin.select_option("select[name=action]", "approve")
+        admin.click("button[name=index]")
+        admin.wait_for_selector("text=Approved 1 contract")
+
+        researcher.goto(f"{base}/workspace/")
+        researcher.wait_for_selector("a:has-text('manifest.csv')", timeout=120_000)
+
+    with researcher.expect_download() as manifest_download:
+        researcher.click("a:has-text('manifest.csv')")
+    rows = list(csv.DictReader(io.StringIO(Path(manifest_download.value.path()).read_text())))
+    assert len(rows) == 4
+    first = rows[0]
+    with researcher.expect_download() as file_download:
+        researcher.click(f"a:has-text('{first['path']}')")
+    data = Path(file_download.value.path()).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == first["sha256"]
+
+    # A third user (the provider) following the researcher's link gets nothing.
+    link = researcher.get_attribute(f"a:has-text('{first['path']}')", "href")
+    response = provider.goto(f"{base}{link}")
+    assert response.status == 404
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
