@@ -156,6 +156,24 @@ def test_it_rejects_non_dicom_and_truncated_files_with_a_reason_and_ingests_the_
     assert dataset.instance_count == 3
 
 
+@pytest.mark.parametrize("cut", [300, 400, 600, 1000], ids=lambda n: f"first-{n}-bytes")
+def test_it_rejects_a_file_cut_short_and_still_finishes_the_batch(dataset, ingest, cut):
+    # Cut at an element boundary (300-600 here) a file still parses, but has no study/series UIDs.
+    good = ct_files(n_patients=1, n_instances=2)
+    data = ct_files(n_patients=1, n_instances=1, seed=3)[0][1]
+
+    batch = ingest(dataset, [*good, ("cut.dcm", data[:cut])])
+
+    assert batch.status == UploadBatch.Status.DONE
+    assert (batch.ok_files, batch.failed_files) == (2, 1)
+    cut_file = batch.files.get(name="cut.dcm")
+    assert cut_file.status == UploadFile.Status.REJECTED
+    assert "truncated" in cut_file.reason
+    assert Instance.objects.filter(dataset=dataset).count() == 2
+    assert not any(key.startswith(f"catalog/{dataset.pk}//") or "//" in key
+                   for key in Instance.objects.values_list("storage_key", flat=True))
+
+
 def test_it_rejects_a_burned_in_ultrasound_image_unless_the_risk_is_accepted(dataset, ingest, alice):
     batch = ingest(dataset, [ultrasound_file(burned_in=True)])
     rejected = batch.files.get()
