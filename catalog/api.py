@@ -81,8 +81,8 @@ class DatasetDetailApi(APIView):
     class Output(DatasetOutput):
         breakdown = serializers.SerializerMethodField()
 
-        def get_breakdown(self, obj) -> dict[str, list[list]]:  # noqa: ANN001
-            return {k: [list(row) for row in rows] for k, rows in dataset_study_breakdown(dataset=obj).items()}
+        def get_breakdown(self, obj) -> list[dict]:  # noqa: ANN001
+            return dataset_study_breakdown(dataset=obj)
 
     @extend_schema(responses=Output)
     def get(self, request: Request, dataset_id: int) -> Response:

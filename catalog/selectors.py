@@ -191,12 +191,17 @@ def studies_matching(*, dataset: Dataset, criteria: dict[str, list[str]]) -> Que
     return qs
 
 
-def dataset_study_breakdown(*, dataset: Dataset) -> dict[str, list[tuple[str, int]]]:
-    """Counts of studies per value of each study filter, for the order form."""
+def dataset_study_breakdown(*, dataset: Dataset) -> list[dict[str, Any]]:
+    """Counts of studies per value of each study filter, for the dataset and order pages.
+
+    [{"key": "sex", "label": "Sex", "rows": [{"value": "F", "label": "Female", "count": 4}, ...]}, ...]
+    """
     studies = Study.objects.filter(dataset=dataset, instance_count__gt=0)
-    out: dict[str, list[tuple[str, int]]] = {}
+    out: list[dict[str, Any]] = []
     for key in ("sex", "age_band", "body_part", "manufacturer"):
         column = STUDY_FILTERS[key]
-        rows = studies.exclude(**{column: ""}).values_list(column).annotate(n=Count("id")).order_by(column)
-        out[key] = [(value, n) for value, n in rows]
+        rows = studies.exclude(**{column: ""}).order_by(column).values_list(column).annotate(n=Count("id"))
+        out.append({"key": key, "label": FACET_LABELS[key], "rows": [
+            {"value": value, "label": SEX_LABELS.get(value, value) if key == "sex" else value, "count": n}
+            for value, n in rows]})
     return out
