@@ -3,7 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth.password_validation import validate_password
 
-from marketplace.models import Organization, User
+from marketplace.models import Membership, Organization, User
 
 
 class SignUpForm(forms.Form):
@@ -31,3 +31,9 @@ class SignUpForm(forms.Form):
         if data.get("password"):
             validate_password(data["password"], User(username=data.get("username", ""), email=data.get("email", "")))
         return data
+
+
+class MemberAddForm(forms.Form):
+    organization = forms.IntegerField(widget=forms.HiddenInput)
+    email = forms.EmailField(label="Email of an existing account")
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)

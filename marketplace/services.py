@@ -71,11 +71,23 @@ def organization_approve(*, organization: Organization, acting_user: User, ip: s
     return org
 
 
-def membership_add(*, organization: Organization, user: User, role: str, acting_user: User) -> Membership:
+@transaction.atomic
+def membership_add(
+    *, organization: Organization, email: str, role: str, acting_user: User, ip: str | None = None
+) -> Membership:
+    """An owner adds an existing user (by email) to the organization, or changes their role."""
     if not Membership.objects.filter(organization=organization, user=acting_user,
                                      role=Membership.Role.OWNER).exists():
         raise ApplicationError("Only an owner can add members.", code="not_owner")
+    if role not in Membership.Role.values:
+        raise ApplicationError(f"Unknown role {role!r}.", code="bad_role")
+    user = User.objects.filter(email__iexact=email.strip()).first()
+    if user is None:
+        raise ApplicationError("No account uses this email; ask the person to sign up first.", code="no_such_user")
+    if user == acting_user and role != Membership.Role.OWNER:
+        raise ApplicationError("You cannot remove your own owner role.", code="last_owner")
     membership, _ = Membership.objects.update_or_create(
         organization=organization, user=user, defaults={"role": role})
-    audit_record(actor=acting_user, action="membership.add", obj=organization, detail={"user_id": user.pk, "role": role})
+    audit_record(actor=acting_user, action="membership.add", obj=organization, ip=ip,
+                 detail={"user_id": user.pk, "role": role})
     return membership

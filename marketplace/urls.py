@@ -8,4 +8,5 @@ urlpatterns = [
     path("signup/", views.sign_up, name="signup"),
     path("login/", auth_views.LoginView.as_view(template_name="marketplace/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("organization/", views.organization_members, name="organization_members"),
 ]
