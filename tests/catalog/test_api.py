@@ -99,9 +99,12 @@ def test_it_shows_a_published_dataset_with_its_study_breakdown(api, published_da
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == published_dataset.pk
-    assert body["breakdown"]["body_part"] == [["CHEST", 2]]
-    assert body["breakdown"]["manufacturer"] == [["SIEMENS", 2]]
-    assert sum(n for _, n in body["breakdown"]["sex"]) == 2
+    breakdown = {group["key"]: group["rows"] for group in body["breakdown"]}
+    assert set(breakdown) == {"sex", "age_band", "body_part", "manufacturer"}
+    assert breakdown["body_part"] == [{"value": "CHEST", "label": "CHEST", "count": 2}]
+    assert breakdown["manufacturer"] == [{"value": "SIEMENS", "label": "SIEMENS", "count": 2}]
+    assert sum(row["count"] for row in breakdown["sex"]) == 2
+    assert {row["label"] for row in breakdown["sex"]} <= {"Female", "Male"}
 
 
 def test_it_hides_a_draft_dataset_from_bob_charlie_and_anonymous_with_the_same_404(api, dataset, bob, charlie):
