@@ -33,9 +33,9 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
         quote = order_quote(dataset=dataset, criteria=criteria)
     except InvalidSearchError as exc:
         error, quote = exc.message, order_quote(dataset=dataset)
+    if dua is None:
+        error = "Ordering is unavailable: no data use agreement is configured. Please contact the marketplace."
     if request.method == "POST" and not error:
-        if dua is None:
-            raise Http404("No data use agreement is configured.")
         try:
             expected = Decimal(request.POST.get("expected_total", ""))
         except InvalidOperation:

@@ -12,7 +12,15 @@ from decimal import Decimal
 
 import pytest
 
-from catalog.synthetic import fake_patients, generate_study_files, write_zip
+from catalog.synthetic import write_zip
+from factories.dicom import ct_files
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(request):
+    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
+    if request.config.pluginmanager.hasplugin("django"):
+        request.getfixturevalue("settings").PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -73,16 +81,6 @@ def dataset(provider, alice):
                           description="Low-dose chest CT", price_per_study=Decimal("10.00"))
 
 
-def ct_files(n_patients: int = 2, n_instances: int = 3, seed: int = 7) -> list[tuple[str, bytes]]:
-    """Synthetic CT studies with fake PHI: one study per patient, one series each."""
-    files: list[tuple[str, bytes]] = []
-    for index, patient in enumerate(fake_patients(n_patients, seed=seed)):
-        files += generate_study_files(patient=patient, modality="CT", n_series=1, n_instances=n_instances,
-                                      study_index=index, seed=seed, body_part="CHEST",
-                                      manufacturer="SIEMENS", model="SOMATOM Force")
-    return files
-
-
 @pytest.fixture
 def ingest(alice):
     """Upload (name, bytes) files into a dataset and ingest them in-process, like the worker."""
@@ -111,6 +109,13 @@ def published_dataset(dataset, ingest, alice, admin_user):
 
 @pytest.fixture
 def dua(db):
+    """The standard agreement from migration orders/0002; transactional tests flush that data
+    (TRUNCATE), so recreate it from the migration's own text when it is gone."""
+    import importlib
+
+    from orders.models import DuaTemplate
     from orders.selectors import active_dua_template
 
-    return active_dua_template()
+    text = importlib.import_module("orders.migrations.0002_standard_dua").STANDARD_DUA
+    return active_dua_template() or DuaTemplate.objects.create(
+        version="1.0", title="Standard data use agreement", text=text)

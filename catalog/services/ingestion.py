@@ -132,6 +132,13 @@ def upload_file_ingest(*, upload_file_id: int) -> UploadFile | None:
                                 f"internal error while processing this file (reference {upload.pk})")
         if not report.verified:
             return _finish_file(upload, UploadFile.Status.REJECTED, "de-identification could not be verified")
+        # A file cut at an element boundary parses cleanly but lacks the UIDs the catalog is
+        # keyed by (and its storage key would be malformed); reject it instead of crashing.
+        missing = [tag for tag, field in (("StudyInstanceUID", "study_uid"), ("SeriesInstanceUID", "series_uid"),
+                                          ("SOPInstanceUID", "sop_uid")) if not report.metadata.get(field)]
+        if missing:
+            return _finish_file(upload, UploadFile.Status.REJECTED,
+                                f"incomplete DICOM file (truncated?): missing {', '.join(missing)}")
         clean_instance = _measure(clean, report)
         clean.seek(0)
         return _catalogue(upload, dataset, clean, clean_instance)

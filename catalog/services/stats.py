@@ -33,7 +33,8 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
     )
 
     def distinct(field: str) -> list[str]:
-        return sorted(v for v in live.exclude(**{field: ""}).values_list(field, flat=True).distinct() if v)
+        # order_by() drops Study's default ordering by id, which DISTINCT would otherwise include.
+        return sorted(v for v in live.exclude(**{field: ""}).order_by().values_list(field, flat=True).distinct() if v)
 
     modalities = sorted({m for ms in live.values_list("modalities", flat=True) for m in ms})
     Dataset.objects.filter(pk=dataset_id).update(
@@ -49,7 +50,7 @@ def dataset_refresh_search_vector(*, dataset_id: int) -> Dataset:
     dataset = Dataset.objects.get(pk=dataset_id)
     descriptions = " ".join(
         Series.objects.filter(study__dataset_id=dataset_id).exclude(description="")
-        .values_list("description", flat=True).distinct()[:200]
+        .order_by("description").values_list("description", flat=True).distinct()[:200]
     )
     facets_text = " ".join([*dataset.modalities, *dataset.body_parts, *dataset.manufacturers])
     Dataset.objects.filter(pk=dataset_id).update(

@@ -15,7 +15,7 @@ import pytest
 from django.db import connection
 
 from catalog.synthetic import write_zip
-from conftest import ct_files
+from factories.dicom import ct_files
 from e2e.worker import celery_worker
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -13,16 +13,10 @@ from catalog.exceptions import UnsafeArchiveError
 from catalog.models import Dataset, Instance, Series, Study, UploadBatch, UploadFile
 from catalog.services import upload_batch_create, upload_batch_ingest
 from catalog.synthetic import fake_patients, make_instance, make_uid, to_bytes, write_zip
-from conftest import ct_files
+from factories.dicom import ct_files
 from marketplace.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def as_uploads(files: list[tuple[str, bytes]]) -> list[tuple[str, io.BytesIO]]:

@@ -10,16 +10,10 @@ from django.urls import reverse
 from catalog.models import Dataset, Instance, UploadBatch, UploadFile
 from catalog.services import upload_batch_ingest
 from catalog.synthetic import write_zip
-from conftest import ct_files
+from factories.dicom import ct_files
 from marketplace.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

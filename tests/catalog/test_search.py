@@ -26,17 +26,11 @@ from catalog.services import (
 )
 from catalog.services.stats import dataset_refresh_search_vector
 from catalog.synthetic import fake_patients, generate_study_files
-from conftest import ct_files
+from factories.dicom import ct_files
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_local_storage_has_no_direct_url(settings):
 
 @pytest.mark.django_db
 def test_ingestion_and_delivery_run_on_s3(s3_storage, dataset, ingest, alice, admin_user, bob, dua):
-    from conftest import ct_files
+    from factories.dicom import ct_files
 
     from catalog.services import dataset_publish, dataset_submit_for_review
     from orders.services import contract_decide, order_place

@@ -18,7 +18,7 @@ from django.test import Client
 
 from catalog.models import Dataset, UploadBatch
 from catalog.synthetic import fake_patients, make_instance, to_bytes, write_zip
-from conftest import ct_files
+from factories.dicom import ct_files
 from e2e.worker import celery_worker, wait_for
 from orders.models import Contract, Order
 from workspaces.models import Delivery

@@ -13,11 +13,6 @@ from marketplace.services import audit_record, organization_approve
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 GOOD_PASSWORD = "correct-horse-battery-9"
 
 

@@ -15,12 +15,6 @@ from orders.services import order_place, order_transition
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def as_user(user) -> APIClient:  # noqa: ANN001
     client = APIClient()
     if user is not None:

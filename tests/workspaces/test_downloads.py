@@ -21,12 +21,6 @@ pytestmark = pytest.mark.django_db
 LINK = re.compile(r'<a href="(/workspace/download/[^"/]+/)">([^<]+)</a>')
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created per test; the default PBKDF2 costs ~0.6 s per password here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def delivery(published_dataset, bob, admin_user, dua) -> Delivery:
     """Bob's order, approved by an admin and delivered by the worker (in-process)."""
