@@ -119,9 +119,11 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes,
                 setattr(ds, keyword, fallback)
         if not str(ds.get(keyword, "") or "").strip():
             raise MalformedDicomError(f"missing required attribute {keyword}")
-    risk = pixels.burned_in_risk(ds)
-    if risk and not options.accept_burned_in_risk and pixels.find_masking_rule(ds) is None:
-        raise BurnedInAnnotationError(f"burned-in annotation: {risk} with no masking rule")
+    decision = pixels.decide(ds, options)
+    if decision.action == "reject":
+        raise BurnedInAnnotationError(decision.reason)
+    if decision.action == "mask":  # integration of pixels.mask comes with the rule engine
+        raise BurnedInAnnotationError(f"{decision.reason}, but masking is not wired in yet")
 
     seed = _patient_seed(ds)
     ctx = _Context(

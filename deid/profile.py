@@ -51,6 +51,8 @@ class Options:
     retain_device_identity: bool = False  # station names and serials point at a site
     clean_descriptors: bool = True
     retain_safe_private: bool = False
+    # Clean Pixel Data Option: mask burned-in text with the device's rule (deid/pixels.py).
+    clean_pixel_data: bool = True
     accept_burned_in_risk: bool = False
 
     @classmethod
@@ -93,6 +95,8 @@ OPTION_CODES: dict[str, tuple[str, str]] = {
     "retain_device_identity": ("113109", "Retain Device Identity Option"),
     "clean_descriptors": ("113105", "Clean Descriptors Option"),
     "retain_safe_private": ("113111", "Retain Safe Private Option"),
+    # Listed only for files whose pixels were actually masked (see engine._attest).
+    "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
 }
 BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
 
@@ -177,7 +181,11 @@ def describe(options: Options) -> str:
     return text
 
 
-def method_codes(options: Options) -> list[tuple[str, str]]:
+def method_codes(options: Options, *, pixels_cleaned: bool = False) -> list[tuple[str, str]]:
+    """Codes for DeidentificationMethodCodeSequence; Clean Pixel Data only where it was done."""
     codes = [BASIC_CODE]
-    codes += [code for field, code in OPTION_CODES.items() if getattr(options, field)]
+    for field, code in OPTION_CODES.items():
+        done = pixels_cleaned if field == "clean_pixel_data" else getattr(options, field)
+        if done:
+            codes.append(code)
     return codes
