@@ -98,13 +98,37 @@ def ingest(alice):
 
 
 @pytest.fixture
-def published_dataset(dataset, ingest, alice, admin_user):
+def publish(alice, admin_user):
+    """Submit a dataset for review as its provider and publish it as admin; returns it fresh."""
     from catalog.services import dataset_publish, dataset_submit_for_review
 
+    def run(dataset):
+        dataset.refresh_from_db()
+        dataset_submit_for_review(dataset=dataset, acting_user=alice)
+        return dataset_publish(dataset=dataset, acting_user=admin_user)
+
+    return run
+
+
+@pytest.fixture
+def published_dataset(dataset, ingest, publish):
     ingest(dataset, ct_files())
-    dataset.refresh_from_db()
-    dataset_submit_for_review(dataset=dataset, acting_user=alice)
-    return dataset_publish(dataset=dataset, acting_user=admin_user)
+    return publish(dataset)
+
+
+@pytest.fixture
+def deliver(admin_user, dua):
+    """Order a whole dataset, approve the contract and run the delivery in-process."""
+    from orders.services import contract_decide, order_place
+    from workspaces.models import Delivery
+    from workspaces.services import delivery_run
+
+    def run(dataset, buyer):
+        order = order_place(buyer=buyer, dataset=dataset, criteria={}, accept_agreement=True, dua_template=dua)
+        contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+        return delivery_run(delivery_id=Delivery.objects.get(order=order).pk)
+
+    return run
 
 
 @pytest.fixture

@@ -13,9 +13,6 @@ from django.test import Client
 
 from catalog import storage
 from catalog.synthetic import DEMO_SPECS, generate_demo_dataset
-from orders.services import contract_decide, order_place
-from workspaces.models import Delivery
-from workspaces.services import delivery_run
 
 IDENTIFYING = ["PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
                "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
@@ -50,9 +47,7 @@ def leaks(text: str, planted: set[str]) -> list[str]:
 
 @pytest.mark.django_db
 def test_planted_phi_reaches_no_page_api_index_log_or_delivered_file(
-        dataset, ingest, alice, admin_user, bob, dua, caplog):
-    from catalog.services import dataset_publish, dataset_submit_for_review
-
+        dataset, ingest, publish, deliver, alice, bob, caplog):
     spec = dict(DEMO_SPECS[0], n_patients=3)
     files = generate_demo_dataset(spec, seed=5)
     planted = planted_values(files)
@@ -62,12 +57,9 @@ def test_planted_phi_reaches_no_page_api_index_log_or_delivered_file(
     with caplog.at_level(logging.DEBUG):
         batch = ingest(dataset, files, as_zip=True)
         assert batch.failed_files == 0
-        dataset.refresh_from_db()
-        dataset_submit_for_review(dataset=dataset, acting_user=alice)
-        dataset = dataset_publish(dataset=dataset, acting_user=admin_user)
-        order = order_place(buyer=bob, dataset=dataset, criteria={}, accept_agreement=True, dua_template=dua)
-        contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
-        delivery = delivery_run(delivery_id=Delivery.objects.get(order=order).pk)
+        dataset = publish(dataset)
+        delivery = deliver(dataset, bob)
+        order = delivery.order
     assert leaks(caplog.text, planted) == []
 
     researcher, provider = Client(), Client()

@@ -66,22 +66,12 @@ def test_local_storage_has_no_direct_url(settings):
 
 
 @pytest.mark.django_db
-def test_ingestion_and_delivery_run_on_s3(s3_storage, dataset, ingest, alice, admin_user, bob, dua):
+def test_ingestion_and_delivery_run_on_s3(s3_storage, dataset, ingest, publish, deliver, bob):
     from factories.dicom import ct_files
-
-    from catalog.services import dataset_publish, dataset_submit_for_review
-    from orders.services import contract_decide, order_place
-    from workspaces.models import Delivery
-    from workspaces.services import delivery_run
 
     batch = ingest(dataset, ct_files(n_patients=1, n_instances=2), as_zip=True)
     assert batch.ok_files == 2
-    dataset.refresh_from_db()
-    dataset_submit_for_review(dataset=dataset, acting_user=alice)
-    dataset = dataset_publish(dataset=dataset, acting_user=admin_user)
-    order = order_place(buyer=bob, dataset=dataset, criteria={}, accept_agreement=True, dua_template=dua)
-    contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
-    delivery = delivery_run(delivery_id=Delivery.objects.get(order=order).pk)
+    delivery = deliver(publish(dataset), bob)
 
     client = boto3.client("s3", endpoint_url=s3_storage, region_name="us-east-1", aws_access_key_id="test",
                           aws_secret_access_key="test")
