@@ -16,9 +16,9 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from deid import dates, pixels, uids
+from deid import dates, pixels, stream, uids
 from deid.clean import Scrubber
-from deid.errors import BurnedInAnnotationError, DeidError, MalformedDicomError
+from deid.errors import BurnedInAnnotationError, DeidError, MalformedDicomError, UnsupportedError
 from deid.io import MAX_ELEMENTS, PARSE_ERRORS, Source, open_source, read_dicom, write_dicom
 from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, Profile, describe,
@@ -43,6 +43,11 @@ _DUMMY: dict[str, Any] = {
 _TOP_PATIENT_ID = 0x00100020
 _TOP_PATIENT_NAME = 0x00100010
 _PATIENT_AGE = 0x00101010
+_PIXEL_DATA = 0x7FE00010
+
+
+class _NeedsPixels(Exception):
+    """The image is to be masked: re-read it with its pixel data (full path)."""
 
 
 @dataclass
@@ -68,10 +73,26 @@ def deidentify_file(src: Source, dst: str | os.PathLike[str] | BinaryIO | IO[byt
         raise ValueError("key must be at least 16 bytes")
     options = options or Options()
     with open_source(src) as fp:
-        parsed = read_dicom(fp)
+        start = fp.tell()
+        # Fast path: the header is parsed, the pixel data value is copied raw (stream.py).
+        parsed = read_dicom(fp, stream_pixels=True)
         try:
-            data, report = _deidentify(parsed.dataset, parsed.output_transfer_syntax,
-                                       key=key, options=options)
+            try:
+                out, meta, transfer_syntax, report = _deidentify(
+                    parsed.dataset, parsed.output_transfer_syntax, key=key, options=options,
+                    streaming=parsed.pixel is not None)
+            except _NeedsPixels:
+                fp.seek(start)
+                parsed = read_dicom(fp)
+                out, meta, transfer_syntax, report = _deidentify(
+                    parsed.dataset, parsed.output_transfer_syntax, key=key, options=options)
+            if parsed.pixel is not None:
+                # Verifies the header in full and scans the pixel bytes while copying.
+                stream.write_streamed(fp, parsed.pixel, parsed.dataset, out, meta,
+                                      transfer_syntax, dst)
+                report.verified = True
+                return report
+            data = write_dicom(out, meta, transfer_syntax)
             # Independent second look at the output bytes before anything leaves here.
             verify_output(parsed.dataset, data)
         except DeidError:
@@ -108,8 +129,8 @@ def _patient_seed(ds: Dataset) -> str:
     return "study:" + str(ds.get("StudyInstanceUID", "") or "").strip()
 
 
-def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes,
-                options: Options) -> tuple[bytes, DeidReport]:
+def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes, options: Options,
+                streaming: bool = False) -> tuple[Dataset, FileMetaDataset, UID, DeidReport]:
     # Some writers put the SOP identity only in the file meta; take it from there.
     for keyword, meta_keyword in (("SOPClassUID", "MediaStorageSOPClassUID"),
                                   ("SOPInstanceUID", "MediaStorageSOPInstanceUID")):
@@ -122,8 +143,8 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes,
     decision = pixels.decide(ds, options)
     if decision.action == "reject":
         raise BurnedInAnnotationError(decision.reason)
-    if decision.action == "mask":  # integration of pixels.mask comes with the rule engine
-        raise BurnedInAnnotationError(f"{decision.reason}, but masking is not wired in yet")
+    if decision.action == "mask" and streaming:
+        raise _NeedsPixels  # masking decodes pixels: only on the full path
 
     seed = _patient_seed(ds)
     ctx = _Context(
@@ -142,7 +163,11 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes,
         out.PatientID = ctx.pseudonym
         out.PatientName = ctx.pseudonym
         ctx.counts["pseudonymized"] += 2
-    _attest(out, options, ctx)
+    pixels_cleaned = False
+    if decision.action == "mask":
+        transfer_syntax = _mask(out, decision, transfer_syntax, ctx)
+        pixels_cleaned = True
+    _attest(out, options, ctx, pixels_cleaned=pixels_cleaned)
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = out.SOPClassUID
@@ -150,15 +175,30 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes,
     meta.TransferSyntaxUID = transfer_syntax
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    data = write_dicom(out, meta, transfer_syntax)
 
     report = DeidReport(
         metadata=build_metadata(out, str(transfer_syntax)),
         actions=dict(sorted(ctx.counts.items())),
         profile=describe(options),
-        method_codes=[code for code, _ in method_codes(options)],
+        method_codes=[code for code, _ in method_codes(options, pixels_cleaned=pixels_cleaned)],
     )
-    return data, report
+    return out, meta, transfer_syntax, report
+
+
+def _mask(out: Dataset, decision: pixels.PixelDecision, transfer_syntax: UID,
+          ctx: _Context) -> UID:
+    """Blank burned-in text in the OUTPUT data set's pixels; return the output syntax."""
+    if _PIXEL_DATA not in out or decision.rule is None:
+        raise UnsupportedError("pixel masking needs PixelData and a masking rule")
+    elem = out[_PIXEL_DATA]
+    # A fresh element: the input data set's PixelData (verified against) stays as read.
+    out[_PIXEL_DATA] = DataElement(_PIXEL_DATA, elem.VR, elem.value)
+    out.file_meta = FileMetaDataset()
+    out.file_meta.TransferSyntaxUID = transfer_syntax  # what the pixel bytes are in now
+    masked_syntax = UID(pixels.mask(out, decision.rule))
+    out.BurnedInAnnotation = "NO"
+    ctx.counts["pixels_masked"] += 1
+    return masked_syntax
 
 
 def _process(ds: Dataset, ctx: _Context, depth: int) -> Dataset:
@@ -305,14 +345,15 @@ def _cap_age(value: Any) -> Any:
     return value
 
 
-def _attest(out: Dataset, options: Options, ctx: _Context) -> None:
+def _attest(out: Dataset, options: Options, ctx: _Context, *,
+            pixels_cleaned: bool = False) -> None:
     """PS3.15 E.1.1: say what was done, in the data set itself."""
+    codes = method_codes(options, pixels_cleaned=pixels_cleaned)
     out.PatientIdentityRemoved = "YES"
     # LO values are capped at 64 characters: one value per profile/option name.
-    out.DeidentificationMethod = [meaning.removesuffix(" Option")[:64]
-                                  for _, meaning in method_codes(options)]
+    out.DeidentificationMethod = [meaning.removesuffix(" Option")[:64] for _, meaning in codes]
     items = []
-    for code, meaning in method_codes(options):
+    for code, meaning in codes:
         item = Dataset()
         item.CodeValue = code
         item.CodingSchemeDesignator = "DCM"

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_dataset
 from pydicom.filewriter import dcmwrite
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from deid.errors import MalformedDicomError, NotDicomError, UnsupportedError
@@ -40,6 +41,14 @@ MAX_ELEMENTS = 500_000
 # Non-seekable uploads are spooled; memory up to this size, then a temp file.
 SPOOL_MEMORY = 64 * 1024 * 1024
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# Pixel data elements that are streamed (copied as raw bytes) instead of parsed.
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, DoubleFloat, PixelData
+# Encapsulated pixel data: at most this many items (offset table + fragments).
+MAX_FRAGMENTS = 1_000_000
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR",
+             b"UT", b"UV"}
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
 
 # Errors pydicom, struct and the stdlib raise on malformed input.
 PARSE_ERRORS: tuple[type[BaseException], ...] = (
@@ -76,6 +85,27 @@ class ParsedFile:
     # Deflated input is written back as explicit VR little endian.
     output_transfer_syntax: UID
     size: int
+    # Set when the pixel data element was left unparsed, to be copied byte for byte;
+    # the data set then holds an empty placeholder under the same tag.
+    pixel: PixelSpan | None = None
+
+
+@dataclass(frozen=True)
+class PixelSpan:
+    """Where the (unparsed) pixel data element lies in the source file."""
+
+    tag: int
+    vr: str
+    start: int  # first byte of the element (its tag)
+    value_start: int
+    # Just past the value; for encapsulated data, past the last item (the sequence
+    # delimiter is written anew, as pydicom does).
+    end: int
+    encapsulated: bool
+
+
+class _NoStream(Exception):
+    """The file is valid for the full path but its pixel data cannot be copied raw."""
 
 
 @contextmanager
@@ -112,8 +142,14 @@ def _size(fp: BinaryIO) -> int:
     return end
 
 
-def read_dicom(fp: BinaryIO) -> ParsedFile:
-    """Parse a Part 10 file without decoding pixel data."""
+def read_dicom(fp: BinaryIO, *, stream_pixels: bool = False) -> ParsedFile:
+    """Parse a Part 10 file without decoding pixel data.
+
+    With ``stream_pixels`` the pixel data element is not read at all where the output
+    keeps the input's transfer syntax: ParsedFile.pixel says where it lies, for a raw
+    copy, and the elements after it are parsed like the rest. Otherwise (deflated input,
+    odd encodings) this is the full parse.
+    """
     start = fp.tell()
     size = _size(fp) - start
     head = fp.read(PREAMBLE_LEN + 4)
@@ -139,6 +175,12 @@ def read_dicom(fp: BinaryIO) -> ParsedFile:
         implicit, little, out_ts = ts.is_implicit_VR, ts.is_little_endian, ts
     else:
         raise UnsupportedError("unsupported transfer syntax")
+    if stream_pixels and body is fp:
+        data_start = fp.tell()
+        try:
+            return _read_streaming(fp, meta, ts, implicit, little, size)
+        except _NoStream:
+            fp.seek(data_start)
     try:
         raw = read_dataset(body, is_implicit_VR=implicit, is_little_endian=little,
                            defer_size=DEFER_SIZE)
@@ -149,6 +191,91 @@ def read_dicom(fp: BinaryIO) -> ParsedFile:
                           is_implicit_VR=implicit, is_little_endian=little)
     return ParsedFile(meta=meta, dataset=dataset, transfer_syntax=ts,
                       output_transfer_syntax=out_ts, size=size)
+
+
+def _stop_at_pixels(tag: int, vr: str | None, length: int) -> bool:
+    return tag in PIXEL_TAGS
+
+
+def _read_streaming(fp: BinaryIO, meta: FileMetaDataset, ts: UID, implicit: bool,
+                    little: bool, size: int) -> ParsedFile:
+    end_of_file = _size(fp)
+    try:
+        raw = read_dataset(fp, is_implicit_VR=implicit, is_little_endian=little,
+                           stop_when=_stop_at_pixels, defer_size=DEFER_SIZE)
+    except PARSE_ERRORS as exc:
+        raise MalformedDicomError(f"malformed data set: {_why(exc)}") from None
+    if any(getattr(e, "is_implicit_VR", implicit) != implicit for e in raw._dict.values()):
+        raise _NoStream  # the file switches VR encoding: leave it to pydicom
+    elements = dict(raw._dict)
+    span = None
+    if fp.tell() < end_of_file:
+        span = _pixel_span(fp, implicit, little, end_of_file)
+        fp.seek(span.end + (8 if span.encapsulated else 0))
+        elements[BaseTag(span.tag)] = DataElement(span.tag, span.vr, b"")
+        if fp.tell() < end_of_file:
+            try:
+                trailing = read_dataset(fp, is_implicit_VR=implicit, is_little_endian=little,
+                                        defer_size=DEFER_SIZE)
+            except PARSE_ERRORS as exc:
+                raise MalformedDicomError(f"malformed data set: {_why(exc)}") from None
+            if any(tag in PIXEL_TAGS for tag in trailing._dict):
+                raise _NoStream  # a second pixel data element: the full path decides
+            elements.update(trailing._dict)
+    _check_lengths(Dataset(elements), end_of_file)  # value_tell is absolute
+    dataset = FileDataset(fp, elements, preamble=None, file_meta=meta,
+                          is_implicit_VR=implicit, is_little_endian=little)
+    return ParsedFile(meta=meta, dataset=dataset, transfer_syntax=ts,
+                      output_transfer_syntax=ts, size=size, pixel=span)
+
+
+def _pixel_span(fp: BinaryIO, implicit: bool, little: bool, end_of_file: int) -> PixelSpan:
+    """Read the pixel data element's header (and item headers), never its value."""
+    start = fp.tell()
+    order = "<" if little else ">"
+    head = fp.read(8)
+    if len(head) < 8:
+        raise MalformedDicomError("truncated file: unexpected end of data")
+    group, element = struct.unpack(order + "HH", head[:4])
+    tag = (group << 16) | element
+    if implicit:
+        (length,) = struct.unpack(order + "I", head[4:])
+        vr = "OW"
+    else:
+        vr_bytes = head[4:6]
+        if vr_bytes in _LONG_VRS:
+            more = fp.read(4)
+            if len(more) < 4:
+                raise MalformedDicomError("truncated file: unexpected end of data")
+            (length,) = struct.unpack(order + "I", more)
+        elif vr_bytes[:1].isalpha() and vr_bytes[1:].isalpha():
+            (length,) = struct.unpack(order + "H", head[6:])
+        else:
+            raise _NoStream
+        vr = vr_bytes.decode("ascii")
+    value_start = fp.tell()
+    if length != UNDEFINED_LENGTH:
+        if value_start + length > end_of_file:
+            raise MalformedDicomError(f"truncated file: {_tag(tag)} declares more bytes than present")
+        return PixelSpan(tag, vr, start, value_start, value_start + length, False)
+    if implicit or not little:
+        raise _NoStream
+    pos = value_start
+    for _ in range(MAX_FRAGMENTS + 1):
+        fp.seek(pos)
+        item = fp.read(8)
+        if len(item) < 8:
+            raise MalformedDicomError(f"truncated file: {_tag(tag)} ends before its delimiter")
+        item_group, item_element, item_length = struct.unpack("<HHI", item)
+        item_tag = (item_group << 16) | item_element
+        if item_tag == _SEQUENCE_DELIMITER:
+            return PixelSpan(tag, vr, start, value_start, pos, True)
+        if item_tag != _ITEM or item_length == UNDEFINED_LENGTH:
+            raise MalformedDicomError(f"malformed encapsulated pixel data in {_tag(tag)}")
+        pos += 8 + item_length
+        if pos > end_of_file:
+            raise MalformedDicomError(f"truncated file: {_tag(tag)} declares more bytes than present")
+    raise MalformedDicomError(f"too many pixel data fragments in {_tag(tag)}")
 
 
 def _why(exc: BaseException) -> str:

@@ -1,0 +1,121 @@
+"""Write a de-identified file whose pixel data element is copied raw from the input.
+
+The header (everything but the pixel data value) is built and verified in memory as on
+the full path; the pixel data element (tag, VR, length and value, or the encapsulated
+items) is then copied from the input in chunks, scanned for identifying values on the
+way (verify_stream.py), never decoded and never held whole in memory. The output bytes
+are the same as the full path would write for the same input.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID
+
+from deid.errors import MalformedDicomError
+from deid.io import PixelSpan, write_dicom
+from deid.verify import verify_output
+from deid.verify_stream import PixelScanner
+
+CHUNK = 1024 * 1024
+_DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+
+Destination = str | os.PathLike[str] | BinaryIO | IO[bytes]
+
+
+def split(out: Dataset, tag: int) -> tuple[Dataset, Dataset, bool]:
+    """(elements before tag, elements after tag, whether tag itself is kept)."""
+    head, tail = Dataset(), Dataset()
+    for elem_tag, elem in out._dict.items():
+        if elem_tag < tag:
+            head._dict[elem_tag] = elem
+        elif elem_tag > tag:
+            tail._dict[elem_tag] = elem
+    return head, tail, tag in out._dict
+
+
+def _encode_tail(tail: Dataset, out: Dataset, transfer_syntax: UID) -> bytes:
+    if not len(tail):
+        return b""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = transfer_syntax.is_little_endian
+    buffer.is_implicit_VR = transfer_syntax.is_implicit_VR
+    charset = out.get("SpecificCharacterSet")
+    write_dataset(buffer, tail, parent_encoding=charset.value if charset else "iso8859")
+    return buffer.getvalue()
+
+
+def write_streamed(fp: BinaryIO, span: PixelSpan, original: Dataset, out: Dataset,
+                   meta: FileMetaDataset, transfer_syntax: UID, dst: Destination) -> None:
+    """Verify, then write header + raw pixel element + trailing elements to ``dst``."""
+    head, tail, keep = split(out, span.tag)
+    header = write_dicom(head, meta, transfer_syntax)
+    trailer = _encode_tail(tail, out, transfer_syntax)
+    # The verifier's full check on everything but the pixel data value...
+    verify_output(original, header + trailer)
+    scanner = PixelScanner(original) if keep else None
+    if isinstance(dst, (str, os.PathLike)):
+        path = Path(dst)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Atomic replace: a crash or a failed scan never leaves a file under the name.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as target:
+                target.write(header)
+                if keep:
+                    _copy(fp, span, target, scanner)
+                target.write(trailer)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return
+    # A file object cannot be taken back: scan first, then write.
+    if keep:
+        _copy(fp, span, None, scanner)
+    dst.write(header)
+    if keep:
+        _copy(fp, span, dst, None)
+    dst.write(trailer)
+
+
+def _copy(fp: BinaryIO, span: PixelSpan, target: IO[bytes] | BinaryIO | None,
+          scanner: PixelScanner | None) -> None:
+    """Copy the element from the source; scan its value bytes (... and the item headers
+    of encapsulated data, which are numbers and match nothing)."""
+    fp.seek(span.start)
+    header_len = span.value_start - span.start
+    element_header = fp.read(header_len)
+    if len(element_header) != header_len:
+        raise MalformedDicomError("truncated file: pixel data changed while reading")
+    if target is not None:
+        target.write(element_header)
+    remaining = span.end - span.value_start
+    buffer = bytearray(min(CHUNK, max(remaining, 1)))
+    view = memoryview(buffer)
+    readinto = getattr(fp, "readinto", None)
+    while remaining > 0:
+        want = min(len(buffer), remaining)
+        if readinto is not None:
+            n = readinto(view[:want])
+            chunk: bytes | memoryview = view[:n] if n else b""
+        else:
+            chunk = fp.read(want)
+            n = len(chunk)
+        if not n:
+            raise MalformedDicomError("truncated file: pixel data changed while reading")
+        if scanner is not None:
+            scanner.feed(chunk)
+        if target is not None:
+            target.write(chunk)
+        remaining -= n
+    if span.encapsulated and target is not None:
+        target.write(_DELIMITER)

@@ -1,0 +1,136 @@
+"""Streaming leak check for pixel data bytes that are copied without being parsed.
+
+The engine streams pixel data values straight from the input to the output, so the
+verifier (verify.py) sees the output header only. This module scans the streamed value
+bytes, chunk by chunk with an overlap, for the identifying values of the input, reusing
+verify.py's own value collection (``collect_needles``): the same needles, the same
+patterns. Only needles whose shortest match is at least MIN_PIXEL_MATCH bytes long are
+searched: pixel data is binary, and a short pattern matches random bytes by chance.
+Messages name the source tag, never a value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pydicom.dataset import Dataset
+
+from deid.errors import PHIRemainsError
+from deid.verify import collect_needles
+
+try:  # Python 3.11+
+    from re import _parser as _sre_parse  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    import sre_parse as _sre_parse  # type: ignore[no-redef]
+
+MIN_PIXEL_MATCH = 8
+_MAX_OVERLAP = 64 * 1024
+_LITERAL = _sre_parse.LITERAL
+
+
+@dataclass(frozen=True)
+class _PixelNeedle:
+    source: int
+    pattern: re.Pattern[bytes]
+    # A literal every match contains (lower-cased when the pattern ignores case): a
+    # cheap bytes.find() prefilter before the regular expression runs.
+    anchor: bytes | None
+    fold: bool
+    width: int
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _anchor(parsed: object) -> str:
+    """Longest run of literal characters at the top level of a parsed pattern."""
+    best, run = "", []
+    for op, av in list(parsed):  # type: ignore[call-overload]
+        if op is _LITERAL:
+            run.append(chr(av))
+            continue
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+    if len(run) > len(best):
+        best = "".join(run)
+    return best
+
+
+@lru_cache(maxsize=4096)
+def _compile(text_pattern: str, flags: int, source: int, min_len: int) -> _PixelNeedle | None:
+    """Byte-level needle for one of verify.py's patterns, or None when it is too short."""
+    try:
+        parsed = _sre_parse.parse(text_pattern, flags)
+        low, high = parsed.getwidth()
+    except Exception:  # noqa: BLE001 - unknown shape: search it, never skip it
+        parsed, low, high = None, min_len, _MAX_OVERLAP
+    if low < min_len:
+        return None
+    fold = bool(flags & re.IGNORECASE)
+    # Same reading as verify.py: the pattern's UTF-8 bytes against the raw bytes.
+    pattern = re.compile(text_pattern.encode("utf-8"), flags & ~re.UNICODE)
+    anchor_text = _anchor(parsed) if parsed is not None else ""
+    anchor: bytes | None = anchor_text.encode("utf-8") if len(anchor_text) >= 4 else None
+    if anchor is not None and fold:
+        anchor = anchor.lower() if anchor.isascii() else None
+    return _PixelNeedle(source, pattern, anchor, fold, min(int(high), _MAX_OVERLAP))
+
+
+def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH) -> list[_PixelNeedle]:
+    """verify.py's needles for ``original`` that are long enough to search binary data."""
+    seen: set[tuple[bytes, int]] = set()
+    out: list[_PixelNeedle] = []
+    for needle in collect_needles(original):
+        compiled = _compile(needle.pattern.pattern, needle.pattern.flags, needle.source, min_len)
+        if compiled is None or (compiled.pattern.pattern, compiled.pattern.flags) in seen:
+            continue
+        seen.add((compiled.pattern.pattern, compiled.pattern.flags))
+        out.append(compiled)
+    return out
+
+
+class PixelScanner:
+    """feed() the streamed bytes in order; raises PHIRemainsError on a match.
+
+    Every needle here has a literal anchor (or is searched by its pattern on every
+    chunk). A match holds its anchor: a run of at least ``len(anchor)`` bytes that all
+    occur in some anchor. One translate() + find() tells whether a chunk holds such a run
+    at all; 16-bit images (every other byte a small high byte) usually do not, and then
+    no needle needs searching.
+    """
+
+    def __init__(self, original: Dataset, min_len: int = MIN_PIXEL_MATCH) -> None:
+        self.needles = pixel_needles(original, min_len)
+        # Lookarounds read one byte either side of a match.
+        self.overlap = max((n.width for n in self.needles), default=0) + 2
+        self._fold = any(n.fold for n in self.needles)
+        self._unanchored = any(n.anchor is None for n in self.needles)
+        anchors = [n.anchor for n in self.needles if n.anchor is not None]
+        alphabet = set().union(*(set(a) | set(a.upper()) for a in anchors)) if anchors else set()
+        self._table = bytes(1 if b in alphabet else 0 for b in range(256))
+        self._run = b"\x01" * min((len(a) for a in anchors), default=1)
+        self._carry = b""
+        self.scanned = 0
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        if not self.needles:
+            return
+        data = self._carry + bytes(chunk)
+        self.scanned += len(chunk)
+        self._carry = data[-self.overlap:]
+        if not self._unanchored and data.translate(self._table).find(self._run) < 0:
+            return  # no run of anchor bytes long enough: nothing can match here
+        folded = data.lower() if self._fold else data
+        for needle in self.needles:
+            if needle.anchor is not None:
+                if (folded if needle.fold else data).find(needle.anchor) < 0:
+                    continue
+            if needle.pattern.search(data):
+                raise PHIRemainsError(
+                    "verification failed: identifying value from "
+                    f"{_tag(needle.source)} remains in pixel data bytes"
+                )
