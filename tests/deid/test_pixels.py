@@ -539,3 +539,50 @@ def test_mask_does_not_alter_the_rule() -> None:
     ds, _ = image()
     mask(ds, rule)
     assert rule == kept
+
+
+# ---- end to end through the engine ---------------------------------------------------------------
+
+def demo_ultrasound(tmp_path: Path, *, compress: str | None = None) -> tuple[Path, np.ndarray]:
+    from catalog.synthetic import fake_patients, make_instance, make_uid, to_bytes
+
+    ds = make_instance(patient=fake_patients(1, seed=5)[0], modality="US",
+                       study_uid=make_uid("e2e"), series_uid=make_uid("e2e-s"),
+                       sop_uid=make_uid("e2e-i"), rows=96, columns=128,
+                       manufacturer="GE Healthcare", model="LOGIQ E10")
+    original = ds.pixel_array.copy()
+    if compress:
+        ds.compress(compress)
+    path = tmp_path / "us.dcm"
+    path.write_bytes(to_bytes(ds))
+    return path, original
+
+
+@pytest.mark.parametrize("compress", [None, "1.2.840.10008.1.2.5"])  # native, RLE Lossless
+def test_deidentify_file_masks_a_rule_matching_ultrasound_image(
+        tmp_path: Path, compress: str | None) -> None:
+    from deid import deidentify_file
+    from deid_factory import KEY
+
+    path, original = demo_ultrasound(tmp_path, compress=compress)
+    out = io.BytesIO()
+    report = deidentify_file(path, out, key=KEY)
+    assert report.verified
+    assert "113101" in report.method_codes
+    result = pydicom.dcmread(io.BytesIO(out.getvalue()))
+    assert result.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert result.BurnedInAnnotation == "NO"
+    assert "113101" in [item.CodeValue for item in result.DeidentificationMethodCodeSequence]
+    rule = find_masking_rule(pydicom.dcmread(path, stop_before_pixels=True))
+    assert rule is not None
+    assert_masked(original[None], frames_of(result), rule.regions)
+
+
+def test_deidentify_file_without_the_clean_pixel_data_option_still_refuses(tmp_path: Path) -> None:
+    from deid import deidentify_file
+    from deid.errors import BurnedInAnnotationError
+    from deid_factory import KEY
+
+    path, _ = demo_ultrasound(tmp_path)
+    with pytest.raises(BurnedInAnnotationError, match="ultrasound image with no masking rule"):
+        deidentify_file(path, io.BytesIO(), key=KEY, options=Options(clean_pixel_data=False))
