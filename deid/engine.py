@@ -95,6 +95,7 @@ def deidentify_file(src: Source, dst: str | os.PathLike[str] | BinaryIO | IO[byt
             data = write_dicom(out, meta, transfer_syntax)
             # Independent second look at the output bytes before anything leaves here.
             verify_output(parsed.dataset, data)
+            stream.scan_pixels(parsed.dataset, out)  # as the fast path does while copying
         except DeidError:
             raise
         except PARSE_ERRORS as exc:

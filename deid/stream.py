@@ -21,7 +21,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
 from deid.errors import MalformedDicomError
-from deid.io import PixelSpan, write_dicom
+from deid.io import PIXEL_TAGS, PixelSpan, write_dicom
 from deid.verify import verify_output
 from deid.verify_stream import PixelScanner
 
@@ -85,6 +85,19 @@ def write_streamed(fp: BinaryIO, span: PixelSpan, original: Dataset, out: Datase
     if keep:
         _copy(fp, span, dst, None)
     dst.write(trailer)
+
+
+def scan_pixels(original: Dataset, out: Dataset) -> None:
+    """Full path: scan the in-memory pixel data values like the streamed ones."""
+    if not any(tag in out._dict for tag in PIXEL_TAGS):
+        return
+    scanner = PixelScanner(original)
+    for tag in sorted(PIXEL_TAGS):
+        if tag in out._dict:
+            value = out[tag].value
+            if isinstance(value, (bytes, bytearray)):
+                scanner.feed(value)
+                scanner.reset()
 
 
 def _copy(fp: BinaryIO, span: PixelSpan, target: IO[bytes] | BinaryIO | None,

@@ -116,6 +116,10 @@ class PixelScanner:
         self._carry = b""
         self.scanned = 0
 
+    def reset(self) -> None:
+        """Start a new, unrelated byte stream."""
+        self._carry = b""
+
     def feed(self, chunk: bytes | memoryview) -> None:
         if not self.needles:
             return
