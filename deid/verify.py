@@ -1,51 +1,92 @@
 """Independent check of an output file against the identifying values of its input.
 
-Deliberately shares no code with the engine (own tag list, own traversal): a bug in the
-engine's rules must not also blind the check. Messages name tags, never values.
+Deliberately shares no code with the engine (own tag list, own traversal, own parsing of
+the output): a bug in the engine's rules must not also blind the check. Messages name
+tags, never values.
+
+Public helpers (importable, see deid/README.md):
+
+- ``identifying_values(ds) -> set[str]``: the identifying values of an input data set.
+- ``collect_needles(ds) -> list[Needle]``: those values as search patterns. Each
+  ``Needle.pattern`` is a ``str`` regular expression whose UTF-8 encoding is also a valid
+  ``bytes`` pattern for the raw file (non-ASCII characters up to U+00FF are written as
+  ``\\xHH`` escapes, so the same pattern matches decoded text and Latin-1 bytes; other
+  encodings get needles of their own).
+- ``verify_output(original, data)``: raise PHIRemainsError if any needle matches the
+  output: any element at any depth (file meta, private blocks, binary values included),
+  then the raw bytes (preamble included) with the pixel data values blanked, then the
+  pixel data values with the long needles only.
+- ``scan_bytes(needles, data, where)``: the raw-byte search on its own (e.g. for pixel
+  bytes streamed separately).
 """
 
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.uid import UID_dictionary
 
 from deid.errors import PHIRemainsError
 
-MIN_LEN = 3
-_BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV"}
+MIN_LEN = 3  # shortest Latin-script name component / value matched (as a whole word)
+MIN_LEN_CJK = 2  # CJK / kana / hangul names are short and distinctive
+MIN_PIXEL_LEN = 8  # pixel data is binary: only long values are searched there
+MAX_WALK_DEPTH = 64
 _PIXEL_GROUP = 0x7FE0
+_NUMERIC_VRS = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT", "DA", "TM", "DT"}
 
-# tag -> kind. "person": whole value + each name component; "id"/"text": whole value;
-# "date": the date in DICOM and ISO form; "uid": the exact UID.
+# tag -> kind. "person": each name component (word) + whole value; "id": whole value,
+# its long digit runs; "phone": also its digits with any separators; "text": whole value
+# + its distinctive words; "date": the date in DICOM, ISO, US/EU and month-name forms;
+# "uid": the exact UID. Every PN value and every instance UID of the input counts too.
 IDENTIFYING: dict[int, str] = {
     0x00100010: "person",  # PatientName
     0x00101001: "person",  # OtherPatientNames
     0x00101005: "person",  # PatientBirthName
     0x00101060: "person",  # PatientMotherBirthName
+    0x00102297: "person",  # ResponsiblePerson
     0x00080090: "person",  # ReferringPhysicianName
     0x00081048: "person",  # PhysiciansOfRecord
     0x00081050: "person",  # PerformingPhysicianName
     0x00081060: "person",  # NameOfPhysiciansReadingStudy
     0x00081070: "person",  # OperatorsName
     0x00321032: "person",  # RequestingPhysician
+    0x0040A123: "person",  # PersonName
     0x00100020: "id",  # PatientID (also inside OtherPatientIDsSequence)
     0x00101000: "id",  # OtherPatientIDs
+    0x00101002: "id",  # OtherPatientIDsSequence items carry PatientID: see above
+    0x00101090: "id",  # MedicalRecordLocator
     0x00080050: "id",  # AccessionNumber
     0x00200010: "id",  # StudyID
     0x00380010: "id",  # AdmissionID
-    0x00102154: "id",  # PatientTelephoneNumbers
-    0x00080094: "id",  # ReferringPhysicianTelephoneNumbers
+    0x00380060: "id",  # ServiceEpisodeID
+    0x00401001: "id",  # RequestedProcedureID
+    0x00400253: "id",  # PerformedProcedureStepID
+    0x00400009: "id",  # ScheduledProcedureStepID
+    0x00402016: "id",  # PlacerOrderNumberImagingServiceRequest
+    0x00402017: "id",  # FillerOrderNumberImagingServiceRequest
+    0x00120040: "id",  # ClinicalTrialSubjectID
+    0x00120042: "id",  # ClinicalTrialSubjectReadingID
+    0x00101050: "id",  # InsurancePlanIdentification (retired)
+    0x00102154: "phone",  # PatientTelephoneNumbers
+    0x00102155: "phone",  # PatientTelecomInformation
+    0x00080094: "phone",  # ReferringPhysicianTelephoneNumbers
+    0x00401103: "phone",  # PersonTelephoneNumbers
+    0x00401104: "phone",  # PersonTelecomInformation
     0x00080080: "text",  # InstitutionName
     0x00080081: "text",  # InstitutionAddress
     0x00081040: "text",  # InstitutionalDepartmentName
     0x00080092: "text",  # ReferringPhysicianAddress
     0x00101040: "text",  # PatientAddress
+    0x00401102: "text",  # PersonAddress
+    0x00102299: "text",  # ResponsibleOrganization
     0x00100030: "date",  # PatientBirthDate
     0x0020000D: "uid",  # StudyInstanceUID
     0x0020000E: "uid",  # SeriesInstanceUID
@@ -54,21 +95,61 @@ IDENTIFYING: dict[int, str] = {
     0x00081155: "uid",  # ReferencedSOPInstanceUID
 }
 
+# UI attributes naming a class or syntax, not an instance: never needles.
+_CLASS_UID_TAGS = {
+    0x00020002, 0x00020010, 0x00020012, 0x00080016, 0x00081150, 0x0008001A, 0x0008001B,
+    0x0008010C, 0x00041510, 0x00041512, 0x00080062,
+}
+
+# Words of institution names/addresses that identify nothing on their own.
+_GENERIC_WORDS = frozenset("""
+hospital hospitals clinic clinics clinical medical medicine center centre centers general
+university universitat universite college school health healthcare care saint sainte
+department dept radiology radiological imaging diagnostic diagnostics institute
+foundation services service children childrens women womens memorial regional community
+national state county city street road avenue drive lane boulevard blvd suite floor
+building systems system north south east west unit ward infirmary trust cancer heart nuclear
+research district private public group network practice partners associates the and
+for with main park place square court hall house level room box
+""".split())
+# Tokens that appear as dummies in our own outputs or are titles, not names.
+_NAME_STOP = frozenset("""
+anonymous anonymized anonymised unknown none null patient test phantom
+mrs miss prof phd iii
+""".split())
+
+_MONTHS = ["jan(?:uary)?", "feb(?:ruary)?", "mar(?:ch)?", "apr(?:il)?", "may", "june?",
+           "july?", "aug(?:ust)?", "sep(?:t(?:ember)?)?", "oct(?:ober)?", "nov(?:ember)?",
+           "dec(?:ember)?"]
+# Extra byte encodings searched for non-ASCII values (Latin-1 is in every pattern).
+_ENCODINGS = ("utf-8", "iso8859_2", "iso8859_5", "iso8859_7", "iso8859_8", "iso8859_9",
+              "tis-620", "shift_jis", "euc_jp", "iso2022_jp", "euc_kr", "gb18030")
+_WB_L = r"(?<![A-Za-z0-9])"
+_WB_R = r"(?![A-Za-z0-9])"
+_WILD = r"[^\x00-\x7f]{1,4}"  # a character the input could not decode (U+FFFD)
+
 
 @dataclass(frozen=True)
 class Needle:
     source: int  # tag the value came from (named in raw-byte findings)
     pattern: re.Pattern[str]
+    min_len: int = MIN_LEN  # shortest text the pattern can match
+    # A purely numeric identifier: not searched in numeric, date or time values (a test
+    # file's PatientID equal to its StudyTime is no leak) nor in the raw bytes after the
+    # preamble (every text value was already searched element by element).
+    short_number: bool = False
 
 
 def _tag(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+# --- collecting the input's identifying values --------------------------------------
+
 def _walk(ds: Dataset, depth: int = 0) -> Iterator[tuple[int, str, object]]:
     """(tag, VR, value) of every element at any depth, private ones included."""
-    if depth > 64:
-        return
+    if depth > MAX_WALK_DEPTH:
+        raise PHIRemainsError("verification failed: sequences nested too deep to verify")
     for elem in ds:
         if elem.VR == "SQ":
             for item in elem.value or []:
@@ -80,94 +161,353 @@ def _walk(ds: Dataset, depth: int = 0) -> Iterator[tuple[int, str, object]]:
 def _texts(value: object) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray, memoryview)):
         return [bytes(value).decode("latin-1")]
     if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return [t for v in value for t in _texts(v)]  # type: ignore[attr-defined]
     return [str(value)]
 
 
-def _needles_for(tag: int, kind: str, text: str) -> list[Needle]:
-    text = text.strip().strip("\x00")
-    if len(text) < MIN_LEN:
-        return []
-    out: list[str] = []
-    if kind == "uid":
-        return [Needle(tag, re.compile(rf"(?<![0-9.]){re.escape(text)}(?![0-9.])"))]
-    if kind == "date":
-        m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", text)
-        dates = [text] + ([f"{m[1]}-{m[2]}-{m[3]}"] if m else [])
-        return [Needle(tag, re.compile(rf"(?<!\d){re.escape(d)}(?!\d)")) for d in dates]
-    words: list[str] = []
-    if kind == "person":
-        words = [p for p in re.split(r"[\^=\s,]+", text) if len(p) >= MIN_LEN]
-    # Short whole values match as words only; "123" inside "0.123" is no leak.
-    (out if len(text) >= 6 else words).append(text)
-    needles = [Needle(tag, re.compile(re.escape(s), re.IGNORECASE)) for s in out]
-    needles += [
-        Needle(tag, re.compile(rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])", re.IGNORECASE))
-        for w in words
-    ]
-    return needles
+def _kind(tag: int, vr: str) -> str | None:
+    kind = IDENTIFYING.get(tag)
+    if kind is not None:
+        return kind
+    if vr == "PN":
+        return "person"
+    if vr == "UI" and tag not in _CLASS_UID_TAGS and not (tag >> 16) % 2:
+        return "uid"
+    return None
 
 
-# An institution value that is part of the vendor's own name ("TOSHIBA" next to
-# Manufacturer "TOSHIBA_MEC") names the device maker, which Retain Device Identity keeps.
 _DEVICE_KEYWORDS = ("Manufacturer", "ManufacturerModelName")
 
 
-def collect_needles(original: Dataset) -> list[Needle]:
-    """Identifying values of the INPUT, as search patterns."""
-    device = " ".join(str(original.get(k, "") or "") for k in _DEVICE_KEYWORDS).lower()
-    needles: list[Needle] = []
-    for tag, vr, value in _walk(original):
-        kind = IDENTIFYING.get(tag) or ("person" if vr == "PN" else None)
-        if kind is None:
-            continue
-        for text in _texts(value):
-            if kind == "text" and text.strip() and re.search(
-                rf"(?<![a-z0-9]){re.escape(text.strip().lower())}", device
-            ):
+def _device_text(ds: Dataset) -> str:
+    return " ".join(str(ds.get(k, "") or "") for k in _DEVICE_KEYWORDS).lower()
+
+
+def _identifying(original: Dataset) -> Iterator[tuple[int, str, str]]:
+    """(source tag, kind, text) of every identifying value of the input, any depth."""
+    # An institution value that is part of the vendor's own name ("TOSHIBA" next to
+    # Manufacturer "TOSHIBA_MEC") names the device maker, which is kept on purpose.
+    device = _device_text(original)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for tag, vr, value in _walk(original):
+            kind = _kind(tag, vr)
+            if kind is None:
                 continue
-            needles += _needles_for(tag, kind, text)
+            for text in _texts(value):
+                text = text.strip().strip("\x00").strip()
+                if not text:
+                    continue
+                if kind == "uid" and (text in UID_dictionary or not re.fullmatch(r"[0-9.]+", text)):
+                    continue
+                if kind == "text" and re.search(rf"(?<![a-z0-9]){re.escape(text.lower())}", device):
+                    continue
+                yield tag, kind, text
+
+
+def identifying_values(ds: Dataset) -> set[str]:
+    """The identifying values of a data set (names, ids, addresses, phone numbers, birth
+    date, institution, physician names, instance UIDs), at any depth, as found."""
+    return {text for _, _, text in _identifying(ds)}
+
+
+def _is_cjk(text: str) -> bool:
+    return any(ord(c) >= 0x2E80 for c in text)
+
+
+def _lit(text: str) -> str:
+    """Regex for text: ASCII escaped, U+0080..U+00FF as \\xHH (= the Latin-1 byte in a
+    bytes pattern), U+FFFD as a wildcard, other characters literal (UTF-8 in bytes)."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code == 0xFFFD:
+            out.append(_WILD)
+        elif code < 0x80:
+            out.append(re.escape(ch))
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _bytes_lit(raw: bytes) -> str:
+    return "".join(re.escape(chr(b)) if b < 0x80 else f"\\x{b:02x}" for b in raw)
+
+
+def _forms(text: str) -> list[str]:
+    """Regex forms of one text: itself (and its case variants and other byte encodings
+    when it is not ASCII; its UTF-8 reading when it looks like mis-decoded UTF-8)."""
+    variants = {text}
+    try:  # "MÃ\x9cLLER" (UTF-8 read as Latin-1): also look for "MÜLLER"
+        repaired = text.encode("latin-1").decode("utf-8")
+        if repaired != text:
+            variants.add(repaired)
+    except UnicodeError:
+        pass
+    forms = []
+    for variant in variants:
+        forms.append(_lit(variant))
+        if variant.isascii() or "\ufffd" in variant:
+            continue
+        for cased in {variant, variant.upper(), variant.lower()}:
+            forms.append(_lit(cased))
+            for encoding in _ENCODINGS:
+                try:
+                    raw = cased.encode(encoding)
+                except UnicodeError:
+                    continue
+                if encoding == "iso2022_jp":  # the JIS X 0208 bytes between escapes
+                    raw = re.sub(rb"\x1b[\$\(][@AB]", b"", raw)
+                forms.append(_bytes_lit(raw))
+    return list(dict.fromkeys(forms))
+
+
+def _needle(source: int, pattern: str, min_len: int, short_number: bool = False) -> Needle:
+    return Needle(source, re.compile(pattern, re.IGNORECASE), min_len, short_number)
+
+
+def _word_needles(source: int, word: str) -> list[Needle]:
+    return [_needle(source, f"{_WB_L}{form}{_WB_R}", len(word)) for form in _forms(word)]
+
+
+def _sub_needles(source: int, text: str) -> list[Needle]:
+    return [_needle(source, form, len(text)) for form in _forms(text)]
+
+
+def _name_words(text: str) -> set[str]:
+    words: set[str] = set()
+    for part in re.split(r"[\^=\s,.;:/()]+", text):
+        for word in {part, *part.split("-"), *part.split("'")}:
+            word = word.strip("-'")
+            limit = MIN_LEN_CJK if _is_cjk(word) else MIN_LEN
+            if len(word) >= limit and word.lower() not in _NAME_STOP and not word.isdigit():
+                words.add(word)
+    return words
+
+
+def _date_needles(source: int, text: str) -> list[Needle]:
+    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", text)
+    if not m:
+        return [_needle(source, rf"(?<!\d){re.escape(text)}(?!\d)", len(text))] if len(text) >= 6 else []
+    y, mo, d = m.groups()
+    sep = r"[-/. ]"
+    mo_, d_ = f"0?{int(mo)}", f"0?{int(d)}"
+    month = _MONTHS[int(mo) - 1] if 1 <= int(mo) <= 12 else re.escape(mo)
+    patterns = [
+        rf"(?<!\d){y}{mo}{d}(?!\d)",
+        rf"(?<!\d){y}{sep}{mo_}{sep}{d_}(?!\d)",
+        rf"(?<!\d){mo_}{sep}{d_}{sep}{y}(?!\d)",
+        rf"(?<!\d){d_}{sep}{mo_}{sep}{y}(?!\d)",
+        rf"(?<!\d){d_}(?:st|nd|rd|th)?[\s.,-]*{month}\.?[\s.,-]*{y}(?!\d)",
+        rf"{_WB_L}{month}\.?[\s.,-]*{d_}(?:st|nd|rd|th)?[\s.,-]*{y}(?!\d)",
+    ]
+    return [_needle(source, p, 8) for p in patterns]
+
+
+def _needles_for(tag: int, kind: str, text: str, device: str = "") -> list[Needle]:
+    if kind == "uid":
+        if len(text) < MIN_LEN:
+            return []
+        return [_needle(tag, rf"(?<![0-9.]){re.escape(text)}(?![0-9.])", len(text))]
+    if kind == "date":
+        return _date_needles(tag, text)
+    needles: list[Needle] = []
+    limit = MIN_LEN_CJK if _is_cjk(text) else MIN_LEN
+    if kind == "person":
+        for word in _name_words(text):
+            needles += _word_needles(tag, word)
+        if len(text) >= 6:
+            base = re.sub(r"\^+", "^", text.strip("^= "))
+            if len(base) >= 6 and "^" in base:
+                for variant in {base, base.replace("^", " "), base.replace("^", ", ")}:
+                    needles += _sub_needles(tag, variant)
+        return needles
+    if len(text) < limit:
+        return []
+    if text.isdigit():
+        # A number: whole runs of digits only ("4711" is no leak inside "2.25.9947112").
+        needles.append(_needle(tag, rf"(?<!\d){text}(?!\d)", len(text), True))
+    elif len(text) >= 6:
+        needles += _sub_needles(tag, text)
+    else:
+        needles += _word_needles(tag, text)
+    if kind in ("id", "phone", "text"):
+        for run in set(re.findall(r"\d{5,}", text)):
+            if run != text:
+                needles.append(_needle(tag, rf"(?<!\d){run}(?!\d)", len(run), True))
+    if kind == "phone":
+        digits = re.sub(r"\D", "", text)
+        if len(digits) >= 7:
+            flexible = r"[\s().\-/]*".join(digits)
+            needles.append(_needle(tag, rf"(?<!\d){flexible}(?!\d)", len(digits)))
+    if kind == "text":
+        for word in set(re.split(r"[\s,.;:/()\-#&]+", text)):
+            if (len(word) >= 4 and word.lower() not in _GENERIC_WORDS
+                    and not word.isdigit() and word.lower() != text.lower()
+                    and word.lower() not in device):
+                needles += _word_needles(tag, word)
     return needles
 
 
-def _scrubbed_bytes(data: bytes) -> str:
-    """Output bytes with pixel data and large binary values blanked (random bytes match
-    short patterns by chance), as latin-1 text for regex search."""
-    buffer = bytearray(data)
+def collect_needles(original: Dataset) -> list[Needle]:
+    """Identifying values of the INPUT, as search patterns (deduplicated)."""
+    seen: set[tuple[int, str]] = set()
+    needles: list[Needle] = []
+    device = _device_text(original)
+    for tag, kind, text in _identifying(original):
+        for needle in _needles_for(tag, kind, text, device):
+            if (needle.source, needle.pattern.pattern) not in seen:
+                seen.add((needle.source, needle.pattern.pattern))
+                needles.append(needle)
+    return needles
+
+
+# --- searching the output -----------------------------------------------------------
+
+class _Matcher:
+    """All needles as one prefilter pattern; the individual needle only on a hit."""
+
+    def __init__(self, needles: Iterable[Needle]) -> None:
+        self.needles = list(needles)
+        self.text = self._join(self.needles)
+        long_ = [n for n in self.needles if not n.short_number]
+        self.raw = self._join_bytes(long_)
+        self.pixel = self._join_bytes([n for n in long_ if n.min_len >= MIN_PIXEL_LEN])
+        self._long = long_
+
+    @staticmethod
+    def _join(needles: list[Needle]) -> re.Pattern[str] | None:
+        if not needles:
+            return None
+        return re.compile("|".join(f"(?:{n.pattern.pattern})" for n in needles), re.IGNORECASE)
+
+    @staticmethod
+    def _join_bytes(needles: list[Needle]) -> re.Pattern[bytes] | None:
+        if not needles:
+            return None
+        return re.compile(b"|".join(b"(?:" + n.pattern.pattern.encode("utf-8") + b")"
+                                    for n in needles), re.IGNORECASE)
+
+    def find_text(self, text: str, numeric: bool) -> Needle | None:
+        if self.text is None or not self.text.search(text):
+            return None
+        for needle in self.needles:
+            if numeric and needle.short_number:
+                continue
+            if needle.pattern.search(text):
+                return needle
+        return None
+
+    def find_bytes(self, data: bytes, pixel: bool = False,
+                   numbers: bool = False) -> tuple[Needle, int] | None:
+        if numbers:  # every needle (the preamble: no value of ours is there)
+            for needle in self.needles:
+                m = re.search(needle.pattern.pattern.encode("utf-8"), data, re.IGNORECASE)
+                if m is not None:
+                    return needle, m.start()
+            return None
+        combined = self.pixel if pixel else self.raw
+        if combined is None:
+            return None
+        hit = combined.search(data)
+        if hit is None:
+            return None
+        for needle in self._long:
+            if pixel and needle.min_len < MIN_PIXEL_LEN:
+                continue
+            m = re.search(needle.pattern.pattern.encode("utf-8"), data, re.IGNORECASE)
+            if m is not None:
+                return needle, m.start()
+        return None  # pragma: no cover - the combined pattern matched one of them
+
+
+def _output_elements(ds: Dataset, depth: int = 0) -> Iterator[tuple[int, str, object]]:
+    if depth > MAX_WALK_DEPTH:
+        raise PHIRemainsError("verification failed: sequences nested too deep to verify")
+    for tag in list(ds.keys()):
+        try:
+            elem = ds[tag]
+        except Exception:  # noqa: BLE001 - an undecodable value: read it as raw bytes
+            raw = ds.get_item(tag, keep_deferred=True)
+            yield int(tag), "UN", getattr(raw, "value", None)
+            continue
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                yield from _output_elements(item, depth + 1)
+        else:
+            yield int(tag), str(elem.VR), elem.value
+
+
+def _pixel_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of top-level pixel data values in the output."""
+    spans = []
     ds = dcmread(io.BytesIO(data), defer_size=512)
     for tag in list(ds.keys()):
+        if tag.group != _PIXEL_GROUP:
+            continue
         raw = ds.get_item(tag, keep_deferred=True)
         if not isinstance(raw, RawDataElement) or raw.value_tell is None:
             continue
-        if raw.VR not in _BINARY_VRS and tag.group != _PIXEL_GROUP:
-            continue
         length = raw.length if raw.length != 0xFFFFFFFF else len(raw.value or b"")
-        buffer[raw.value_tell: raw.value_tell + length] = b"\x00" * length
-    return buffer.decode("latin-1")
+        spans.append((raw.value_tell, raw.value_tell + length))
+    return spans
+
+
+def scan_bytes(needles: Iterable[Needle], data: bytes, where: str = "output bytes", *,
+               pixel: bool = False) -> None:
+    """Raise PHIRemainsError if a needle occurs in raw ``data`` (any of the encodings).
+    ``pixel=True`` searches only needles of at least MIN_PIXEL_LEN characters."""
+    found = _Matcher(needles).find_bytes(bytes(data), pixel=pixel)
+    if found is not None:
+        raise PHIRemainsError(
+            f"verification failed: identifying value from {_tag(found[0].source)} remains in {where}")
 
 
 def verify_output(original: Dataset, data: bytes) -> None:
-    """Raise PHIRemainsError if any identifying input value appears in ``data``."""
-    needles = collect_needles(original)
-    if not needles:
+    """Raise PHIRemainsError if any identifying input value appears in ``data``.
+
+    ``data`` is a Part 10 file, or its header only (pixel data streamed and scanned
+    separately with ``scan_bytes(..., pixel=True)``)."""
+    matcher = _Matcher(collect_needles(original))
+    if not matcher.needles:
         return
-    output = dcmread(io.BytesIO(data))
-    for tag, vr, value in _walk(output):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            output = dcmread(io.BytesIO(data))
+            spans = _pixel_spans(data)
+            elements = list(_output_elements(output.file_meta)) + list(_output_elements(output))
+    except PHIRemainsError:
+        raise
+    except Exception:  # noqa: BLE001 - what we cannot re-read we cannot let out
+        raise PHIRemainsError("verification failed: the output could not be re-read") from None
+    # 1. Every element, decoded with the output's character set; binary values as
+    #    Latin-1 (which the \xHH forms of every needle match).
+    for tag, vr, value in elements:
         if tag >> 16 == _PIXEL_GROUP:
             continue
         for text in _texts(value):
-            if vr in _BINARY_VRS and len(text) > 512:
-                continue  # bulk binary: covered (sensibly) by nothing; see _scrubbed_bytes
-            for needle in needles:
-                if needle.pattern.search(text):
-                    raise PHIRemainsError(f"verification failed: identifying value remains in {_tag(tag)}")
-    haystack = _scrubbed_bytes(data)
-    for needle in needles:
-        raw = needle.pattern.pattern.encode("utf-8").decode("latin-1")
-        if re.search(raw, haystack, needle.pattern.flags):
+            if matcher.find_text(text, numeric=vr in _NUMERIC_VRS) is not None:
+                raise PHIRemainsError(f"verification failed: identifying value remains in {_tag(tag)}")
+    # 2. The raw bytes outside pixel data: preamble, undecodable values, anything else.
+    buffer = bytearray(data)
+    for start, end in spans:
+        buffer[start:end] = b"\x00" * (end - start)
+    found = matcher.find_bytes(bytes(buffer[:128]), numbers=True) or matcher.find_bytes(bytes(buffer))
+    if found is not None:
+        needle, offset = found
+        where = "the preamble" if offset < 128 else "output bytes"
+        raise PHIRemainsError(
+            f"verification failed: identifying value from {_tag(needle.source)} remains in {where}")
+    # 3. Pixel data values: long values only (short ones match binary data by chance).
+    for start, end in spans:
+        found = matcher.find_bytes(data[start:end], pixel=True)
+        if found is not None:
             raise PHIRemainsError(
-                f"verification failed: identifying value from {_tag(needle.source)} remains in output bytes"
-            )
+                "verification failed: identifying value from "
+                f"{_tag(found[0].source)} remains in pixel data bytes")
