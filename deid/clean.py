@@ -15,12 +15,37 @@ from deid.walk import iter_elements
 
 # Patterns that look identifying whatever the file says: dates, long digit runs (MRNs,
 # phone numbers), e-mail addresses.
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+          r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
 _GENERIC = re.compile(
     r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b"
     r"|\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}\b"
+    # "4 March 2021", "4th of Mar. 2021", "March 4, 2021", "Nov 2021"
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\.?\s*(?:of\s+)?{_MONTH}\b\.?,?\s*(?:\d{{2,4}}\b)?"
+    rf"|\b{_MONTH}\b\.?\s*\d{{1,2}}(?:st|nd|rd|th)?\b,?\s*(?:\d{{4}}\b)?"
+    rf"|\b{_MONTH}\b\.?,?\s*\d{{4}}\b"
     r"|\d{5,}"
+    r"|\+?\(?\d{2,4}\)?[-. ]\d{3,4}[-. ]\d{2,4}\b"  # phone numbers
     r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    re.IGNORECASE,
 )
+# Words of institution names and addresses that identify nothing on their own (the
+# rest of an institution's or address's words are scrubbed out of descriptors).
+_GENERIC_WORDS = frozenset("""
+hospital hospitals clinic clinics clinical medical medicine center centre centers general
+university universitat universite college school health healthcare care saint sainte
+department dept radiology radiological imaging diagnostic diagnostics institute
+foundation services service children childrens women womens memorial regional community
+national state county city street road avenue drive lane boulevard blvd suite floor
+building systems system north south east west unit ward infirmary trust cancer heart
+nuclear research district private public group network practice partners associates
+the and for with main park place square court hall house level room box
+""".split())
+_PLACE_KEYWORDS = frozenset({
+    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
+    "ReferringPhysicianAddress", "PatientAddress", "PersonAddress", "ResponsibleOrganization",
+    "RegionOfResidence",
+})
 
 
 @lru_cache(maxsize=1)
@@ -30,6 +55,10 @@ def identifier_tags() -> frozenset[int]:
     return frozenset(t for t in tags if t is not None)
 
 
+_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                "dec"]
+
+
 def _date_variants(value: str) -> set[str]:
     m = re.fullmatch(r"(\d{4})(\d{2})(\d{2}).*", value)
     if not m:
@@ -37,44 +66,84 @@ def _date_variants(value: str) -> set[str]:
     y, mo, d = m.groups()
     out = {y + mo + d}
     for a, b in ((mo, d), (d, mo), (mo.lstrip("0"), d.lstrip("0")), (d.lstrip("0"), mo.lstrip("0"))):
-        for sep in "-/.":
+        for sep in "-/. ":
             out.add(f"{a}{sep}{b}{sep}{y}")
             out.add(f"{y}{sep}{a}{sep}{b}")
     return out
 
 
+def _date_patterns(value: str) -> list[str]:
+    """Month-name forms of a DA value: "7 Nov 1963", "November 7th, 1963"."""
+    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2}).*", value)
+    if not m or not 1 <= int(m[2]) <= 12:
+        return []
+    y, month, d = m[1], _MONTH_NAMES[int(m[2]) - 1], f"0?{int(m[3])}"
+    return [rf"(?<!\d){d}(?:st|nd|rd|th)?[\s.,-]*(?:of\s+)?{month}[a-z]*\.?[\s.,-]*{y}(?!\d)",
+            rf"(?<![A-Za-z]){month}[a-z]*\.?[\s.,-]*{d}(?:st|nd|rd|th)?[\s.,-]*{y}(?!\d)"]
+
+
+def _phone_pattern(value: str) -> str | None:
+    digits = re.sub(r"\D", "", value)
+    return r"[\s().\-/]*".join(digits) if len(digits) >= 7 else None
+
+
+def _name_words(text: str) -> set[str]:
+    """Components of a person name, also split at hyphens ("SMYTHE-JONES")."""
+    words: set[str] = set()
+    for part in re.split(r"[\^=\s,.;:/()]+", text):
+        words.update(w.strip("-'") for w in (part, *part.split("-"), *part.split("'")))
+    return {w for w in words if w}
+
+
 class Scrubber:
     """Built once per input file from its identifying attributes (any depth)."""
 
-    def __init__(self, substrings: Iterable[str], words: Iterable[str]) -> None:
+    def __init__(self, substrings: Iterable[str], words: Iterable[str],
+                 patterns: Iterable[str] = ()) -> None:
         subs = sorted({s for s in substrings if len(s) >= 3}, key=len, reverse=True)
         word_list = sorted({w for w in words if len(w) >= 2}, key=len, reverse=True)
-        parts = [re.escape(s) for s in subs]
+        parts = sorted(set(patterns), key=len, reverse=True)
+        parts += [re.escape(s) for s in subs]
         parts += [rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])" for w in word_list]
         self._known = re.compile("|".join(parts), re.IGNORECASE) if parts else None
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> Scrubber:
         ids = identifier_tags()
+        places = {tag_for_keyword(k) for k in _PLACE_KEYWORDS}
+        device = " ".join(str(ds.get(k, "") or "") for k in
+                          ("Manufacturer", "ManufacturerModelName")).lower()
         substrings: set[str] = set()
         words: set[str] = set()
+        patterns: set[str] = set()
         for elem in iter_elements(ds, want=lambda tag, vr: vr in ("PN", "DA", "DT") or tag in ids):
             values = elem.value if elem.VM > 1 else [elem.value]
             for value in values:
-                text = str(value).strip() if value is not None else ""
+                text = str(value).strip().strip("\x00") if value is not None else ""
                 if not text:
                     continue
                 if elem.VR in ("DA", "DT"):
                     substrings |= _date_variants(text)
+                    patterns.update(_date_patterns(text))
                     continue
                 substrings.add(text)
+                phone = _phone_pattern(text) if "Telephone" in (elem.keyword or "") else None
+                if phone:
+                    patterns.add(rf"(?<!\d){phone}(?!\d)")
                 if elem.VR == "PN":
-                    words.update(p for p in re.split(r"[\^=\s,]+", text) if p)
+                    words.update(_name_words(text))
+                    base = re.sub(r"\^+", "^", text.strip("^= "))
+                    substrings.update({base.replace("^", " "), base.replace("^", ", ")})
                 else:
+                    if elem.tag in places:
+                        words.update(w for w in re.split(r"[\s,.;:/()\-#&]+", text)
+                                     if len(w) >= 4 and not w.isdigit()
+                                     and w.lower() not in _GENERIC_WORDS
+                                     and w.lower() not in device)
                     # Number-bearing parts of IDs and addresses: "MRN-123456" -> "123456".
                     substrings.update(p for p in re.split(r"[^A-Za-z0-9]+", text)
                                       if any(c.isdigit() for c in p))
-        return cls(substrings, words)
+        return cls(substrings, words, patterns)
 
     def clean(self, text: str) -> str:
         if self._known is not None:
