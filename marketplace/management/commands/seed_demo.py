@@ -85,7 +85,6 @@ class Command(BaseCommand):
                 provider=org, acting_user=owner, title=spec["title"], description=spec["description"],
                 licence_text=f"Licence: {spec.get('license', 'research-only')}. Standard data use agreement applies.",
                 price_per_study=Decimal(spec["price_per_study"]),
-                burned_in_risk_accepted=spec["modality"] == "US",  # synthetic US has no burned-in text
             )
         archive = io.BytesIO(write_zip(generate_demo_dataset(spec, seed=100 + index)))
         batch = upload_batch_create(dataset=dataset, files=[(f"{spec['slug']}.zip", archive)], acting_user=owner)
