@@ -100,6 +100,8 @@ def deidentify_file(src: Source, dst: str | os.PathLike[str] | BinaryIO | IO[byt
             raise
         except PARSE_ERRORS as exc:
             raise MalformedDicomError(f"malformed data set: {type(exc).__name__}") from None
+        except Exception as exc:  # noqa: BLE001 - one odd file must only ever be a DeidError
+            raise MalformedDicomError(f"cannot process data set: {type(exc).__name__}") from None
     report.verified = True
     _write(dst, data)
     return report

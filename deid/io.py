@@ -21,7 +21,7 @@ from typing import IO, BinaryIO
 
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.tag import BaseTag
@@ -36,6 +36,7 @@ PREAMBLE_LEN = 128
 DEFER_SIZE = 256 * 1024
 # Deflated data sets: a 4 MB upload can inflate to 4 GiB (HAZARDS.md).
 MAX_INFLATED_BYTES = 512 * 1024 * 1024
+_INFLATE_STEP = 4 * 1024 * 1024
 MAX_DEPTH = 32
 MAX_ELEMENTS = 500_000
 # Non-seekable uploads are spooled; memory up to this size, then a temp file.
@@ -67,6 +68,7 @@ PARSE_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeError,
     zlib.error,
     LookupError,
+    BytesLengthException,  # odd-length US/UL... values (not a ValueError)
 )
 
 DEFLATED = {"1.2.840.10008.1.2.1.99"}
@@ -293,7 +295,8 @@ def _inflate_capped(fp: BinaryIO) -> BinaryIO:
     total = 0
     try:
         while chunk := fp.read(1024 * 1024):
-            data = inflater.decompress(chunk, MAX_INFLATED_BYTES - total + 1)
+            # At most _INFLATE_STEP bytes per call: memory stays flat on a bomb.
+            data = inflater.decompress(chunk, min(_INFLATE_STEP, MAX_INFLATED_BYTES - total + 1))
             while True:
                 total += len(data)
                 if total > MAX_INFLATED_BYTES:
@@ -302,7 +305,7 @@ def _inflate_capped(fp: BinaryIO) -> BinaryIO:
                 if not inflater.unconsumed_tail:
                     break
                 data = inflater.decompress(inflater.unconsumed_tail,
-                                           MAX_INFLATED_BYTES - total + 1)
+                                           min(_INFLATE_STEP, MAX_INFLATED_BYTES - total + 1))
         out.write(inflater.flush())
     except zlib.error:
         out.close()
