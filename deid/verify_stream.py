@@ -28,6 +28,59 @@ except ImportError:  # pragma: no cover
 MIN_PIXEL_MATCH = 8
 _MAX_OVERLAP = 64 * 1024
 _LITERAL = _sre_parse.LITERAL
+_ALL = frozenset(range(256))
+_C = _sre_parse  # opcodes and categories are re-exported by the parser module
+_CATEGORIES: dict[object, frozenset[int]] = {
+    _C.CATEGORY_DIGIT: frozenset(b"0123456789"),
+    _C.CATEGORY_SPACE: frozenset(b" \t\n\r\f\v"),
+    _C.CATEGORY_WORD: frozenset(b"0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+}
+_CATEGORIES[_C.CATEGORY_NOT_DIGIT] = _ALL - _CATEGORIES[_C.CATEGORY_DIGIT]
+_CATEGORIES[_C.CATEGORY_NOT_SPACE] = _ALL - _CATEGORIES[_C.CATEGORY_SPACE]
+_CATEGORIES[_C.CATEGORY_NOT_WORD] = _ALL - _CATEGORIES[_C.CATEGORY_WORD]
+
+
+def _alphabet(parsed: object) -> frozenset[int]:
+    """Every byte a match of this (bytes) pattern can contain; lookarounds excluded.
+    Anything not understood counts as every byte (no prefiltering: never unsound)."""
+    found: set[int] = set()
+    for op, av in list(parsed):  # type: ignore[call-overload]
+        if op is _C.LITERAL:
+            found.add(av)
+        elif op is _C.IN:
+            members: set[int] = set()
+            negate = False
+            for item_op, item in av:
+                if item_op is _C.NEGATE:
+                    negate = True
+                elif item_op is _C.LITERAL:
+                    members.add(item)
+                elif item_op is _C.RANGE:
+                    members.update(range(item[0], item[1] + 1))
+                elif item_op is _C.CATEGORY and item in _CATEGORIES:
+                    members |= _CATEGORIES[item]
+                else:
+                    return _ALL
+            found |= (_ALL - members) if negate else members
+        elif op in (_C.MAX_REPEAT, _C.MIN_REPEAT, getattr(_C, "POSSESSIVE_REPEAT", None)):
+            found |= _alphabet(av[2])
+        elif op is _C.SUBPATTERN:
+            found |= _alphabet(av[-1])
+        elif op is getattr(_C, "ATOMIC_GROUP", None):
+            found |= _alphabet(av)
+        elif op is _C.BRANCH:
+            for branch in av[1]:
+                found |= _alphabet(branch)
+        elif op in (_C.ASSERT, _C.ASSERT_NOT, _C.AT):
+            continue  # zero width
+        else:
+            return _ALL
+    return frozenset(found)
+
+
+def _folded(alphabet: frozenset[int]) -> frozenset[int]:
+    extra = {b ^ 0x20 for b in alphabet if 0x41 <= b <= 0x5A or 0x61 <= b <= 0x7A}
+    return alphabet | extra
 
 
 @dataclass(frozen=True)
@@ -39,6 +92,8 @@ class _PixelNeedle:
     anchor: bytes | None
     fold: bool
     width: int
+    low: int
+    alphabet: frozenset[int]  # bytes a match can consist of
 
 
 def _tag(tag: int) -> str:
@@ -77,7 +132,14 @@ def _compile(text_pattern: str, flags: int, source: int, min_len: int) -> _Pixel
     anchor: bytes | None = anchor_text.encode("utf-8") if len(anchor_text) >= 4 else None
     if anchor is not None and fold:
         anchor = anchor.lower() if anchor.isascii() else None
-    return _PixelNeedle(source, pattern, anchor, fold, min(int(high), _MAX_OVERLAP))
+    try:
+        alphabet = _alphabet(_sre_parse.parse(pattern.pattern, pattern.flags))
+    except Exception:  # noqa: BLE001
+        alphabet = _ALL
+    if fold:
+        alphabet = _folded(alphabet)
+    return _PixelNeedle(source, pattern, anchor, fold, min(int(high), _MAX_OVERLAP),
+                        int(low), alphabet)
 
 
 def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH) -> list[_PixelNeedle]:
@@ -96,11 +158,11 @@ def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH) -> list[_Pi
 class PixelScanner:
     """feed() the streamed bytes in order; raises PHIRemainsError on a match.
 
-    Every needle here has a literal anchor (or is searched by its pattern on every
-    chunk). A match holds its anchor: a run of at least ``len(anchor)`` bytes that all
-    occur in some anchor. One translate() + find() tells whether a chunk holds such a run
-    at all; 16-bit images (every other byte a small high byte) usually do not, and then
-    no needle needs searching.
+    A match of a needle is a run of at least MIN_PIXEL_MATCH bytes, all from the
+    needle's alphabet (the bytes its pattern can match). One translate() + find() tells
+    whether a chunk holds such a run at all; 16-bit images (every other byte a small high
+    byte) usually do not, and then no needle needs searching. Otherwise each needle's
+    literal anchor (bytes.find) decides whether its pattern runs.
     """
 
     def __init__(self, original: Dataset, min_len: int = MIN_PIXEL_MATCH) -> None:
@@ -108,11 +170,10 @@ class PixelScanner:
         # Lookarounds read one byte either side of a match.
         self.overlap = max((n.width for n in self.needles), default=0) + 2
         self._fold = any(n.fold for n in self.needles)
-        self._unanchored = any(n.anchor is None for n in self.needles)
-        anchors = [n.anchor for n in self.needles if n.anchor is not None]
-        alphabet = set().union(*(set(a) | set(a.upper()) for a in anchors)) if anchors else set()
+        alphabet = frozenset().union(*(n.alphabet for n in self.needles))
         self._table = bytes(1 if b in alphabet else 0 for b in range(256))
-        self._run = b"\x01" * min((len(a) for a in anchors), default=1)
+        self._run = b"\x01" * max(1, min((n.low for n in self.needles), default=1))
+        self._prefilter = len(alphabet) < 256
         self._carry = b""
         self.scanned = 0
 
@@ -126,7 +187,7 @@ class PixelScanner:
         data = self._carry + bytes(chunk)
         self.scanned += len(chunk)
         self._carry = data[-self.overlap:]
-        if not self._unanchored and data.translate(self._table).find(self._run) < 0:
+        if self._prefilter and data.translate(self._table).find(self._run) < 0:
             return  # no run of anchor bytes long enough: nothing can match here
         folded = data.lower() if self._fold else data
         for needle in self.needles:
