@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 
@@ -13,18 +14,37 @@ from workspaces.selectors import access_delivery, deliveries_for_user
 from workspaces.services import MANIFEST_NAME, LinkExpiredError, download_grant_check, download_token_make
 
 
+# The workspace page previews this many files per delivery; its own page lists them all.
+PREVIEW_FILES = 20
+FILES_PER_PAGE = 200
+
+
+def _links(delivery: Delivery, files) -> list[tuple[str, int | None, str]]:  # noqa: ANN001
+    return [(f.path, f.size_bytes, download_token_make(delivery=delivery, path=f.path)) for f in files]
+
+
 @login_required
 def workspace(request: HttpRequest) -> HttpResponse:
-    deliveries = deliveries_for_user(user=request.user)
     rows = []
-    for delivery in deliveries:
+    for delivery in deliveries_for_user(user=request.user):
         links = []
         if delivery.status == Delivery.Status.DONE:
             links.append((MANIFEST_NAME, None, download_token_make(delivery=delivery, path=MANIFEST_NAME)))
-            for f in delivery.files.all()[:200]:
-                links.append((f.path, f.size_bytes, download_token_make(delivery=delivery, path=f.path)))
+            links += _links(delivery, delivery.files.all()[:PREVIEW_FILES])
         rows.append((delivery, links))
-    return render(request, "workspaces/workspace.html", {"rows": rows})
+    return render(request, "workspaces/workspace.html", {"rows": rows, "preview_files": PREVIEW_FILES})
+
+
+@login_required
+def delivery_files(request: HttpRequest, delivery_id: int) -> HttpResponse:
+    try:
+        delivery = access_delivery(user=request.user, delivery_id=delivery_id)
+    except NotFoundError:
+        raise Http404("Delivery not found.") from None
+    page = Paginator(delivery.files.all(), FILES_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"delivery": delivery, "page": page, "links": _links(delivery, page.object_list),
+               "manifest": download_token_make(delivery=delivery, path=MANIFEST_NAME)}
+    return render(request, "workspaces/delivery_files.html", context)
 
 
 @login_required

@@ -200,3 +200,23 @@ def test_it_refuses_a_link_used_after_its_lifetime(bob_client, delivery, setting
     assert response.status_code == 403
     assert "expired" in response.content.decode()
     assert AuditEvent.objects.filter(action="download").count() == 1
+
+
+@pytest.mark.django_db
+def test_the_delivery_page_lists_every_file_for_its_owner_only(published_dataset, deliver, bob, charlie,
+                                                               monkeypatch):
+    from django.test import Client
+
+    from workspaces import views
+
+    monkeypatch.setattr(views, "FILES_PER_PAGE", 4)  # six files: two pages
+    delivery = deliver(published_dataset, bob)
+    owner, other = Client(), Client()
+    owner.force_login(bob)
+    other.force_login(charlie)
+    pages = owner.get(f"/workspace/deliveries/{delivery.pk}/").content.decode()
+    pages += owner.get(f"/workspace/deliveries/{delivery.pk}/?page=2").content.decode()
+    listed = set(re.findall(r'/workspace/download/[^"]+/">([^<]+)</a>', pages)) - {"manifest.csv"}
+    assert listed == set(delivery.files.values_list("path", flat=True))
+    assert len(listed) == 6
+    assert other.get(f"/workspace/deliveries/{delivery.pk}/").status_code == 404
