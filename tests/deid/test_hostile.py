@@ -28,7 +28,7 @@ import pytest
 from phi_corpus import (
     ACCESSION, BIRTH, FAMILY, GIVEN, MRN, NAME, PHYSICIAN, base_dataset, to_bytes,
 )
-from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -354,7 +354,14 @@ def test_enhanced_multiframe_mr() -> None:
 # --- every bundled test file ------------------------------------------------------------
 
 def _bundled() -> list[str]:
-    return sorted({p for p in get_testdata_files("*") if os.path.isfile(p)})
+    """pydicom's bundled test files and the pydicom-data package's, from disk only
+    (get_testdata_files("*") would also try to download the online-only ones)."""
+    import data_store
+    from pydicom.data.data_manager import DATA_ROOT
+
+    roots = [Path(DATA_ROOT) / "test_files", Path(data_store.__file__).parent / "data"]
+    return sorted({str(p) for root in roots for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() not in {".py", ".pyc", ".json", ".txt", ".gz", ".bz2"}})
 
 
 @pytest.mark.parametrize("path", _bundled(), ids=lambda p: os.path.basename(p))
