@@ -57,7 +57,8 @@ def upload_batch_ingest(*, batch_id: int) -> UploadBatch | None:
     from catalog.services.stats import dataset_refresh_stats
 
     dataset_refresh_stats(dataset_id=batch.dataset_id)
-    counts = batch.files.filter(is_archive=False).values_list("status", flat=True)
+    # Expanded archives are summary rows; a refused archive counts as one failed file.
+    counts = batch.files.exclude(is_archive=True, status=UploadFile.Status.OK).values_list("status", flat=True)
     ok = sum(1 for s in counts if s in (UploadFile.Status.OK, UploadFile.Status.DUPLICATE))
     UploadBatch.objects.filter(pk=batch_id).update(
         status=UploadBatch.Status.DONE, finished=timezone.now(), ok_files=ok, failed_files=len(counts) - ok,

@@ -380,3 +380,16 @@ def test_it_refuses_a_file_that_looks_like_a_zip_but_is_not_readable(dataset, al
         upload_batch_create(dataset=dataset, files=[("scans.zip", io.BytesIO(b"PK\x03\x04garbage"))],
                             acting_user=alice)
     assert_nothing_stored(dataset)
+
+
+@pytest.mark.django_db
+def test_it_counts_an_archive_refused_by_the_worker_as_a_failed_file(dataset, alice, settings):
+    files = ct_files(n_patients=1, n_instances=3)
+    batch = upload_batch_create(dataset=dataset, acting_user=alice, files=[
+        ("studies.zip", io.BytesIO(write_zip(files))), ("single.dcm", io.BytesIO(files[0][1]))])
+    settings.UPLOAD_ZIP_MAX_MEMBERS = 2  # the worker re-checks the archive with today's limits
+    batch = upload_batch_ingest(batch_id=batch.pk)
+    archive = batch.files.get(is_archive=True)
+    assert archive.status == UploadFile.Status.REJECTED and "limit is 2" in archive.reason
+    assert (batch.ok_files, batch.failed_files, batch.total_files) == (1, 1, 2)
+    assert Instance.objects.filter(dataset=dataset).count() == 1
