@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from catalog.services import upload_batch_ingest
+from catalog.services import upload_batch_ingest, upload_files_ingest
 
 
 @shared_task(acks_late=True)
 def upload_batch_ingest_task(*, batch_id: int) -> None:
-    upload_batch_ingest(batch_id=batch_id)
+    upload_batch_ingest(batch_id=batch_id, parallel=True)
+
+
+@shared_task(acks_late=True)
+def upload_files_ingest_task(*, batch_id: int, upload_file_ids: list[int]) -> None:
+    upload_files_ingest(batch_id=batch_id, upload_file_ids=upload_file_ids)

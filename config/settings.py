@@ -217,6 +217,9 @@ UPLOAD_ZIP_MAX_TOTAL_BYTES = env.int("UPLOAD_ZIP_MAX_TOTAL_BYTES", default=2 * 1
 UPLOAD_ZIP_MAX_MEMBERS = env.int("UPLOAD_ZIP_MAX_MEMBERS", default=20000)
 UPLOAD_ZIP_MAX_RATIO = env.int("UPLOAD_ZIP_MAX_RATIO", default=200)
 DOWNLOAD_LINK_SECONDS = env.int("DOWNLOAD_LINK_SECONDS", default=300)
+# Files per worker task when a batch is spread over the worker pool: small enough that
+# every worker process stays busy, large enough to keep queue traffic low.
+INGEST_CHUNK_FILES = env.int("INGEST_CHUNK_FILES", default=25)
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY
 

@@ -6,7 +6,12 @@ from catalog.services.datasets import (
     dataset_transition,
     dataset_update,
 )
-from catalog.services.ingestion import upload_batch_ingest, upload_file_ingest
+from catalog.services.ingestion import (
+    upload_batch_finish,
+    upload_batch_ingest,
+    upload_file_ingest,
+    upload_files_ingest,
+)
 from catalog.services.stats import dataset_refresh_stats
 from catalog.services.uploads import upload_batch_create
 
@@ -18,6 +23,8 @@ __all__ = [
     "dataset_transition",
     "dataset_update",
     "upload_batch_create",
+    "upload_batch_finish",
     "upload_batch_ingest",
     "upload_file_ingest",
+    "upload_files_ingest",
 ]

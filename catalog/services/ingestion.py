@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import IO, Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -39,8 +40,13 @@ def deid_options(dataset: Dataset) -> deid.Options:
     return deid.Options(accept_burned_in_risk=dataset.burned_in_risk_accepted)
 
 
-def upload_batch_ingest(*, batch_id: int) -> UploadBatch | None:
-    """Ingest every pending file of a batch; safe to run again after a crash."""
+def upload_batch_ingest(*, batch_id: int, parallel: bool = False) -> UploadBatch | None:
+    """Ingest every pending file of a batch; safe to run again after a crash.
+
+    In-process (the default) the batch is finished on return. With ``parallel`` the
+    pending files are queued in chunks for the worker pool and the last chunk to finish
+    closes the batch (upload_batch_finish).
+    """
     updated = UploadBatch.objects.filter(
         pk=batch_id, status__in=[UploadBatch.Status.QUEUED, UploadBatch.Status.RUNNING]
     ).update(status=UploadBatch.Status.RUNNING)
@@ -51,9 +57,34 @@ def upload_batch_ingest(*, batch_id: int) -> UploadBatch | None:
 
     for archive in batch.files.filter(is_archive=True, status=UploadFile.Status.PENDING):
         _expand_archive(batch, archive)
-    for upload_id in batch.files.filter(status=UploadFile.Status.PENDING, is_archive=False).values_list("pk", flat=True):
-        upload_file_ingest(upload_file_id=upload_id)
+    pending = list(batch.files.filter(status=UploadFile.Status.PENDING, is_archive=False)
+                   .order_by("pk").values_list("pk", flat=True))
+    chunk = settings.INGEST_CHUNK_FILES
+    if parallel and len(pending) > chunk:
+        from catalog.tasks import upload_files_ingest_task
 
+        for start in range(0, len(pending), chunk):
+            upload_files_ingest_task.delay(batch_id=batch_id, upload_file_ids=pending[start:start + chunk])
+        return batch
+    return upload_files_ingest(batch_id=batch_id, upload_file_ids=pending)
+
+
+def upload_files_ingest(*, batch_id: int, upload_file_ids: list[int]) -> UploadBatch | None:
+    """Ingest some files of a batch, then close the batch if none is left pending."""
+    for upload_id in upload_file_ids:
+        upload_file_ingest(upload_file_id=upload_id)
+    return upload_batch_finish(batch_id=batch_id)
+
+
+def upload_batch_finish(*, batch_id: int) -> UploadBatch | None:
+    """Close a batch whose files are all decided: final counts, dataset statistics, audit."""
+    if UploadFile.objects.filter(batch_id=batch_id, status=UploadFile.Status.PENDING).exists():
+        return None  # another chunk is still working; it will close the batch
+    # Two chunks finishing together both get here: the conditional update lets one close it.
+    if not UploadBatch.objects.filter(pk=batch_id, status=UploadBatch.Status.RUNNING).update(
+            status=UploadBatch.Status.DONE, finished=timezone.now()):
+        return None
+    batch = UploadBatch.objects.get(pk=batch_id)
     from catalog.services.stats import dataset_refresh_stats
 
     dataset_refresh_stats(dataset_id=batch.dataset_id)
@@ -61,9 +92,7 @@ def upload_batch_ingest(*, batch_id: int) -> UploadBatch | None:
     counts = batch.files.exclude(is_archive=True, status=UploadFile.Status.OK).values_list("status", flat=True)
     ok = sum(1 for s in counts if s in (UploadFile.Status.OK, UploadFile.Status.DUPLICATE))
     UploadBatch.objects.filter(pk=batch_id).update(
-        status=UploadBatch.Status.DONE, finished=timezone.now(), ok_files=ok, failed_files=len(counts) - ok,
-        done_files=len(counts), total_files=len(counts),
-    )
+        ok_files=ok, failed_files=len(counts) - ok, done_files=len(counts), total_files=len(counts))
     batch.refresh_from_db()
     audit_record(actor=batch.uploaded_by, action="upload.ingested", obj=batch,
                  detail={"dataset_id": batch.dataset_id, "ok": batch.ok_files, "failed": batch.failed_files})

@@ -393,3 +393,22 @@ def test_it_counts_an_archive_refused_by_the_worker_as_a_failed_file(dataset, al
     assert archive.status == UploadFile.Status.REJECTED and "limit is 2" in archive.reason
     assert (batch.ok_files, batch.failed_files, batch.total_files) == (1, 1, 2)
     assert Instance.objects.filter(dataset=dataset).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_batch_spread_over_chunk_tasks_is_closed_once_by_the_last_chunk(dataset, alice, settings, monkeypatch):
+    from catalog.services import upload_batch_finish
+    from config.celery import app
+
+    monkeypatch.setitem(app.conf, "task_always_eager", True)  # run the chunk tasks inline
+    settings.INGEST_CHUNK_FILES = 2
+    files = ct_files(n_patients=1, n_instances=5)
+    batch = upload_batch_create(dataset=dataset, acting_user=alice,
+                                files=[(name, io.BytesIO(data)) for name, data in files])
+    upload_batch_ingest(batch_id=batch.pk, parallel=True)
+    batch.refresh_from_db()
+    assert batch.status == UploadBatch.Status.DONE
+    assert (batch.ok_files, batch.failed_files, batch.total_files) == (5, 0, 5)
+    assert Dataset.objects.get(pk=dataset.pk).instance_count == 5
+    assert upload_batch_finish(batch_id=batch.pk) is None  # a late chunk does not close it again
+    assert AuditEvent.objects.filter(action="upload.ingested", object_id=str(batch.pk)).count() == 1

@@ -32,7 +32,9 @@ def _client_for(user) -> Client:  # noqa: ANN001
     return client
 
 
-def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua):
+def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monkeypatch):
+    # The worker spreads the batch over chunk tasks of 3 files; the last one closes it.
+    monkeypatch.setenv("INGEST_CHUNK_FILES", "3")
     files = ct_files(n_patients=3, n_instances=2, seed=11)
     patient = fake_patients(1, seed=99)[0]
     truncated = to_bytes(make_instance(patient=patient, modality="CT", study_uid="1.2.3.4", series_uid="1.2.3.4.5",
