@@ -5,7 +5,6 @@ from catalog import views
 urlpatterns = [
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
-    path("provider/", views.provider_dashboard, name="provider_dashboard"),
     path("provider/datasets/new/", views.dataset_new, name="dataset_new"),
     path("provider/datasets/<int:dataset_id>/", views.dataset_manage, name="dataset_manage"),
     path("provider/datasets/<int:dataset_id>/upload/", views.dataset_upload, name="dataset_upload"),

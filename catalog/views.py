@@ -19,7 +19,6 @@ from catalog.selectors import (
     dataset_facets,
     dataset_search,
     dataset_study_breakdown,
-    datasets_for_provider_user,
     search_params_from,
 )
 from catalog.services import dataset_create, dataset_submit_for_review, dataset_update, upload_batch_create
@@ -52,33 +51,6 @@ def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
         raise Http404("Dataset not found.") from None
     context = {"dataset": dataset, "breakdown": dataset_study_breakdown(dataset=dataset)}
     return render(request, "catalog/dataset_detail.html", context)
-
-
-@login_required
-def provider_dashboard(request: HttpRequest) -> HttpResponse:
-    orgs = provider_organizations_for_user(user=request.user)
-    if not orgs.exists():
-        messages.info(request, "Only members of a provider organization can publish data.")
-        return redirect("home")
-    from orders.selectors import sales_for_provider_user
-
-    sales = sales_for_provider_user(user=request.user)
-    context = {
-        "organizations": orgs,
-        "datasets": datasets_for_provider_user(user=request.user).order_by("-created"),
-        "sales": sales[:20],
-        "revenue": _revenue(sales),
-    }
-    return render(request, "catalog/provider_dashboard.html", context)
-
-
-def _revenue(sales) -> list[tuple[str, object]]:  # noqa: ANN001
-    from django.db.models import Sum
-
-    from orders.models import Order
-
-    done = sales.filter(status__in=[Order.Status.APPROVED, Order.Status.DELIVERING, Order.Status.DELIVERED])
-    return list(done.values_list("currency").annotate(total=Sum("total")).order_by("currency"))
 
 
 @login_required

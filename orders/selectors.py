@@ -1,7 +1,9 @@
 """Order reads and the permission-checking fetch."""
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from decimal import Decimal
+
+from django.db.models import QuerySet, Sum
 
 from marketplace.exceptions import NotFoundError
 from marketplace.models import User
@@ -28,3 +30,13 @@ def active_dua_template() -> DuaTemplate | None:
 
 def sales_for_provider_user(*, user: User) -> QuerySet[Order]:
     return Order.objects.filter(dataset__provider__memberships__user=user).select_related("dataset").distinct()
+
+
+def revenue_for_provider_user(*, user: User) -> list[tuple[str, Decimal]]:
+    """(currency, total) of the approved and delivered sales of the user's organizations."""
+    sold = Order.objects.filter(
+        dataset__provider__memberships__user=user,
+        status__in=[Order.Status.APPROVED, Order.Status.DELIVERING, Order.Status.DELIVERED],
+    ).distinct()
+    return list(Order.objects.filter(pk__in=sold.values("pk")).values_list("currency")
+                .annotate(total=Sum("total")).order_by("currency"))

@@ -8,10 +8,23 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from catalog.selectors import STUDY_FILTERS, InvalidSearchError, access_dataset, dataset_study_breakdown
+from catalog.selectors import (
+    STUDY_FILTERS,
+    InvalidSearchError,
+    access_dataset,
+    dataset_study_breakdown,
+    datasets_for_provider_user,
+)
 from marketplace.exceptions import ApplicationError, NotFoundError
 from marketplace.services import client_ip
-from orders.selectors import access_order, active_dua_template, orders_for_buyer
+from marketplace.selectors import provider_organizations_for_user
+from orders.selectors import (
+    access_order,
+    active_dua_template,
+    orders_for_buyer,
+    revenue_for_provider_user,
+    sales_for_provider_user,
+)
 from orders.services import order_place, order_quote
 
 
@@ -66,3 +79,19 @@ def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
     except NotFoundError:
         raise Http404("Order not found.") from None
     return render(request, "orders/order_detail.html", {"order": order})
+
+
+@login_required
+def provider_dashboard(request: HttpRequest) -> HttpResponse:
+    """The provider's datasets, sales and revenue (here because it reads orders)."""
+    organizations = provider_organizations_for_user(user=request.user)
+    if not organizations.exists():
+        messages.info(request, "Only members of a provider organization can publish data.")
+        return redirect("home")
+    context = {
+        "organizations": organizations,
+        "datasets": datasets_for_provider_user(user=request.user).order_by("-created"),
+        "sales": sales_for_provider_user(user=request.user)[:20],
+        "revenue": revenue_for_provider_user(user=request.user),
+    }
+    return render(request, "orders/provider_dashboard.html", context)

@@ -70,3 +70,22 @@ def test_it_rejects_a_contract_only_with_a_reason_and_never_twice(published_data
     assert not Delivery.objects.filter(order=order).exists()
     with pytest.raises(InvalidTransitionError):
         contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+
+
+@pytest.mark.django_db
+def test_a_provider_sees_revenue_of_approved_sales_only(published_dataset, deliver, bob, charlie, alice, dua):
+    from decimal import Decimal
+
+    from django.test import Client
+
+    from orders.selectors import revenue_for_provider_user
+
+    order_place(buyer=charlie, dataset=published_dataset, criteria={}, accept_agreement=True, dua_template=dua)
+    assert revenue_for_provider_user(user=alice) == []  # awaiting approval: no revenue yet
+    deliver(published_dataset, bob)
+    assert revenue_for_provider_user(user=alice) == [("USD", Decimal("20.00"))]
+    assert revenue_for_provider_user(user=bob) == []
+    client = Client()
+    client.force_login(alice)
+    page = client.get("/provider/").content.decode()
+    assert "20.00 USD" in page and "Chest CT screening" in page
