@@ -118,6 +118,8 @@ def contract_decide(
     audit_record(actor=acting_user, action="contract.approve" if approve else "contract.reject", obj=locked, ip=ip,
                  detail={"order_id": locked.order_id, "reason": reason.strip()})
     if approve:
+        # The one call against the import direction (workspaces builds on orders): an
+        # approved contract must start its delivery in the same transaction.
         from workspaces.services import delivery_create
 
         delivery_create(order=locked.order, acting_user=acting_user)
