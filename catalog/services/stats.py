@@ -2,26 +2,33 @@
 from __future__ import annotations
 
 from django.contrib.postgres.search import SearchVector
-from django.db.models import Count, Sum, Value
+from django.db.models import Aggregate, Count, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from catalog.models import Dataset, Instance, Series, Study
 
 
+def _subtotal(rows: QuerySet, group: str, aggregate: Aggregate) -> Coalesce:
+    """A correlated subquery: `aggregate` over `rows` grouped by `group`, 0 when empty."""
+    total = rows.order_by().values(group).annotate(total=aggregate).values("total")
+    return Coalesce(Subquery(total), 0)
+
+
 def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
     """Recount studies/series/instances and the facet summaries of one dataset."""
-    series_totals = Instance.objects.filter(series__study__dataset_id=dataset_id).values("series_id").annotate(
-        n=Count("id"), b=Sum("size_bytes"))
-    for row in series_totals:
-        Series.objects.filter(pk=row["series_id"]).update(instance_count=row["n"], total_bytes=row["b"] or 0)
+    # Set-based: one UPDATE for all series and one for all studies, whatever their number.
+    series = Series.objects.filter(study__dataset_id=dataset_id)
+    series.update(
+        instance_count=_subtotal(Instance.objects.filter(series=OuterRef("pk")), "series", Count("id")),
+        total_bytes=_subtotal(Instance.objects.filter(series=OuterRef("pk")), "series", Sum("size_bytes")),
+    )
     studies = Study.objects.filter(dataset_id=dataset_id)
-    for row in studies.annotate(
-        n_series=Count("series", distinct=True),
-        n_inst=Coalesce(Sum("series__instance_count"), 0),
-        n_bytes=Coalesce(Sum("series__total_bytes"), 0),
-    ).values("pk", "n_series", "n_inst", "n_bytes"):
-        Study.objects.filter(pk=row["pk"]).update(
-            series_count=row["n_series"], instance_count=row["n_inst"], total_bytes=row["n_bytes"])
+    of_study = Series.objects.filter(study=OuterRef("pk"))
+    studies.update(
+        series_count=_subtotal(of_study, "study", Count("id")),
+        instance_count=_subtotal(of_study, "study", Sum("instance_count")),
+        total_bytes=_subtotal(of_study, "study", Sum("total_bytes")),
+    )
 
     live = studies.filter(instance_count__gt=0)
     totals = live.aggregate(

@@ -412,3 +412,13 @@ def test_a_batch_spread_over_chunk_tasks_is_closed_once_by_the_last_chunk(datase
     assert Dataset.objects.get(pk=dataset.pk).instance_count == 5
     assert upload_batch_finish(batch_id=batch.pk) is None  # a late chunk does not close it again
     assert AuditEvent.objects.filter(action="upload.ingested", object_id=str(batch.pk)).count() == 1
+
+
+@pytest.mark.django_db
+def test_it_counts_series_instances_and_bytes_per_study(dataset, ingest):
+    ingest(dataset, ct_files(n_patients=2, n_instances=3))
+    for study in Study.objects.filter(dataset=dataset):
+        sizes = list(Instance.objects.filter(series__study=study).values_list("size_bytes", flat=True))
+        assert (study.series_count, study.instance_count, study.total_bytes) == (1, 3, sum(sizes))
+        series = study.series.get()
+        assert (series.instance_count, series.total_bytes) == (3, sum(sizes))
