@@ -77,25 +77,30 @@ def upload_files_ingest(*, batch_id: int, upload_file_ids: list[int]) -> UploadB
 
 
 def upload_batch_finish(*, batch_id: int) -> UploadBatch | None:
-    """Close a batch whose files are all decided: final counts, dataset statistics, audit."""
-    if UploadFile.objects.filter(batch_id=batch_id, status=UploadFile.Status.PENDING).exists():
-        return None  # another chunk is still working; it will close the batch
-    # Two chunks finishing together both get here: the conditional update lets one close it.
-    if not UploadBatch.objects.filter(pk=batch_id, status=UploadBatch.Status.RUNNING).update(
-            status=UploadBatch.Status.DONE, finished=timezone.now()):
-        return None
-    batch = UploadBatch.objects.get(pk=batch_id)
+    """Close a batch whose files are all decided: dataset statistics, final counts, audit.
+
+    The batch shows "done" only once the statistics are current, so a provider who
+    submits the dataset the moment the upload finishes sees its images counted.
+    """
     from catalog.services.stats import dataset_refresh_stats
 
-    dataset_refresh_stats(dataset_id=batch.dataset_id)
-    # Expanded archives are summary rows; a refused archive counts as one failed file.
-    counts = batch.files.exclude(is_archive=True, status=UploadFile.Status.OK).values_list("status", flat=True)
-    ok = sum(1 for s in counts if s in (UploadFile.Status.OK, UploadFile.Status.DUPLICATE))
-    UploadBatch.objects.filter(pk=batch_id).update(
-        ok_files=ok, failed_files=len(counts) - ok, done_files=len(counts), total_files=len(counts))
-    batch.refresh_from_db()
-    audit_record(actor=batch.uploaded_by, action="upload.ingested", obj=batch,
-                 detail={"dataset_id": batch.dataset_id, "ok": batch.ok_files, "failed": batch.failed_files})
+    with transaction.atomic():
+        # Two chunks finishing together both get here: the row lock lets one close it.
+        batch = UploadBatch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None or batch.status != UploadBatch.Status.RUNNING:
+            return None
+        if batch.files.filter(status=UploadFile.Status.PENDING).exists():
+            return None  # another chunk is still working; it will close the batch
+        dataset_refresh_stats(dataset_id=batch.dataset_id)
+        # Expanded archives are summary rows; a refused archive counts as one failed file.
+        counts = batch.files.exclude(is_archive=True, status=UploadFile.Status.OK).values_list("status", flat=True)
+        ok = sum(1 for s in counts if s in (UploadFile.Status.OK, UploadFile.Status.DUPLICATE))
+        batch.status, batch.finished = UploadBatch.Status.DONE, timezone.now()
+        batch.ok_files, batch.failed_files = ok, len(counts) - ok
+        batch.done_files = batch.total_files = len(counts)
+        batch.save(update_fields=["status", "finished", "ok_files", "failed_files", "done_files", "total_files"])
+        audit_record(actor=batch.uploaded_by, action="upload.ingested", obj=batch,
+                     detail={"dataset_id": batch.dataset_id, "ok": batch.ok_files, "failed": batch.failed_files})
     logger.info("upload batch %s done: %s ok, %s failed", batch_id, batch.ok_files, batch.failed_files)
     return batch
 
