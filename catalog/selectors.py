@@ -14,7 +14,7 @@ from marketplace.models import User
 
 MAX_QUERY_CHARS = 200
 
-# facet name → (Dataset array field or provider, Study field for cohort filters)
+# facet name → the Dataset array field it filters (provider is filtered by name)
 DATASET_FACETS: dict[str, str] = {
     "modality": "modalities",
     "body_part": "body_parts",

@@ -22,7 +22,7 @@ from catalog.selectors import (
     search_params_from,
 )
 from catalog.services import dataset_create, dataset_submit_for_review, dataset_update, upload_batch_create
-from marketplace.exceptions import ApplicationError, NotFoundError
+from marketplace.exceptions import ApplicationError
 from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
 
@@ -45,10 +45,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 
 
 def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    try:
-        dataset = access_dataset(user=request.user, dataset_id=dataset_id)
-    except NotFoundError:
-        raise Http404("Dataset not found.") from None
+    dataset = access_dataset(user=request.user, dataset_id=dataset_id)
     context = {"dataset": dataset, "breakdown": dataset_study_breakdown(dataset=dataset)}
     return render(request, "catalog/dataset_detail.html", context)
 
@@ -72,10 +69,7 @@ def dataset_new(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def dataset_manage(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    try:
-        dataset = access_dataset_for_write(user=request.user, dataset_id=dataset_id)
-    except NotFoundError:
-        raise Http404("Dataset not found.") from None
+    dataset = access_dataset_for_write(user=request.user, dataset_id=dataset_id)
     form = DatasetForm(request.POST or None, instance=dataset, prefix="ds")
     if request.method == "POST" and "save" in request.POST and form.is_valid():
         try:
@@ -100,10 +94,7 @@ def dataset_manage(request: HttpRequest, dataset_id: int) -> HttpResponse:
 
 @login_required
 def dataset_upload(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    try:
-        dataset = access_dataset_for_write(user=request.user, dataset_id=dataset_id)
-    except NotFoundError:
-        raise Http404("Dataset not found.") from None
+    dataset = access_dataset_for_write(user=request.user, dataset_id=dataset_id)
     if request.method != "POST":
         return redirect("dataset_manage", dataset_id=dataset.pk)
     form = UploadForm(request.POST, request.FILES)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from pydicom.dataelem import DataElement
@@ -19,7 +17,7 @@ from pydicom.uid import UID
 from deid import dates, pixels, stream, uids
 from deid.clean import Scrubber
 from deid.errors import BurnedInAnnotationError, DeidError, MalformedDicomError, UnsupportedError
-from deid.io import MAX_ELEMENTS, PARSE_ERRORS, Source, open_source, read_dicom, write_dicom
+from deid.io import MAX_ELEMENTS, PARSE_ERRORS, Source, atomic_output, open_source, read_dicom, write_dicom
 from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, Profile, describe,
     load_profile, method_codes,
@@ -109,17 +107,8 @@ def deidentify_file(src: Source, dst: str | os.PathLike[str] | BinaryIO | IO[byt
 
 def _write(dst: str | os.PathLike[str] | BinaryIO | IO[bytes], data: bytes) -> None:
     if isinstance(dst, (str, os.PathLike)):
-        path = Path(dst)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic replace: a crash never leaves a half-written file under the final name.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(dst) as out:
+            out.write(data)
     else:
         dst.write(data)
 

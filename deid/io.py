@@ -79,6 +79,22 @@ SUPPORTED_NATIVE = {
 }
 
 
+@contextmanager
+def atomic_output(dst: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """A file to write that appears under ``dst`` only when the block finishes without error:
+    a crash or a failed check never leaves a half-written file under the final name."""
+    path = Path(dst)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @dataclass
 class ParsedFile:
     meta: FileMetaDataset

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
-from pathlib import Path
 from typing import IO, BinaryIO
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -21,7 +19,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
 from deid.errors import MalformedDicomError
-from deid.io import PIXEL_TAGS, PixelSpan, write_dicom
+from deid.io import PIXEL_TAGS, PixelSpan, atomic_output, write_dicom
 from deid.verify import verify_output
 from deid.verify_stream import PixelScanner
 
@@ -63,20 +61,12 @@ def write_streamed(fp: BinaryIO, span: PixelSpan, original: Dataset, out: Datase
     verify_output(original, header + trailer)
     scanner = PixelScanner(original) if keep else None
     if isinstance(dst, (str, os.PathLike)):
-        path = Path(dst)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Atomic replace: a crash or a failed scan never leaves a file under the name.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as target:
-                target.write(header)
-                if keep:
-                    _copy(fp, span, target, scanner)
-                target.write(trailer)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # A failed pixel scan inside the block leaves nothing under the name.
+        with atomic_output(dst) as target:
+            target.write(header)
+            if keep:
+                _copy(fp, span, target, scanner)
+            target.write(trailer)
         return
     # A file object cannot be taken back: scan first, then write.
     if keep:

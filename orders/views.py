@@ -5,7 +5,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from catalog.selectors import (
@@ -15,7 +15,7 @@ from catalog.selectors import (
     dataset_study_breakdown,
     datasets_for_provider_user,
 )
-from marketplace.exceptions import ApplicationError, NotFoundError
+from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 from marketplace.selectors import provider_organizations_for_user
 from orders.selectors import (
@@ -34,10 +34,7 @@ def _criteria_from(data) -> dict[str, list[str]]:  # noqa: ANN001 - a QueryDict
 
 @login_required
 def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
-    try:
-        dataset = access_dataset(user=request.user, dataset_id=dataset_id)
-    except NotFoundError:
-        raise Http404("Dataset not found.") from None
+    dataset = access_dataset(user=request.user, dataset_id=dataset_id)
     data = request.POST if request.method == "POST" else request.GET
     criteria = _criteria_from(data)
     dua = active_dua_template()
@@ -74,10 +71,7 @@ def order_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
-    try:
-        order = access_order(user=request.user, order_id=order_id)
-    except NotFoundError:
-        raise Http404("Order not found.") from None
+    order = access_order(user=request.user, order_id=order_id)
     return render(request, "orders/order_detail.html", {"order": order})
 
 

@@ -7,7 +7,6 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import render
 
 from catalog import storage
-from marketplace.exceptions import NotFoundError
 from marketplace.services import client_ip
 from workspaces.models import Delivery
 from workspaces.selectors import access_delivery, deliveries_for_user
@@ -37,10 +36,7 @@ def workspace(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def delivery_files(request: HttpRequest, delivery_id: int) -> HttpResponse:
-    try:
-        delivery = access_delivery(user=request.user, delivery_id=delivery_id)
-    except NotFoundError:
-        raise Http404("Delivery not found.") from None
+    delivery = access_delivery(user=request.user, delivery_id=delivery_id)
     page = Paginator(delivery.files.all(), FILES_PER_PAGE).get_page(request.GET.get("page"))
     context = {"delivery": delivery, "page": page, "links": _links(delivery, page.object_list),
                "manifest": download_token_make(delivery=delivery, path=MANIFEST_NAME)}
@@ -49,10 +45,7 @@ def delivery_files(request: HttpRequest, delivery_id: int) -> HttpResponse:
 
 @login_required
 def delivery_progress(request: HttpRequest, delivery_id: int) -> JsonResponse:
-    try:
-        delivery = access_delivery(user=request.user, delivery_id=delivery_id)
-    except NotFoundError:
-        raise Http404("Delivery not found.") from None
+    delivery = access_delivery(user=request.user, delivery_id=delivery_id)
     return JsonResponse({"status": delivery.status, "status_label": delivery.get_status_display(),
                          "done": delivery.done_files, "total": delivery.total_files, "percent": delivery.percent})
 
@@ -64,8 +57,6 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
         grant = download_grant_check(user=request.user, token=token, ip=client_ip(request))
     except LinkExpiredError as exc:
         return render(request, "workspaces/link_expired.html", {"message": exc.message}, status=403)
-    except NotFoundError:
-        raise Http404("File not found.") from None
     direct = storage.download_url(grant.storage_key)
     if direct:
         return HttpResponseRedirect(direct)
