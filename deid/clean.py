@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 
 from deid.walk import iter_elements
@@ -103,50 +103,94 @@ class Scrubber:
         subs = sorted({s for s in substrings if len(s) >= 3}, key=len, reverse=True)
         word_list = sorted({w for w in words if len(w) >= 2}, key=len, reverse=True)
         parts = sorted(set(patterns), key=len, reverse=True)
-        parts += [re.escape(s) for s in subs]
-        parts += [rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])" for w in word_list]
-        self._known = re.compile("|".join(parts), re.IGNORECASE) if parts else None
+        # (lower-case literal every match contains, or None; regex), in the order of the
+        # one alternation they form: longest first.
+        self._parts: list[tuple[str | None, str]] = [(_literal(p), p) for p in parts]
+        self._parts += [(_ascii_lower(s), re.escape(s)) for s in subs]
+        self._parts += [(_ascii_lower(w), rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])")
+                        for w in word_list]
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> Scrubber:
-        ids = identifier_tags()
-        places = {tag_for_keyword(k) for k in _PLACE_KEYWORDS}
-        device = " ".join(str(ds.get(k, "") or "") for k in
-                          ("Manufacturer", "ManufacturerModelName")).lower()
+        values = []
+        for elem in iter_elements(ds, want=_wanted):
+            for value in (elem.value if elem.VM > 1 else [elem.value]):
+                values.append((int(elem.tag), elem.VR, str(value) if value is not None else ""))
+        return cls.from_values(values, device=" ".join(
+            str(ds.get(k, "") or "") for k in ("Manufacturer", "ManufacturerModelName")))
+
+    @classmethod
+    def from_values(cls, values: Iterable[tuple[int, str, str]], device: str) -> Scrubber:
+        """From (tag, VR, one value) of every PN, DA and DT value and every value of the
+        identifier attributes (identifier_tags), standard attributes at any depth."""
+        device = device.lower()
+        places = _place_tags()
         substrings: set[str] = set()
         words: set[str] = set()
         patterns: set[str] = set()
-        for elem in iter_elements(ds, want=lambda tag, vr: vr in ("PN", "DA", "DT") or tag in ids):
-            values = elem.value if elem.VM > 1 else [elem.value]
-            for value in values:
-                text = str(value).strip().strip("\x00") if value is not None else ""
-                if not text:
-                    continue
-                if elem.VR in ("DA", "DT"):
-                    substrings |= _date_variants(text)
-                    patterns.update(_date_patterns(text))
-                    continue
-                substrings.add(text)
-                phone = _phone_pattern(text) if "Telephone" in (elem.keyword or "") else None
-                if phone:
-                    patterns.add(rf"(?<!\d){phone}(?!\d)")
-                if elem.VR == "PN":
-                    words.update(_name_words(text))
-                    base = re.sub(r"\^+", "^", text.strip("^= "))
-                    substrings.update({base.replace("^", " "), base.replace("^", ", ")})
-                else:
-                    if elem.tag in places:
-                        words.update(w for w in re.split(r"[\s,.;:/()\-#&]+", text)
-                                     if len(w) >= 4 and not w.isdigit()
-                                     and w.lower() not in _GENERIC_WORDS
-                                     and w.lower() not in device)
-                    # Number-bearing parts of IDs and addresses: "MRN-123456" -> "123456".
-                    substrings.update(p for p in re.split(r"[^A-Za-z0-9]+", text)
-                                      if any(c.isdigit() for c in p))
+        for tag, vr, value in values:
+            text = value.strip().strip("\x00")
+            if not text:
+                continue
+            if vr in ("DA", "DT"):
+                substrings |= _date_variants(text)
+                patterns.update(_date_patterns(text))
+                continue
+            substrings.add(text)
+            phone = _phone_pattern(text) if tag in _telephone_tags() else None
+            if phone:
+                patterns.add(rf"(?<!\d){phone}(?!\d)")
+            if vr == "PN":
+                words.update(_name_words(text))
+                base = re.sub(r"\^+", "^", text.strip("^= "))
+                substrings.update({base.replace("^", " "), base.replace("^", ", ")})
+            else:
+                if tag in places:
+                    words.update(w for w in re.split(r"[\s,.;:/()\-#&]+", text)
+                                 if len(w) >= 4 and not w.isdigit()
+                                 and w.lower() not in _GENERIC_WORDS
+                                 and w.lower() not in device)
+                # Number-bearing parts of IDs and addresses: "MRN-123456" -> "123456".
+                substrings.update(p for p in re.split(r"[^A-Za-z0-9]+", text)
+                                  if any(c.isdigit() for c in p))
         return cls(substrings, words, patterns)
 
     def clean(self, text: str) -> str:
-        if self._known is not None:
-            text = self._known.sub(" ", text)
+        # Only the known values that can occur in this text go into the expression
+        # (a plain substring test on ASCII text): same result, a fraction of the cost.
+        lowered = text.lower() if text.isascii() else None
+        candidates = tuple(part for literal, part in self._parts
+                           if lowered is None or literal is None or literal in lowered)
+        if candidates:
+            text = _alternation(candidates).sub(" ", text)
         text = _GENERIC.sub(" ", text)
         return re.sub(r"\s{2,}", " ", text).strip(" ,;:-^")
+
+
+def _wanted(tag: int, vr: str) -> bool:
+    return vr in ("PN", "DA", "DT") or tag in identifier_tags()
+
+
+@lru_cache(maxsize=1)
+def _place_tags() -> frozenset[int]:
+    return frozenset(t for t in (tag_for_keyword(k) for k in _PLACE_KEYWORDS) if t is not None)
+
+
+@lru_cache(maxsize=1)
+def _telephone_tags() -> frozenset[int]:
+    return frozenset(t for t in identifier_tags() if "Telephone" in (keyword_for_tag(t) or ""))
+
+
+@lru_cache(maxsize=4096)
+def _alternation(parts: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
+def _ascii_lower(text: str) -> str | None:
+    return text.lower() if text.isascii() else None
+
+
+def _literal(pattern: str) -> str | None:
+    """The year every date pattern spells (they end in it), for the substring test."""
+    m = re.search(r"(\d{4})\(\?!\\d\)$", pattern)
+    return m.group(1) if m else None

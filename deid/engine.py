@@ -9,12 +9,11 @@ from typing import IO, Any, BinaryIO
 
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 
-from deid import dates, pixels, stream, uids
+from deid import dates, fast, pixels, stream, uids
 from deid.clean import Scrubber
 from deid.errors import BurnedInAnnotationError, DeidError, MalformedDicomError, UnsupportedError
 from deid.io import MAX_ELEMENTS, PARSE_ERRORS, Source, atomic_output, open_source, read_dicom, write_dicom
@@ -24,23 +23,13 @@ from deid.profile import (
 )
 from deid.report import DeidReport, build_metadata
 from deid.verify import verify_output
+from deid.values import (
+    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
+    PATIENT_NAME, TEXT_VRS, cap_age, patient_seed, values_of,
+)
 from deid.walk import check_depth, raw_vr
 
-# Our implementation UID: 2.25 form of a fixed random UUID (not tied to any input).
-IMPLEMENTATION_CLASS_UID = "2.25.302289163418620815962617346342312340418"
-IMPLEMENTATION_VERSION = "MKTDEID_1"
 
-_TEXT_VRS = {"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "PN"}
-_DUMMY: dict[str, Any] = {
-    "PN": "ANONYMOUS", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED",
-    "ST": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED",
-    "AE": "ANONYMIZED", "DA": "19000101", "DT": "19000101000000", "TM": "000000",
-    "AS": "000Y", "IS": "0", "DS": "0", "US": 0, "SS": 0, "UL": 0, "SL": 0, "UV": 0,
-    "SV": 0, "FL": 0.0, "FD": 0.0, "AT": 0, "OB": b"\x00\x00", "OW": b"\x00\x00",
-}
-_TOP_PATIENT_ID = 0x00100020
-_TOP_PATIENT_NAME = 0x00100010
-_PATIENT_AGE = 0x00101010
 _PIXEL_DATA = 0x7FE00010
 
 
@@ -72,7 +61,18 @@ def deidentify_file(src: Source, dst: str | os.PathLike[str] | BinaryIO | IO[byt
     options = options or Options()
     with open_source(src) as fp:
         start = fp.tell()
-        # Fast path: the header is parsed, the pixel data value is copied raw (stream.py).
+        try:
+            # Ordinary files: the profile on raw elements, pixel data copied (fast.py).
+            fast_report = fast.deidentify_raw(fp, dst, key=key, options=options) if start == 0 else None
+        except DeidError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one odd file must only ever be a DeidError
+            raise MalformedDicomError(f"cannot process data set: {type(exc).__name__}") from None
+        if fast_report is not None:
+            return fast_report
+        fp.seek(start)
+        # Otherwise pydicom: the header is parsed, the pixel data value copied raw where
+        # the transfer syntax allows (stream.py), all of it parsed where not.
         parsed = read_dicom(fp, stream_pixels=True)
         try:
             try:
@@ -114,11 +114,8 @@ def _write(dst: str | os.PathLike[str] | BinaryIO | IO[bytes], data: bytes) -> N
 
 
 def _patient_seed(ds: Dataset) -> str:
-    """Stable per-patient seed; files without a PatientID fall back to their study."""
-    pid = str(ds.get("PatientID", "") or "").strip()
-    if pid:
-        return "pid:" + pid
-    return "study:" + str(ds.get("StudyInstanceUID", "") or "").strip()
+    return patient_seed(str(ds.get("PatientID", "") or ""),
+                        str(ds.get("StudyInstanceUID", "") or ""))
 
 
 def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes, options: Options,
@@ -169,7 +166,7 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes, options: O
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
 
     report = DeidReport(
-        metadata=build_metadata(out, str(transfer_syntax)),
+        metadata=build_metadata(out.get, str(transfer_syntax), has_pixels="PixelData" in out),
         actions=dict(sorted(ctx.counts.items())),
         profile=describe(options),
         method_codes=[code for code, _ in method_codes(options, pixels_cleaned=pixels_cleaned)],
@@ -211,8 +208,8 @@ def _process(ds: Dataset, ctx: _Context, depth: int) -> Dataset:
         if group & 0xFF00 in (0x5000, 0x6000):
             ctx.counts["overlay_removed"] += 1  # curves (50xx) and overlays (60xx)
             continue
-        if depth == 0 and tag in (_TOP_PATIENT_ID, _TOP_PATIENT_NAME):
-            out.add_new(tag, "LO" if tag == _TOP_PATIENT_ID else "PN", ctx.pseudonym)
+        if depth == 0 and tag in (PATIENT_ID, PATIENT_NAME):
+            out.add_new(tag, "LO" if tag == PATIENT_ID else "PN", ctx.pseudonym)
             ctx.counts["pseudonymized"] += 1
             continue
         action = ctx.profile.action_for(tag, ctx.options)
@@ -253,8 +250,8 @@ def _apply(ds: Dataset, tag: BaseTag, action: str, out: Dataset, ctx: _Context,
         elif vr == "SQ":
             out.add_new(tag, vr, Sequence())  # no sensible dummy item: empty sequence
             counts["dummied"] += 1
-        elif vr in _DUMMY:
-            out.add_new(tag, vr, _DUMMY[vr])
+        elif vr in DUMMY_VALUES:
+            out.add_new(tag, vr, DUMMY_VALUES[vr])
             counts["dummied"] += 1
         else:
             counts["removed"] += 1
@@ -263,8 +260,8 @@ def _apply(ds: Dataset, tag: BaseTag, action: str, out: Dataset, ctx: _Context,
             _recurse(ds[tag], out, ctx, depth)
         else:
             elem = ds[tag]
-            if tag == _PATIENT_AGE:
-                elem = DataElement(tag, vr, _cap_age(elem.value))
+            if tag == PATIENT_AGE:
+                elem = DataElement(tag, vr, cap_age(elem.value))
             out.add(elem)
         counts["kept"] += 1
     elif action == CLEAN:
@@ -285,19 +282,13 @@ def _recurse(elem: DataElement, out: Dataset, ctx: _Context, depth: int) -> None
     out.add_new(elem.tag, "SQ", Sequence(items))
 
 
-def _values(value: Any) -> list[Any]:
-    if value is None or value == "":
-        return []
-    return list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-
-
 def _store(out: Dataset, elem: DataElement, values: list[Any]) -> None:
     value: Any = values[0] if len(values) == 1 else (values or None)
     out.add_new(elem.tag, elem.VR, value)
 
 
 def _remap(elem: DataElement, out: Dataset, ctx: _Context) -> None:
-    _store(out, elem, [uids.remap_uid(str(v), ctx.key) for v in _values(elem.value)])
+    _store(out, elem, [uids.remap_uid(str(v), ctx.key) for v in values_of(elem.value)])
     ctx.counts["uid_remapped"] += 1
 
 
@@ -315,26 +306,18 @@ def _clean(elem: DataElement, vr: str, out: Dataset, ctx: _Context, depth: int) 
             counts["kept"] += 1
             return
         shift = dates.shift_da if vr == "DA" else dates.shift_dt
-        shifted = [shift(str(v), ctx.shift) for v in _values(elem.value)]
+        shifted = [shift(str(v), ctx.shift) for v in values_of(elem.value)]
         if any(s is None for s in shifted):
             counts["removed"] += 1  # unparseable dates cannot be shifted safely
             return
         _store(out, elem, shifted)
         counts["date_shifted"] += 1
-    elif vr in _TEXT_VRS:
-        cleaned = [ctx.scrubber.clean(str(v)) for v in _values(elem.value)]
+    elif vr in TEXT_VRS:
+        cleaned = [ctx.scrubber.clean(str(v)) for v in values_of(elem.value)]
         _store(out, elem, [c for c in cleaned if c])
         counts["cleaned"] += 1
     else:
         counts["removed"] += 1
-
-
-def _cap_age(value: Any) -> Any:
-    """HIPAA Safe Harbor: ages over 89 are reported as 090Y."""
-    text = str(value or "").strip().upper()
-    if len(text) == 4 and text[:3].isdigit() and text[3] == "Y" and int(text[:3]) > 89:
-        return "090Y"
-    return value
 
 
 def _attest(out: Dataset, options: Options, ctx: _Context, *,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -53,6 +53,10 @@ DECODE_TIMEOUT_SECONDS = 30.0
 DECODER = "deid.pixels:decode_frames"
 
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, Float, DoubleFloat
+# Every header attribute decide() reads (besides the pixel tags): the fast path hands
+# decide() a data set holding only these and the identifying ones.
+DECISION_KEYWORDS = ("BurnedInAnnotation", "Modality", "SOPClassUID", "ConversionType",
+                     "ImageType", "Rows", "Columns", "Manufacturer", "ManufacturerModelName")
 # Secondary Capture SOP classes (single- and multi-frame): screenshots, scanned paper.
 _SECONDARY_CAPTURE = {
     "1.2.840.10008.5.1.4.1.1.7",
@@ -125,7 +129,15 @@ class PixelDecision:
 
 # ---- rules as data -----------------------------------------------------------------------
 
-Matcher = Callable[[Dataset], bool]
+class Header(Protocol):
+    """What the header-only decisions read: a pydicom Dataset, or fast.py's raw header."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __contains__(self, tag: object) -> bool: ...
+
+
+Matcher = Callable[[Header], bool]
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,7 @@ class PixelRule:
     match: tuple[Matcher, ...]
     rule: MaskRule
 
-    def matches(self, ds: Dataset) -> bool:
+    def matches(self, ds: Header) -> bool:
         return all(test(ds) for test in self.match)
 
 
@@ -143,7 +155,7 @@ _MATCH_KEYS = {"Modality", "SOPClassUID", "Manufacturer", "ManufacturerModelName
                "ImageType", "BurnedInAnnotation", "Rows", "Columns"}
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def _text(ds: Header, keyword: str) -> str:
     try:
         value = ds.get(keyword)
     except Exception:  # noqa: BLE001 - a value pydicom cannot convert matches nothing
@@ -151,7 +163,7 @@ def _text(ds: Dataset, keyword: str) -> str:
     return str(value).strip().upper() if value is not None else ""
 
 
-def _values(ds: Dataset, keyword: str) -> set[str]:
+def _values(ds: Header, keyword: str) -> set[str]:
     try:
         value = ds.get(keyword)
     except Exception:  # noqa: BLE001
@@ -162,7 +174,7 @@ def _values(ds: Dataset, keyword: str) -> set[str]:
     return {str(v).strip().upper() for v in items}
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+def _int(ds: Header, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
         return int(value) if value is not None and value != "" else None
@@ -273,7 +285,7 @@ def _shipped_rules() -> tuple[PixelRule, ...]:
 
 # ---- header-only decisions -----------------------------------------------------------------
 
-def burned_in_risk(ds: Dataset) -> str | None:
+def burned_in_risk(ds: Header) -> str | None:
     """Reason why the pixels may hold burned-in PHI, or None. PHI-free.
 
     At risk: BurnedInAnnotation YES (any modality); ultrasound (modality or SOP class,
@@ -310,7 +322,7 @@ def burned_in_risk(ds: Dataset) -> str | None:
     return None
 
 
-def find_masking_rule(ds: Dataset, rules: Sequence[PixelRule] | None = None) -> MaskRule | None:
+def find_masking_rule(ds: Header, rules: Sequence[PixelRule] | None = None) -> MaskRule | None:
     """The first masking rule matching this image's device and size, or None."""
     for candidate in _shipped_rules() if rules is None else rules:
         if candidate.matches(ds):
@@ -318,7 +330,7 @@ def find_masking_rule(ds: Dataset, rules: Sequence[PixelRule] | None = None) -> 
     return None
 
 
-def decide(ds: Dataset, options: Options) -> PixelDecision:
+def decide(ds: Header, options: Options) -> PixelDecision:
     """Pass, mask or reject, from header attributes only (PixelData is never touched)."""
     risk = burned_in_risk(ds)
     if risk is None:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
-
-from pydicom.dataset import Dataset
 
 from deid.dates import parse_da
 
@@ -29,43 +28,46 @@ class DeidReport:
     method_codes: list[str] = field(default_factory=list)
 
 
-def _str(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
+Getter = Callable[[str], Any]
+
+
+def _str(get: Getter, keyword: str) -> str:
+    value = get(keyword)
     return "" if value is None else str(value).strip()
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
-    value = ds.get(keyword)
+def _int(get: Getter, keyword: str) -> int | None:
+    value = get(keyword)
     try:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):
         return None
 
 
-def build_metadata(out: Dataset, transfer_syntax: str) -> dict[str, Any]:
-    """Catalog fields, read from the de-identified OUTPUT data set."""
-    study_date: date | None = parse_da(_str(out, "StudyDate"))
-    frames = _int(out, "NumberOfFrames")
+def build_metadata(get: Getter, transfer_syntax: str, *, has_pixels: bool) -> dict[str, Any]:
+    """Catalog fields, read from the de-identified OUTPUT (``get(keyword)`` -> its value)."""
+    study_date: date | None = parse_da(_str(get, "StudyDate"))
+    frames = _int(get, "NumberOfFrames")
     meta = {
-        "patient_id": _str(out, "PatientID"),
-        "patient_sex": _str(out, "PatientSex"),
-        "patient_age": _str(out, "PatientAge"),
-        "modality": _str(out, "Modality"),
-        "body_part": _str(out, "BodyPartExamined"),
-        "manufacturer": _str(out, "Manufacturer"),
-        "model": _str(out, "ManufacturerModelName"),
+        "patient_id": _str(get, "PatientID"),
+        "patient_sex": _str(get, "PatientSex"),
+        "patient_age": _str(get, "PatientAge"),
+        "modality": _str(get, "Modality"),
+        "body_part": _str(get, "BodyPartExamined"),
+        "manufacturer": _str(get, "Manufacturer"),
+        "model": _str(get, "ManufacturerModelName"),
         "study_date": study_date,
-        "study_description": _str(out, "StudyDescription"),
-        "series_description": _str(out, "SeriesDescription"),
-        "study_uid": _str(out, "StudyInstanceUID"),
-        "series_uid": _str(out, "SeriesInstanceUID"),
-        "sop_uid": _str(out, "SOPInstanceUID"),
-        "sop_class_uid": _str(out, "SOPClassUID"),
-        "series_number": _int(out, "SeriesNumber"),
-        "instance_number": _int(out, "InstanceNumber"),
-        "rows": _int(out, "Rows"),
-        "columns": _int(out, "Columns"),
-        "frames": frames if frames is not None else (1 if "PixelData" in out else 0),
+        "study_description": _str(get, "StudyDescription"),
+        "series_description": _str(get, "SeriesDescription"),
+        "study_uid": _str(get, "StudyInstanceUID"),
+        "series_uid": _str(get, "SeriesInstanceUID"),
+        "sop_uid": _str(get, "SOPInstanceUID"),
+        "sop_class_uid": _str(get, "SOPClassUID"),
+        "series_number": _int(get, "SeriesNumber"),
+        "instance_number": _int(get, "InstanceNumber"),
+        "rows": _int(get, "Rows"),
+        "columns": _int(get, "Columns"),
+        "frames": frames if frames is not None else (1 if has_pixels else 0),
         "transfer_syntax_uid": str(transfer_syntax),
     }
     assert tuple(meta) == METADATA_KEYS

@@ -60,19 +60,26 @@ def write_streamed(fp: BinaryIO, span: PixelSpan, original: Dataset, out: Datase
     # The verifier's full check on everything but the pixel data value...
     verify_output(original, header + trailer)
     scanner = PixelScanner(original) if keep else None
+    write_parts(fp, span if keep else None, header, trailer, scanner, dst)
+
+
+def write_parts(fp: BinaryIO, span: PixelSpan | None, header: bytes, trailer: bytes,
+                scanner: PixelScanner | None, dst: Destination) -> None:
+    """Write header + the pixel element copied from fp (scanned on the way) + trailer.
+    ``header`` and ``trailer`` are verified already; ``span`` None: no pixel data."""
     if isinstance(dst, (str, os.PathLike)):
         # A failed pixel scan inside the block leaves nothing under the name.
         with atomic_output(dst) as target:
             target.write(header)
-            if keep:
+            if span is not None:
                 _copy(fp, span, target, scanner)
             target.write(trailer)
         return
     # A file object cannot be taken back: scan first, then write.
-    if keep:
+    if span is not None and scanner is not None:
         _copy(fp, span, None, scanner)
     dst.write(header)
-    if keep:
+    if span is not None:
         _copy(fp, span, dst, None)
     dst.write(trailer)
 

@@ -22,6 +22,7 @@ Public helpers (importable, see deid/README.md):
 
 from __future__ import annotations
 
+import bisect
 import io
 import re
 import warnings
@@ -34,6 +35,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
 
+from deid import verify_walk
 from deid.errors import PHIRemainsError
 
 MIN_LEN = 3  # shortest Latin-script name component / value matched (as a whole word)
@@ -196,24 +198,30 @@ def _device_text(ds: Dataset) -> str:
 
 def _identifying(original: Dataset) -> Iterator[tuple[int, str, str]]:
     """(source tag, kind, text) of every identifying value of the input, any depth."""
-    # An institution value that is part of the vendor's own name ("TOSHIBA" next to
-    # Manufacturer "TOSHIBA_MEC") names the device maker, which is kept on purpose.
-    device = _device_text(original)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for tag, vr, value in _walk(original):
-            kind = _kind(tag, vr)
-            if kind is None:
+        yield from _identifying_in(((tag, vr, _texts(value)) for tag, vr, value in _walk(original)),
+                                   _device_text(original))
+
+
+def _identifying_in(elements: Iterable[tuple[int, str, list[str]]],
+                    device: str) -> Iterator[tuple[int, str, str]]:
+    """(source tag, kind, text) from (tag, VR, values) of every element, any depth."""
+    # An institution value that is part of the vendor's own name ("TOSHIBA" next to
+    # Manufacturer "TOSHIBA_MEC") names the device maker, which is kept on purpose.
+    for tag, vr, texts in elements:
+        kind = _kind(tag, vr)
+        if kind is None:
+            continue
+        for text in texts:
+            text = text.strip().strip("\x00").strip()
+            if not text:
                 continue
-            for text in _texts(value):
-                text = text.strip().strip("\x00").strip()
-                if not text:
-                    continue
-                if kind == "uid" and (text in UID_dictionary or not re.fullmatch(r"[0-9.]+", text)):
-                    continue
-                if kind == "text" and re.search(rf"(?<![a-z0-9]){re.escape(text.lower())}", device):
-                    continue
-                yield tag, kind, text
+            if kind == "uid" and (text in UID_dictionary or not re.fullmatch(r"[0-9.]+", text)):
+                continue
+            if kind == "text" and re.search(rf"(?<![a-z0-9]){re.escape(text.lower())}", device):
+                continue
+            yield tag, kind, text
 
 
 def identifying_values(ds: Dataset) -> set[str]:
@@ -396,10 +404,25 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
 
 def collect_needles(original: Dataset) -> list[Needle]:
     """Identifying values of the INPUT, as search patterns (deduplicated)."""
+    return _needles(_identifying(original), _device_text(original))
+
+
+def collect_needles_from_bytes(header: bytes) -> list[Needle]:
+    """collect_needles() for an input given as its Part 10 bytes (up to the pixel data at
+    least), read by the verifier's own reader (verify_walk). Raises verify_walk.Unwalkable
+    for inputs that reader does not take: use collect_needles() on a data set then."""
+    walked = verify_walk.walk(header)
+    values = walked.values()
+    top = {tag: texts for tag, _, texts, depth in values if depth == 0}
+    device = " ".join(" ".join(top.get(tag, [""])).strip() for tag in (0x00080070, 0x00081090))
+    return _needles(_identifying_in(((t, vr, texts) for t, vr, texts, _ in values
+                                      if t >> 16 != 0x0002), device.lower()), device.lower())
+
+
+def _needles(identifying: Iterable[tuple[int, str, str]], device: str) -> list[Needle]:
     seen: set[tuple[int, str]] = set()
     needles: list[Needle] = []
-    device = _device_text(original)
-    for tag, kind, text in _identifying(original):
+    for tag, kind, text in identifying:
         for needle in _needles_for(tag, kind, text, device):
             if (needle.source, needle.pattern.pattern) not in seen:
                 seen.add((needle.source, needle.pattern.pattern))
@@ -495,14 +518,7 @@ def scan_bytes(needles: Iterable[Needle], data: bytes, where: str = "output byte
             f"verification failed: identifying value from {_tag(found[0].source)} remains in {where}")
 
 
-def verify_output(original: Dataset, data: bytes) -> None:
-    """Raise PHIRemainsError if any identifying input value appears in ``data``.
-
-    ``data`` is a Part 10 file, or its header only (pixel data streamed and scanned
-    separately with ``scan_bytes(..., pixel=True)``)."""
-    matcher = _Matcher(collect_needles(original))
-    if not matcher.needles:
-        return
+def _read_with_pydicom(data: bytes) -> tuple[list[tuple[int, bool, str]], list[tuple[int, int]]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -513,14 +529,50 @@ def verify_output(original: Dataset, data: bytes) -> None:
         raise
     except Exception:  # noqa: BLE001 - what we cannot re-read we cannot let out
         raise PHIRemainsError("verification failed: the output could not be re-read") from None
+    texts = [(tag, vr in _NUMERIC_VRS, text) for tag, vr, value in elements
+             if tag >> 16 != _PIXEL_GROUP for text in _texts(value)]
+    return texts, spans
+
+
+def _search_values(matcher: _Matcher, texts: list[tuple[int, bool, str]], numeric: bool) -> None:
+    """Search all values at once, joined by NUL (which no needle matches), and name the
+    element a match falls in."""
+    if not texts:
+        return
+    starts, position = [], 0
+    for _, _, text in texts:
+        starts.append(position)
+        position += len(text) + 1
+    joined = "\x00".join(text for _, _, text in texts)
+    needle = matcher.find_text(joined, numeric=numeric)
+    if needle is None:
+        return
+    match = needle.pattern.search(joined)
+    index = bisect.bisect_right(starts, match.start() if match else 0) - 1
+    tag = texts[max(index, 0)][0]
+    raise PHIRemainsError(f"verification failed: identifying value remains in {_tag(tag)}")
+
+
+def verify_output(original: Dataset, data: bytes, *,
+                  needles: list[Needle] | None = None) -> None:
+    """Raise PHIRemainsError if any identifying input value appears in ``data``.
+
+    ``data`` is a Part 10 file, or its header only (pixel data streamed and scanned
+    separately with ``scan_bytes(..., pixel=True)``). ``needles``: collect_needles(original)
+    when the caller has them already."""
+    matcher = _Matcher(collect_needles(original) if needles is None else needles)
+    if not matcher.needles:
+        return
+    try:
+        # Our own reading of the bytes for the usual outputs, pydicom's for the rest.
+        walked = verify_walk.walk(data)
+        texts, spans = walked.texts(), walked.pixel_spans
+    except verify_walk.Unwalkable:
+        texts, spans = _read_with_pydicom(data)
     # 1. Every element, decoded with the output's character set; binary values as
     #    Latin-1 (which the \xHH forms of every needle match).
-    for tag, vr, value in elements:
-        if tag >> 16 == _PIXEL_GROUP:
-            continue
-        for text in _texts(value):
-            if matcher.find_text(text, numeric=vr in _NUMERIC_VRS) is not None:
-                raise PHIRemainsError(f"verification failed: identifying value remains in {_tag(tag)}")
+    for numeric in (False, True):
+        _search_values(matcher, [t for t in texts if t[1] == numeric], numeric)
     # 2. The raw bytes outside pixel data: preamble, undecodable values, anything else.
     buffer = bytearray(data)
     for start, end in spans:

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pydicom.dataset import Dataset
 
 from deid.errors import PHIRemainsError
-from deid.verify import collect_needles
+from deid.verify import Needle, collect_needles
 
 try:  # Python 3.11+
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
@@ -142,11 +142,12 @@ def _compile(text_pattern: str, flags: int, source: int, min_len: int) -> _Pixel
                         int(low), alphabet)
 
 
-def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH) -> list[_PixelNeedle]:
+def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH,
+                  needles: list[Needle] | None = None) -> list[_PixelNeedle]:
     """verify.py's needles for ``original`` that are long enough to search binary data."""
     seen: set[tuple[bytes, int]] = set()
     out: list[_PixelNeedle] = []
-    for needle in collect_needles(original):
+    for needle in collect_needles(original) if needles is None else needles:
         compiled = _compile(needle.pattern.pattern, needle.pattern.flags, needle.source, min_len)
         if compiled is None or (compiled.pattern.pattern, compiled.pattern.flags) in seen:
             continue
@@ -165,8 +166,9 @@ class PixelScanner:
     literal anchor (bytes.find) decides whether its pattern runs.
     """
 
-    def __init__(self, original: Dataset, min_len: int = MIN_PIXEL_MATCH) -> None:
-        self.needles = pixel_needles(original, min_len)
+    def __init__(self, original: Dataset, min_len: int = MIN_PIXEL_MATCH, *,
+                 needles: list[Needle] | None = None) -> None:
+        self.needles = pixel_needles(original, min_len, needles)
         # Lookarounds read one byte either side of a match.
         self.overlap = max((n.width for n in self.needles), default=0) + 2
         self._fold = any(n.fold for n in self.needles)

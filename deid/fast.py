@@ -1,0 +1,442 @@
+"""The fast path: the profile applied to raw elements, the pixel data copied as bytes.
+
+engine.py applies the profile to pydicom data sets; building those, converting every
+value and writing them back costs most of the time per file. Here the header is split
+into raw elements (raw.py), values the profile keeps stay the input's bytes, and only
+the values the profile changes (UIDs, dates, cleaned text, ages) are decoded — with
+pydicom's own converters, so they read exactly as on the pydicom path — and encoded
+again. The decisions (pixels.decide), the descriptor scrubber and the verifier's needles
+come from a small pydicom data set of just the identifying and deciding elements.
+
+Same rules, same output values, same report as the pydicom path: the tests compare both
+paths on every fixture the fast path takes. ``deidentify_raw`` returns None for any file
+it does not take (other encodings and character sets, masking, odd structure), and the
+engine then runs the pydicom path.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, BinaryIO
+
+from pydicom.charset import convert_encodings
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
+from pydicom.values import convert_value
+
+from deid import dates, pixels, stream, uids
+from deid.clean import Scrubber, identifier_tags
+from deid.errors import BurnedInAnnotationError
+from deid.profile import (
+    CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, describe, load_profile,
+    method_codes,
+)
+from deid.raw import Element, NotRaw, RawFile, encode, file_header, pad, read_header
+from deid.report import DeidReport, build_metadata
+from deid.values import (
+    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
+    PATIENT_NAME, TEXT_VRS, cap_age, patient_seed, values_of,
+)
+from deid.verify import IDENTIFYING, collect_needles, collect_needles_from_bytes, verify_output
+from deid.verify_walk import Unwalkable
+from deid.verify_stream import PixelScanner
+from deid.walk import MAX_DEPTH
+
+# SpecificCharacterSet -> Python codec for values we write. Other character sets (code
+# extensions, CJK) take the pydicom path.
+_CODECS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf-8"}
+_CHARSET = 0x00080005
+_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID = 0x00080016, 0x00080018, 0x0020000D
+_META_SOP_CLASS, _META_SOP_INSTANCE = 0x00020002, 0x00020003
+_IDENTITY_VRS = frozenset({"PN", "DA", "DT", "UI"})
+_BINARY_DUMMIES = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i", "UV": "<Q", "SV": "<q",
+                   "FL": "<f", "FD": "<d", "AT": "<I"}
+_MAX_ELEMENTS = 500_000
+
+
+@lru_cache(maxsize=1)
+def _identity_tags() -> frozenset[int]:
+    keywords = (*pixels.DECISION_KEYWORDS, "SpecificCharacterSet", "PatientID",
+                "StudyInstanceUID")
+    tags = {tag_for_keyword(k) for k in keywords}
+    return frozenset({t for t in tags if t is not None} | set(IDENTIFYING) | identifier_tags())
+
+
+def _raw(element: Element) -> RawDataElement:
+    tag = BaseTag(element.tag)
+    return RawDataElement(tag, element.vr, len(element.value), element.value, 0, False, True,
+                          True, False)
+
+
+def shadow(elements: list[Element], want: Callable[[int, str], bool]) -> Dataset:
+    """A pydicom data set of the elements ``want`` picks (any depth), values unconverted;
+    sequences are kept where they hold any of them."""
+    ds = Dataset()
+    for element in elements:
+        if element.items is not None:
+            items = [shadow(item, want) for item in element.items]
+            if any(len(item) for item in items):
+                ds[element.tag] = DataElement(element.tag, "SQ", Sequence(items))
+        elif want(element.tag, element.vr):
+            ds._dict[BaseTag(element.tag)] = _raw(element)
+    return ds
+
+
+def _wants_identity(tag: int, vr: str) -> bool:
+    return vr in _IDENTITY_VRS or tag in _identity_tags()
+
+
+@lru_cache(maxsize=64)
+def _action_table(options: Options) -> dict[int, str]:
+    return {}
+
+
+def _action(tag: int, options: Options) -> str:
+    table = _action_table(options)
+    action = table.get(tag)
+    if action is None:
+        profile = load_profile()
+        action = profile.action_for(tag, options)
+        if action is None:
+            action = KEEP if tag in profile.allowed else REMOVE
+        table[tag] = action
+    return action
+
+
+@dataclass
+class _Rewrite:
+    key: bytes
+    options: Options
+    scrubber: Scrubber
+    shift: int | None
+    pseudonym: str
+    charset: str
+    codec: str
+    counts: Counter[str]
+    elements: int = 0
+
+    # -- decoding and encoding single values (pydicom's converters: same reading) --
+
+    def decode(self, element: Element) -> Any:
+        return convert_value(element.vr, _raw(element), self.encodings)
+
+    @property
+    def encodings(self) -> list[str] | None:
+        return convert_encodings([self.charset]) if self.charset else None
+
+    def encode(self, tag: int, vr: str, values: list[Any]) -> Element:
+        if vr in _BINARY_DUMMIES:
+            raw = b"".join(struct.pack(_BINARY_DUMMIES[vr], v) for v in values)
+        elif vr in ("OB", "OW"):
+            raw = b"".join(values)
+        else:
+            codec = "latin_1" if vr == "UI" else self.codec
+            raw = "\\".join(str(v) for v in values).encode(codec)
+        return Element(tag, vr, pad(raw, vr))
+
+    # -- the profile ----------------------------------------------------------------
+
+    def data_set(self, elements: list[Element], depth: int) -> list[Element]:
+        if depth > MAX_DEPTH:
+            raise NotRaw
+        out: dict[int, Element] = {}
+        keep_creators: set[int] = set()
+        by_tag: dict[int, Element] | None = None
+        counts = self.counts
+        for element in elements:
+            self.elements += 1
+            if self.elements > _MAX_ELEMENTS:
+                raise NotRaw
+            tag = element.tag
+            group = tag >> 16
+            if tag & 0xFFFF == 0 or group == 0x0002:
+                continue  # group lengths are recomputed; file meta is rebuilt
+            if group % 2:
+                if by_tag is None:
+                    by_tag = {e.tag: e for e in elements}
+                self.private(element, by_tag, out, keep_creators)
+                continue
+            if group & 0xFF00 in (0x5000, 0x6000):
+                counts["overlay_removed"] += 1
+                continue
+            if element.vr == "UN":
+                raise NotRaw  # pydicom reads public UN values with their dictionary VR
+            if depth == 0 and tag in (PATIENT_ID, PATIENT_NAME):
+                out[tag] = self.encode(tag, "LO" if tag == PATIENT_ID else "PN", [self.pseudonym])
+                counts["pseudonymized"] += 1
+                continue
+            self.apply(element, _action(tag, self.options), out, depth)
+        for creator in keep_creators:
+            if by_tag is not None and creator in by_tag:
+                out[creator] = by_tag[creator]
+        return [out[tag] for tag in sorted(out)]
+
+    def private(self, element: Element, by_tag: dict[int, Element], out: dict[int, Element],
+                keep_creators: set[int]) -> None:
+        tag = element.tag
+        if self.options.retain_safe_private and 0x1000 <= tag & 0xFFFF:
+            group = tag >> 16
+            creator_tag = (group << 16) | ((tag & 0xFFFF) >> 8)
+            creator = by_tag.get(creator_tag)
+            name = str(self.decode(creator)).strip().lower() if creator is not None else ""
+            if (group, name, tag & 0xFF) in load_profile().safe_private:
+                if element.vr == "UN" or element.items is not None:
+                    raise NotRaw  # pydicom would re-read it through its private dictionary
+                out[tag] = element
+                keep_creators.add(creator_tag)
+                self.counts["private_kept"] += 1
+                return
+        self.counts["private_removed"] += 1
+
+    def apply(self, element: Element, action: str, out: dict[int, Element], depth: int) -> None:
+        tag, vr, counts = element.tag, element.vr, self.counts
+        if action == REMOVE:
+            counts["removed"] += 1
+        elif action == ZERO:
+            out[tag] = Element(tag, vr, b"", [] if vr == "SQ" else None)
+            counts["zeroed"] += 1
+        elif action == DUMMY:
+            if vr == "UI":
+                self.remap(element, out)
+            elif vr == "SQ":
+                out[tag] = Element(tag, vr, items=[])
+                counts["dummied"] += 1
+            elif vr in DUMMY_VALUES:
+                out[tag] = self.encode(tag, vr, [DUMMY_VALUES[vr]])
+                counts["dummied"] += 1
+            else:
+                counts["removed"] += 1
+        elif action == KEEP:
+            if vr == "SQ":
+                self.recurse(element, out, depth)
+            elif tag == PATIENT_AGE:
+                value = self.decode(element)
+                capped = cap_age(value)
+                out[tag] = element if capped is value else self.encode(tag, vr, [capped])
+            else:
+                out[tag] = element
+            counts["kept"] += 1
+        elif action == CLEAN:
+            self.clean(element, out, depth)
+        elif action == UID_ACTION:
+            if vr == "UI":
+                self.remap(element, out)
+            elif vr == "SQ":
+                self.recurse(element, out, depth)
+            else:
+                counts["removed"] += 1
+        else:  # pragma: no cover - profile data validated by tests
+            raise ValueError(f"unknown action {action}")
+
+    def recurse(self, element: Element, out: dict[int, Element], depth: int) -> None:
+        items = [self.data_set(item, depth + 1) for item in element.items or []]
+        out[element.tag] = Element(element.tag, "SQ", items=items)
+
+    def remap(self, element: Element, out: dict[int, Element]) -> None:
+        values = [uids.remap_uid(str(v), self.key) for v in values_of(self.decode(element))]
+        out[element.tag] = self.encode(element.tag, "UI", values)
+        self.counts["uid_remapped"] += 1
+
+    def clean(self, element: Element, out: dict[int, Element], depth: int) -> None:
+        tag, vr, counts = element.tag, element.vr, self.counts
+        if vr == "SQ":
+            self.recurse(element, out, depth)
+            counts["cleaned"] += 1
+        elif vr in ("DA", "DT", "TM"):
+            if self.shift is None:
+                counts["removed"] += 1
+                return
+            if vr == "TM":  # whole-day shifts leave times valid
+                out[tag] = element
+                counts["kept"] += 1
+                return
+            shift = dates.shift_da if vr == "DA" else dates.shift_dt
+            shifted = [shift(str(v), self.shift) for v in values_of(self.decode(element))]
+            if any(s is None for s in shifted):
+                counts["removed"] += 1  # unparseable dates cannot be shifted safely
+                return
+            out[tag] = self.encode(tag, vr, shifted)
+            counts["date_shifted"] += 1
+        elif vr in TEXT_VRS:
+            cleaned = [self.scrubber.clean(str(v)) for v in values_of(self.decode(element))]
+            out[tag] = self.encode(tag, vr, [c for c in cleaned if c])
+            counts["cleaned"] += 1
+        else:
+            counts["removed"] += 1
+
+    # -- what the engine adds -----------------------------------------------------------
+
+    def attest(self, out: list[Element]) -> list[Element]:
+        """PS3.15 E.1.1 attributes, as engine._attest writes them (no pixels are masked
+        on this path)."""
+        codes = method_codes(self.options, pixels_cleaned=False)
+        by_tag = {e.tag: e for e in out}
+        if PATIENT_ID not in by_tag:
+            by_tag[PATIENT_ID] = self.encode(PATIENT_ID, "LO", [self.pseudonym])
+            by_tag[PATIENT_NAME] = self.encode(PATIENT_NAME, "PN", [self.pseudonym])
+            self.counts["pseudonymized"] += 2
+        by_tag[0x00120062] = self.encode(0x00120062, "CS", ["YES"])
+        by_tag[0x00120063] = self.encode(
+            0x00120063, "LO", [meaning.removesuffix(" Option")[:64] for _, meaning in codes])
+        by_tag[0x00120064] = Element(0x00120064, "SQ", items=[
+            [self.encode(0x00080100, "SH", [code]), self.encode(0x00080102, "SH", ["DCM"]),
+             self.encode(0x00080104, "LO", [meaning])]
+            for code, meaning in codes])
+        by_tag[0x00280303] = self.encode(
+            0x00280303, "CS", ["MODIFIED" if self.shift is not None else "REMOVED"])
+        return [by_tag[tag] for tag in sorted(by_tag)]
+
+
+@lru_cache(maxsize=256)
+def _scrubber(values: tuple[tuple[int, str, str], ...], device: str) -> Scrubber:
+    # The files of a series share their identifying values: one scrubber for them all.
+    return Scrubber.from_values(values, device)
+
+
+_SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+
+
+class _Header:
+    """Top-level values as pydicom reads them, converted on first use: ``get(keyword)``
+    and ``tag in header``, what pixels.decide() and report.build_metadata() read."""
+
+    def __init__(self, elements: list[Element], encodings: list[str] | None,
+                 extra_tags: tuple[int, ...] = ()) -> None:
+        self._by_tag = {e.tag: e for e in elements}
+        self._encodings = encodings
+        self._tags = set(self._by_tag) | set(extra_tags)
+        self._values: dict[str, Any] = {}
+
+    def __contains__(self, tag: object) -> bool:
+        return tag in self._tags
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        if keyword not in self._values:
+            element = self._by_tag.get(tag_for_keyword(keyword) or -1)
+            value = None
+            if element is not None and element.items is None:
+                value = convert_value(element.vr, _raw(element), self._encodings)
+            self._values[keyword] = value
+        value = self._values[keyword]
+        return default if value is None else value
+
+
+def _scrubber_values(elements: list[Element], codec: str, depth: int = 0
+                     ) -> list[tuple[int, str, str]]:
+    """(tag, VR, value) for Scrubber.from_values: standard attributes, any depth."""
+    wanted = identifier_tags()
+    out: list[tuple[int, str, str]] = []
+    for element in elements:
+        if (element.tag >> 16) % 2:
+            continue
+        if element.items is not None:
+            if depth >= MAX_DEPTH:
+                raise NotRaw
+            for item in element.items:
+                out += _scrubber_values(item, codec, depth + 1)
+        elif element.vr in ("PN", "DA", "DT") or element.tag in wanted:
+            text = element.value.decode(codec, errors="replace")
+            parts = [text] if element.vr in _SINGLE_VALUED else text.split("\\")
+            out += [(element.tag, element.vr, part) for part in parts]
+    return out
+
+
+def _text(element: Element | None) -> str:
+    return element.value.decode("latin-1").strip(" \x00") if element is not None else ""
+
+
+def _meta(out: list[Element], transfer_syntax: str, rewrite: _Rewrite) -> list[Element]:
+    by_tag = {e.tag: e for e in out}
+    return [
+        Element(0x00020001, "OB", b"\x00\x01"),
+        Element(0x00020002, "UI", by_tag[_SOP_CLASS].value),
+        Element(0x00020003, "UI", by_tag[_SOP_INSTANCE].value),
+        rewrite.encode(0x00020010, "UI", [transfer_syntax]),
+        rewrite.encode(0x00020012, "UI", [IMPLEMENTATION_CLASS_UID]),
+        rewrite.encode(0x00020013, "SH", [IMPLEMENTATION_VERSION]),
+    ]
+
+
+def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> DeidReport | None:
+    """De-identify the file at fp on the fast path; None when it is not one for it."""
+    try:
+        parsed = read_header(fp)
+    except NotRaw:
+        return None
+    top = {e.tag: e for e in parsed.elements}
+    charset = _text(top.get(_CHARSET))
+    codec = _CODECS.get(charset)
+    if codec is None:
+        return None
+    for tag, meta_tag in ((_SOP_CLASS, _META_SOP_CLASS), (_SOP_INSTANCE, _META_SOP_INSTANCE)):
+        if not _text(top.get(tag)):
+            return None  # the pydicom path takes it from the file meta, or says it is missing
+    encodings = convert_encodings([charset]) if charset else None
+    header = _Header(parsed.elements, encodings,
+                     (parsed.pixel.tag,) if parsed.pixel is not None else ())
+    decision = pixels.decide(header, options)
+    if decision.action == "reject":
+        raise BurnedInAnnotationError(decision.reason)
+    if decision.action == "mask":
+        return None  # masking decodes pixels: the pydicom path
+    try:
+        return _rewrite_and_write(fp, parsed, header, dst, key=key, options=options,
+                                  charset=charset, codec=codec)
+    except (NotRaw, UnicodeError):
+        return None
+
+
+def _rewrite_and_write(fp: BinaryIO, parsed: RawFile, header: _Header, dst: Any, *,
+                       key: bytes, options: Options, charset: str, codec: str) -> DeidReport:
+    get = header.get
+    seed = patient_seed(str(get("PatientID") or ""), str(get("StudyInstanceUID") or ""))
+    device = " ".join(str(get(k) or "") for k in ("Manufacturer", "ManufacturerModelName"))
+    rewrite = _Rewrite(
+        key=key,
+        options=options,
+        scrubber=_scrubber(tuple(_scrubber_values(parsed.elements, codec)), device),
+        shift=dates.shift_days(seed, key) if options.retain_longitudinal_modified_dates else None,
+        pseudonym=uids.patient_pseudonym(seed, key),
+        charset=charset,
+        codec=codec,
+        counts=Counter(),
+    )
+    pixel = parsed.pixel
+    elements = parsed.elements
+    if pixel is not None:
+        elements = [*elements, Element(pixel.tag, pixel.vr)]  # decides whether it is kept
+    out = rewrite.attest(rewrite.data_set(elements, 0))
+    keep_pixels = pixel is not None and any(e.tag == pixel.tag for e in out)
+    head = [e for e in out if pixel is None or e.tag < pixel.tag]
+    tail = [e for e in out if pixel is not None and e.tag > pixel.tag]
+    output_header = file_header(_meta(out, parsed.transfer_syntax, rewrite), head)
+    trailer = bytearray()
+    if tail:
+        encode(tail, trailer)
+    try:  # the verifier reads the input's bytes itself...
+        needles = collect_needles_from_bytes(parsed.header)
+    except Unwalkable:  # ...or pydicom's reading of its identifying elements
+        needles = collect_needles(shadow(parsed.elements, _wants_identity))
+    # The verifier's full check on everything but the pixel data value...
+    verify_output(Dataset(), output_header + bytes(trailer), needles=needles)
+    scanner = PixelScanner(Dataset(), needles=needles) if keep_pixels else None
+    # ...and the pixel bytes scanned while they are copied.
+    stream.write_parts(fp, pixel if keep_pixels else None, output_header, bytes(trailer),
+                       scanner, dst)
+
+    report = DeidReport(
+        metadata=build_metadata(_Header(out, rewrite.encodings).get, parsed.transfer_syntax,
+                                has_pixels=keep_pixels and pixel.tag == 0x7FE00010),  # type: ignore[union-attr]
+        actions=dict(sorted(rewrite.counts.items())),
+        profile=describe(options),
+        method_codes=[code for code, _ in method_codes(options, pixels_cleaned=False)],
+        verified=True,
+    )
+    return report
