@@ -190,6 +190,7 @@ def _kind(tag: int, vr: str) -> str | None:
 
 
 _DEVICE_KEYWORDS = ("Manufacturer", "ManufacturerModelName")
+_DEVICE_TAGS = (0x00080070, 0x00081090)
 
 
 def _device_text(ds: Dataset) -> str:
@@ -412,11 +413,15 @@ def collect_needles_from_bytes(header: bytes) -> list[Needle]:
     least), read by the verifier's own reader (verify_walk). Raises verify_walk.Unwalkable
     for inputs that reader does not take: use collect_needles() on a data set then."""
     walked = verify_walk.walk(header)
+    # Only identifying elements and the device's name are decoded.
+    walked.elements = [e for e in walked.elements
+                       if e[0] >> 16 != 0x0002 and (_kind(e[0], e[1]) is not None
+                                                    or (e[3] == 0 and e[0] in _DEVICE_TAGS))]
     values = walked.values()
     top = {tag: texts for tag, _, texts, depth in values if depth == 0}
-    device = " ".join(" ".join(top.get(tag, [""])).strip() for tag in (0x00080070, 0x00081090))
-    return _needles(_identifying_in(((t, vr, texts) for t, vr, texts, _ in values
-                                      if t >> 16 != 0x0002), device.lower()), device.lower())
+    device = " ".join(" ".join(top.get(tag, [""])).strip() for tag in _DEVICE_TAGS).lower()
+    return _needles(_identifying_in(((t, vr, texts) for t, vr, texts, _ in values), device),
+                    device)
 
 
 def _needles(identifying: Iterable[tuple[int, str, str]], device: str) -> list[Needle]:

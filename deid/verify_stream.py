@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from deid.errors import PHIRemainsError
@@ -160,22 +161,27 @@ class PixelScanner:
     """feed() the streamed bytes in order; raises PHIRemainsError on a match.
 
     A match of a needle is a run of at least MIN_PIXEL_MATCH bytes, all from the
-    needle's alphabet (the bytes its pattern can match). One translate() + find() tells
-    whether a chunk holds such a run at all; 16-bit images (every other byte a small high
-    byte) usually do not, and then no needle needs searching. Otherwise each needle's
-    literal anchor (bytes.find) decides whether its pattern runs.
+    needle's alphabet (the bytes its pattern can match). Two cheap tests tell whether a
+    chunk can hold such a run at all, before any needle is searched: in 16-bit images
+    every other byte is a high byte, mostly outside the alphabet, so a run of 8 needs 4
+    neighbouring words whose high bytes all fall in the alphabet's ranges (numpy, a few
+    vector passes); otherwise one translate() + find() looks for the run itself. Only
+    then does each needle's literal anchor (bytes.find) decide whether its pattern runs.
     """
 
-    def __init__(self, original: Dataset, min_len: int = MIN_PIXEL_MATCH, *,
+    def __init__(self, original: Dataset | None, min_len: int = MIN_PIXEL_MATCH, *,
                  needles: list[Needle] | None = None) -> None:
-        self.needles = pixel_needles(original, min_len, needles)
+        self.needles = pixel_needles(original, min_len, needles)  # type: ignore[arg-type]
         # Lookarounds read one byte either side of a match.
         self.overlap = max((n.width for n in self.needles), default=0) + 2
         self._fold = any(n.fold for n in self.needles)
         alphabet = frozenset().union(*(n.alphabet for n in self.needles))
         self._table = bytes(1 if b in alphabet else 0 for b in range(256))
-        self._run = b"\x01" * max(1, min((n.low for n in self.needles), default=1))
+        shortest = max(1, min((n.low for n in self.needles), default=1))
+        self._run = b"\x01" * shortest
         self._prefilter = len(alphabet) < 256
+        self._ranges = _ranges(alphabet) if shortest >= 4 else None
+        self._words = shortest // 2
         self._carry = b""
         self.scanned = 0
 
@@ -183,14 +189,21 @@ class PixelScanner:
         """Start a new, unrelated byte stream."""
         self._carry = b""
 
-    def feed(self, chunk: bytes | memoryview) -> None:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         if not self.needles:
             return
-        data = self._carry + bytes(chunk)
         self.scanned += len(chunk)
-        self._carry = data[-self.overlap:]
-        if self._prefilter and data.translate(self._table).find(self._run) < 0:
-            return  # no run of anchor bytes long enough: nothing can match here
+        # Matches across the previous chunk's end, then those inside this chunk.
+        if self._carry:
+            self._scan(self._carry + bytes(chunk[:self.overlap]))
+        self._scan(chunk)
+        tail = bytes(chunk[-self.overlap:])
+        self._carry = (self._carry + tail)[-self.overlap:] if len(tail) < self.overlap else tail
+
+    def _scan(self, data: bytes | bytearray | memoryview) -> None:
+        if self._prefilter and not self._may_hold_run(data):
+            return  # no run of alphabet bytes long enough: nothing can match here
+        data = bytes(data)
         folded = data.lower() if self._fold else data
         for needle in self.needles:
             if needle.anchor is not None:
@@ -201,3 +214,34 @@ class PixelScanner:
                     "verification failed: identifying value from "
                     f"{_tag(needle.source)} remains in pixel data bytes"
                 )
+
+    def _may_hold_run(self, data: bytes | bytearray | memoryview) -> bool:
+        if self._ranges is not None and len(data) >= 4096:
+            # Any run of 2k bytes covers the second bytes of k neighbouring 2-byte words.
+            words = np.frombuffer(data, dtype="<u2", count=len(data) // 2)
+            inside = np.zeros(len(words), dtype=bool)
+            for low, width in self._ranges:
+                # The high byte in [low, low + width): one wrapping subtraction.
+                inside |= (words - np.uint16(low << 8)) < np.uint16(width << 8)
+            together = inside[: len(inside) - self._words + 1].copy()
+            for shift in range(1, self._words):
+                together &= inside[shift: len(inside) - self._words + 1 + shift]
+            if not together.any():
+                return False
+        return bytes(data).translate(self._table).find(self._run) >= 0
+
+
+def _ranges(alphabet: frozenset[int], gap: int = 16, most: int = 4) -> list[tuple[int, int]] | None:
+    """The alphabet as at most ``most`` (start, width) byte ranges, small gaps filled in
+    (a wider range only makes the test more cautious); None when it spreads too far."""
+    if not alphabet:
+        return []
+    ranges: list[list[int]] = []
+    for byte in sorted(alphabet):
+        if ranges and byte - ranges[-1][1] <= gap:
+            ranges[-1][1] = byte
+        else:
+            ranges.append([byte, byte])
+    if len(ranges) > most or any(high - low >= 255 for low, high in ranges):
+        return None
+    return [(low, high - low + 1) for low, high in ranges]
