@@ -1,0 +1,243 @@
+"""The fast path (deid/fast.py on raw elements) against the pydicom path (deid/engine.py).
+
+The fast path must give what the pydicom path gives — same output, same report — on
+every file it takes, and must leave every other file to the pydicom path.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_files
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian,
+)
+
+from deid import DeidError, Options, deidentify_file, fast
+from deid.verify import collect_needles, collect_needles_from_bytes
+from deid.verify_stream import PixelScanner
+from deid.verify_walk import Unwalkable, walk
+from deid_factory import KEY, make_dataset, to_bytes
+from phi_corpus import all_cases
+
+OPTION_SETS = [
+    Options(),
+    Options(retain_safe_private=True, retain_device_identity=True),
+    Options(retain_longitudinal_modified_dates=False, clean_descriptors=False,
+            retain_patient_characteristics=False),
+]
+CASES = {case.name: case.data for case in all_cases()}
+
+
+def _fast(data: bytes, options: Options) -> tuple[object, bytes]:
+    out = io.BytesIO()
+    try:
+        report = fast.deidentify_raw(io.BytesIO(data), out, key=KEY, options=options)
+    except DeidError as exc:
+        return ("rejected", str(exc)), b""
+    return report, out.getvalue()
+
+
+def _pydicom_path(data: bytes, options: Options, monkeypatch: pytest.MonkeyPatch) -> tuple[object, bytes]:
+    with monkeypatch.context() as patch:
+        patch.setattr(fast, "deidentify_raw", lambda *args, **kwargs: None)
+        out = io.BytesIO()
+        try:
+            report = deidentify_file(io.BytesIO(data), out, key=KEY, options=options)
+        except DeidError as exc:
+            return ("rejected", str(exc)), b""
+    return report, out.getvalue()
+
+
+def _elements(data: bytes) -> dict[tuple[int, ...], tuple[str, object]]:
+    """Every element at any depth (path of tags and item indexes) -> (VR, value)."""
+    ds = pydicom.dcmread(io.BytesIO(data))
+    found: dict[tuple[int, ...], tuple[str, object]] = {}
+
+    def visit(dataset: pydicom.Dataset, path: tuple[int, ...]) -> None:
+        for elem in dataset:
+            if elem.VR == "SQ":
+                for index, item in enumerate(elem.value):
+                    visit(item, (*path, int(elem.tag), index))
+            else:
+                found[(*path, int(elem.tag))] = (elem.VR, elem.value)
+    visit(ds.file_meta, ())
+    visit(ds, ())
+    return found
+
+
+@pytest.mark.parametrize("options", OPTION_SETS, ids=["default", "retain-more", "retain-less"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_path_writes_the_same_bytes_as_the_pydicom_path(
+        name: str, options: Options, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = CASES[name]
+    report, output = _fast(data, options)
+    if report is None:
+        pytest.skip(f"{name}: not a file for the fast path")
+    assert (report, output) == _pydicom_path(data, options, monkeypatch)
+
+
+def test_fast_path_takes_the_ordinary_files() -> None:
+    taken = [name for name, data in CASES.items() if _fast(data, Options())[0] is not None]
+    assert len(taken) >= len(CASES) - 6
+    report, output = _fast(to_bytes(make_dataset()), Options())
+    assert report is not None and report.verified and output
+
+
+BUNDLED = sorted(set(get_testdata_files("*.dcm")))
+
+
+def test_bundled_files_read_the_same_on_both_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydicom's test files: kept values keep the input's padding on the fast path (so
+    bytes may differ by a padding space); every value read back is the same."""
+    options = Options(accept_burned_in_risk=True)
+    taken = 0
+    for path in BUNDLED:
+        with open(path, "rb") as f:
+            data = f.read()
+        report, output = _fast(data, options)
+        if report is None:
+            continue
+        taken += 1
+        expected_report, expected_output = _pydicom_path(data, options, monkeypatch)
+        assert report == expected_report, path
+        if output:
+            assert _elements(output) == _elements(expected_output), path
+    assert taken >= 40  # most bundled files are explicit VR little endian
+
+
+def _implicit() -> bytes:
+    return to_bytes(make_dataset(), ImplicitVRLittleEndian)
+
+
+def _big_endian() -> bytes:
+    return to_bytes(make_dataset(), ExplicitVRBigEndian)
+
+
+def _deflated() -> bytes:
+    return to_bytes(make_dataset(), DeflatedExplicitVRLittleEndian)
+
+
+def _iso2022() -> bytes:
+    return CASES["charset-iso2022-ir87"]
+
+
+def _trailing() -> bytes:
+    return CASES["trailing-padding"]
+
+
+def _ultrasound() -> bytes:
+    from pydicom.uid import UltrasoundImageStorage
+    return to_bytes(make_dataset(Modality="US", SOPClassUID=UltrasoundImageStorage))
+
+
+def _public_un() -> bytes:
+    data = to_bytes(make_dataset())
+    at = data.index(b"\x08\x00\x70\x00LO")  # Manufacturer, written again as UN
+    length = struct.unpack_from("<H", data, at + 6)[0]
+    value = data[at + 8:at + 8 + length]
+    return data[:at] + struct.pack("<HH2sHI", 8, 0x70, b"UN", 0, length) + value + data[at + 8 + length:]
+
+
+@pytest.mark.parametrize("build", [_implicit, _big_endian, _deflated, _iso2022, _trailing,
+                                   _ultrasound, _public_un])
+def test_other_files_are_left_to_the_pydicom_path(build) -> None:  # type: ignore[no-untyped-def]
+    data = build()
+    if build is _ultrasound:  # burned-in risk: rejected or masked, never on the fast path
+        options = Options(clean_pixel_data=False)
+        with pytest.raises(DeidError, match="ultrasound"):
+            fast.deidentify_raw(io.BytesIO(data), io.BytesIO(), key=KEY, options=options)
+        return
+    assert fast.deidentify_raw(io.BytesIO(data), io.BytesIO(), key=KEY, options=Options()) is None
+    report = deidentify_file(io.BytesIO(data), io.BytesIO(), key=KEY)  # and it still works
+    assert report.verified
+
+
+def test_truncated_files_take_the_pydicom_path() -> None:
+    """Cut anywhere: the fast path declines, the pydicom path decides (test_hostile.py)."""
+    data = to_bytes(make_dataset())
+    for cut in range(200, len(data) - 1, 97):
+        assert fast.deidentify_raw(io.BytesIO(data[:cut]), io.BytesIO(), key=KEY,
+                                   options=Options()) is None
+
+
+# --- the verifier's own reading -------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_verifier_collects_the_same_needles_from_bytes_as_from_pydicom(name: str) -> None:
+    data = CASES[name]
+    try:
+        from_bytes = collect_needles_from_bytes(data)
+    except Unwalkable:
+        pytest.skip(f"{name}: the verifier's reader leaves it to pydicom")
+    from_pydicom = collect_needles(pydicom.dcmread(io.BytesIO(data)))
+    assert {(n.source, n.pattern.pattern) for n in from_bytes} == {
+        (n.source, n.pattern.pattern) for n in from_pydicom}
+    assert from_bytes  # every case has identifying values
+
+
+def test_verifier_reads_values_as_pydicom_does() -> None:
+    data = to_bytes(make_dataset())
+    walked = {(tag, tuple(v.strip() for v in values))
+              for tag, vr, values, depth in walk(data).values() if depth == 0 and vr != "SQ"}
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for keyword in ("PatientName", "ImageType", "InstitutionAddress", "StudyDescription",
+                    "Rows", "ImagePositionPatient"):
+        elem = ds[keyword]
+        values = elem.value if elem.VM > 1 else [elem.value]
+        assert (int(elem.tag), tuple(str(v).strip() for v in values)) in walked
+
+
+def test_verifier_reader_refuses_what_it_does_not_know() -> None:
+    with pytest.raises(Unwalkable):
+        walk(to_bytes(make_dataset(), ImplicitVRLittleEndian))
+    with pytest.raises(Unwalkable):
+        walk(b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00XX\x02\x00ab")
+
+
+# --- the pixel scan's prefilter -------------------------------------------------------
+
+def _scanner() -> PixelScanner:
+    ds = make_dataset(PatientName="QUIMBYSON^ZEBULON")
+    return PixelScanner(ds)
+
+
+def test_pixel_scan_skips_ordinary_ct_words_without_translating_them() -> None:
+    """Soft-tissue CT (stored values below 0x0900): no high byte falls in the needles'
+    ranges (printable text; tab..CR from the phone and date separators)."""
+    scanner = _scanner()
+    pixels = np.random.default_rng(3).integers(0, 0x0900, 256 * 1024, dtype="<u2").tobytes()
+    assert scanner._ranges is not None
+    assert not scanner._may_hold_run(pixels)
+    scanner.feed(pixels)  # nothing found, nothing raised
+
+
+def test_pixel_scan_falls_back_to_the_byte_run_search_when_words_look_like_text() -> None:
+    pixels = bytearray(np.random.default_rng(4).integers(
+        0x0900, 0x0E00, 256 * 1024, dtype="<u2").tobytes())  # high bytes tab..CR
+    scanner = _scanner()
+    scanner.feed(bytes(pixels))  # the run search finds nothing to match
+    pixels[5000:5009] = b"QUIMBYSON"
+    with pytest.raises(DeidError, match="pixel data bytes"):
+        _scanner().feed(bytes(pixels))
+
+
+@pytest.mark.parametrize("offset", [0, 1, 4097, 300_001])
+def test_pixel_scan_finds_a_name_at_any_offset_in_16_bit_data(offset: int) -> None:
+    pixels = bytearray(np.zeros(256 * 1024, dtype="<u2").tobytes())
+    pixels[offset:offset + 9] = b"QUIMBYSON"
+    with pytest.raises(DeidError, match=r"\(0010,0010\) remains in pixel data bytes"):
+        _scanner().feed(bytes(pixels))
+
+
+def test_pixel_scan_finds_a_name_split_between_two_chunks() -> None:
+    scanner = _scanner()
+    first = bytes(8192) + b"QUIMB"
+    second = b"YSON" + bytes(8192)
+    scanner.feed(first)
+    with pytest.raises(DeidError, match="pixel data bytes"):
+        scanner.feed(second)
