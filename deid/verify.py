@@ -135,7 +135,7 @@ _WILD = r"[^\x00-\x7f]{1,4}"  # a character the input could not decode (U+FFFD)
 @dataclass(frozen=True)
 class Needle:
     source: int  # tag the value came from (named in raw-byte findings)
-    pattern: re.Pattern[str]
+    regex: str  # the pattern's text (compiled on first use: most needles never run)
     min_len: int = MIN_LEN  # shortest text the pattern can match
     # A purely numeric identifier: not searched in numeric, date or time values (a test
     # file's PatientID equal to its StudyTime is no leak) nor in the raw bytes after the
@@ -144,6 +144,14 @@ class Needle:
     # Lower-case ASCII text that every match contains: a plain substring test decides
     # whether the regular expression needs to run at all. None: always run it.
     literal: str | None = None
+
+    # The exact text every match is, between lookarounds only (UIDs): no regex to
+    # parse for the pixel scan.
+    plain: str | None = None
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return _compiled(self.regex)
 
     @property
     def literal_bytes(self) -> bytes | None:
@@ -296,11 +304,11 @@ def _compiled_bytes(pattern: str) -> re.Pattern[bytes]:
 
 
 def _needle(source: int, pattern: str, min_len: int, short_number: bool = False,
-            literal: str | None = None) -> Needle:
+            literal: str | None = None, plain: str | None = None) -> Needle:
     if literal is not None and not (literal.isascii() and literal):
         literal = None
-    return Needle(source, _compiled(pattern), min_len, short_number,
-                  literal.lower() if literal is not None else None)
+    return Needle(source, pattern, min_len, short_number,
+                  literal.lower() if literal is not None else None, plain)
 
 
 def _ascii_literal(form: str, text: str) -> str | None:
@@ -362,7 +370,8 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
     if kind == "uid":
         if len(text) < MIN_LEN:
             return []
-        return [_needle(tag, rf"(?<![0-9.]){re.escape(text)}(?![0-9.])", len(text), literal=text)]
+        return [_needle(tag, rf"(?<![0-9.]){re.escape(text)}(?![0-9.])", len(text), literal=text,
+                        plain=text)]
     if kind == "date":
         return _date_needles(tag, text)
     needles: list[Needle] = []
@@ -429,8 +438,8 @@ def _needles(identifying: Iterable[tuple[int, str, str]], device: str) -> list[N
     needles: list[Needle] = []
     for tag, kind, text in identifying:
         for needle in _needles_for(tag, kind, text, device):
-            if (needle.source, needle.pattern.pattern) not in seen:
-                seen.add((needle.source, needle.pattern.pattern))
+            if (needle.source, needle.regex) not in seen:
+                seen.add((needle.source, needle.regex))
                 needles.append(needle)
     return needles
 
@@ -475,7 +484,7 @@ class _Matcher:
         for needle in self._candidates(needles, data.lower()):
             if pixel and needle.min_len < MIN_PIXEL_LEN:
                 continue
-            m = _compiled_bytes(needle.pattern.pattern).search(data)
+            m = _compiled_bytes(needle.regex).search(data)
             if m is not None:
                 return needle, m.start()
         return None

@@ -87,7 +87,7 @@ def _folded(alphabet: frozenset[int]) -> frozenset[int]:
 @dataclass(frozen=True)
 class _PixelNeedle:
     source: int
-    pattern: re.Pattern[bytes]
+    regex: bytes  # compiled on first use (IGNORECASE when fold)
     # A literal every match contains (lower-cased when the pattern ignores case): a
     # cheap bytes.find() prefilter before the regular expression runs.
     anchor: bytes | None
@@ -95,6 +95,15 @@ class _PixelNeedle:
     width: int
     low: int
     alphabet: frozenset[int]  # bytes a match can consist of
+
+    @property
+    def pattern(self) -> re.Pattern[bytes]:
+        return _compiled_bytes(self.regex, self.fold)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_bytes(regex: bytes, fold: bool) -> re.Pattern[bytes]:
+    return re.compile(regex, re.IGNORECASE if fold else 0)
 
 
 def _tag(tag: int) -> str:
@@ -139,8 +148,18 @@ def _compile(text_pattern: str, flags: int, source: int, min_len: int) -> _Pixel
         alphabet = _ALL
     if fold:
         alphabet = _folded(alphabet)
-    return _PixelNeedle(source, pattern, anchor, fold, min(int(high), _MAX_OVERLAP),
+    return _PixelNeedle(source, pattern.pattern, anchor, fold, min(int(high), _MAX_OVERLAP),
                         int(low), alphabet)
+
+
+def _plain(needle: Needle, min_len: int) -> _PixelNeedle | None:
+    """A UID needle: its own text is the anchor and the alphabet, no regex to parse."""
+    text = needle.plain or ""
+    if len(text) < min_len:
+        return None
+    raw = text.encode("utf-8")
+    return _PixelNeedle(needle.source, needle.regex.encode("utf-8"), raw, False, len(raw),
+                        len(raw), frozenset(raw))
 
 
 def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH,
@@ -149,10 +168,13 @@ def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH,
     seen: set[tuple[bytes, int]] = set()
     out: list[_PixelNeedle] = []
     for needle in collect_needles(original) if needles is None else needles:
-        compiled = _compile(needle.pattern.pattern, needle.pattern.flags, needle.source, min_len)
-        if compiled is None or (compiled.pattern.pattern, compiled.pattern.flags) in seen:
+        if needle.plain is not None:
+            compiled = _plain(needle, min_len)
+        else:
+            compiled = _compile(needle.regex, re.IGNORECASE, needle.source, min_len)
+        if compiled is None or (compiled.regex, compiled.fold) in seen:
             continue
-        seen.add((compiled.pattern.pattern, compiled.pattern.flags))
+        seen.add((compiled.regex, compiled.fold))
         out.append(compiled)
     return out
 
