@@ -12,6 +12,12 @@ from django.db import models
 from marketplace.models import Organization
 
 
+class LicenceType(models.TextChoices):
+    COMMERCIAL = "commercial", "Commercial use"
+    ACADEMIC = "academic", "Academic research"
+    FREE = "free", "Free / open"
+
+
 class Dataset(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -28,6 +34,12 @@ class Dataset(models.Model):
     price_per_study = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
     currency = models.CharField(max_length=3, default="USD")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    licence_type = models.CharField(max_length=16, choices=LicenceType.choices, default=LicenceType.ACADEMIC)
+    country = models.CharField(max_length=64, blank=True, help_text="Where the data was acquired (country or region).")
+    # Conditions as "SCHEME:CODE|Label" (e.g. "ICD10:J18.9|Pneumonia"), given by the provider.
+    conditions = ArrayField(models.CharField(max_length=160), default=list, blank=True)
+    # Study-level rows (pseudonymous, de-identified) may be listed before purchase.
+    allow_study_browsing = models.BooleanField(default=False)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
@@ -97,17 +109,53 @@ class Study(models.Model):
     body_part = models.CharField(max_length=64, blank=True)
     manufacturer = models.CharField(max_length=64, blank=True)
     model = models.CharField(max_length=64, blank=True)
+    ethnicity = models.CharField(max_length=64, blank=True)  # only where the provider retained it
+    study_year = models.PositiveSmallIntegerField(null=True, blank=True)  # of the shifted date
+    slice_thickness = models.FloatField(null=True, blank=True)  # mm, thinnest series
+    field_strength = models.FloatField(null=True, blank=True)  # tesla (MR)
+    has_report = models.BooleanField(default=False)  # an SR document in the study
+    has_annotation = models.BooleanField(default=False)  # SEG, RTSTRUCT or presentation states
     series_count = models.PositiveIntegerField(default=0)
     instance_count = models.PositiveIntegerField(default=0)
     total_bytes = models.BigIntegerField(default=0)
+    search_vector = SearchVectorField(null=True, editable=False)
 
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["dataset", "study_uid"], name="uniq_study_per_dataset")]
-        indexes = [models.Index(fields=["dataset", "patient_sex", "age_band"])]
+        indexes = [
+            models.Index(fields=["dataset", "patient_sex", "age_band"]),
+            GinIndex(fields=["search_vector"], name="study_search_gin"),
+        ]
 
     def __str__(self) -> str:
         return f"Study {self.study_uid}"
+
+
+class StudyRollup(models.Model):
+    """Study counts of one dataset by every search dimension, rebuilt by the worker when
+    the dataset's studies change. Facet counts and cohort breakdowns sum these rows (a
+    few thousand) instead of grouping a million studies per request."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    patient_sex = models.CharField(max_length=8)
+    age_band = models.CharField(max_length=16)
+    modalities = ArrayField(models.CharField(max_length=16), default=list)
+    body_part = models.CharField(max_length=64)
+    manufacturer = models.CharField(max_length=64)
+    model = models.CharField(max_length=64)
+    ethnicity = models.CharField(max_length=64)
+    slice_band = models.CharField(max_length=16)
+    field_band = models.CharField(max_length=16)
+    has_report = models.BooleanField()
+    has_annotation = models.BooleanField()
+    studies = models.PositiveIntegerField()
+    # Distinct patients in this cell; a patient whose studies fall in several cells counts
+    # in each, so sums of this are an upper bound (exact patient counts: Study table).
+    patients = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["dataset"])]
 
 
 class Series(models.Model):

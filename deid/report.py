@@ -13,7 +13,8 @@ METADATA_KEYS = (
     "patient_id", "patient_sex", "patient_age", "modality", "body_part", "manufacturer",
     "model", "study_date", "study_description", "series_description", "study_uid",
     "series_uid", "sop_uid", "sop_class_uid", "series_number", "instance_number", "rows",
-    "columns", "frames", "transfer_syntax_uid",
+    "columns", "frames", "transfer_syntax_uid", "ethnic_group", "slice_thickness",
+    "field_strength",
 )
 
 
@@ -44,6 +45,15 @@ def _int(get: Getter, keyword: str) -> int | None:
         return None
 
 
+def _float(get: Getter, keyword: str) -> float | None:
+    value = get(keyword)
+    try:
+        number = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and number == number and abs(number) < 1e6 else None
+
+
 def build_metadata(get: Getter, transfer_syntax: str, *, has_pixels: bool) -> dict[str, Any]:
     """Catalog fields, read from the de-identified OUTPUT (``get(keyword)`` -> its value)."""
     study_date: date | None = parse_da(_str(get, "StudyDate"))
@@ -69,6 +79,10 @@ def build_metadata(get: Getter, transfer_syntax: str, *, has_pixels: bool) -> di
         "columns": _int(get, "Columns"),
         "frames": frames if frames is not None else (1 if has_pixels else 0),
         "transfer_syntax_uid": str(transfer_syntax),
+        # Kept by the Retain Patient Characteristics Option only.
+        "ethnic_group": _str(get, "EthnicGroup"),
+        "slice_thickness": _float(get, "SliceThickness"),
+        "field_strength": _float(get, "MagneticFieldStrength"),
     }
     assert tuple(meta) == METADATA_KEYS
     return meta

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.exceptions import CatalogError, ProviderNotApprovedError
-from catalog.models import Dataset
+from catalog.models import Dataset, LicenceType
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import Organization, User
 from marketplace.services import audit_record
@@ -40,10 +40,16 @@ def dataset_create(
 
 @transaction.atomic
 def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> Dataset:
-    allowed = {"title", "description", "licence_text", "price_per_study", "currency", "burned_in_risk_accepted"}
+    allowed = {"title", "description", "licence_text", "price_per_study", "currency", "burned_in_risk_accepted",
+               "licence_type", "country", "conditions", "allow_study_browsing"}
     unknown = set(fields) - allowed
     if unknown:
         raise CatalogError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.", code="bad_fields")
+    if "licence_type" in fields and fields["licence_type"] not in LicenceType.values:
+        raise CatalogError(f"Unknown licence type; use one of {', '.join(LicenceType.values)}.",
+                           code="bad_licence")
+    if "conditions" in fields:
+        fields["conditions"] = clean_conditions(fields["conditions"])
     price = fields.get("price_per_study")
     if price is not None and Decimal(str(price)) < 0:
         raise CatalogError("The price per study cannot be negative.", code="negative_price")
@@ -57,6 +63,22 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
     audit_record(actor=acting_user, action="dataset.update", obj=dataset, detail=detail)
     transaction.on_commit(lambda: _reindex(dataset.pk))
     return dataset
+
+
+def clean_conditions(raw: object) -> list[str]:
+    """Conditions as "SCHEME:CODE|Label" (e.g. "ICD10:J18.9|Pneumonia"); one per line or list."""
+    items = raw.splitlines() if isinstance(raw, str) else list(raw or [])  # type: ignore[call-overload]
+    cleaned = []
+    for item in items:
+        text = " ".join(str(item).split())
+        if not text:
+            continue
+        code, _, label = text.partition("|")
+        if ":" not in code or not code.split(":", 1)[1] or len(text) > 160:
+            raise CatalogError(f"Condition {text[:40]!r} is not SCHEME:CODE|Label, e.g. "
+                               "ICD10:J18.9|Pneumonia or SCT:233604007|Pneumonia.", code="bad_condition")
+        cleaned.append(f"{code.strip().upper()}|{label.strip()}" if label else code.strip().upper())
+    return sorted(set(cleaned))
 
 
 def _reindex(dataset_id: int) -> None:

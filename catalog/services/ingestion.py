@@ -226,13 +226,43 @@ def _study_for(dataset: Dataset, meta: dict[str, Any]) -> Study:
             "body_part": (meta.get("body_part") or "").upper()[:64],
             "manufacturer": (meta.get("manufacturer") or "")[:64],
             "model": (meta.get("model") or "")[:64],
+            "ethnicity": (meta.get("ethnic_group") or "").strip().upper()[:64],
+            "study_year": meta["study_date"].year if meta.get("study_date") else None,
         },
     )
-    modality = (meta.get("modality") or "").upper()
+    changed = _study_updates(study, meta)
+    if changed:
+        study.save(update_fields=changed)
+    return study
+
+
+# Series of these modalities make a study "with reports" / "with annotations".
+REPORT_MODALITIES = {"SR", "DOC"}
+ANNOTATION_MODALITIES = {"SEG", "RTSTRUCT", "PR", "ANN"}
+
+
+def _study_updates(study: Study, meta: dict[str, Any]) -> list[str]:
+    """Fold one more instance's series-level facts into its study; the changed fields."""
+    changed = []
+    modality = (meta.get("modality") or "").upper()[:16]
     if modality and modality not in study.modalities:
         study.modalities = [*study.modalities, modality]
-        study.save(update_fields=["modalities"])
-    return study
+        changed.append("modalities")
+    if modality in REPORT_MODALITIES and not study.has_report:
+        study.has_report = True
+        changed.append("has_report")
+    if modality in ANNOTATION_MODALITIES and not study.has_annotation:
+        study.has_annotation = True
+        changed.append("has_annotation")
+    thickness = meta.get("slice_thickness")
+    if thickness and thickness > 0 and (study.slice_thickness is None or thickness < study.slice_thickness):
+        study.slice_thickness = thickness  # the thinnest series is what a buyer asks about
+        changed.append("slice_thickness")
+    strength = meta.get("field_strength")
+    if strength and strength > 0 and study.field_strength != strength:
+        study.field_strength = max(strength, study.field_strength or 0)
+        changed.append("field_strength")
+    return changed
 
 
 def _series_for(study: Study, meta: dict[str, Any]) -> Series:

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from django.contrib.postgres.search import SearchVector
+from django.db import connection
 from django.db.models import Aggregate, Count, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from catalog.models import Dataset, Instance, Series, Study
+from catalog.search.postgres import condition_label
+from catalog.search.rollup import rollup_refresh
 
 
 def _subtotal(rows: QuerySet, group: str, aggregate: Aggregate) -> Coalesce:
@@ -50,16 +53,20 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
         modalities=modalities, body_parts=distinct("body_part"), sexes=distinct("patient_sex"),
         age_bands=distinct("age_band"), manufacturers=distinct("manufacturer"),
     )
-    return dataset_refresh_search_vector(dataset_id=dataset_id)
+    dataset = dataset_refresh_search_vector(dataset_id=dataset_id)
+    rollup_refresh(dataset_id=dataset_id)
+    return dataset
 
 
 def dataset_refresh_search_vector(*, dataset_id: int) -> Dataset:
     dataset = Dataset.objects.get(pk=dataset_id)
+    studies_refresh_search_vector(dataset=dataset)
     descriptions = " ".join(
         Series.objects.filter(study__dataset_id=dataset_id).exclude(description="")
         .order_by("description").values_list("description", flat=True).distinct()[:200]
     )
-    facets_text = " ".join([*dataset.modalities, *dataset.body_parts, *dataset.manufacturers])
+    facets_text = " ".join([*dataset.modalities, *dataset.body_parts, *dataset.manufacturers,
+                            *(condition_label(c) for c in dataset.conditions)])
     Dataset.objects.filter(pk=dataset_id).update(
         search_vector=(
             SearchVector(Value(dataset.title), weight="A", config="english")
@@ -72,4 +79,22 @@ def dataset_refresh_search_vector(*, dataset_id: int) -> Dataset:
     return dataset
 
 
-__all__ = ["dataset_refresh_search_vector", "dataset_refresh_stats"]
+def studies_refresh_search_vector(*, dataset: Dataset) -> None:
+    """Each study's keywords: its own and its series' descriptions, body part, modalities,
+    and the dataset's title and conditions (set-based, one UPDATE)."""
+    conditions = " ".join(condition_label(c) for c in dataset.conditions)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE catalog_study AS s SET search_vector = "
+            "setweight(to_tsvector('english', coalesce(s.description, '') || ' ' || coalesce("
+            "  (SELECT string_agg(DISTINCT r.description, ' ') FROM catalog_series r"
+            "   WHERE r.study_id = s.id), '')), 'A') || "
+            "setweight(to_tsvector('simple', s.body_part || ' ' || array_to_string(s.modalities, ' ') "
+            "  || ' ' || s.manufacturer || ' ' || s.model), 'B') || "
+            "setweight(to_tsvector('english', %s), 'C') "
+            "WHERE s.dataset_id = %s",
+            [f"{dataset.title} {conditions}", dataset.id],
+        )
+
+
+__all__ = ["dataset_refresh_search_vector", "dataset_refresh_stats", "studies_refresh_search_vector"]

@@ -1,0 +1,13 @@
+"""Study-level search, facet counts and cohorts (issue 4). PostgreSQL is the backend here;
+``search_backend()`` is the one place that picks it."""
+from __future__ import annotations
+
+from catalog.search.dimensions import InvalidQueryError, StudyQuery, study_query_from
+from catalog.search.postgres import PostgresSearch
+
+
+def search_backend() -> PostgresSearch:
+    return PostgresSearch()
+
+
+__all__ = ["InvalidQueryError", "PostgresSearch", "StudyQuery", "search_backend", "study_query_from"]

@@ -1,0 +1,114 @@
+"""Study-level search and cohorts over the API: /api/studies/ and /api/cohorts/."""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.search import InvalidQueryError, search_backend, study_query_from
+from catalog.search.dimensions import ALL_FILTERS, SORTS
+from catalog.search.service import accessible_provider_ids, cohort_summary, facets_and_total
+
+PAGE_SIZE = 25
+MAX_PAGE = 400  # deep pages beyond 10,000 rows: narrow the search instead
+
+def _count() -> serializers.JSONField:
+    return serializers.JSONField(help_text='A number, or "<10" where the count is suppressed')
+
+
+def _facet_rows() -> serializers.DictField:
+    row = inline_serializer("StudyFacetRow", fields={
+        "value": serializers.CharField(), "label": serializers.CharField(), "count": _count(),
+        "selected": serializers.BooleanField()})
+    return serializers.DictField(child=serializers.ListField(child=row))
+QUERY_PARAMETERS = [
+    OpenApiParameter("q", OpenApiTypes.STR, description="Keywords (web-search syntax)"),
+    *[OpenApiParameter(name, OpenApiTypes.STR, many=True, description=f"Filter by {name}; repeat for OR")
+      for name in ALL_FILTERS],
+    OpenApiParameter("price_min", OpenApiTypes.NUMBER), OpenApiParameter("price_max", OpenApiTypes.NUMBER),
+    OpenApiParameter("datasets", OpenApiTypes.INT, many=True, description="Restrict to these datasets"),
+    OpenApiParameter("sort", OpenApiTypes.STR, enum=sorted(SORTS)),
+]
+
+
+class StudyOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    dataset_id = serializers.IntegerField()
+    patient_sex = serializers.CharField()
+    age_band = serializers.CharField()
+    modalities = serializers.ListField(child=serializers.CharField())
+    body_part = serializers.CharField()
+    manufacturer = serializers.CharField()
+    model = serializers.CharField()
+    ethnicity = serializers.CharField()
+    study_year = serializers.IntegerField(allow_null=True)
+    slice_thickness = serializers.FloatField(allow_null=True)
+    field_strength = serializers.FloatField(allow_null=True)
+    has_report = serializers.BooleanField()
+    has_annotation = serializers.BooleanField()
+    series_count = serializers.IntegerField()
+    instance_count = serializers.IntegerField()
+    description = serializers.CharField()
+
+
+def _page(request: Request) -> int:
+    try:
+        page = int(request.query_params.get("page") or 1)
+    except ValueError:
+        page = 0
+    if not 1 <= page <= MAX_PAGE:
+        raise InvalidQueryError(f"page must be a number from 1 to {MAX_PAGE}.")
+    return page
+
+
+class StudyListApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="studies_search", parameters=QUERY_PARAMETERS,
+        responses=inline_serializer("StudySearchResult", fields={
+            "count": _count(), "page": serializers.IntegerField(),
+            "browsable_count": serializers.IntegerField(),
+            "results": StudyOutput(many=True),
+            "facets": _facet_rows(),
+        }),
+    )
+    def get(self, request: Request) -> Response:
+        query = study_query_from(request.query_params)
+        page = _page(request)
+        backend = search_backend()
+        summary = facets_and_total(query=query, user=request.user, backend=backend)
+        # Study rows only of datasets whose provider allows browsing before purchase
+        # (or of the user's own provider).
+        datasets = backend.datasets(query)
+        providers = accessible_provider_ids(request.user)
+        browsable = [i for i, info in datasets.items() if backend.passes(info, query) and (
+            info.allow_study_browsing or providers is None or info.provider_id in providers)]
+        rows, browsable_count = backend.studies(query, browsable, offset=(page - 1) * PAGE_SIZE,
+                                                limit=PAGE_SIZE)
+        return Response({"count": summary["total"], "page": page, "browsable_count": browsable_count,
+                         "results": StudyOutput(rows, many=True).data, "facets": summary["facets"]})
+
+
+class CohortApi(APIView):
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="cohorts_count", parameters=QUERY_PARAMETERS,
+        responses=inline_serializer("CohortSummary", fields={
+            "criteria": serializers.DictField(),
+            "datasets": serializers.ListField(child=serializers.DictField()),
+            "total_studies": _count(), "total_patients": _count(),
+            "total_price": serializers.ListField(child=serializers.DictField()),
+            "price_excludes_small_datasets": serializers.BooleanField(),
+            "mix": _facet_rows(),
+            "fill_the_gap": serializers.ListField(child=serializers.DictField()),
+        }),
+    )
+    def get(self, request: Request) -> Response:
+        query = study_query_from(request.query_params)
+        return Response(cohort_summary(query=query, user=request.user))

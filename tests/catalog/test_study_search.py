@@ -1,0 +1,210 @@
+"""Study-level search: rollup counts against plain counts, suppression, bad input, cohorts."""
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import pytest
+from django.db.models import Count, Q
+from django.http import QueryDict
+
+from catalog.models import Dataset, Study
+from catalog.search import InvalidQueryError, PostgresSearch, study_query_from
+from catalog.search.dimensions import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS, StudyQuery
+from catalog.search.rollup import rollup_refresh
+from catalog.search.service import cohort_summary, facets_and_total
+from marketplace.models import Organization
+
+pytestmark = pytest.mark.django_db
+
+SEXES, BANDS = ["F", "M", ""], ["18-29", "40-49", "60-69", "unknown"]
+MODALITIES, BODY = [["CT"], ["MR"], ["CT", "PT"], ["CR"]], ["CHEST", "HEAD", "KNEE"]
+MAKERS = [("GE", "Revolution"), ("SIEMENS", "Force"), ("PHILIPS", "Ingenia")]
+
+
+def _studies(dataset: Dataset, n: int, rng: random.Random, patients: int) -> None:
+    rows = []
+    for i in range(n):
+        maker, model = rng.choice(MAKERS)
+        rows.append(Study(
+            dataset=dataset, study_uid=f"2.25.{dataset.pk}.{i}", pseudo_patient_id=f"P-{dataset.pk}-{i % patients}",
+            patient_sex=rng.choice(SEXES), age_band=rng.choice(BANDS), modalities=rng.choice(MODALITIES),
+            body_part=rng.choice(BODY), manufacturer=maker, model=model,
+            ethnicity=rng.choice(["", "ASIAN", "WHITE"]), slice_thickness=rng.choice([None, 0.6, 1.25, 3.0, 7.0]),
+            field_strength=rng.choice([None, 1.5, 3.0]), has_report=rng.random() < 0.3,
+            has_annotation=rng.random() < 0.2, instance_count=1, description="axial chest study"))
+    Study.objects.bulk_create(rows)
+    rollup_refresh(dataset_id=dataset.pk)
+
+
+@pytest.fixture
+def catalog(provider, make_member):
+    rng = random.Random(7)
+    _, other = make_member("olga", "Omega Scans", Organization.Kind.PROVIDER)
+    made = []
+    for i, (org, n, price, licence, browse) in enumerate([
+        (provider, 400, "2.00", "academic", True), (other, 250, "5.00", "commercial", False),
+        (other, 6, "1.00", "free", True),
+    ]):
+        ds = Dataset.objects.create(provider=org, title=f"Set {i}", status=Dataset.Status.PUBLISHED,
+                                    price_per_study=Decimal(price), licence_type=licence,
+                                    country=["NZ", "DE", "DE"][i], allow_study_browsing=browse,
+                                    conditions=["ICD10:J18.9|Pneumonia"] if i != 1 else [])
+        _studies(ds, n, rng, patients=max(1, n // 3))
+        made.append(ds)
+    draft = Dataset.objects.create(provider=provider, title="Draft", status=Dataset.Status.DRAFT)
+    _studies(draft, 50, rng, patients=10)
+    return made
+
+
+def _plain_count(query: StudyQuery, skip: str | None = None) -> Q:
+    q = Q(instance_count__gt=0, dataset__status=Dataset.Status.PUBLISHED)
+    for name, values in query.study_filters(skip).items():
+        facet = STUDY_FACETS[name]
+        if name == "slice_thickness":
+            q &= _band_q("slice_thickness", SLICE_BANDS, values)
+        elif name == "field_strength":
+            q &= _band_q("field_strength", FIELD_BANDS, values)
+        elif facet.array:
+            q &= Q(**{f"{facet.column}__overlap": values})
+        elif facet.boolean:
+            q &= Q(**{f"{facet.column}__in": [v == "true" for v in values]})
+        else:
+            q &= Q(**{f"{facet.column}__in": values})
+    return q
+
+
+def _band_q(column: str, bands: list, values: list[str]) -> Q:
+    q = Q(pk__in=[])
+    for label, low, high in bands:
+        if label in values:
+            q |= Q(**{f"{column}__gte": low, f"{column}__lt": high})
+    if "unknown" in values:
+        q |= Q(**{f"{column}__isnull": True})
+    return q
+
+
+RANDOM_QUERIES = [
+    {"sex": ["F"]}, {"modality": ["PT"]}, {"sex": ["F", "M"], "age_band": ["40-49"], "manufacturer": ["GE"]},
+    {"body_part": ["CHEST"], "has_report": ["true"]}, {"slice_thickness": ["<1mm", "unknown"]},
+    {"field_strength": ["3T"], "modality": ["MR", "CT"]}, {"ethnicity": ["ASIAN"], "model": ["Force"]},
+    {"has_annotation": ["false"], "sex": [""]}, {},
+]
+
+
+@pytest.mark.parametrize("filters", RANDOM_QUERIES)
+def test_rollup_counts_equal_plain_counts(catalog, filters) -> None:
+    query = StudyQuery(filters=filters)
+    backend = PostgresSearch()
+    counts = backend.counts(query, backend.datasets(query))
+    total = sum(counts["dataset"].values())
+    assert total == Study.objects.filter(_plain_count(query)).count()
+    # Each facet is counted with every filter but its own.
+    for name, facet in STUDY_FACETS.items():
+        expected: dict[str, int] = {}
+        for study in Study.objects.filter(_plain_count(query, skip=name)):
+            for value in _facet_values(study, name):
+                expected[value] = expected.get(value, 0) + 1
+        assert counts[name] == expected, name
+
+
+def _facet_values(study: Study, name: str) -> list[str]:
+    if name == "modality":
+        return sorted(set(study.modalities))
+    if name == "slice_thickness":
+        return [_band(study.slice_thickness, SLICE_BANDS)]
+    if name == "field_strength":
+        return [_band(study.field_strength, FIELD_BANDS)]
+    value = getattr(study, STUDY_FACETS[name].column)
+    return ["true" if value else "false"] if isinstance(value, bool) else [value]
+
+
+def _band(value: float | None, bands: list) -> str:
+    for label, low, high in bands:
+        if value is not None and low <= value < high:
+            return label
+    return "unknown"
+
+
+def test_keyword_search_counts_the_matching_studies(catalog) -> None:
+    Study.objects.filter(dataset=catalog[0], body_part="KNEE").update(description="meniscus tear")
+    from catalog.services.stats import studies_refresh_search_vector
+    for ds in catalog:
+        studies_refresh_search_vector(dataset=ds)
+    query = StudyQuery(q="meniscus", filters={"sex": ["F"]})
+    backend = PostgresSearch()
+    counts = backend.counts(query, backend.datasets(query))
+    expected = Study.objects.filter(dataset=catalog[0], body_part="KNEE", patient_sex="F").count()
+    assert sum(counts["dataset"].values()) == expected > 0
+    assert counts["body_part"] == {"KNEE": expected}
+
+
+def test_small_counts_are_suppressed_for_outsiders_only(catalog, bob, make_member) -> None:
+    query = StudyQuery(filters={"licence": ["free"]})  # the 6-study dataset alone
+    outsider = facets_and_total(query=query, user=bob)
+    assert outsider["total"] == "<10"
+    assert all(row["count"] == "<10" or row["count"] >= 10 for rows in outsider["facets"].values()
+               for row in rows)
+    olga = make_member("olga2", "Omega Scans", Organization.Kind.PROVIDER)[0]  # its provider
+    assert facets_and_total(query=query, user=olga)["total"] == 6
+
+
+def test_dataset_level_facets_count_studies_and_filter(catalog, bob) -> None:
+    result = facets_and_total(query=StudyQuery(filters={"condition": ["ICD10:J18.9|Pneumonia"]}), user=bob)
+    assert result["total"] == 406
+    conditions = {row["value"]: row for row in result["facets"]["condition"]}
+    assert conditions["ICD10:J18.9|Pneumonia"]["label"] == "Pneumonia"
+    licences = {row["value"]: row["count"] for row in result["facets"]["licence"]}
+    assert licences == {"academic": 400, "free": "<10"}  # other filters applied, not its own
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"colour": "blue"}, "Unknown filter: colour"),
+    ({"age_band": "20-25"}, "Unknown age_band '20-25'"),
+    ({"price_min": "cheap"}, "price_min must be a number"),
+    ({"price_min": "10", "price_max": "5"}, "price_min is larger than price_max"),
+    ({"has_report": "maybe"}, "Unknown has_report"),
+    ({"sort": "random()"}, "Unknown sort"),
+])
+def test_bad_queries_are_refused_with_the_reason(params, message) -> None:
+    with pytest.raises(InvalidQueryError, match=message.replace("(", r"\(")):
+        study_query_from(params)
+
+
+def test_api_names_the_problem_and_survives_hostile_keywords(client, catalog) -> None:
+    response = client.get("/api/studies/", {"colour": "blue"})
+    assert response.status_code == 400 and "Unknown filter: colour" in response.json()["message"]
+    for q in ["x" * 10_000, "'; DROP TABLE catalog_study; --", "a & | ! ( ) :* \\ <->", '"unclosed']:
+        response = client.get("/api/studies/", {"q": q, "sex": "F"})
+        assert response.status_code == 200, q
+    assert Study.objects.exists()
+
+
+def test_api_lists_studies_only_of_browsable_datasets(client, catalog) -> None:
+    data = client.get("/api/studies/", {"modality": "CT"}).json()
+    dataset_ids = {row["dataset_id"] for row in data["results"]}
+    assert dataset_ids and catalog[1].pk not in dataset_ids  # its provider does not allow browsing
+    assert "pseudo_patient_id" not in data["results"][0]
+    assert data["count"] == Study.objects.filter(
+        dataset__status="published", modalities__overlap=["CT"]).count()
+    assert client.get("/api/studies/", {"page": "999999"}).status_code == 400
+
+
+def test_cohort_counts_patients_prices_and_fills_gaps(client, catalog, alice) -> None:
+    client.force_login(alice)
+    criteria = {"sex": "F", "modality": "CT", "datasets": [str(catalog[0].pk)]}
+    data = client.get("/api/cohorts/", criteria).json()
+    studies = Study.objects.filter(dataset=catalog[0], patient_sex="F", modalities__overlap=["CT"])
+    row = data["datasets"][0]
+    assert row["studies"] == studies.count() == data["total_studies"]
+    assert row["patients"] == studies.aggregate(n=Count("pseudo_patient_id", distinct=True))["n"]
+    assert Decimal(str(row["price"])) == Decimal("2.00") * studies.count()
+    mix = {r["value"]: r["count"] for r in data["mix"]["age_band"]}
+    assert sum(mix.values()) == studies.count()
+    # Only dataset 0 is in the cohort: the others may add under-represented groups.
+    assert all(s["dataset_id"] != catalog[0].pk for s in data["fill_the_gap"])
+
+
+def test_cohort_openapi_schema_lists_the_new_endpoints(client) -> None:
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    assert "/api/studies/" in schema["paths"] and "/api/cohorts/" in schema["paths"]
