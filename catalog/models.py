@@ -253,3 +253,10 @@ class UploadFile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SearchState(models.Model):
+    """One row: the version of the study data, bumped by the worker whenever a dataset's
+    studies change; web processes reload their in-memory search columns when it moves."""
+
+    version = models.PositiveBigIntegerField(default=0)

@@ -2,12 +2,15 @@
 ``search_backend()`` is the one place that picks it."""
 from __future__ import annotations
 
+from catalog.search.columnar import ColumnarSearch
 from catalog.search.dimensions import InvalidQueryError, StudyQuery, study_query_from
 from catalog.search.postgres import PostgresSearch
 
 
 def search_backend() -> PostgresSearch:
-    return PostgresSearch()
+    """Keyword-free counts in memory (columnar.py), the rest on PostgreSQL."""
+    return ColumnarSearch()
 
 
-__all__ = ["InvalidQueryError", "PostgresSearch", "StudyQuery", "search_backend", "study_query_from"]
+__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "StudyQuery", "search_backend",
+           "study_query_from"]

@@ -25,7 +25,11 @@ def rollup_refresh(*, dataset_id: int) -> int:
             f"GROUP BY dataset_id, {', '.join(str(i) for i in range(2, len(_DIMENSIONS) + 2))}",
             [dataset_id],
         )
-        return cursor.rowcount
+        rows = cursor.rowcount
+    from catalog.search.columnar import bump_version
+
+    bump_version()
+    return rows
 
 
 def rollup_refresh_all() -> int:

@@ -12,6 +12,12 @@ from catalog.search.dimensions import (
 from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label
 from marketplace.models import Membership, User
 
+
+def search_backend() -> PostgresSearch:
+    from catalog.search import search_backend as configured
+
+    return configured()
+
 MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]
 SUPPRESSED = f"<{SUPPRESSION_THRESHOLD}"
 
@@ -50,7 +56,7 @@ def _rows(name: str, counts: dict[str, int], selected: list[str], exact: bool) -
 def facets_and_total(*, query: StudyQuery, user: User | None,
                      backend: PostgresSearch | None = None) -> dict[str, Any]:
     """{"total": studies, "facets": {name: rows}, "datasets": {id: studies}}."""
-    backend = backend or PostgresSearch()
+    backend = backend or search_backend()
     datasets = backend.datasets(query)
     counts = backend.counts(query, datasets)
     providers = accessible_provider_ids(user)
@@ -81,7 +87,7 @@ def cohort_summary(*, query: StudyQuery, user: User | None,
                    backend: PostgresSearch | None = None) -> dict[str, Any]:
     """Per dataset and in total: matching studies, patients and price; the demographic
     mix of the match; and which other datasets would fill its gaps."""
-    backend = backend or PostgresSearch()
+    backend = backend or search_backend()
     datasets = backend.datasets(query)
     counts = backend.counts(query, datasets, facets=False)["dataset"]
     chosen = {int(i): n for i, n in counts.items() if backend.passes(datasets[int(i)], query)}

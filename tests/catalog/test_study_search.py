@@ -9,7 +9,7 @@ from django.db.models import Count, Q
 from django.http import QueryDict
 
 from catalog.models import Dataset, Study
-from catalog.search import InvalidQueryError, PostgresSearch, study_query_from
+from catalog.search import ColumnarSearch, InvalidQueryError, PostgresSearch, study_query_from
 from catalog.search.dimensions import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS, StudyQuery
 from catalog.search.rollup import rollup_refresh
 from catalog.search.service import cohort_summary, facets_and_total
@@ -92,10 +92,11 @@ RANDOM_QUERIES = [
 ]
 
 
+@pytest.mark.parametrize("backend_class", [PostgresSearch, ColumnarSearch])
 @pytest.mark.parametrize("filters", RANDOM_QUERIES)
-def test_rollup_counts_equal_plain_counts(catalog, filters) -> None:
+def test_facet_counts_equal_plain_counts(catalog, filters, backend_class) -> None:
     query = StudyQuery(filters=filters)
-    backend = PostgresSearch()
+    backend = backend_class()
     counts = backend.counts(query, backend.datasets(query))
     total = sum(counts["dataset"].values())
     assert total == Study.objects.filter(_plain_count(query)).count()
@@ -124,6 +125,32 @@ def _band(value: float | None, bands: list) -> str:
         if value is not None and low <= value < high:
             return label
     return "unknown"
+
+
+@pytest.mark.parametrize("backend_class", [PostgresSearch, ColumnarSearch])
+def test_patients_and_breakdowns_agree_with_plain_counts(catalog, backend_class) -> None:
+    query = StudyQuery(filters={"sex": ["F"], "modality": ["CT"]})
+    backend = backend_class()
+    ids = [d.pk for d in catalog]
+    studies = Study.objects.filter(_plain_count(query))
+    expected = {row["dataset"]: row["n"] for row in
+                studies.values("dataset").annotate(n=Count("pseudo_patient_id", distinct=True))}
+    assert backend.patients(query, ids) == expected
+    mix = backend.breakdown(query, ids, ["age_band", "manufacturer"])
+    assert mix["age_band"] == {r["age_band"]: r["n"] for r in studies.values("age_band").annotate(n=Count("id"))}
+    by_dataset = backend.by_dataset(query, ids, "sex")
+    assert {i: sum(v.values()) for i, v in by_dataset.items()} == {
+        r["dataset"]: r["n"] for r in studies.values("dataset").annotate(n=Count("id"))}
+
+
+def test_columns_reload_when_the_worker_changes_the_data(catalog) -> None:
+    from catalog.search.columnar import columns
+    before = columns()
+    Study.objects.filter(dataset=catalog[0]).update(patient_sex="O")
+    assert columns() is before  # nothing told the web processes yet
+    rollup_refresh(dataset_id=catalog[0].pk)  # what the worker does after ingestion
+    after = columns()
+    assert after is not before and "O" in after.values["sex"]
 
 
 def test_keyword_search_counts_the_matching_studies(catalog) -> None:
