@@ -232,6 +232,14 @@ def main() -> int:
     from config.embedded import ensure_postgres, stop_postgres
 
     url = ensure_postgres(work / "postgres", durable=False)
+    try:
+        return _run(args, work, url)
+    finally:  # also on Ctrl-C: no PostgreSQL left running
+        if not args.keep:
+            stop_postgres(work / "postgres")
+
+
+def _run(args: argparse.Namespace, work: Path, url: str) -> int:
     # No broker is used here: a Redis URL that is never connected to.
     os.environ.update(DATABASE_URL=url, VAR_DIR=str(work), DJANGO_SETTINGS_MODULE="config.settings",
                       DEBUG="false", REDIS_URL="redis://127.0.0.1:9/0")
@@ -268,8 +276,16 @@ def main() -> int:
           f"for {args.studies:,} studies)")
 
     ours: dict[str, tuple[str, list[float]]] = {}
+    cold: dict[str, float] = {}
+    t0 = time.perf_counter()
+    from catalog.search.columnar import columns
+
+    columns()
+    print(f"# web process: search columns loaded in {time.perf_counter() - t0:.1f} s (once per data version)")
     for label, run, key in queries(ids):
-        run()  # warm
+        t0 = time.perf_counter()
+        run()  # first run: keyword rows are fetched once per keyword and data version
+        cold[key] = (time.perf_counter() - t0) * 1000
         times = []
         for _ in range(args.runs):
             t0 = time.perf_counter()
@@ -281,16 +297,15 @@ def main() -> int:
     def p(values: list[float], q: float) -> float:
         return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 1 else values[0] * 1000
 
-    print(f"\n{'query':32s} {'p50 ms':>8s} {'p95 ms':>8s} {'duckdb p95':>10s} {'ratio':>6s}")
-    print("-" * 70)
+    print(f"\n{'query':32s} {'first ms':>9s} {'p50 ms':>8s} {'p95 ms':>8s} {'duckdb p95':>10s} {'ratio':>6s}")
+    print("-" * 80)
     for key, (label, times) in ours.items():
         d95 = p(duck[key], 95)
-        print(f"{label:32s} {p(times, 50):8.1f} {p(times, 95):8.1f} {d95:10.1f} {p(times, 95) / d95:6.1f}")
+        print(f"{label:32s} {cold[key]:9.1f} {p(times, 50):8.1f} {p(times, 95):8.1f} {d95:10.1f} "
+              f"{p(times, 95) / d95:6.1f}")
     print("\nours: the product's search services in-process (what /api/studies/ and /api/cohorts/ call), "
           "facet counts included; duckdb: the same aggregations over the same rows in memory.")
-    if not args.keep:
-        connection.close()
-        stop_postgres(work / "postgres")
+    connection.close()
     return 0
 
 

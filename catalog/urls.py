@@ -1,10 +1,11 @@
 from django.urls import path
 
-from catalog import views
+from catalog import cohort_views, views
 
 urlpatterns = [
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path("cohorts/", cohort_views.cohort_builder, name="cohort_builder"),
     path("provider/datasets/new/", views.dataset_new, name="dataset_new"),
     path("provider/datasets/<int:dataset_id>/", views.dataset_manage, name="dataset_manage"),
     path("provider/datasets/<int:dataset_id>/upload/", views.dataset_upload, name="dataset_upload"),

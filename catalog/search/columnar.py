@@ -27,6 +27,7 @@ _SELECT = ", ".join(
 @dataclass
 class Columns:
     version: int
+    ids: np.ndarray  # int64 study id per row, ascending
     dataset: np.ndarray  # int32 dataset id per study
     patient: np.ndarray  # int32 patient code (unique per dataset and pseudonym)
     codes: dict[str, np.ndarray]  # facet -> int16 code per study
@@ -51,6 +52,7 @@ def _load(version: int) -> Columns:
         cursor.execute(f"SELECT {_SELECT} FROM catalog_study WHERE instance_count > 0 ORDER BY id")
         rows = cursor.fetchall()
     count = len(rows)
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=count)
     dataset = np.fromiter((r[1] for r in rows), dtype=np.int32, count=count)
     patient_keys = [f"{r[1]}:{r[2]}" for r in rows]
     _, patient = np.unique(np.array(patient_keys, dtype=object), return_inverse=True) if count else (None, np.zeros(0, np.int64))
@@ -65,7 +67,7 @@ def _load(version: int) -> Columns:
     bit = {m: np.uint64(1) << np.uint64(i) for i, m in enumerate(modality_values)}
     bits = np.fromiter((sum((int(bit[m]) for m in set(r[3] or []) if m in bit), 0) for r in rows),
                        dtype=np.uint64, count=count)
-    return Columns(version, dataset, patient.astype(np.int32), codes, values, bits, modality_values)
+    return Columns(version, ids, dataset, patient.astype(np.int32), codes, values, bits, modality_values)
 
 
 _lock = threading.Lock()
@@ -83,10 +85,45 @@ def columns() -> Columns:
     return _cached
 
 
+_KEYWORD_CACHE_SIZE = 32
+_keyword_rows: dict[tuple[int, str], np.ndarray] = {}
+
+
+def keyword_rows(cols: Columns, q: str) -> np.ndarray:
+    """Row positions of the studies matching keywords (PostgreSQL's full-text index finds
+    them; the rows are kept per data version, so refining facets under the same keywords
+    does not search again)."""
+    key = (cols.version, q)
+    rows = _keyword_rows.get(key)
+    if rows is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM catalog_study WHERE instance_count > 0 AND "
+                           "search_vector @@ websearch_to_tsquery('english', %s)", [q])
+            ids = np.fromiter((r[0] for r in cursor.fetchall()), dtype=np.int64)
+        positions = np.searchsorted(cols.ids, ids)
+        inside = positions < len(cols.ids)
+        positions, ids = positions[inside], ids[inside]
+        rows = positions[cols.ids[positions] == ids]  # studies loaded into this version
+        with _lock:
+            if len(_keyword_rows) >= _KEYWORD_CACHE_SIZE:
+                _keyword_rows.pop(next(iter(_keyword_rows)))
+            _keyword_rows[key] = rows
+    return rows
+
+
 class ColumnarSearch(PostgresSearch):
-    """PostgresSearch with the keyword-free counts done on the in-memory columns."""
+    """PostgresSearch with the counts done on the in-memory columns (keywords select the
+    rows through PostgreSQL's full-text index first)."""
 
     name = "columnar"
+
+    @staticmethod
+    def _keyword_mask(cols: Columns, query: StudyQuery) -> np.ndarray | None:
+        if not query.q:
+            return None
+        mask = np.zeros(cols.size, dtype=bool)
+        mask[keyword_rows(cols, query.q)] = True
+        return mask
 
     # -- masks ---------------------------------------------------------------------------
 
@@ -138,10 +175,11 @@ class ColumnarSearch(PostgresSearch):
 
     def counts(self, query: StudyQuery, datasets: dict[int, DatasetInfo], *,
                facets: bool = True) -> dict[str, dict[str, int]]:
-        if query.q:
-            return super().counts(query, datasets, facets=facets)
         cols = columns()
         universe = self._dataset_mask(cols, list(datasets))
+        keyword = self._keyword_mask(cols, query)
+        if keyword is not None:
+            universe &= keyword
         chosen = self._dataset_mask(cols, [i for i, info in datasets.items() if self.passes(info, query)])
         masks = self._masks(cols, query)
         study_match = self._combine(list(masks.values()), cols.size) & universe
@@ -163,16 +201,12 @@ class ColumnarSearch(PostgresSearch):
 
     def breakdown(self, query: StudyQuery, dataset_ids: list[int],
                   dimensions: list[str]) -> dict[str, dict[str, int]]:
-        if query.q:
-            return super().breakdown(query, dataset_ids, dimensions)
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
         return {name: self._tally(cols, name, rows) for name in dimensions}
 
     def by_dataset(self, query: StudyQuery, dataset_ids: list[int],
                    dimension: str) -> dict[int, dict[str, int]]:
-        if query.q:
-            return super().by_dataset(query, dataset_ids, dimension)
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
         out: dict[int, dict[str, int]] = {}
@@ -182,8 +216,6 @@ class ColumnarSearch(PostgresSearch):
         return out
 
     def patients(self, query: StudyQuery, dataset_ids: list[int]) -> dict[int, int]:
-        if query.q:
-            return super().patients(query, dataset_ids)
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
         if not len(rows):
@@ -197,6 +229,9 @@ class ColumnarSearch(PostgresSearch):
 
     def _rows(self, cols: Columns, query: StudyQuery, dataset_ids: list[int]) -> np.ndarray:
         masks = list(self._masks(cols, query).values())
+        keyword = self._keyword_mask(cols, query)
+        if keyword is not None:
+            masks.append(keyword)
         return np.flatnonzero(self._combine(masks, cols.size) & self._dataset_mask(cols, dataset_ids))
 
 

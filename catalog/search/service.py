@@ -167,3 +167,21 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearc
                     "adds_studies": _shown(studies, _exact(providers, [info])),
                 })
     return suggestions
+
+
+def relax_suggestions(*, query: StudyQuery, user: User | None,
+                      backend: PostgresSearch | None = None) -> list[dict[str, Any]]:
+    """For an empty result: how many studies each active filter would give back if it
+    were removed (most first), so the page can say which filter to relax."""
+    backend = backend or search_backend()
+    out = []
+    for name in query.filters:
+        wider = replace(query, filters={k: v for k, v in query.filters.items() if k != name})
+        total = facets_and_total(query=wider, user=user, backend=backend)["total"]
+        if total:
+            out.append({"filter": name, "values": query.filters[name], "studies": total})
+    if query.q:
+        total = facets_and_total(query=replace(query, q=""), user=user, backend=backend)["total"]
+        if total:
+            out.append({"filter": "q", "values": [query.q], "studies": total})
+    return sorted(out, key=lambda r: -(r["studies"] if isinstance(r["studies"], int) else 0))

@@ -130,3 +130,39 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
     assert response.status == 404
     shutil.rmtree(tmp_path, ignore_errors=True)
 
+
+
+@pytest.fixture
+def study_catalog(provider):
+    from decimal import Decimal
+
+    from catalog.models import Dataset, Study
+    from catalog.search.rollup import rollup_refresh
+
+    dataset = Dataset.objects.create(provider=provider, title="Chest CT cohort", status=Dataset.Status.PUBLISHED,
+                                     price_per_study=Decimal("3.00"), allow_study_browsing=True)
+    Study.objects.bulk_create([
+        Study(dataset=dataset, study_uid=f"2.25.77.{i}", pseudo_patient_id=f"P-{i % 40}",
+              patient_sex="FM"[i % 2], age_band=["40-49", "60-69"][i % 3 == 0], modalities=["CT"],
+              body_part="CHEST", manufacturer=["GE", "SIEMENS"][i % 4 == 0], instance_count=1)
+        for i in range(120)])
+    rollup_refresh(dataset_id=dataset.pk)
+    return dataset
+
+
+def test_researcher_builds_a_cohort_without_page_reloads(live_server, bob, study_catalog, browser):
+    base = live_server.url
+    page = _log_in(browser, base, "bob", "pass-1234567")
+    page.goto(f"{base}/cohorts/")
+    assert "120 studies" in page.inner_text("#cohort-total")
+    page.evaluate("window.__sameDocument = true")
+    page.check("input[name=sex][value=F]")
+    page.wait_for_url("**/cohorts/?*sex=F*")
+    page.wait_for_function("document.querySelector('#cohort-total').innerText.startsWith('60 studies')")
+    assert page.evaluate("window.__sameDocument === true")  # updated in place, not reloaded
+    assert "180.00 USD" in page.inner_text("#cohort-results")  # 60 studies × 3.00
+    # The URL holds the whole query: opening it again shows the same cohort.
+    fresh = browser.new_page()
+    fresh.goto(page.url)
+    assert fresh.inner_text("#cohort-total").startswith("60 studies")
+    assert fresh.is_checked("input[name=sex][value=F]")

@@ -153,17 +153,21 @@ def test_columns_reload_when_the_worker_changes_the_data(catalog) -> None:
     assert after is not before and "O" in after.values["sex"]
 
 
-def test_keyword_search_counts_the_matching_studies(catalog) -> None:
+@pytest.mark.parametrize("backend_class", [PostgresSearch, ColumnarSearch])
+def test_keyword_search_counts_the_matching_studies(catalog, backend_class) -> None:
     Study.objects.filter(dataset=catalog[0], body_part="KNEE").update(description="meniscus tear")
     from catalog.services.stats import studies_refresh_search_vector
     for ds in catalog:
         studies_refresh_search_vector(dataset=ds)
+    rollup_refresh(dataset_id=catalog[0].pk)  # the worker's "data changed" signal
     query = StudyQuery(q="meniscus", filters={"sex": ["F"]})
-    backend = PostgresSearch()
+    backend = backend_class()
     counts = backend.counts(query, backend.datasets(query))
     expected = Study.objects.filter(dataset=catalog[0], body_part="KNEE", patient_sex="F").count()
     assert sum(counts["dataset"].values()) == expected > 0
     assert counts["body_part"] == {"KNEE": expected}
+    assert backend.patients(query, [catalog[0].pk]) == {catalog[0].pk: Study.objects.filter(
+        dataset=catalog[0], body_part="KNEE", patient_sex="F").values("pseudo_patient_id").distinct().count()}
 
 
 def test_small_counts_are_suppressed_for_outsiders_only(catalog, bob, make_member) -> None:
@@ -235,3 +239,20 @@ def test_cohort_counts_patients_prices_and_fills_gaps(client, catalog, alice) ->
 def test_cohort_openapi_schema_lists_the_new_endpoints(client) -> None:
     schema = client.get("/api/schema/", {"format": "json"}).json()
     assert "/api/studies/" in schema["paths"] and "/api/cohorts/" in schema["paths"]
+
+
+def test_cohort_builder_page_shows_counts_and_keeps_the_query_in_the_url(client, catalog) -> None:
+    page = client.get("/cohorts/", {"sex": "F", "modality": "CT"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    expected = Study.objects.filter(dataset__status="published", patient_sex="F", modalities__overlap=["CT"]).count()
+    assert f"{expected} studies" in html
+    assert 'name="sex" value="F" checked' in html
+    assert "js/cohort.js" in html
+
+
+def test_cohort_builder_page_names_bad_input_and_suggests_what_to_relax(client, catalog) -> None:
+    bad = client.get("/cohorts/", {"age_band": "20-25"})
+    assert bad.status_code == 400 and "Unknown age_band" in bad.content.decode()
+    empty = client.get("/cohorts/", {"modality": "CR", "body_part": "KNEE", "model": "Nope"}).content.decode()
+    assert "No study matches" in empty and "Without the <strong>model</strong> filter" in empty

@@ -1,0 +1,42 @@
+"""The cohort builder page: facets with live counts, the cohort's figures, fill the gap.
+
+The URL holds the whole query (shareable, bookmarkable); with JavaScript, changing a
+facet fetches the page in the background and swaps in the facets and results
+(static/js/cohort.js), and updates the URL.
+"""
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from catalog.search import InvalidQueryError, StudyQuery, study_query_from
+from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS
+from catalog.search.service import cohort_summary, facets_and_total, relax_suggestions
+
+FACET_ORDER = ["modality", "body_part", "condition", "sex", "age_band", "ethnicity", "manufacturer",
+               "model", "slice_thickness", "field_strength", "has_report", "has_annotation",
+               "licence", "provider", "country"]
+
+
+def _label(name: str) -> str:
+    return STUDY_FACETS[name].label if name in STUDY_FACETS else DATASET_LEVEL[name]
+
+
+def cohort_builder(request: HttpRequest) -> HttpResponse:
+    error = ""
+    try:
+        query = study_query_from(request.GET)
+    except InvalidQueryError as exc:
+        error, query = exc.message, StudyQuery()
+    found = facets_and_total(query=query, user=request.user)
+    cohort = cohort_summary(query=query, user=request.user)
+    empty = cohort["total_studies"] == 0
+    context = {
+        "query": query, "error": error, "cohort": cohort, "total": found["total"],
+        "facets": [(name, _label(name), found["facets"][name]) for name in FACET_ORDER
+                   if found["facets"].get(name)],
+        "active": [(name, _label(name), value) for name, values in query.filters.items() for value in values],
+        "relax": relax_suggestions(query=query, user=request.user) if empty else [],
+        "mix": [(_label(name), rows) for name, rows in cohort["mix"].items()],
+    }
+    return render(request, "catalog/cohort_builder.html", context, status=400 if error else 200)

@@ -1,0 +1,40 @@
+// Cohort builder: a facet change fetches the page in the background and swaps in the
+// facet counts and results (no reload); the address bar keeps the whole query (share it, bookmark it, go back to it).
+(function () {
+  const form = document.getElementById("cohort-form");
+  if (!form || !window.fetch) return;
+  let pending = null;
+
+  function queryString() {
+    const params = new URLSearchParams();
+    for (const [key, value] of new FormData(form)) {
+      if (String(value).trim() !== "") params.append(key, value);
+    }
+    return params.toString();
+  }
+
+  async function refresh(push) {
+    const qs = queryString();
+    const url = form.action + (qs ? "?" + qs : "");
+    if (pending) pending.abort();
+    pending = new AbortController();
+    document.getElementById("cohort-results").setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(url, { signal: pending.signal });
+      const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const id of ["cohort-facets", "cohort-results"]) {
+        const fresh = doc.getElementById(id);
+        if (fresh) document.getElementById(id).innerHTML = fresh.innerHTML;
+      }
+      if (push) history.pushState(null, "", url);
+    } catch (err) {
+      if (err.name !== "AbortError") form.submit();
+    } finally {
+      document.getElementById("cohort-results").removeAttribute("aria-busy");
+    }
+  }
+
+  form.addEventListener("change", () => refresh(true));
+  form.addEventListener("submit", (event) => { event.preventDefault(); refresh(true); });
+  window.addEventListener("popstate", () => window.location.reload());
+})();
