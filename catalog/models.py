@@ -132,32 +132,6 @@ class Study(models.Model):
         return f"Study {self.study_uid}"
 
 
-class StudyRollup(models.Model):
-    """Study counts of one dataset by every search dimension, rebuilt by the worker when
-    the dataset's studies change. Facet counts and cohort breakdowns sum these rows (a
-    few thousand) instead of grouping a million studies per request."""
-
-    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
-    patient_sex = models.CharField(max_length=8)
-    age_band = models.CharField(max_length=16)
-    modalities = ArrayField(models.CharField(max_length=16), default=list)
-    body_part = models.CharField(max_length=64)
-    manufacturer = models.CharField(max_length=64)
-    model = models.CharField(max_length=64)
-    ethnicity = models.CharField(max_length=64)
-    slice_band = models.CharField(max_length=16)
-    field_band = models.CharField(max_length=16)
-    has_report = models.BooleanField()
-    has_annotation = models.BooleanField()
-    studies = models.PositiveIntegerField()
-    # Distinct patients in this cell; a patient whose studies fall in several cells counts
-    # in each, so sums of this are an upper bound (exact patient counts: Study table).
-    patients = models.PositiveIntegerField()
-
-    class Meta:
-        indexes = [models.Index(fields=["dataset"])]
-
-
 class Series(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
     series_uid = models.CharField(max_length=64)
@@ -255,8 +229,15 @@ class UploadFile(models.Model):
         return self.name
 
 
-class SearchState(models.Model):
-    """One row: the version of the study data, bumped by the worker whenever a dataset's
-    studies change; web processes reload their in-memory search columns when it moves."""
+class StudyColumns(models.Model):
+    """One dataset's study search dimensions as compressed numpy codes (catalog/search/
+    snapshots.py), rebuilt by the worker when the dataset's studies change; web processes
+    hold all of them in memory for counting (catalog/search/columnar.py)."""
 
-    version = models.PositiveBigIntegerField(default=0)
+    dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    version = models.BigIntegerField()
+    rows = models.PositiveIntegerField()
+    blob = models.BinaryField()
+
+    class Meta:
+        verbose_name_plural = "study columns"

@@ -1,8 +1,8 @@
 """Study-level search dimensions: the facets, their bands, and parsing a query from the URL.
 
-One table of facets serves the rollup (what it groups by), the backends (what they
+One table of facets serves the snapshots (what they encode), the backends (what they
 filter and count) and the API (what parameters exist). Study-level facets are columns of
-catalog_study / catalog_studyrollup; dataset-level facets are attributes of the dataset.
+catalog_study; dataset-level facets are attributes of the dataset.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ FIELD_BANDS = [("<1.5T", 0.0, 1.45), ("1.5T", 1.45, 1.55), ("1.5-3T", 1.55, 2.9)
 class Facet:
     name: str
     label: str
-    column: str  # in catalog_studyrollup (and catalog_study unless ``study_sql`` says otherwise)
+    column: str  # in catalog_study (``study_sql``: an expression over it, e.g. a band)
     study_sql: str = ""  # expression over catalog_study when it differs from ``column``
     array: bool = False  # the column holds a list (a study with CT and PT counts in both)
     boolean: bool = False
@@ -56,8 +56,8 @@ STUDY_FACETS: dict[str, Facet] = {f.name: f for f in [
     Facet("ethnicity", "Ethnicity", "ethnicity"),
     Facet("manufacturer", "Manufacturer", "manufacturer"),
     Facet("model", "Model", "model"),
-    Facet("slice_thickness", "Slice thickness", "slice_band", study_sql=SLICE_SQL),
-    Facet("field_strength", "Field strength", "field_band", study_sql=FIELD_SQL),
+    Facet("slice_thickness", "Slice thickness", "slice_thickness", study_sql=SLICE_SQL),
+    Facet("field_strength", "Field strength", "field_strength", study_sql=FIELD_SQL),
     Facet("has_report", "Has reports", "has_report", boolean=True, labels=YES_NO),
     Facet("has_annotation", "Has annotations", "has_annotation", boolean=True, labels=YES_NO),
 ]}

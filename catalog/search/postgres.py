@@ -1,9 +1,10 @@
-"""The PostgreSQL search backend: facet counts and cohort figures from the study rollup.
+"""The PostgreSQL search backend: facet counts, cohort figures and study pages in SQL.
 
-Without keywords every count comes from catalog_studyrollup (a few rows per combination
-of dimensions per dataset), in one pass: each facet is counted with every filter but its
-own (GROUPING SETS with one FILTERed sum per facet). With keywords the same query runs
-over the matching rows of catalog_study (full-text index), each study weighing 1.
+Each facet is counted with every filter but its own in one pass over the matching
+studies (GROUPING SETS with one FILTERed count per facet); keywords use the full-text
+index. Exact, and the reference the in-memory backend (columnar.py) is tested against,
+but it groups every matching study per request: at a million studies the product counts
+with columnar.py and uses this class for study pages only.
 """
 from __future__ import annotations
 
@@ -45,24 +46,20 @@ def _dataset_values(info: DatasetInfo, name: str) -> list[str]:
 
 
 class _Source:
-    """Rows to count: the rollup (weight = its study count) or matching studies."""
+    """The studies to count (optionally those matching keywords), each weighing 1."""
 
     def __init__(self, query: StudyQuery) -> None:
-        self.keyword = bool(query.q)
+        self.keyword = True  # columns of catalog_study (see Facet.on_study)
+        self.table = "catalog_study"
+        self.weight = "1"
+        self.where = "instance_count > 0"
         self.params: list[Any] = []
-        if self.keyword:
-            self.table = "catalog_study"
-            self.weight = "1"
-            self.where = ("instance_count > 0 AND search_vector @@ "
-                          "websearch_to_tsquery('english', %s)")
+        if query.q:
+            self.where += " AND search_vector @@ websearch_to_tsquery('english', %s)"
             self.params.append(query.q)
-        else:
-            self.table = "catalog_studyrollup"
-            self.weight = "studies"
-            self.where = "TRUE"
 
     def column(self, facet: Facet) -> str:
-        return facet.on_study() if self.keyword else facet.column
+        return facet.on_study()
 
 
 def _condition(source: _Source, facet: Facet, values: list[str], params: list[Any]) -> str:

@@ -8,7 +8,7 @@ from django.db.models.functions import Coalesce
 
 from catalog.models import Dataset, Instance, Series, Study
 from catalog.search.postgres import condition_label
-from catalog.search.rollup import rollup_refresh
+from catalog.search.snapshots import snapshot_refresh
 
 
 def _subtotal(rows: QuerySet, group: str, aggregate: Aggregate) -> Coalesce:
@@ -54,7 +54,7 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
         age_bands=distinct("age_band"), manufacturers=distinct("manufacturer"),
     )
     dataset = dataset_refresh_search_vector(dataset_id=dataset_id)
-    rollup_refresh(dataset_id=dataset_id)
+    snapshot_refresh(dataset_id=dataset_id)  # what the in-memory search counts
     return dataset
 
 

@@ -137,7 +137,7 @@ def study_catalog(provider):
     from decimal import Decimal
 
     from catalog.models import Dataset, Study
-    from catalog.search.rollup import rollup_refresh
+    from catalog.search.snapshots import snapshot_refresh
 
     dataset = Dataset.objects.create(provider=provider, title="Chest CT cohort", status=Dataset.Status.PUBLISHED,
                                      price_per_study=Decimal("3.00"), allow_study_browsing=True)
@@ -146,7 +146,7 @@ def study_catalog(provider):
               patient_sex="FM"[i % 2], age_band=["40-49", "60-69"][i % 3 == 0], modalities=["CT"],
               body_part="CHEST", manufacturer=["GE", "SIEMENS"][i % 4 == 0], instance_count=1)
         for i in range(120)])
-    rollup_refresh(dataset_id=dataset.pk)
+    snapshot_refresh(dataset_id=dataset.pk)
     return dataset
 
 

@@ -1,4 +1,4 @@
-"""Study-level search: rollup counts against plain counts, suppression, bad input, cohorts."""
+"""Study-level search: both backends against plain counts, suppression, bad input, cohorts."""
 from __future__ import annotations
 
 import random
@@ -11,7 +11,7 @@ from django.http import QueryDict
 from catalog.models import Dataset, Study
 from catalog.search import ColumnarSearch, InvalidQueryError, PostgresSearch, study_query_from
 from catalog.search.dimensions import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS, StudyQuery
-from catalog.search.rollup import rollup_refresh
+from catalog.search.snapshots import snapshot_refresh
 from catalog.search.service import cohort_summary, facets_and_total
 from marketplace.models import Organization
 
@@ -34,7 +34,7 @@ def _studies(dataset: Dataset, n: int, rng: random.Random, patients: int) -> Non
             field_strength=rng.choice([None, 1.5, 3.0]), has_report=rng.random() < 0.3,
             has_annotation=rng.random() < 0.2, instance_count=1, description="axial chest study"))
     Study.objects.bulk_create(rows)
-    rollup_refresh(dataset_id=dataset.pk)
+    snapshot_refresh(dataset_id=dataset.pk)
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_columns_reload_when_the_worker_changes_the_data(catalog) -> None:
     before = columns()
     Study.objects.filter(dataset=catalog[0]).update(patient_sex="O")
     assert columns() is before  # nothing told the web processes yet
-    rollup_refresh(dataset_id=catalog[0].pk)  # what the worker does after ingestion
+    snapshot_refresh(dataset_id=catalog[0].pk)  # what the worker does after ingestion
     after = columns()
     assert after is not before and "O" in after.values["sex"]
 
@@ -159,7 +159,7 @@ def test_keyword_search_counts_the_matching_studies(catalog, backend_class) -> N
     from catalog.services.stats import studies_refresh_search_vector
     for ds in catalog:
         studies_refresh_search_vector(dataset=ds)
-    rollup_refresh(dataset_id=catalog[0].pk)  # the worker's "data changed" signal
+    snapshot_refresh(dataset_id=catalog[0].pk)  # the worker's "data changed" signal
     query = StudyQuery(q="meniscus", filters={"sex": ["F"]})
     backend = backend_class()
     counts = backend.counts(query, backend.datasets(query))
