@@ -53,8 +53,8 @@ from deid.walk import MAX_DEPTH
 # extensions, CJK) take the pydicom path.
 _CODECS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf-8"}
 _CHARSET = 0x00080005
-_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID = 0x00080016, 0x00080018, 0x0020000D
-_META_SOP_CLASS, _META_SOP_INSTANCE = 0x00020002, 0x00020003
+_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
+_PIXEL_DATA = 0x7FE00010
 _IDENTITY_VRS = frozenset({"PN", "DA", "DT", "UI"})
 _BINARY_DUMMIES = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i", "UV": "<Q", "SV": "<q",
                    "FL": "<f", "FD": "<d", "AT": "<I"}
@@ -93,13 +93,11 @@ def _wants_identity(tag: int, vr: str) -> bool:
     return vr in _IDENTITY_VRS or tag in _identity_tags()
 
 
-@lru_cache(maxsize=64)
-def _action_table(options: Options) -> dict[int, str]:
-    return {}
+_ACTIONS: dict[Options, dict[int, str]] = {}  # per set of options: tag -> single action
 
 
 def _action(tag: int, options: Options) -> str:
-    table = _action_table(options)
+    table = _ACTIONS.setdefault(options, {})
     action = table.get(tag)
     if action is None:
         profile = load_profile()
@@ -375,9 +373,8 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     codec = _CODECS.get(charset)
     if codec is None:
         return None
-    for tag, meta_tag in ((_SOP_CLASS, _META_SOP_CLASS), (_SOP_INSTANCE, _META_SOP_INSTANCE)):
-        if not _text(top.get(tag)):
-            return None  # the pydicom path takes it from the file meta, or says it is missing
+    if not (_text(top.get(_SOP_CLASS)) and _text(top.get(_SOP_INSTANCE))):
+        return None  # the pydicom path takes them from the file meta, or says they are missing
     encodings = convert_encodings([charset]) if charset else None
     header = _Header(parsed.elements, encodings,
                      (parsed.pixel.tag,) if parsed.pixel is not None else ())
@@ -387,14 +384,32 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     if decision.action == "mask":
         return None  # masking decodes pixels: the pydicom path
     try:
-        return _rewrite_and_write(fp, parsed, header, dst, key=key, options=options,
-                                  charset=charset, codec=codec)
+        output = _rewrite(parsed, header, key=key, options=options, charset=charset, codec=codec)
     except (NotRaw, UnicodeError):
-        return None
+        return None  # nothing written yet: the pydicom path takes the file
+    try:  # the verifier reads the input's bytes itself...
+        needles = collect_needles_from_bytes(parsed.header)
+    except Unwalkable:  # ...or pydicom's reading of its identifying elements
+        needles = collect_needles(shadow(parsed.elements, _wants_identity))
+    # The verifier's full check on everything but the pixel data value...
+    verify_output(Dataset(), output.header + output.trailer, needles=needles)
+    pixel = parsed.pixel if output.keep_pixels else None
+    scanner = PixelScanner(Dataset(), needles=needles) if pixel is not None else None
+    # ...and the pixel bytes scanned while they are copied.
+    stream.write_parts(fp, pixel, output.header, output.trailer, scanner, dst)
+    return output.report
 
 
-def _rewrite_and_write(fp: BinaryIO, parsed: RawFile, header: _Header, dst: Any, *,
-                       key: bytes, options: Options, charset: str, codec: str) -> DeidReport:
+@dataclass
+class _Output:
+    header: bytes  # preamble, file meta and the elements before the pixel data
+    trailer: bytes  # elements after it
+    keep_pixels: bool
+    report: DeidReport
+
+
+def _rewrite(parsed: RawFile, header: _Header, *, key: bytes, options: Options, charset: str,
+             codec: str) -> _Output:
     get = header.get
     seed = patient_seed(str(get("PatientID") or ""), str(get("StudyInstanceUID") or ""))
     device = " ".join(str(get(k) or "") for k in ("Manufacturer", "ManufacturerModelName"))
@@ -416,27 +431,15 @@ def _rewrite_and_write(fp: BinaryIO, parsed: RawFile, header: _Header, dst: Any,
     keep_pixels = pixel is not None and any(e.tag == pixel.tag for e in out)
     head = [e for e in out if pixel is None or e.tag < pixel.tag]
     tail = [e for e in out if pixel is not None and e.tag > pixel.tag]
-    output_header = file_header(_meta(out, parsed.transfer_syntax, rewrite), head)
     trailer = bytearray()
-    if tail:
-        encode(tail, trailer)
-    try:  # the verifier reads the input's bytes itself...
-        needles = collect_needles_from_bytes(parsed.header)
-    except Unwalkable:  # ...or pydicom's reading of its identifying elements
-        needles = collect_needles(shadow(parsed.elements, _wants_identity))
-    # The verifier's full check on everything but the pixel data value...
-    verify_output(Dataset(), output_header + bytes(trailer), needles=needles)
-    scanner = PixelScanner(Dataset(), needles=needles) if keep_pixels else None
-    # ...and the pixel bytes scanned while they are copied.
-    stream.write_parts(fp, pixel if keep_pixels else None, output_header, bytes(trailer),
-                       scanner, dst)
-
+    encode(tail, trailer)
     report = DeidReport(
         metadata=build_metadata(_Header(out, rewrite.encodings).get, parsed.transfer_syntax,
-                                has_pixels=keep_pixels and pixel.tag == 0x7FE00010),  # type: ignore[union-attr]
+                                has_pixels=keep_pixels and pixel is not None and pixel.tag == _PIXEL_DATA),
         actions=dict(sorted(rewrite.counts.items())),
         profile=describe(options),
         method_codes=[code for code, _ in method_codes(options, pixels_cleaned=False)],
-        verified=True,
+        verified=True,  # set before writing: write_parts writes only after both checks
     )
-    return report
+    return _Output(file_header(_meta(out, parsed.transfer_syntax, rewrite), head), bytes(trailer),
+                   keep_pixels, report)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from django.db import connection
 
 from catalog.search.dimensions import STUDY_FACETS, StudyQuery
-from catalog.search.postgres import DatasetInfo, PostgresSearch
+from catalog.search.postgres import DatasetInfo, PostgresSearch, study_rows
 from catalog.search.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
 
 
@@ -234,6 +235,16 @@ class ColumnarSearch(PostgresSearch):
         owners[cols.patient] = cols.dataset
         per_dataset = np.bincount(owners[pairs])
         return {int(i): int(per_dataset[i]) for i in np.flatnonzero(per_dataset)}
+
+    def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
+                limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Pages in study order from the columns; ranked or sorted pages from SQL."""
+        if (query.q and query.sort == "relevance") or query.sort in ("newest", "size"):
+            return super().studies(query, dataset_ids, offset=offset, limit=limit)
+        cols = columns()
+        rows = self._rows(cols, query, dataset_ids)
+        page = cols.ids[rows[offset:offset + limit]]
+        return study_rows([int(i) for i in page]), len(rows)
 
     def _rows(self, cols: Columns, query: StudyQuery, dataset_ids: list[int]) -> np.ndarray:
         masks = list(self._masks(cols, query).values())

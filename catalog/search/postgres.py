@@ -32,6 +32,23 @@ class DatasetInfo:
     allow_study_browsing: bool
 
 
+# What a study row shows (no pseudonymous patient id: listing is before purchase).
+STUDY_COLUMNS = ("id, dataset_id, patient_sex, age_band, modalities, body_part, manufacturer, "
+                 "model, ethnicity, study_year, slice_thickness, field_strength, has_report, "
+                 "has_annotation, series_count, instance_count, description")
+
+
+def study_rows(ids: list[int]) -> list[dict[str, Any]]:
+    """The rows of these studies, in the order given."""
+    if not ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {STUDY_COLUMNS} FROM catalog_study WHERE id = ANY(%s)", [ids])
+        names = [c[0] for c in cursor.description]
+        by_id = {row[0]: dict(zip(names, row)) for row in cursor.fetchall()}
+    return [by_id[i] for i in ids if i in by_id]
+
+
 def condition_label(code: str) -> str:
     return code.split("|", 1)[1] if "|" in code else code
 
@@ -260,10 +277,7 @@ class PostgresSearch:
             total = int(cursor.fetchone()[0])
             page_params = ([query.q] if rank != "0" else []) + params + [limit, offset]
             cursor.execute(
-                f"SELECT id, dataset_id, pseudo_patient_id, patient_sex, age_band, modalities, "
-                f"body_part, manufacturer, model, ethnicity, study_year, slice_thickness, "
-                f"field_strength, has_report, has_annotation, series_count, instance_count, "
-                f"description, {rank} AS rank FROM catalog_study WHERE {where} "
+                f"SELECT {STUDY_COLUMNS}, {rank} AS rank FROM catalog_study WHERE {where} "
                 f"ORDER BY {order} LIMIT %s OFFSET %s", page_params)
             names = [c[0] for c in cursor.description]
             rows = [dict(zip(names, row)) for row in cursor.fetchall()]

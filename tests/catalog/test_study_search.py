@@ -6,13 +6,12 @@ from decimal import Decimal
 
 import pytest
 from django.db.models import Count, Q
-from django.http import QueryDict
 
 from catalog.models import Dataset, Study
 from catalog.search import ColumnarSearch, InvalidQueryError, PostgresSearch, study_query_from
 from catalog.search.dimensions import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS, StudyQuery
 from catalog.search.snapshots import snapshot_refresh
-from catalog.search.service import cohort_summary, facets_and_total
+from catalog.search.service import facets_and_total
 from marketplace.models import Organization
 
 pytestmark = pytest.mark.django_db
@@ -256,3 +255,12 @@ def test_cohort_builder_page_names_bad_input_and_suggests_what_to_relax(client, 
     assert bad.status_code == 400 and "Unknown age_band" in bad.content.decode()
     empty = client.get("/cohorts/", {"modality": "CR", "body_part": "KNEE", "model": "Nope"}).content.decode()
     assert "No study matches" in empty and "Without the <strong>model</strong> filter" in empty
+
+
+@pytest.mark.parametrize("page", [1, 3])
+def test_study_pages_from_columns_equal_pages_from_sql(catalog, page) -> None:
+    query = StudyQuery(filters={"sex": ["F", "M"], "body_part": ["CHEST", "KNEE"]})
+    ids = [d.pk for d in catalog]
+    in_memory = ColumnarSearch().studies(query, ids, offset=(page - 1) * 25, limit=25)
+    in_sql = PostgresSearch().studies(query, ids, offset=(page - 1) * 25, limit=25)
+    assert in_memory == in_sql and len(in_memory[0]) == 25
