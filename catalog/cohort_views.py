@@ -6,8 +6,11 @@ facet fetches the page in the background and swaps in the facets and results
 """
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
 from catalog.search import InvalidQueryError, StudyQuery, study_query_from
 from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS
@@ -30,6 +33,10 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
         error, query = exc.message, StudyQuery()
     found = facets_and_total(query=query, user=request.user)
     cohort = cohort_summary(query=query, user=request.user)
+    # Each dataset's row orders exactly the studies counted: the cohort's study filters.
+    order_query = urlencode(query.study_filters(), doseq=True)
+    for row in cohort["datasets"]:
+        row["order_url"] = f"{reverse('order_new', args=[row['dataset_id']])}?{order_query}"
     empty = cohort["total_studies"] == 0
     context = {
         "query": query, "error": error, "cohort": cohort, "total": found["total"],

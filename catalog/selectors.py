@@ -8,7 +8,8 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db.models import Count, F, Func, Q, QuerySet
 
 from catalog.exceptions import CatalogError
-from catalog.models import AGE_BANDS, Dataset, Study
+from catalog.models import Dataset, Study
+from catalog.search.dimensions import InvalidQueryError, clean_study_filters, study_filter_q
 from marketplace.exceptions import NotFoundError
 from marketplace.models import User
 
@@ -166,29 +167,16 @@ STUDY_FILTERS = {"sex": "patient_sex", "age_band": "age_band", "body_part": "bod
 
 
 def clean_study_criteria(criteria: dict[str, Any]) -> dict[str, list[str]]:
-    """Validate a cohort filter; unknown keys or values are an error that names them."""
-    cleaned: dict[str, list[str]] = {}
-    for key, raw in (criteria or {}).items():
-        if key not in STUDY_FILTERS:
-            raise InvalidSearchError(f"Unknown study filter {key!r}; use {', '.join(sorted(STUDY_FILTERS))}.")
-        values = [raw] if isinstance(raw, str) else list(raw or [])
-        values = [str(v)[:64] for v in values if str(v).strip()]
-        if key == "age_band":
-            known = {label for _, _, label in AGE_BANDS} | {"unknown"}
-            bad = [v for v in values if v not in known]
-            if bad:
-                raise InvalidSearchError(f"Unknown age band {bad[0]!r}; use one of {', '.join(sorted(known))}.")
-        if values:
-            cleaned[key] = sorted(set(values))
-    return cleaned
+    """Validate a study filter (every study-level search facet); unknown keys or values are
+    an error that names them."""
+    try:
+        return clean_study_filters(criteria)
+    except InvalidQueryError as exc:
+        raise InvalidSearchError(exc.message) from None
 
 
 def studies_matching(*, dataset: Dataset, criteria: dict[str, list[str]]) -> QuerySet[Study]:
-    qs = Study.objects.filter(dataset=dataset, instance_count__gt=0)
-    for key, values in criteria.items():
-        column = STUDY_FILTERS[key]
-        qs = qs.filter(**{f"{column}__overlap" if column == "modalities" else f"{column}__in": values})
-    return qs
+    return Study.objects.filter(study_filter_q(criteria), dataset=dataset, instance_count__gt=0)
 
 
 def dataset_study_breakdown(*, dataset: Dataset) -> list[dict[str, Any]]:

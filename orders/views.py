@@ -8,8 +8,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
+from catalog.search.dimensions import STUDY_FACETS
 from catalog.selectors import (
-    STUDY_FILTERS,
     InvalidSearchError,
     access_dataset,
     dataset_study_breakdown,
@@ -29,7 +29,7 @@ from orders.services import order_place, order_quote
 
 
 def _criteria_from(data) -> dict[str, list[str]]:  # noqa: ANN001 - a QueryDict
-    return {key: data.getlist(key) for key in STUDY_FILTERS if data.getlist(key)}
+    return {key: data.getlist(key) for key in STUDY_FACETS if data.getlist(key)}
 
 
 @login_required

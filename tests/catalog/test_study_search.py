@@ -264,3 +264,16 @@ def test_study_pages_from_columns_equal_pages_from_sql(catalog, page) -> None:
     in_memory = ColumnarSearch().studies(query, ids, offset=(page - 1) * 25, limit=25)
     in_sql = PostgresSearch().studies(query, ids, offset=(page - 1) * 25, limit=25)
     assert in_memory == in_sql and len(in_memory[0]) == 25
+
+
+def test_a_cohort_row_orders_exactly_the_studies_it_counted(client, catalog, bob, dua) -> None:
+    client.force_login(bob)
+    criteria = {"sex": "F", "slice_thickness": "<1mm", "has_report": "true"}
+    page = client.get("/cohorts/", criteria).content.decode()
+    dataset = catalog[0]
+    expected = Study.objects.filter(dataset=dataset, patient_sex="F", slice_thickness__lt=1,
+                                    has_report=True).count()
+    import re
+    link = re.search(rf'href="(/datasets/{dataset.pk}/order/\?[^"]+)"', page).group(1).replace("&amp;", "&")
+    quote_page = client.get(link).content.decode()
+    assert f"<b>{expected}</b> studies" in quote_page and expected > 0
