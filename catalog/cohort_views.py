@@ -45,5 +45,7 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
         "active": [(name, _label(name), value) for name, values in query.filters.items() for value in values],
         "relax": relax_suggestions(query=query, user=request.user) if empty else [],
         "mix": [(_label(name), rows) for name, rows in cohort["mix"].items()],
+        "query_pairs": [(key, value) for key, values in query.as_params().items()
+                        for value in (values if isinstance(values, list) else [values])],
     }
     return render(request, "catalog/cohort_builder.html", context, status=400 if error else 200)

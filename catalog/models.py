@@ -241,3 +241,54 @@ class StudyColumns(models.Model):
 
     class Meta:
         verbose_name_plural = "study columns"
+
+
+class SavedSearch(models.Model):
+    """A researcher's named search or cohort (the cohort builder's query string as data).
+    With ``notify``, newly published datasets that match it are announced."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_searches")
+    name = models.CharField(max_length=120)
+    criteria = models.JSONField(default=dict)  # StudyQuery.as_params()
+    notify = models.BooleanField(default=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DataRequest(models.Model):
+    """A researcher describes data they need; providers answer with a dataset or an offer."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        CLOSED = "closed", "Closed"
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="data_requests")
+    title = models.CharField(max_length=200)
+    description = models.TextField()
+    criteria = models.JSONField(default=dict, blank=True)  # optional cohort builder query
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN, db_index=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class DataRequestResponse(models.Model):
+    request = models.ForeignKey(DataRequest, on_delete=models.CASCADE, related_name="responses")
+    provider = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    responder = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    offer = models.TextField(blank=True)
+    price_per_study = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]

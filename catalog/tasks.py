@@ -14,3 +14,10 @@ def upload_batch_ingest_task(*, batch_id: int) -> None:
 @shared_task(acks_late=True)
 def upload_files_ingest_task(*, batch_id: int, upload_file_ids: list[int]) -> None:
     upload_files_ingest(batch_id=batch_id, upload_file_ids=upload_file_ids)
+
+
+@shared_task(acks_late=True)
+def saved_searches_notify_task(*, dataset_id: int) -> int:
+    from catalog.services.discovery import saved_searches_notify
+
+    return saved_searches_notify(dataset_id=dataset_id)

@@ -1,11 +1,16 @@
 from django.urls import path
 
-from catalog import cohort_views, views
+from catalog import cohort_views, discovery_views, views
 
 urlpatterns = [
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
     path("cohorts/", cohort_views.cohort_builder, name="cohort_builder"),
+    path("saved/", discovery_views.saved_searches, name="saved_searches"),
+    path("saved/new/", discovery_views.saved_search_new, name="saved_search_new"),
+    path("saved/<int:saved_id>/delete/", discovery_views.saved_search_remove, name="saved_search_remove"),
+    path("requests/", discovery_views.data_requests, name="data_requests"),
+    path("requests/<int:request_id>/", discovery_views.data_request_detail, name="data_request_detail"),
     path("provider/datasets/new/", views.dataset_new, name="dataset_new"),
     path("provider/datasets/<int:dataset_id>/", views.dataset_manage, name="dataset_manage"),
     path("provider/datasets/<int:dataset_id>/upload/", views.dataset_upload, name="dataset_upload"),

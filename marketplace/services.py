@@ -1,6 +1,7 @@
 """Writes for accounts, organizations and the audit trail."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.db import models, transaction
@@ -8,7 +9,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from marketplace.exceptions import ApplicationError
-from marketplace.models import AuditEvent, Membership, Organization, User
+from marketplace.models import AuditEvent, Membership, Notification, Organization, User
+
+logger = logging.getLogger(__name__)
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -91,3 +94,22 @@ def membership_add(
     audit_record(actor=acting_user, action="membership.add", obj=organization, ip=ip,
                  detail={"user_id": user.pk, "role": role})
     return membership
+
+
+def notification_send(*, user: User, message: str, url: str = "") -> Notification:
+    """In the app, and by e-mail through Django's mail backend (a failed mail server must
+    not lose the in-app notice)."""
+    from django.core.mail import send_mail
+
+    notice = Notification.objects.create(user=user, message=message[:300], url=url[:500])
+    if user.email:
+        try:
+            send_mail(subject=f"MedImage Exchange: {message[:80]}", message=f"{message}\n\n{url}",
+                      from_email=None, recipient_list=[user.email], fail_silently=False)
+        except Exception:  # noqa: BLE001 - mail is best effort; the notice is stored
+            logger.warning("notification e-mail to user %s failed", user.pk)
+    return notice
+
+
+def notifications_mark_read(*, user: User) -> int:
+    return Notification.objects.filter(user=user, read_at__isnull=True).update(read_at=timezone.now())

@@ -10,7 +10,7 @@ from catalog.selectors import published_datasets
 from marketplace.exceptions import ApplicationError
 from marketplace.forms import MemberAddForm, SignUpForm
 from marketplace.selectors import organizations_for_user
-from marketplace.services import client_ip, membership_add, user_sign_up
+from marketplace.services import client_ip, membership_add, notifications_mark_read, user_sign_up
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -52,3 +52,10 @@ def organization_members(request: HttpRequest) -> HttpResponse:
             messages.success(request, "Member added.")
         return redirect("organization_members")
     return render(request, "marketplace/organization.html", {"organizations": organizations, "form": form})
+
+
+@login_required
+def notification_list(request: HttpRequest) -> HttpResponse:
+    notices = list(request.user.notifications.all()[:100])
+    notifications_mark_read(user=request.user)  # seen once listed
+    return render(request, "marketplace/notifications.html", {"notices": notices})

@@ -111,6 +111,11 @@ def dataset_transition(
     locked.save(update_fields=["status", "published_at"])
     audit_record(actor=acting_user, action=f"dataset.{to}", obj=locked, ip=ip,
                  detail={"from": old, "to": to, "reason": reason})
+    if to == Dataset.Status.PUBLISHED:
+        from catalog.tasks import saved_searches_notify_task  # tasks import services
+
+        dataset_id = locked.pk
+        transaction.on_commit(lambda: saved_searches_notify_task.delay(dataset_id=dataset_id))
     return locked
 
 

@@ -34,6 +34,20 @@
     }
   }
 
+  // "Save this search" saves what is on screen now, not what the page was loaded with.
+  const save = document.getElementById("save-search");
+  if (save) {
+    save.addEventListener("submit", () => {
+      const holder = save.querySelector(".criteria");
+      holder.innerHTML = "";
+      for (const [key, value] of new URLSearchParams(queryString())) {
+        const input = document.createElement("input");
+        input.type = "hidden"; input.name = key; input.value = value;
+        holder.appendChild(input);
+      }
+    });
+  }
+
   form.addEventListener("change", () => refresh(true));
   form.addEventListener("submit", (event) => { event.preventDefault(); refresh(true); });
   window.addEventListener("popstate", () => window.location.reload());
