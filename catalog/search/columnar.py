@@ -18,7 +18,7 @@ import numpy as np
 from django.db import connection
 
 from catalog.search.dimensions import STUDY_FACETS, StudyQuery
-from catalog.search.postgres import DatasetInfo, PostgresSearch, study_rows
+from catalog.search.postgres import DatasetInfo, PostgresSearch, ranked_study_rows, study_rows
 from catalog.search.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
 
 
@@ -95,6 +95,7 @@ def columns() -> Columns:
 
 
 _KEYWORD_CACHE_SIZE = 32
+_RANK_AT_MOST = 100_000  # more matches than this: SQL ranks them all itself
 _keyword_rows: dict[tuple[int, str], np.ndarray] = {}
 
 
@@ -238,11 +239,16 @@ class ColumnarSearch(PostgresSearch):
 
     def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Pages in study order from the columns; ranked or sorted pages from SQL."""
-        if (query.q and query.sort == "relevance") or query.sort in ("newest", "size"):
+        """Pages in study order from the columns; relevance ranks only the matching rows
+        (found here) in SQL; other sorts come from SQL."""
+        if query.sort in ("newest", "size"):
             return super().studies(query, dataset_ids, offset=offset, limit=limit)
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
+        if query.q and query.sort == "relevance":
+            if len(rows) > _RANK_AT_MOST:
+                return super().studies(query, dataset_ids, offset=offset, limit=limit)
+            return ranked_study_rows([int(i) for i in cols.ids[rows]], query.q, offset, limit), len(rows)
         page = cols.ids[rows[offset:offset + limit]]
         return study_rows([int(i) for i in page]), len(rows)
 

@@ -49,6 +49,19 @@ def study_rows(ids: list[int]) -> list[dict[str, Any]]:
     return [by_id[i] for i in ids if i in by_id]
 
 
+def ranked_study_rows(ids: list[int], q: str, offset: int, limit: int) -> list[dict[str, Any]]:
+    """One page of these studies by keyword relevance (ties in study order)."""
+    if not ids:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM catalog_study WHERE id = ANY(%s) ORDER BY "
+            "ts_rank(search_vector, websearch_to_tsquery('english', %s)) DESC, id LIMIT %s OFFSET %s",
+            [ids, q, limit, offset])
+        page = [row[0] for row in cursor.fetchall()]
+    return study_rows(page)
+
+
 def condition_label(code: str) -> str:
     return code.split("|", 1)[1] if "|" in code else code
 

@@ -277,3 +277,16 @@ def test_a_cohort_row_orders_exactly_the_studies_it_counted(client, catalog, bob
     link = re.search(rf'href="(/datasets/{dataset.pk}/order/\?[^"]+)"', page).group(1).replace("&amp;", "&")
     quote_page = client.get(link).content.decode()
     assert f"<b>{expected}</b> studies" in quote_page and expected > 0
+
+
+def test_keyword_pages_rank_the_same_in_memory_and_in_sql(catalog) -> None:
+    from catalog.services.stats import studies_refresh_search_vector
+    Study.objects.filter(dataset=catalog[0], body_part="KNEE").update(description="meniscus tear meniscus")
+    Study.objects.filter(dataset=catalog[0], body_part="HEAD").update(description="meniscus mentioned once")
+    studies_refresh_search_vector(dataset=catalog[0])
+    snapshot_refresh(dataset_id=catalog[0].pk)
+    query = StudyQuery(q="meniscus")
+    ids = [catalog[0].pk]
+    in_memory = ColumnarSearch().studies(query, ids, offset=0, limit=25)
+    in_sql = PostgresSearch().studies(query, ids, offset=0, limit=25)
+    assert in_memory == in_sql and in_memory[1] > 25
