@@ -4,22 +4,49 @@ from decimal import Decimal
 
 from django import forms
 
-from catalog.models import Dataset
+from catalog.exceptions import CatalogError
+from catalog.models import Dataset, LicenceType
+from catalog.services.datasets import clean_conditions
 
 
 class DatasetForm(forms.ModelForm):
     price_per_study = forms.DecimalField(min_value=Decimal("0"), max_digits=12, decimal_places=2,
                                          initial=Decimal("0.00"))
 
+    licence_type = forms.ChoiceField(choices=LicenceType.choices, required=False, initial=LicenceType.ACADEMIC,
+                                     label="Licence type")
+    conditions = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One per line as SCHEME:CODE|Label, e.g. ICD10:J18.9|Pneumonia or SCT:233604007|Pneumonia.")
+
     class Meta:
         model = Dataset
-        fields = ["title", "description", "licence_text", "price_per_study", "currency", "burned_in_risk_accepted"]
+        fields = ["title", "description", "licence_type", "licence_text", "price_per_study", "currency",
+                  "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted"]
         labels = {
+            "licence_type": "Licence type",
             "licence_text": "Licence",
+            "country": "Country or region of acquisition",
+            "allow_study_browsing": "Let researchers browse de-identified study rows before buying",
             "burned_in_risk_accepted": "I attest that ultrasound / secondary-capture images in this dataset carry "
                                        "no burned-in patient text",
         }
         widgets = {"description": forms.Textarea(attrs={"rows": 4}), "licence_text": forms.Textarea(attrs={"rows": 3})}
+
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        if self.instance and self.instance.pk:
+            self.initial["conditions"] = "\n".join(self.instance.conditions)
+
+    def clean_licence_type(self) -> str:
+        return self.cleaned_data.get("licence_type") or LicenceType.ACADEMIC
+
+    def clean_conditions(self) -> list[str]:
+        try:
+            return clean_conditions(self.cleaned_data.get("conditions") or "")
+        except CatalogError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 class MultipleFileInput(forms.ClearableFileInput):

@@ -66,7 +66,8 @@ def condition_label(code: str) -> str:
     return code.split("|", 1)[1] if "|" in code else code
 
 
-def _dataset_values(info: DatasetInfo, name: str) -> list[str]:
+def dataset_values(info: DatasetInfo, name: str) -> list[str]:
+    """A dataset's values of one dataset-level facet."""
     return {
         "condition": list(info.conditions),
         "licence": [info.licence],
@@ -79,7 +80,6 @@ class _Source:
     """The studies to count (optionally those matching keywords), each weighing 1."""
 
     def __init__(self, query: StudyQuery) -> None:
-        self.keyword = True  # columns of catalog_study (see Facet.on_study)
         self.table = "catalog_study"
         self.weight = "1"
         self.where = "instance_count > 0"
@@ -126,7 +126,7 @@ class PostgresSearch:
     def passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
         for name in DATASET_LEVEL:
             wanted = query.filters.get(name)
-            if wanted and name != skip and not set(wanted) & set(_dataset_values(info, name)):
+            if wanted and name != skip and not set(wanted) & set(dataset_values(info, name)):
                 return False
         return True
 
@@ -248,7 +248,6 @@ class PostgresSearch:
         if not dataset_ids:
             return {}
         source = _Source(query)
-        source.keyword = True  # always the study rows: patients do not add up over cells
         params: list[Any] = []
         conditions = ["instance_count > 0"]
         if query.q:
@@ -269,7 +268,6 @@ class PostgresSearch:
         if not dataset_ids:
             return [], 0
         source = _Source(query)
-        source.keyword = True
         params: list[Any] = []
         conditions = ["instance_count > 0"]
         rank = "0"

@@ -9,7 +9,7 @@ from typing import Any
 from catalog.search.dimensions import (
     DATASET_LEVEL, STUDY_FACETS, SUPPRESSION_THRESHOLD, StudyQuery,
 )
-from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label
+from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label, dataset_values
 from marketplace.models import Membership, User
 
 
@@ -73,9 +73,7 @@ def facets_and_total(*, query: StudyQuery, user: User | None,
             if not backend.passes(info, query, skip=name):
                 continue
             contributing.append(info)
-            values = {"condition": list(info.conditions), "licence": [info.licence],
-                      "provider": [info.provider], "country": [info.country] if info.country else []}[name]
-            for value in values:
+            for value in dataset_values(info, name):
                 tally[value] = tally.get(value, 0) + n
         facets[name] = _rows(name, tally, query.filters.get(name, []), _exact(providers, contributing))
     total = sum(chosen.values())

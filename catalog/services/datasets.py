@@ -24,15 +24,24 @@ def dataset_create(
     price_per_study: Decimal = Decimal("0.00"),
     currency: str = "USD",
     burned_in_risk_accepted: bool = False,
+    licence_type: str = "academic",
+    country: str = "",
+    conditions: object = (),
+    allow_study_browsing: bool = False,
 ) -> Dataset:
     if not provider.is_provider:
         raise CatalogError("Only provider organizations can create datasets.", code="not_a_provider")
     if price_per_study < 0:
         raise CatalogError("The price per study cannot be negative.", code="negative_price")
+    if licence_type not in LicenceType.values:
+        raise CatalogError(f"Unknown licence type; use one of {', '.join(LicenceType.values)}.",
+                           code="bad_licence")
     dataset = Dataset.objects.create(
         provider=provider, created_by=acting_user, title=title, description=description,
         licence_text=licence_text, price_per_study=price_per_study, currency=currency.upper(),
-        burned_in_risk_accepted=burned_in_risk_accepted,
+        burned_in_risk_accepted=burned_in_risk_accepted, licence_type=licence_type,
+        country=" ".join(country.split())[:64], conditions=clean_conditions(conditions),
+        allow_study_browsing=allow_study_browsing,
     )
     audit_record(actor=acting_user, action="dataset.create", obj=dataset)
     return dataset
