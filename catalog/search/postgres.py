@@ -104,6 +104,16 @@ def _condition(source: _Source, facet: Facet, values: list[str], params: list[An
     return f"({column}::text = ANY(%s::text[]))"
 
 
+def _matching(query: StudyQuery, dataset_ids: list[int]) -> tuple[_Source, str, list[Any]]:
+    """WHERE clause (and its parameters) for the studies matching every study-level filter
+    and the keywords, in these datasets."""
+    source = _Source(query)
+    params = list(source.params)
+    conditions = [_condition(source, STUDY_FACETS[n], v, params) for n, v in query.study_filters().items()]
+    params.append(dataset_ids)
+    return source, " AND ".join([source.where, *conditions, "dataset_id = ANY(%s::int[])"]), params
+
+
 class PostgresSearch:
     name = "postgres"
 
@@ -203,12 +213,7 @@ class PostgresSearch:
         """Studies per value of each dimension with every filter applied (a cohort's mix)."""
         if not dataset_ids:
             return {name: {} for name in dimensions}
-        source = _Source(query)
-        params = list(source.params)
-        conditions = [_condition(source, STUDY_FACETS[n], v, params)
-                      for n, v in query.study_filters().items()]
-        params.append(dataset_ids)
-        where = " AND ".join([source.where, *conditions, "dataset_id = ANY(%s::int[])"])
+        source, where, params = _matching(query, dataset_ids)
         columns = [source.column(STUDY_FACETS[name]) for name in dimensions]
         sets = ", ".join(f"({c})" for c in columns)
         groupings = ", ".join(f"GROUPING({c})" for c in columns)
@@ -228,12 +233,7 @@ class PostgresSearch:
         """Studies per dataset and value of one dimension, every filter applied."""
         if not dataset_ids:
             return {}
-        source = _Source(query)
-        params = list(source.params)
-        conditions = [_condition(source, STUDY_FACETS[n], v, params)
-                      for n, v in query.study_filters().items()]
-        params.append(dataset_ids)
-        where = " AND ".join([source.where, *conditions, "dataset_id = ANY(%s::int[])"])
+        source, where, params = _matching(query, dataset_ids)
         column = source.column(STUDY_FACETS[dimension])
         out: dict[int, dict[str, int]] = {}
         with connection.cursor() as cursor:
@@ -247,19 +247,11 @@ class PostgresSearch:
         """Exact distinct patients per dataset among the matching studies."""
         if not dataset_ids:
             return {}
-        source = _Source(query)
-        params: list[Any] = []
-        conditions = ["instance_count > 0"]
-        if query.q:
-            conditions.append("search_vector @@ websearch_to_tsquery('english', %s)")
-            params.append(query.q)
-        conditions += [_condition(source, STUDY_FACETS[n], v, params) for n, v in query.study_filters().items()]
-        params.append(dataset_ids)
-        conditions.append("dataset_id = ANY(%s::int[])")
+        _, where, params = _matching(query, dataset_ids)
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT dataset_id, count(DISTINCT pseudo_patient_id) FROM catalog_study "
-                f"WHERE {' AND '.join(conditions)} GROUP BY dataset_id", params)
+                f"WHERE {where} GROUP BY dataset_id", params)
             return {dataset_id: int(n) for dataset_id, n in cursor.fetchall()}
 
     def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
@@ -267,17 +259,8 @@ class PostgresSearch:
         """One page of matching studies (of browsable datasets) and how many there are."""
         if not dataset_ids:
             return [], 0
-        source = _Source(query)
-        params: list[Any] = []
-        conditions = ["instance_count > 0"]
+        _, where, params = _matching(query, dataset_ids)
         rank = "0"
-        if query.q:
-            conditions.append("search_vector @@ websearch_to_tsquery('english', %s)")
-            params.append(query.q)
-        conditions += [_condition(source, STUDY_FACETS[n], v, params) for n, v in query.study_filters().items()]
-        params.append(dataset_ids)
-        conditions.append("dataset_id = ANY(%s::int[])")
-        where = " AND ".join(conditions)
         order = {"newest": "study_date DESC NULLS LAST, id", "size": "instance_count DESC, id"}.get(
             query.sort, "id")
         if query.q and query.sort == "relevance":

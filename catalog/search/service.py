@@ -9,14 +9,9 @@ from typing import Any
 from catalog.search.dimensions import (
     DATASET_LEVEL, STUDY_FACETS, SUPPRESSION_THRESHOLD, StudyQuery,
 )
+from catalog.search import search_backend
 from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label, dataset_values
 from marketplace.models import Membership, User
-
-
-def search_backend() -> PostgresSearch:
-    from catalog.search import search_backend as configured
-
-    return configured()
 
 MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]
 SUPPRESSED = f"<{SUPPRESSION_THRESHOLD}"
@@ -134,9 +129,8 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearc
     providers = accessible_provider_ids(user)
     everywhere = replace(query, dataset_ids=None)
     all_datasets = backend.datasets(everywhere)
-    others = [i for i, info in all_datasets.items()
-              if i not in set(chosen_ids) and backend.passes(info, everywhere)]
-    total = sum(sum(v.values()) for v in mix.values()) / max(len(mix), 1)
+    chosen = set(chosen_ids)
+    others = [i for i, info in all_datasets.items() if i not in chosen and backend.passes(info, everywhere)]
     suggestions: list[dict[str, Any]] = []
     for dimension in MIX_DIMENSIONS:
         wider = replace(everywhere, filters={k: v for k, v in query.filters.items() if k != dimension})
@@ -160,7 +154,7 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearc
                 suggestions.append({
                     "dimension": dimension, "value": value,
                     "label": STUDY_FACETS[dimension].labels.get(value, value),
-                    "cohort_share": round(cohort.get(value, 0) / cohort_total, 3) if total else 0.0,
+                    "cohort_share": round(cohort.get(value, 0) / cohort_total, 3),
                     "dataset_id": dataset_id, "title": info.title, "provider": info.provider,
                     "adds_studies": _shown(studies, _exact(providers, [info])),
                 })

@@ -122,3 +122,18 @@ def test_data_requests_need_a_title_and_description(client, bob) -> None:
     assert response.status_code == 400 and "needs a title and a description" in response.content.decode()
     with pytest.raises(CatalogError):
         data_request_create(requester=bob, title="x", description="  ")
+
+
+def test_fill_the_gap_points_at_datasets_with_the_missing_group(provider, bob, make_member) -> None:
+    from catalog.search import StudyQuery
+    from catalog.search.service import cohort_summary
+
+    women_only = _dataset(provider, "Women", "F" * 30)
+    _, other = make_member("olga", "Omega Scans", Organization.Kind.PROVIDER)
+    men = _dataset(other, "Men", "M" * 25 + "F" * 5)
+    summary = cohort_summary(query=StudyQuery(filters={"modality": ["CT"]}, dataset_ids=[women_only.pk]),
+                             user=bob)
+    assert summary["total_studies"] == 30
+    gaps = [g for g in summary["fill_the_gap"] if g["dimension"] == "sex"]
+    assert gaps == [{"dimension": "sex", "value": "M", "label": "Male", "cohort_share": 0.0,
+                     "dataset_id": men.pk, "title": "Men", "provider": "Omega Scans", "adds_studies": 25}]
