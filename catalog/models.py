@@ -55,6 +55,8 @@ class Dataset(models.Model):
     series_count = models.PositiveIntegerField(default=0)
     instance_count = models.PositiveIntegerField(default=0)
     total_bytes = models.BigIntegerField(default=0)
+    # Charts, completeness and warnings for the dataset page (dataset_statistics).
+    statistics = models.JSONField(default=dict, blank=True)
     search_vector = SearchVectorField(null=True, editable=False)
 
     STATUS_TRANSITIONS = {
@@ -292,3 +294,17 @@ class DataRequestResponse(models.Model):
 
     class Meta:
         ordering = ["created", "id"]
+
+
+class DatasetPreview(models.Model):
+    """A de-identified preview image (PNG, windowed, at most 256 px) of one instance,
+    rendered by the worker after ingestion; at most 12 per dataset, one per series."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="previews")
+    instance = models.OneToOneField(Instance, on_delete=models.CASCADE, related_name="+")
+    storage_key = models.CharField(max_length=400)
+    width = models.PositiveSmallIntegerField()
+    height = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["id"]

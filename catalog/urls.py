@@ -5,6 +5,8 @@ from catalog import cohort_views, discovery_views, views
 urlpatterns = [
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
+    path("datasets/<int:dataset_id>/previews/<int:preview_id>.png", views.dataset_preview_image,
+         name="dataset_preview_image"),
     path("cohorts/", cohort_views.cohort_builder, name="cohort_builder"),
     path("saved/", discovery_views.saved_searches, name="saved_searches"),
     path("saved/new/", discovery_views.saved_search_new, name="saved_search_new"),

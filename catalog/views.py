@@ -10,6 +10,7 @@ from django.shortcuts import redirect, render
 from catalog.exceptions import CatalogError
 from catalog.forms import DatasetForm, UploadForm
 from catalog.models import UploadBatch
+from catalog.selectors_stats import dataset_previews, statistics_for_page
 from catalog.selectors import (
     FACET_LABELS,
     InvalidSearchError,
@@ -18,7 +19,6 @@ from catalog.selectors import (
     access_dataset_for_write,
     dataset_facets,
     dataset_search,
-    dataset_study_breakdown,
     search_params_from,
 )
 from catalog.services import dataset_create, dataset_submit_for_review, dataset_update, upload_batch_create
@@ -46,7 +46,8 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
 
 def dataset_detail(request: HttpRequest, dataset_id: int) -> HttpResponse:
     dataset = access_dataset(user=request.user, dataset_id=dataset_id)
-    context = {"dataset": dataset, "breakdown": dataset_study_breakdown(dataset=dataset)}
+    context = {"dataset": dataset, "statistics": statistics_for_page(dataset=dataset, user=request.user),
+               "previews": dataset_previews(dataset=dataset)}
     return render(request, "catalog/dataset_detail.html", context)
 
 
@@ -135,3 +136,19 @@ def upload_batch_progress(request: HttpRequest, batch_id: int) -> JsonResponse:
         "status": batch.status, "status_label": batch.get_status_display(), "done": batch.done_files,
         "total": batch.total_files, "ok": batch.ok_files, "failed": batch.failed_files, "percent": batch.percent,
     })
+
+
+def dataset_preview_image(request: HttpRequest, dataset_id: int, preview_id: int) -> HttpResponse:
+    """A preview PNG of a dataset the user may see (same 404 for missing and not visible)."""
+    from django.http import FileResponse
+
+    from catalog import storage
+    from catalog.models import DatasetPreview
+
+    dataset = access_dataset(user=request.user, dataset_id=dataset_id)
+    preview = DatasetPreview.objects.filter(pk=preview_id, dataset=dataset).first()
+    if preview is None:
+        raise Http404("Preview not found.")
+    response = FileResponse(storage.open_read(preview.storage_key), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -9,6 +9,7 @@ from django.db.models.functions import Coalesce
 from catalog.models import Dataset, Instance, Series, Study
 from catalog.search.postgres import condition_label
 from catalog.search.snapshots import snapshot_refresh
+from catalog.services.statistics import dataset_refresh_previews, dataset_statistics
 
 
 def _subtotal(rows: QuerySet, group: str, aggregate: Aggregate) -> Coalesce:
@@ -53,6 +54,8 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
         modalities=modalities, body_parts=distinct("body_part"), sexes=distinct("patient_sex"),
         age_bands=distinct("age_band"), manufacturers=distinct("manufacturer"),
     )
+    dataset_statistics(dataset_id=dataset_id)  # the dataset page's charts
+    dataset_refresh_previews(dataset_id=dataset_id)
     dataset = dataset_refresh_search_vector(dataset_id=dataset_id)
     snapshot_refresh(dataset_id=dataset_id)  # what the in-memory search counts
     return dataset

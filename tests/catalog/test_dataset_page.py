@@ -1,0 +1,86 @@
+"""The dataset page: worker-computed statistics, completeness, previews, suppression."""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pydicom
+import pytest
+
+from catalog.models import Dataset, DatasetPreview, Study
+from catalog.previews import png_gray, render_preview
+from factories.dicom import ct_files
+
+pytestmark = pytest.mark.django_db
+
+
+def test_ingestion_computes_the_statistics_the_page_shows(client, published_dataset, bob) -> None:
+    dataset = Dataset.objects.get(pk=published_dataset.pk)
+    stats = dataset.statistics
+    studies = Study.objects.filter(dataset=dataset)
+    assert stats["studies"] == studies.count() > 0
+    sexes = {row["value"]: row["count"] for row in next(c for c in stats["charts"] if c["key"] == "patient_sex")["rows"]}
+    assert sexes == {s: studies.filter(patient_sex=s).count() for s in sexes}
+    completeness = {c["key"]: c["percent"] for c in stats["completeness"]}
+    assert completeness["body_part"] == round(100 * studies.exclude(body_part="").count() / studies.count(), 1)
+    assert stats["verified_instances"] == dataset.instance_count
+    client.force_login(bob)
+    page = client.get(f"/datasets/{dataset.pk}/").content.decode()
+    assert 'id="dataset-charts"' in page and "Metadata completeness" in page and "verified by an independent" in page
+
+
+def test_small_counts_on_the_page_are_suppressed_for_outsiders_only(client, published_dataset, bob, alice) -> None:
+    client.force_login(bob)
+    outsider = client.get(f"/datasets/{published_dataset.pk}/").content.decode()
+    client.force_login(alice)
+    owner = client.get(f"/datasets/{published_dataset.pk}/").content.decode()
+    # The fixture's studies number fewer than ten per sex: hidden from bob, shown to the provider.
+    assert '<span class="count">&lt;10</span>' in outsider
+    assert '<span class="count">&lt;10</span>' not in owner
+
+
+def test_the_worker_renders_previews_and_the_page_serves_them(client, published_dataset, bob) -> None:
+    previews = DatasetPreview.objects.filter(dataset=published_dataset)
+    assert 1 <= previews.count() <= 12
+    client.force_login(bob)
+    preview = previews.first()
+    response = client.get(f"/datasets/{published_dataset.pk}/previews/{preview.pk}.png")
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    body = b"".join(response.streaming_content)
+    assert body.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", body[16:24])
+    assert (width, height) == (preview.width, preview.height) and max(width, height) <= 256
+    assert client.get(f"/datasets/{published_dataset.pk}/previews/999999.png").status_code == 404
+
+
+def test_previews_of_other_providers_drafts_are_not_served(client, dataset, ingest, bob) -> None:
+    ingest(dataset, ct_files())  # still a draft
+    preview = DatasetPreview.objects.filter(dataset=dataset).first()
+    assert preview is not None
+    client.force_login(bob)
+    assert client.get(f"/datasets/{dataset.pk}/previews/{preview.pk}.png").status_code == 404
+
+
+def test_png_encoder_round_trips_pixels() -> None:
+    image = np.arange(12 * 7, dtype=np.uint8).reshape(7, 12)
+    png = png_gray(image)
+    raw = zlib.decompress(png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8])
+    rows = [raw[i * 13 + 1:(i + 1) * 13] for i in range(7)]
+    assert b"".join(rows) == image.tobytes()
+
+
+def test_no_previews_for_images_at_risk_of_burned_in_text() -> None:
+    name, data = ct_files()[0]
+    ds = pydicom.dcmread(io.BytesIO(data))
+    assert render_preview(io.BytesIO(data)) is not None
+    ds.Modality = "US"
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert render_preview(io.BytesIO(out.getvalue())) is None
+    ds.Modality = "CT"
+    ds.BurnedInAnnotation = "YES"
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert render_preview(io.BytesIO(out.getvalue())) is None
