@@ -235,3 +235,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Study search: counts in memory ("memory", default) or in Elasticsearch ("elasticsearch",
+# needs ELASTICSEARCH_URL; the worker then bulk-indexes each dataset's studies when they change).
+ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
+ELASTICSEARCH_INDEX = env.str("ELASTICSEARCH_INDEX", default="marketplace-studies")
+SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="memory")

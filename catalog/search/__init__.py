@@ -8,7 +8,14 @@ from catalog.search.postgres import PostgresSearch
 
 
 def search_backend() -> PostgresSearch:
-    """Keyword-free counts in memory (columnar.py), the rest on PostgreSQL."""
+    """Counts in memory (columnar.py) by default; in Elasticsearch with
+    SEARCH_BACKEND=elasticsearch and ELASTICSEARCH_URL set (elastic.py)."""
+    from django.conf import settings
+
+    if settings.SEARCH_BACKEND == "elasticsearch" and settings.ELASTICSEARCH_URL:
+        from catalog.search.elastic import ElasticSearch
+
+        return ElasticSearch()
     return ColumnarSearch()
 
 

@@ -1,6 +1,7 @@
 """Dataset summaries and search vector, recomputed by the worker when data changes."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.postgres.search import SearchVector
 from django.db import connection
 from django.db.models import Aggregate, Count, OuterRef, QuerySet, Subquery, Sum, Value
@@ -58,6 +59,10 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
     dataset_refresh_previews(dataset_id=dataset_id)
     dataset = dataset_refresh_search_vector(dataset_id=dataset_id)
     snapshot_refresh(dataset_id=dataset_id)  # what the in-memory search counts
+    if settings.ELASTICSEARCH_URL:
+        from catalog.search.elastic import index_dataset
+
+        index_dataset(dataset_id=dataset_id)  # this runs in the worker: bulk indexing
     return dataset
 
 

@@ -1,0 +1,81 @@
+"""The Elasticsearch backend: its request is built to the facet contract (always tested),
+and it gives the PostgreSQL backend's numbers (contract suite: only with ELASTICSEARCH_URL)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from catalog.search.dimensions import STUDY_FACETS, StudyQuery
+from catalog.search.elastic import counts_search
+
+ES_URL = os.environ.get("ELASTICSEARCH_URL", "")
+
+
+def _terms_in(node: object) -> list[dict]:
+    """Every terms filter anywhere inside an aggregation's filter."""
+    found: list[dict] = []
+    if isinstance(node, dict):
+        if "terms" in node and isinstance(node["terms"], dict) and "field" not in node["terms"]:
+            found.append(node["terms"])
+        for value in node.values():
+            found += _terms_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _terms_in(value)
+    return found
+
+
+def test_each_facet_is_counted_with_every_filter_but_its_own() -> None:
+    query = StudyQuery(q="nodule", filters={"sex": ["F"], "modality": ["CT", "PT"], "has_report": ["true"]})
+    body = counts_search(query, universe=[1, 2, 3], chosen=[1, 2]).to_dict()
+    assert body["size"] == 0
+    assert {"simple_query_string": {"query": "nodule", "fields": ["description"], "default_operator": "and"}} \
+        in body["query"]["bool"]["filter"]
+    aggs = body["aggs"]
+    assert set(aggs) == {"dataset", *(f"facet_{name}" for name in STUDY_FACETS)}
+    sex_filters = _terms_in(aggs["facet_sex"]["filter"])
+    assert {"modality": ["CT", "PT"]} in sex_filters and {"has_report": ["true"]} in sex_filters
+    assert not any("sex" in f for f in sex_filters)  # not its own
+    assert {"dataset_id": [1, 2]} in sex_filters  # the dataset-level choice applies to it
+    dataset_filters = _terms_in(aggs["dataset"]["filter"])
+    assert {"sex": ["F"]} in dataset_filters and {"dataset_id": [1, 2]} not in dataset_filters
+    assert aggs["facet_modality"]["aggs"]["values"]["terms"]["field"] == "modality"
+
+
+# --- the contract suite, against a real Elasticsearch ------------------------------------
+
+pytestmark_es = pytest.mark.skipif(
+    not ES_URL, reason="ELASTICSEARCH_URL is not set: there is no Elasticsearch server here "
+                       "(docker compose up elasticsearch, then ELASTICSEARCH_URL=http://localhost:9200)")
+
+
+@pytest.fixture
+def elastic_catalog(catalog, settings):  # noqa: ANN001, ANN201
+    from catalog.search.elastic import _connect, index_dataset
+
+    settings.ELASTICSEARCH_URL = ES_URL
+    settings.ELASTICSEARCH_INDEX = f"test-studies-{uuid.uuid4().hex[:8]}"
+    for dataset in catalog:
+        index_dataset(dataset_id=dataset.pk)
+    yield catalog
+    _connect().indices.delete(index=settings.ELASTICSEARCH_INDEX, ignore_unavailable=True)
+
+
+@pytestmark_es
+@pytest.mark.django_db
+@pytest.mark.parametrize("filters", [{}, {"sex": ["F"]}, {"modality": ["PT"], "age_band": ["40-49"]},
+                                     {"slice_thickness": ["<1mm", "unknown"], "has_report": ["true"]}])
+def test_elasticsearch_counts_what_postgresql_counts(elastic_catalog, filters) -> None:
+    from catalog.search import PostgresSearch
+    from catalog.search.elastic import ElasticSearch
+
+    query = StudyQuery(filters=filters)
+    sql, es = PostgresSearch(), ElasticSearch()
+    datasets = sql.datasets(query)
+    assert es.counts(query, datasets) == sql.counts(query, datasets)
+    ids = [d.pk for d in elastic_catalog]
+    assert es.breakdown(query, ids, ["sex", "age_band"]) == sql.breakdown(query, ids, ["sex", "age_band"])
+    assert es.by_dataset(query, ids, "manufacturer") == sql.by_dataset(query, ids, "manufacturer")
+    assert es.patients(query, ids) == sql.patients(query, ids)
