@@ -1,7 +1,8 @@
 """Preview images for the dataset page, rendered by the worker from de-identified files.
 
-Only images without burned-in-text risk are rendered (CT, MR, PT, NM, CR, DX, MG; not
-ultrasound, secondary capture or anything declaring BurnedInAnnotation YES), and only from
+Only images without burned-in-text risk are rendered (CT, MR, PT, NM, CR, DX, MG, and none
+that deid.pixels.burned_in_risk flags: ultrasound, secondary capture, screen saves,
+BurnedInAnnotation YES, devices known to burn in), and only from
 uncompressed transfer syntaxes: decoding compressed data in the worker risks the decoder
 hangs deid/pixels.py guards against. Windowed from the image's own window (or its 1st-99th
 percentiles), MONOCHROME1 inverted, reduced to at most 256 px, written as an 8-bit
@@ -15,6 +16,8 @@ from typing import IO
 
 import numpy as np
 import pydicom
+
+from deid.pixels import burned_in_risk
 
 PREVIEW_MODALITIES = {"CT", "MR", "PT", "NM", "CR", "DX", "MG"}
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -36,6 +39,11 @@ def render_preview(fp: IO[bytes]) -> tuple[bytes, int, int] | None:
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
     if (ts not in UNCOMPRESSED or "PixelData" not in ds or str(ds.get("Modality", "")) not in PREVIEW_MODALITIES
             or str(ds.get("BurnedInAnnotation", "")).upper() == "YES" or int(ds.get("SamplesPerPixel", 1)) != 1):
+        return None
+    # Anything deid would treat as possibly carrying burned-in text (screen saves, secondary
+    # captures, devices known to burn in) gets no preview, even where the provider accepted
+    # that risk for the data itself.
+    if burned_in_risk(ds) is not None:
         return None
     pixels = ds.pixel_array
     if pixels.ndim == 3:

@@ -84,3 +84,17 @@ def test_no_previews_for_images_at_risk_of_burned_in_text() -> None:
     out = io.BytesIO()
     ds.save_as(out)
     assert render_preview(io.BytesIO(out.getvalue())) is None
+
+
+def test_no_previews_for_screen_saves_and_secondary_captures() -> None:
+    name, data = ct_files()[0]
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.ImageType = ["DERIVED", "SECONDARY", "SCREEN SAVE"]
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert render_preview(io.BytesIO(out.getvalue())) is None
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture, modality still CT
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert render_preview(io.BytesIO(out.getvalue())) is None
