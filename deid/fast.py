@@ -38,7 +38,7 @@ from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, describe, load_profile,
     method_codes,
 )
-from deid.raw import Element, NotRaw, RawFile, encode, file_header, pad, read_header
+from deid.raw import Element, NotRaw, RawFile, encode, file_header, pad, read_header, text
 from deid.report import DeidReport, build_metadata
 from deid.values import (
     DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
@@ -346,10 +346,6 @@ def _scrubber_values(elements: list[Element], codec: str, depth: int = 0
     return out
 
 
-def _text(element: Element | None) -> str:
-    return element.value.decode("latin-1").strip(" \x00") if element is not None else ""
-
-
 def _meta(out: list[Element], transfer_syntax: str, rewrite: _Rewrite) -> list[Element]:
     by_tag = {e.tag: e for e in out}
     return [
@@ -369,11 +365,11 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     except NotRaw:
         return None
     top = {e.tag: e for e in parsed.elements}
-    charset = _text(top.get(_CHARSET))
+    charset = text(top.get(_CHARSET))
     codec = _CODECS.get(charset)
     if codec is None:
         return None
-    if not (_text(top.get(_SOP_CLASS)) and _text(top.get(_SOP_INSTANCE))):
+    if not (text(top.get(_SOP_CLASS)) and text(top.get(_SOP_INSTANCE))):
         return None  # the pydicom path takes them from the file meta, or says they are missing
     encodings = convert_encodings([charset]) if charset else None
     header = _Header(parsed.elements, encodings,
