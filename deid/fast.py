@@ -20,9 +20,10 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, BinaryIO
 
+from pydicom import config as pydicom_config
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
@@ -67,6 +68,30 @@ def _identity_tags() -> frozenset[int]:
                 "StudyInstanceUID")
     tags = {tag_for_keyword(k) for k in keywords}
     return frozenset({t for t in tags if t is not None} | set(IDENTIFYING) | identifier_tags())
+
+
+# VRs read here as pydicom reads them (values.convert_string / convert_UI / convert_text /
+# convert_numbers, single values only); the rest, and every multi-valued, empty or
+# escaped value, go through pydicom's convert_value.
+_PLAIN_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
+_CHARSET_TEXT_VRS = frozenset({"LO", "SH", "UC"})
+_NUMBER_FORMATS = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
+
+
+def _quick_value(element: Element, codec: str, encodings: list[str] | None) -> Any:
+    vr, raw = element.vr, element.value
+    if raw and b"\\" not in raw and b"\x1b" not in raw:
+        if vr in _PLAIN_STRING_VRS and not pydicom_config.datetime_conversion:
+            return raw.decode("latin_1").rstrip(" \x00")
+        if vr in _CHARSET_TEXT_VRS:
+            try:
+                return raw.decode(codec).rstrip("\x00 ")
+            except UnicodeDecodeError:
+                pass  # pydicom decodes with replacement characters and a warning
+        fmt = _NUMBER_FORMATS.get(vr)
+        if fmt is not None and len(raw) == struct.calcsize(fmt):
+            return struct.unpack(fmt, raw)[0]
+    return convert_value(vr, _raw(element), encodings)
 
 
 def _raw(element: Element) -> RawDataElement:
@@ -123,9 +148,9 @@ class _Rewrite:
     # -- decoding and encoding single values (pydicom's converters: same reading) --
 
     def decode(self, element: Element) -> Any:
-        return convert_value(element.vr, _raw(element), self.encodings)
+        return _quick_value(element, self.codec, self.encodings)
 
-    @property
+    @cached_property
     def encodings(self) -> list[str] | None:
         return convert_encodings([self.charset]) if self.charset else None
 
@@ -306,9 +331,10 @@ class _Header:
     and ``tag in header``, what pixels.decide() and report.build_metadata() read."""
 
     def __init__(self, elements: list[Element], encodings: list[str] | None,
-                 extra_tags: tuple[int, ...] = ()) -> None:
+                 extra_tags: tuple[int, ...] = (), codec: str = "latin_1") -> None:
         self._by_tag = {e.tag: e for e in elements}
         self._encodings = encodings
+        self._codec = codec
         self._tags = set(self._by_tag) | set(extra_tags)
         self._values: dict[str, Any] = {}
 
@@ -320,7 +346,7 @@ class _Header:
             element = self._by_tag.get(tag_for_keyword(keyword) or -1)
             value = None
             if element is not None and element.items is None:
-                value = convert_value(element.vr, _raw(element), self._encodings)
+                value = _quick_value(element, self._codec, self._encodings)
             self._values[keyword] = value
         value = self._values[keyword]
         return default if value is None else value
@@ -373,7 +399,7 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
         return None  # the pydicom path takes them from the file meta, or says they are missing
     encodings = convert_encodings([charset]) if charset else None
     header = _Header(parsed.elements, encodings,
-                     (parsed.pixel.tag,) if parsed.pixel is not None else ())
+                     (parsed.pixel.tag,) if parsed.pixel is not None else (), codec)
     decision = pixels.decide(header, options)
     if decision.action == "reject":
         raise BurnedInAnnotationError(decision.reason)
@@ -430,7 +456,7 @@ def _rewrite(parsed: RawFile, header: _Header, *, key: bytes, options: Options, 
     trailer = bytearray()
     encode(tail, trailer)
     report = DeidReport(
-        metadata=build_metadata(_Header(out, rewrite.encodings).get, parsed.transfer_syntax,
+        metadata=build_metadata(_Header(out, rewrite.encodings, codec=codec).get, parsed.transfer_syntax,
                                 has_pixels=keep_pixels and pixel is not None and pixel.tag == _PIXEL_DATA),
         actions=dict(sorted(rewrite.counts.items())),
         profile=describe(options),

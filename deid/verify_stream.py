@@ -182,12 +182,13 @@ def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH,
 class PixelScanner:
     """feed() the streamed bytes in order; raises PHIRemainsError on a match.
 
-    A match of a needle is a run of at least MIN_PIXEL_MATCH bytes, all from the
-    needle's alphabet (the bytes its pattern can match). Two cheap tests tell whether a
-    chunk can hold such a run at all, before any needle is searched: in 16-bit images
-    every other byte is a high byte, mostly outside the alphabet, so a run of 8 needs 4
-    neighbouring words whose high bytes all fall in the alphabet's ranges (numpy, a few
-    vector passes); otherwise one translate() + find() looks for the run itself. Only
+    A match of a needle holds a run of bytes from a small set: its literal anchor (4+
+    letters or digits) or, without one, its alphabet (at least MIN_PIXEL_MATCH bytes).
+    Cheap tests tell whether a chunk can hold such a run at all, before any needle is
+    searched: in 16-bit images every other byte is a high byte, mostly outside the set,
+    so the smallest and largest word often rule it out at once (numpy min/max); else a
+    run of 2k bytes needs k neighbouring words whose high bytes all fall in the set's
+    ranges (a few vector passes); else one translate() + find() looks for the run. Only
     then does each needle's literal anchor (bytes.find) decide whether its pattern runs.
     """
 
@@ -197,13 +198,13 @@ class PixelScanner:
         # Lookarounds read one byte either side of a match.
         self.overlap = max((n.width for n in self.needles), default=0) + 2
         self._fold = any(n.fold for n in self.needles)
-        alphabet = frozenset().union(*(n.alphabet for n in self.needles))
+        alphabet, shortest = _required_run(self.needles)
         self._table = bytes(1 if b in alphabet else 0 for b in range(256))
-        shortest = max(1, min((n.low for n in self.needles), default=1))
         self._run = b"\x01" * shortest
         self._prefilter = len(alphabet) < 256
         self._ranges = _ranges(alphabet) if shortest >= 4 else None
         self._words = shortest // 2
+        self._byte_in = np.frombuffer(self._table, dtype=np.uint8).astype(bool)
         self._carry = b""
         self.scanned = 0
 
@@ -241,6 +242,11 @@ class PixelScanner:
         if self._ranges is not None and len(data) >= 4096:
             # Any run of 2k bytes covers the second bytes of k neighbouring 2-byte words.
             words = np.frombuffer(data, dtype="<u2", count=len(data) // 2)
+            # High bytes grow with the word: all of them lie between those of the
+            # smallest and the largest word (most CT: 0x00..0x0F, below any letter).
+            lowest, highest = int(words.min()) >> 8, int(words.max()) >> 8
+            if not any(low <= highest and lowest < low + width for low, width in self._ranges):
+                return False
             inside = np.zeros(len(words), dtype=bool)
             for low, width in self._ranges:
                 # The high byte in [low, low + width): one wrapping subtraction.
@@ -248,9 +254,47 @@ class PixelScanner:
             together = inside[: len(inside) - self._words + 1].copy()
             for shift in range(1, self._words):
                 together &= inside[shift: len(inside) - self._words + 1 + shift]
-            if not together.any():
+            starts = np.flatnonzero(together)
+            if len(starts) == 0:
                 return False
+            if len(starts) <= len(words) // 64:  # few places to look at closely
+                return self._full_words_at(words, starts)
         return bytes(data).translate(self._table).find(self._run) >= 0
+
+
+    def _full_words_at(self, words: np.ndarray, starts: np.ndarray) -> bool:
+        """Whether a window of k words at one of ``starts`` holds the k - 1 (k when the
+        run is odd) neighbouring words with both bytes in the set that every run needs."""
+        k = self._words
+        need = (len(self._run) - 1) // 2
+        if need < 1:
+            return True
+        # Clipped at the end: a repeated last word can only add a false alarm.
+        window = words[np.minimum(starts[:, None] + np.arange(k), len(words) - 1)]
+        full = self._byte_in[window & 0xFF] & self._byte_in[window >> 8]
+        run = full[:, : k - need + 1].copy()
+        for shift in range(1, need):
+            run &= full[:, shift: k - need + 1 + shift]
+        return bool(run.any())
+
+
+def _required_run(needles: list[_PixelNeedle]) -> tuple[frozenset[int], int]:
+    """The bytes any match must have a run of, and the run's shortest length: a needle
+    with a literal anchor cannot match without it (either case when the needle ignores
+    case), so its anchor's bytes count, not the separators and spaces its pattern allows
+    around them; a needle without one counts its whole alphabet."""
+    required: set[int] = set()
+    shortest = None
+    for needle in needles:
+        if needle.anchor is not None:
+            anchor = frozenset(needle.anchor)
+            required |= _folded(anchor) if needle.fold else anchor
+            length = len(needle.anchor)
+        else:
+            required |= needle.alphabet
+            length = needle.low
+        shortest = length if shortest is None else min(shortest, length)
+    return frozenset(required), max(1, shortest or 1)
 
 
 def _ranges(alphabet: frozenset[int], gap: int = 16, most: int = 4) -> list[tuple[int, int]] | None:
