@@ -45,8 +45,8 @@ from deid.values import (
     DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
     PATIENT_NAME, TEXT_VRS, cap_age, patient_seed, values_of,
 )
-from deid.verify import IDENTIFYING, collect_needles, collect_needles_from_bytes, verify_output
-from deid.verify_walk import Unwalkable
+from deid.verify import IDENTIFYING, collect_needles, needles_from_walked, verify_output
+from deid.verify_walk import Unwalkable, Walked
 from deid.verify_stream import PixelScanner
 from deid.walk import MAX_DEPTH
 
@@ -151,6 +151,10 @@ class _Rewrite:
         return _quick_value(element, self.codec, self.encodings)
 
     @cached_property
+    def actions(self) -> dict[int, str]:
+        return _ACTIONS.setdefault(self.options, {})  # filled by _action()
+
+    @cached_property
     def encodings(self) -> list[str] | None:
         return convert_encodings([self.charset]) if self.charset else None
 
@@ -195,7 +199,8 @@ class _Rewrite:
                 out[tag] = self.encode(tag, "LO" if tag == PATIENT_ID else "PN", [self.pseudonym])
                 counts["pseudonymized"] += 1
                 continue
-            self.apply(element, _action(tag, self.options), out, depth)
+            action = self.actions.get(tag)
+            self.apply(element, action or _action(tag, self.options), out, depth)
         for creator in keep_creators:
             if by_tag is not None and creator in by_tag:
                 out[creator] = by_tag[creator]
@@ -262,10 +267,40 @@ class _Rewrite:
         items = [self.data_set(item, depth + 1) for item in element.items or []]
         out[element.tag] = Element(element.tag, "SQ", items=items)
 
+    @cached_property
+    def memo(self) -> dict[tuple[str, str, bytes], bytes | None]:
+        return _memo(self.key, self.options, self.shift, self.charset, self.scrubber)
+
+    def changed(self, kind: str, element: Element,
+                change: Callable[[Element], bytes | None]) -> bytes | None:
+        """change(element): its new value bytes (None: remove it), computed once per
+        value — a series repeats most of them (study and series UIDs, dates, texts)."""
+        key, memo = (kind, element.vr, element.value), self.memo
+        if key in memo:
+            return memo[key]
+        value = change(element)
+        if len(memo) < _MEMO_VALUES:
+            memo[key] = value
+        return value
+
     def remap(self, element: Element, out: dict[int, Element]) -> None:
-        values = [uids.remap_uid(str(v), self.key) for v in values_of(self.decode(element))]
-        out[element.tag] = self.encode(element.tag, "UI", values)
+        out[element.tag] = Element(element.tag, "UI", self.changed("uid", element, self.remapped))
         self.counts["uid_remapped"] += 1
+
+    def remapped(self, element: Element) -> bytes:
+        values = [uids.remap_uid(str(v), self.key) for v in values_of(self.decode(element))]
+        return self.encode(element.tag, "UI", values).value
+
+    def shifted(self, element: Element) -> bytes | None:
+        shift = dates.shift_da if element.vr == "DA" else dates.shift_dt
+        shifted = [shift(str(v), self.shift) for v in values_of(self.decode(element))]
+        if any(s is None for s in shifted):
+            return None  # unparseable dates cannot be shifted safely
+        return self.encode(element.tag, element.vr, shifted).value
+
+    def cleaned(self, element: Element) -> bytes:
+        cleaned = [self.scrubber.clean(str(v)) for v in values_of(self.decode(element))]
+        return self.encode(element.tag, element.vr, [c for c in cleaned if c]).value
 
     def clean(self, element: Element, out: dict[int, Element], depth: int) -> None:
         tag, vr, counts = element.tag, element.vr, self.counts
@@ -280,16 +315,14 @@ class _Rewrite:
                 out[tag] = element
                 counts["kept"] += 1
                 return
-            shift = dates.shift_da if vr == "DA" else dates.shift_dt
-            shifted = [shift(str(v), self.shift) for v in values_of(self.decode(element))]
-            if any(s is None for s in shifted):
-                counts["removed"] += 1  # unparseable dates cannot be shifted safely
+            shifted = self.changed("date", element, self.shifted)
+            if shifted is None:
+                counts["removed"] += 1
                 return
-            out[tag] = self.encode(tag, vr, shifted)
+            out[tag] = Element(tag, vr, shifted)
             counts["date_shifted"] += 1
         elif vr in TEXT_VRS:
-            cleaned = [self.scrubber.clean(str(v)) for v in values_of(self.decode(element))]
-            out[tag] = self.encode(tag, vr, [c for c in cleaned if c])
+            out[tag] = Element(tag, vr, self.changed("text", element, self.cleaned))
             counts["cleaned"] += 1
         else:
             counts["removed"] += 1
@@ -315,6 +348,17 @@ class _Rewrite:
         by_tag[0x00280303] = self.encode(
             0x00280303, "CS", ["MODIFIED" if self.shift is not None else "REMOVED"])
         return [by_tag[tag] for tag in sorted(by_tag)]
+
+
+_MEMO_VALUES = 4096  # new values remembered per context
+
+
+@lru_cache(maxsize=64)
+def _memo(key: bytes, options: Options, shift: int | None, charset: str,
+          scrubber: Scrubber) -> dict[tuple[str, str, bytes], bytes | None]:
+    """Changed values of one context (key, options, patient's shift, character set,
+    the series' scrubber), shared by the files of a series."""
+    return {}
 
 
 @lru_cache(maxsize=256)
@@ -372,6 +416,26 @@ def _scrubber_values(elements: list[Element], codec: str, depth: int = 0
     return out
 
 
+def _walked(elements: list[Element], codec: str) -> Walked:
+    """The parsed elements as the verifier's reader presents an input (any depth, values
+    as bytes). A nested character set is left to pydicom, as that reader leaves it."""
+    walked = Walked(codec=codec)
+    flat = walked.elements
+
+    def add(items: list[Element], depth: int) -> None:
+        for element in items:
+            if element.items is not None:
+                for item in element.items:
+                    add(item, depth + 1)
+            elif depth and element.tag == _CHARSET:
+                raise Unwalkable
+            else:
+                flat.append((element.tag, element.vr, element.value, depth))
+
+    add(elements, 0)
+    return walked
+
+
 def _meta(out: list[Element], transfer_syntax: str, rewrite: _Rewrite) -> list[Element]:
     by_tag = {e.tag: e for e in out}
     return [
@@ -409,9 +473,9 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
         output = _rewrite(parsed, header, key=key, options=options, charset=charset, codec=codec)
     except (NotRaw, UnicodeError):
         return None  # nothing written yet: the pydicom path takes the file
-    try:  # the verifier reads the input's bytes itself...
-        needles = collect_needles_from_bytes(parsed.header)
-    except Unwalkable:  # ...or pydicom's reading of its identifying elements
+    try:  # the input's identifying values, from the elements just parsed...
+        needles = needles_from_walked(_walked(parsed.elements, codec))
+    except Unwalkable:  # ...or pydicom's reading of them
         needles = collect_needles(shadow(parsed.elements, _wants_identity))
     # The verifier's full check on everything but the pixel data value...
     verify_output(Dataset(), output.header + output.trailer, needles=needles)

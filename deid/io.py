@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,8 +85,10 @@ def atomic_output(dst: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """A file to write that appears under ``dst`` only when the block finishes without error:
     a crash or a failed check never leaves a half-written file under the final name."""
     path = Path(dst)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deid-", suffix=".tmp")
+    # A name of its own per process and thread, beside the target (same file system,
+    # so the rename is atomic); cheaper than mkstemp's random names, which show per file.
+    tmp = path.with_name(f".deid-{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    fd = _create(tmp)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
@@ -93,6 +96,17 @@ def atomic_output(dst: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _create(tmp: Path) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(tmp, flags, 0o600)
+    except FileNotFoundError:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        tmp.unlink()  # left by a crashed earlier process that had our pid
+    return os.open(tmp, flags, 0o600)
 
 
 @dataclass

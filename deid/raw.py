@@ -30,6 +30,8 @@ LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN"
 SHORT_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO",
                        "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"})
 _HEAD = struct.Struct("<HH2s")
+_HEAD_SHORT = struct.Struct("<HH2sH")
+_VR_NAMES = {vr.encode("ascii"): vr for vr in LONG_VRS | SHORT_VRS}
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _ITEM_HEAD = struct.Struct("<HHI")
@@ -109,14 +111,29 @@ class _Parser:
             raise NotRaw
         elements: list[Element] = []
         last = -1
+        buf, size = self.buf, len(self.buf)
         while end is None or pos < end:
-            if top and pos == len(self.buf) and self.complete:
+            if top and pos == size and self.complete:
                 return elements, pos, None  # no pixel data at all
-            tag, vr, length, start = self.element_head(pos)
-            if tag == ITEM_END and end is None:
-                return elements, start, None
-            if not vr or tag <= last:
-                raise NotRaw  # stray delimiter, or elements out of order / repeated
+            # element_head(), inlined: this loop runs for every element of every file.
+            if pos + 8 > size:
+                self.need(pos + 8)
+            group, number, vr_bytes, short_length = _HEAD_SHORT.unpack_from(buf, pos)
+            tag = (group << 16) | number
+            if group == 0xFFFE:
+                if tag == ITEM_END and end is None:
+                    return elements, pos + 8, None
+                raise NotRaw  # stray delimiter
+            vr = _VR_NAMES.get(vr_bytes)
+            if vr is None:
+                raise NotRaw  # not explicit VR, or an invalid VR
+            if vr in LONG_VRS:
+                self.need(pos + 12)
+                length, start = _U32.unpack_from(buf, pos + 8)[0], pos + 12
+            else:
+                length, start = short_length, pos + 8
+            if tag <= last:
+                raise NotRaw  # elements out of order / repeated
             last = tag
             self.count += 1
             if self.count > MAX_ELEMENTS:
@@ -129,9 +146,10 @@ class _Parser:
                 continue
             if length == UNDEFINED:
                 raise NotRaw
-            self.need(start + length)
-            elements.append(Element(tag, vr, self.buf[start:start + length]))
             pos = start + length
+            if pos > size:
+                self.need(pos)
+            elements.append(Element(tag, vr, buf[start:pos]))
         if pos != end:
             raise NotRaw
         return elements, pos, None

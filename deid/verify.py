@@ -421,7 +421,13 @@ def collect_needles_from_bytes(header: bytes) -> list[Needle]:
     """collect_needles() for an input given as its Part 10 bytes (up to the pixel data at
     least), read by the verifier's own reader (verify_walk). Raises verify_walk.Unwalkable
     for inputs that reader does not take: use collect_needles() on a data set then."""
-    walked = verify_walk.walk(header)
+    return needles_from_walked(verify_walk.walk(header))
+
+
+def needles_from_walked(walked: verify_walk.Walked) -> list[Needle]:
+    """collect_needles() for an input's elements as (tag, VR, value bytes, depth) with
+    its codec: read by verify_walk, or by the fast path's own parser (as the pydicom
+    path's needles come from pydicom's reading of the input it de-identifies)."""
     # Only identifying elements and the device's name are decoded.
     walked.elements = [e for e in walked.elements
                        if e[0] >> 16 != 0x0002 and (_kind(e[0], e[1]) is not None

@@ -198,13 +198,9 @@ class PixelScanner:
         # Lookarounds read one byte either side of a match.
         self.overlap = max((n.width for n in self.needles), default=0) + 2
         self._fold = any(n.fold for n in self.needles)
-        alphabet, shortest = _required_run(self.needles)
-        self._table = bytes(1 if b in alphabet else 0 for b in range(256))
-        self._run = b"\x01" * shortest
-        self._prefilter = len(alphabet) < 256
-        self._ranges = _ranges(alphabet) if shortest >= 4 else None
-        self._words = shortest // 2
-        self._byte_in = np.frombuffer(self._table, dtype=np.uint8).astype(bool)
+        plan = _prefilter_plan(*_required_run(self.needles))
+        self._table, self._run, self._prefilter, self._ranges, self._byte_in = plan
+        self._words = len(self._run) // 2
         self._carry = b""
         self.scanned = 0
 
@@ -279,22 +275,34 @@ class PixelScanner:
 
 
 def _required_run(needles: list[_PixelNeedle]) -> tuple[frozenset[int], int]:
-    """The bytes any match must have a run of, and the run's shortest length: a needle
-    with a literal anchor cannot match without it (either case when the needle ignores
-    case), so its anchor's bytes count, not the separators and spaces its pattern allows
-    around them; a needle without one counts its whole alphabet."""
-    required: set[int] = set()
-    shortest = None
-    for needle in needles:
-        if needle.anchor is not None:
-            anchor = frozenset(needle.anchor)
-            required |= _folded(anchor) if needle.fold else anchor
-            length = len(needle.anchor)
-        else:
-            required |= needle.alphabet
-            length = needle.low
-        shortest = length if shortest is None else min(shortest, length)
-    return frozenset(required), max(1, shortest or 1)
+    """The bytes any match must have a run of, and the run's shortest length."""
+    if not needles:
+        return frozenset(), 1
+    runs = [_needle_run(needle) for needle in needles]
+    return frozenset().union(*(run for run, _ in runs)), max(1, min(n for _, n in runs))
+
+
+@lru_cache(maxsize=4096)
+def _needle_run(needle: _PixelNeedle) -> tuple[frozenset[int], int]:
+    """A needle with a literal anchor cannot match without it (either case when the
+    needle ignores case), so its anchor's bytes count, not the separators and spaces its
+    pattern allows around them; a needle without one counts its whole alphabet."""
+    if needle.anchor is None:
+        return needle.alphabet, needle.low
+    anchor = frozenset(needle.anchor)
+    return (_folded(anchor) if needle.fold else anchor), len(needle.anchor)
+
+
+@lru_cache(maxsize=256)
+def _prefilter_plan(alphabet: frozenset[int], shortest: int) -> tuple[
+        bytes, bytes, bool, list[tuple[int, int]] | None, np.ndarray]:
+    """(translate table, run to find, whether to prefilter at all, high-byte ranges,
+    byte membership as a numpy lookup); the files of a series share one."""
+    table = bytes(1 if b in alphabet else 0 for b in range(256))
+    byte_in = np.frombuffer(table, dtype=np.uint8).astype(bool)
+    byte_in.flags.writeable = False
+    ranges = _ranges(alphabet) if shortest >= 4 else None
+    return table, b"\x01" * shortest, len(alphabet) < 256, ranges, byte_in
 
 
 def _ranges(alphabet: frozenset[int], gap: int = 16, most: int = 4) -> list[tuple[int, int]] | None:

@@ -27,6 +27,9 @@ _TEXT = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "
 _NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "UV": "Q", "SV": "q", "FL": "f",
             "FD": "d", "AT": "HH"}
 _SINGLE_VALUED = frozenset({"LT", "ST", "UT", "UR"})
+_HEAD = struct.Struct("<HH2sH")
+_U32 = struct.Struct("<I")
+_VR_NAMES = {vr.encode("latin-1"): vr for vr in _LONG | _SHORT}
 NUMERIC_VRS = frozenset({"IS", "DS", "DA", "TM", "DT", *_NUMBERS})
 # Character sets whose text is one byte string per value (no code extensions).
 _CODECS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1",
@@ -116,27 +119,42 @@ class _Reader:
     def data_set(self, pos: int, end: int | None, depth: int, top: bool = False) -> int:
         if depth > MAX_DEPTH:
             raise Unwalkable
-        data, walked = self.data, self.walked
-        while pos < (len(data) if end is None else end):
-            tag, vr, length, start = self.head(pos)
-            if tag == _ITEM_END and end is None and not top:
-                return start
-            if not vr:
+        data, append = self.data, self.walked.elements.append
+        size = len(data)
+        stop = size if end is None else end
+        while pos < stop:
+            # head(), inlined: this loop runs for every element of every output.
+            if pos + 8 > size:
                 raise Unwalkable
+            group, number, vr_bytes, short_length = _HEAD.unpack_from(data, pos)
+            tag = (group << 16) | number
+            if group == 0xFFFE:
+                if tag == _ITEM_END and end is None and not top:
+                    return pos + 8
+                raise Unwalkable
+            vr = _VR_NAMES.get(vr_bytes)
+            if vr is None:
+                raise Unwalkable
+            if vr in _LONG:
+                if pos + 12 > size:
+                    raise Unwalkable
+                length, start = _U32.unpack_from(data, pos + 8)[0], pos + 12
+            else:
+                length, start = short_length, pos + 8
             if tag == 0x00080005 and depth:
                 raise Unwalkable  # an item's own character set: leave it to pydicom
             if vr == "SQ":
                 pos = self.items(start, length, depth)
                 continue
-            if top and tag >> 16 == _PIXEL_GROUP:
+            if top and group == _PIXEL_GROUP:
                 pos = self.pixel(start, length)
                 continue
-            if length == _UNDEFINED or start + length > len(data):
-                raise Unwalkable
-            if vr == "UN" and not (tag >> 16) % 2:
-                raise Unwalkable  # pydicom reads it with its dictionary VR
-            walked.elements.append((tag, vr, data[start:start + length], depth))
             pos = start + length
+            if length == _UNDEFINED or pos > size:
+                raise Unwalkable
+            if vr == "UN" and not group % 2:
+                raise Unwalkable  # pydicom reads it with its dictionary VR
+            append((tag, vr, data[start:pos], depth))
         if end is not None and pos != end:
             raise Unwalkable
         if end is None and not top:

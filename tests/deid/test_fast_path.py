@@ -18,8 +18,9 @@ from pydicom.uid import (
 )
 
 from deid import DeidError, Options, deidentify_file, fast
-from deid.verify import collect_needles, collect_needles_from_bytes
+from deid.verify import collect_needles, collect_needles_from_bytes, needles_from_walked
 from deid.verify_stream import PixelScanner
+from deid.raw import NotRaw, read_header, text
 from deid.verify_walk import Unwalkable, walk
 from deid_factory import KEY, make_dataset, to_bytes
 from phi_corpus import all_cases
@@ -180,6 +181,24 @@ def test_verifier_collects_the_same_needles_from_bytes_as_from_pydicom(name: str
     assert from_bytes  # every case has identifying values
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_fast_path_collects_the_same_needles_from_its_parse_as_pydicom(name: str) -> None:
+    """The fast path's needles come from raw.py's parse of the input, as the pydicom
+    path's come from pydicom's: both must find the same identifying values."""
+    data = CASES[name]
+    try:
+        parsed = read_header(io.BytesIO(data))
+        charset = text(next((e for e in parsed.elements if e.tag == 0x00080005), None))
+        codec = fast._CODECS[charset]
+        from_parse = needles_from_walked(fast._walked(parsed.elements, codec))
+    except (NotRaw, KeyError, Unwalkable):
+        pytest.skip(f"{name}: not a file for the fast path")
+    from_pydicom = collect_needles(pydicom.dcmread(io.BytesIO(data)))
+    assert {(n.source, n.pattern.pattern) for n in from_parse} == {
+        (n.source, n.pattern.pattern) for n in from_pydicom}
+    assert from_parse
+
+
 def test_verifier_reads_values_as_pydicom_does() -> None:
     data = to_bytes(make_dataset())
     walked = {(tag, tuple(v.strip() for v in values))
@@ -241,3 +260,32 @@ def test_pixel_scan_finds_a_name_split_between_two_chunks() -> None:
     scanner.feed(first)
     with pytest.raises(DeidError, match="pixel data bytes"):
         scanner.feed(second)
+
+
+# --- values remembered across the files of a series -----------------------------------
+
+def _fast_output(data: bytes, key: bytes = KEY, options: Options | None = None) -> pydicom.Dataset:
+    out = io.BytesIO()
+    assert fast.deidentify_raw(io.BytesIO(data), out, key=key, options=options or Options())
+    return pydicom.dcmread(io.BytesIO(out.getvalue()))
+
+
+def test_remembered_values_stay_within_their_key_patient_and_series() -> None:
+    """The same study UID, date and description, seen again under another key, another
+    patient (another date shift) or another series' names, are changed afresh."""
+    first = _fast_output(to_bytes(make_dataset()))
+    again = _fast_output(to_bytes(make_dataset()))
+    other_key = _fast_output(to_bytes(make_dataset()), key=KEY[::-1])
+    other_patient = _fast_output(to_bytes(make_dataset(PatientID="OTHER-77")))
+    plain = _fast_output(to_bytes(make_dataset(SeriesDescription="QUIMBYSON review")))
+    other_names = _fast_output(to_bytes(make_dataset(
+        PatientName="QUIMBYSON^ZEB", SeriesDescription="QUIMBYSON review")))
+    assert again.StudyInstanceUID == first.StudyInstanceUID
+    assert again.StudyDate == first.StudyDate
+    assert other_key.StudyInstanceUID != first.StudyInstanceUID
+    assert other_patient.StudyDate != first.StudyDate
+    assert plain.SeriesDescription == "QUIMBYSON review"
+    assert "QUIMBYSON" not in other_names.get("SeriesDescription", "")
+    without_dates = _fast_output(to_bytes(make_dataset()), options=Options(
+        retain_longitudinal_modified_dates=False))
+    assert "StudyDate" not in without_dates or not without_dates.StudyDate
