@@ -89,13 +89,20 @@ def _one(job: tuple[str, str, str, bytes, Options]) -> dict[str, Any]:
 def _inputs(in_dir: Path, out_dir: Path) -> list[Path]:
     out_resolved = out_dir.resolve()
     files = []
-    for path in sorted(in_dir.rglob("*")):
-        if not path.is_file():
-            continue
-        if out_resolved == path.resolve() or out_resolved in path.resolve().parents:
-            continue  # OUT_DIR inside IN_DIR: do not eat our own output
-        files.append(path)
-    return files
+    for root, dirs, names in os.walk(in_dir):
+        # OUT_DIR inside IN_DIR: do not eat our own output (one resolve per directory,
+        # not per file: thousands of files share a few directories).
+        dirs[:] = [d for d in dirs if Path(root, d).resolve() != out_resolved]
+        for name in names:
+            path = Path(root, name)
+            if path.is_file() and not (path.is_symlink() and _inside(path, out_resolved)):
+                files.append(path)
+    return sorted(files)
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    resolved = path.resolve()
+    return resolved == directory or directory in resolved.parents
 
 
 class Progress:

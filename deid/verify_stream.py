@@ -12,6 +12,7 @@ Messages name the source tag, never a value.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -243,20 +244,26 @@ class PixelScanner:
             lowest, highest = int(words.min()) >> 8, int(words.max()) >> 8
             if not any(low <= highest and lowest < low + width for low, width in self._ranges):
                 return False
-            inside = np.zeros(len(words), dtype=bool)
+            # In place in per-thread scratch arrays: fresh temporaries of a chunk's size
+            # would cost page faults on every chunk.
+            count, k = len(words), self._words
+            shifted, flags, inside, together = _scratch(count)
+            inside[:] = False
             for low, width in self._ranges:
                 # The high byte in [low, low + width): one wrapping subtraction.
-                inside |= (words - np.uint16(low << 8)) < np.uint16(width << 8)
-            together = inside[: len(inside) - self._words + 1].copy()
-            for shift in range(1, self._words):
-                together &= inside[shift: len(inside) - self._words + 1 + shift]
+                np.subtract(words, np.uint16(low << 8), out=shifted)
+                np.less(shifted, np.uint16(width << 8), out=flags)
+                np.logical_or(inside, flags, out=inside)
+            together = together[: count - k + 1]
+            np.copyto(together, inside[: count - k + 1])
+            for shift in range(1, k):
+                np.logical_and(together, inside[shift: count - k + 1 + shift], out=together)
             starts = np.flatnonzero(together)
             if len(starts) == 0:
                 return False
             if len(starts) <= len(words) // 64:  # few places to look at closely
                 return self._full_words_at(words, starts)
         return bytes(data).translate(self._table).find(self._run) >= 0
-
 
     def _full_words_at(self, words: np.ndarray, starts: np.ndarray) -> bool:
         """Whether a window of k words at one of ``starts`` holds the k - 1 (k when the
@@ -272,6 +279,19 @@ class PixelScanner:
         for shift in range(1, need):
             run &= full[:, shift: k - need + 1 + shift]
         return bool(run.any())
+
+
+_LOCAL = threading.local()
+
+
+def _scratch(count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """uint16 and three bool arrays of ``count`` items, reused by this thread."""
+    arrays = getattr(_LOCAL, "arrays", None)
+    if arrays is None or len(arrays[0]) < count:
+        size = max(count, 512 * 1024)
+        arrays = _LOCAL.arrays = (np.empty(size, np.uint16), np.empty(size, bool),
+                                  np.empty(size, bool), np.empty(size, bool))
+    return tuple(a[:count] for a in arrays)  # type: ignore[return-value]
 
 
 def _required_run(needles: list[_PixelNeedle]) -> tuple[frozenset[int], int]:

@@ -55,6 +55,15 @@ def test_it_processes_a_tree_and_reports_each_file(tree: Path, key_file: Path, t
     assert "DOE" not in captured.err  # progress lines carry counts, not file names
 
 
+def test_an_out_dir_inside_the_in_dir_is_not_read_as_input(tree: Path, key_file: Path) -> None:
+    out = tree / "deidentified"
+    assert main([str(tree), str(out), "--key-file", str(key_file)]) == 0
+    os.symlink(out / "study1", tree / "link-to-output")  # nor through a link to it
+    os.symlink(out / "study1" / "a.dcm", tree / "a-link.dcm")
+    assert main([str(tree), str(out), "--key-file", str(key_file)]) == 0
+    assert set(_manifest(out)) == {"study1/a.dcm", "study1/b.dcm", "DOE_JANE_notes.txt", "cut.dcm"}
+
+
 def test_it_runs_with_worker_processes(tree: Path, key_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main([str(tree), str(out), "--key-file", str(key_file), "--workers", "2"]) == 0
