@@ -71,7 +71,7 @@ def _identity_tags() -> frozenset[int]:
 
 
 # VRs read here as pydicom reads them (values.convert_string / convert_UI / convert_text /
-# convert_numbers, single values only); the rest, and every multi-valued, empty or
+# convert_numbers / IS as an int, single values only); the rest, and every multi-valued, empty or
 # escaped value, go through pydicom's convert_value.
 _PLAIN_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
 _CHARSET_TEXT_VRS = frozenset({"LO", "SH", "UC"})
@@ -88,6 +88,11 @@ def _quick_value(element: Element, codec: str, encodings: list[str] | None) -> A
                 return raw.decode(codec).rstrip("\x00 ")
             except UnicodeDecodeError:
                 pass  # pydicom decodes with replacement characters and a warning
+        if vr == "IS":  # pydicom's IS is an int; "5.0" and the like: its own reading
+            try:
+                return int(raw.decode("latin_1"))
+            except ValueError:
+                pass
         fmt = _NUMBER_FORMATS.get(vr)
         if fmt is not None and len(raw) == struct.calcsize(fmt):
             return struct.unpack(fmt, raw)[0]

@@ -28,7 +28,7 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -153,7 +153,7 @@ class Needle:
     def pattern(self) -> re.Pattern[str]:
         return _compiled(self.regex)
 
-    @property
+    @cached_property  # computed once: searched in every file of a series
     def literal_bytes(self) -> bytes | None:
         return self.literal.encode("ascii") if self.literal is not None else None
 
@@ -461,23 +461,15 @@ class _Matcher:
         self.needles = list(needles)
         self._long = [n for n in self.needles if not n.short_number]
 
-    @staticmethod
-    def _candidates(needles: list[Needle], lowered: str | bytes | None) -> Iterator[Needle]:
-        for needle in needles:
-            if lowered is None or needle.literal is None:
-                yield needle
-            elif isinstance(lowered, str):
-                if needle.literal in lowered:
-                    yield needle
-            elif needle.literal_bytes in lowered:  # type: ignore[operator]
-                yield needle
-
     def find_text(self, text: str, numeric: bool) -> Needle | None:
         # Unicode case-insensitive matching has special cases (e.g. U+017F matches "s")
         # that lower() does not reproduce: only ASCII text is prefiltered.
         lowered = text.lower() if text.isascii() else None
-        for needle in self._candidates(self.needles, lowered):
+        for needle in self.needles:
             if numeric and needle.short_number:
+                continue
+            literal = needle.literal
+            if lowered is not None and literal is not None and literal not in lowered:
                 continue
             if needle.pattern.search(text):
                 return needle
@@ -487,7 +479,11 @@ class _Matcher:
                    numbers: bool = False) -> tuple[Needle, int] | None:
         needles = self.needles if numbers else self._long  # numbers: every needle (the preamble)
         # bytes patterns ignore case for ASCII only, exactly what bytes.lower() folds.
-        for needle in self._candidates(needles, data.lower()):
+        lowered = data.lower()
+        for needle in needles:
+            literal = needle.literal_bytes
+            if literal is not None and literal not in lowered:
+                continue
             if pixel and needle.min_len < MIN_PIXEL_LEN:
                 continue
             m = _compiled_bytes(needle.regex).search(data)
