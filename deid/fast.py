@@ -4,9 +4,11 @@ engine.py applies the profile to pydicom data sets; building those, converting e
 value and writing them back costs most of the time per file. Here the header is split
 into raw elements (raw.py), values the profile keeps stay the input's bytes, and only
 the values the profile changes (UIDs, dates, cleaned text, ages) are decoded — with
-pydicom's own converters, so they read exactly as on the pydicom path — and encoded
-again. The decisions (pixels.decide), the descriptor scrubber and the verifier's needles
-come from a small pydicom data set of just the identifying and deciding elements.
+pydicom's converters or the same reading of simple values, so they read exactly as on
+the pydicom path — and encoded again. The decisions (pixels.decide) read the top-level
+values the same way; the descriptor scrubber's values and the verifier's needles come
+from one pass over the parsed input. Changed values are remembered per key, patient and
+series: the files of a series repeat most of them.
 
 Same rules, same output values, same report as the pydicom path: the tests compare both
 paths on every fixture the fast path takes. ``deidentify_raw`` returns None for any file
@@ -26,9 +28,8 @@ from typing import Any, BinaryIO
 from pydicom import config as pydicom_config
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
@@ -45,7 +46,7 @@ from deid.values import (
     DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
     PATIENT_NAME, TEXT_VRS, cap_age, patient_seed, values_of,
 )
-from deid.verify import IDENTIFYING, collect_needles, needles_from_walked, verify_output
+from deid.verify import needles_from_walked, verify_output
 from deid.verify_walk import Unwalkable, Walked
 from deid.verify_stream import PixelScanner
 from deid.walk import MAX_DEPTH
@@ -56,18 +57,9 @@ _CODECS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_I
 _CHARSET = 0x00080005
 _SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 _PIXEL_DATA = 0x7FE00010
-_IDENTITY_VRS = frozenset({"PN", "DA", "DT", "UI"})
 _BINARY_DUMMIES = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i", "UV": "<Q", "SV": "<q",
                    "FL": "<f", "FD": "<d", "AT": "<I"}
 _MAX_ELEMENTS = 500_000
-
-
-@lru_cache(maxsize=1)
-def _identity_tags() -> frozenset[int]:
-    keywords = (*pixels.DECISION_KEYWORDS, "SpecificCharacterSet", "PatientID",
-                "StudyInstanceUID")
-    tags = {tag_for_keyword(k) for k in keywords}
-    return frozenset({t for t in tags if t is not None} | set(IDENTIFYING) | identifier_tags())
 
 
 # VRs read here as pydicom reads them (values.convert_string / convert_UI / convert_text /
@@ -103,24 +95,6 @@ def _raw(element: Element) -> RawDataElement:
     tag = BaseTag(element.tag)
     return RawDataElement(tag, element.vr, len(element.value), element.value, 0, False, True,
                           True, False)
-
-
-def shadow(elements: list[Element], want: Callable[[int, str], bool]) -> Dataset:
-    """A pydicom data set of the elements ``want`` picks (any depth), values unconverted;
-    sequences are kept where they hold any of them."""
-    ds = Dataset()
-    for element in elements:
-        if element.items is not None:
-            items = [shadow(item, want) for item in element.items]
-            if any(len(item) for item in items):
-                ds[element.tag] = DataElement(element.tag, "SQ", Sequence(items))
-        elif want(element.tag, element.vr):
-            ds._dict[BaseTag(element.tag)] = _raw(element)
-    return ds
-
-
-def _wants_identity(tag: int, vr: str) -> bool:
-    return vr in _IDENTITY_VRS or tag in _identity_tags()
 
 
 _ACTIONS: dict[Options, dict[int, str]] = {}  # per set of options: tag -> single action
@@ -401,44 +375,40 @@ class _Header:
         return default if value is None else value
 
 
-def _scrubber_values(elements: list[Element], codec: str, depth: int = 0
-                     ) -> list[tuple[int, str, str]]:
-    """(tag, VR, value) for Scrubber.from_values: standard attributes, any depth."""
-    wanted = identifier_tags()
-    out: list[tuple[int, str, str]] = []
-    for element in elements:
-        if (element.tag >> 16) % 2:
-            continue
-        if element.items is not None:
-            if depth >= MAX_DEPTH:
-                raise NotRaw
-            for item in element.items:
-                out += _scrubber_values(item, codec, depth + 1)
-        elif element.vr in ("PN", "DA", "DT") or element.tag in wanted:
-            text = element.value.decode(codec, errors="replace")
-            parts = [text] if element.vr in _SINGLE_VALUED else text.split("\\")
-            out += [(element.tag, element.vr, part) for part in parts]
-    return out
+def _read_input(elements: list[Element], codec: str) -> tuple[Walked, list[tuple[int, str, str]]]:
+    """One pass over the parsed input (any depth) for what the checks need:
 
+    - the elements as the verifier's reader presents an input (values as bytes), for
+      its needles; as the pydicom path's needles come from pydicom's reading of the
+      input it de-identifies, the fast path's come from its own parse;
+    - (tag, VR, value) for Scrubber.from_values: standard attributes outside private
+      sequences, as iter_elements() gives them on the pydicom path.
 
-def _walked(elements: list[Element], codec: str) -> Walked:
-    """The parsed elements as the verifier's reader presents an input (any depth, values
-    as bytes). A nested character set is left to pydicom, as that reader leaves it."""
+    An item with a character set of its own raises Unwalkable (the pydicom path decodes
+    its values with it)."""
     walked = Walked(codec=codec)
     flat = walked.elements
+    wanted = identifier_tags()
+    scrub: list[tuple[int, str, str]] = []
 
-    def add(items: list[Element], depth: int) -> None:
+    def add(items: list[Element], depth: int, private: bool) -> None:
         for element in items:
+            tag, vr = element.tag, element.vr
             if element.items is not None:
+                inside = private or bool((tag >> 16) % 2)
                 for item in element.items:
-                    add(item, depth + 1)
-            elif depth and element.tag == _CHARSET:
+                    add(item, depth + 1, inside)
+                continue
+            if depth and tag == _CHARSET:
                 raise Unwalkable
-            else:
-                flat.append((element.tag, element.vr, element.value, depth))
+            flat.append((tag, vr, element.value, depth))
+            if not private and not (tag >> 16) % 2 and (vr in ("PN", "DA", "DT") or tag in wanted):
+                text = element.value.decode(codec, errors="replace")
+                parts = [text] if vr in _SINGLE_VALUED else text.split("\\")
+                scrub.extend((tag, vr, part) for part in parts)
 
-    add(elements, 0)
-    return walked
+    add(elements, 0, False)
+    return walked, scrub
 
 
 def _meta(out: list[Element], transfer_syntax: str, rewrite: _Rewrite) -> list[Element]:
@@ -475,13 +445,12 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     if decision.action == "mask":
         return None  # masking decodes pixels: the pydicom path
     try:
-        output = _rewrite(parsed, header, key=key, options=options, charset=charset, codec=codec)
-    except (NotRaw, UnicodeError):
+        walked, scrub_values = _read_input(parsed.elements, codec)
+        output = _rewrite(parsed, header, scrub_values, key=key, options=options,
+                          charset=charset, codec=codec)
+    except (NotRaw, UnicodeError, Unwalkable):
         return None  # nothing written yet: the pydicom path takes the file
-    try:  # the input's identifying values, from the elements just parsed...
-        needles = needles_from_walked(_walked(parsed.elements, codec))
-    except Unwalkable:  # ...or pydicom's reading of them
-        needles = collect_needles(shadow(parsed.elements, _wants_identity))
+    needles = needles_from_walked(walked)
     # The verifier's full check on everything but the pixel data value...
     verify_output(Dataset(), output.header + output.trailer, needles=needles)
     pixel = parsed.pixel if output.keep_pixels else None
@@ -499,7 +468,8 @@ class _Output:
     report: DeidReport
 
 
-def _rewrite(parsed: RawFile, header: _Header, *, key: bytes, options: Options, charset: str,
+def _rewrite(parsed: RawFile, header: _Header, scrub_values: list[tuple[int, str, str]], *,
+             key: bytes, options: Options, charset: str,
              codec: str) -> _Output:
     get = header.get
     seed = patient_seed(str(get("PatientID") or ""), str(get("StudyInstanceUID") or ""))
@@ -507,7 +477,7 @@ def _rewrite(parsed: RawFile, header: _Header, *, key: bytes, options: Options, 
     rewrite = _Rewrite(
         key=key,
         options=options,
-        scrubber=_scrubber(tuple(_scrubber_values(parsed.elements, codec)), device),
+        scrubber=_scrubber(tuple(scrub_values), device),
         shift=dates.shift_days(seed, key) if options.retain_longitudinal_modified_dates else None,
         pseudonym=uids.patient_pseudonym(seed, key),
         charset=charset,

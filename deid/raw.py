@@ -32,6 +32,8 @@ SHORT_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS
 _HEAD = struct.Struct("<HH2s")
 _HEAD_SHORT = struct.Struct("<HH2sH")
 _VR_NAMES = {vr.encode("ascii"): vr for vr in LONG_VRS | SHORT_VRS}
+_VR_BYTES = {vr: code for code, vr in _VR_NAMES.items()}
+_LONG_HEAD = struct.Struct("<HH2sHI")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _ITEM_HEAD = struct.Struct("<HHI")
@@ -269,11 +271,11 @@ def encode(elements: list[Element], out: bytearray) -> None:
         if vr in LONG_VRS:
             if length >= UNDEFINED:
                 raise NotRaw
-            out += struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
+            out += _LONG_HEAD.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], 0, length)
         else:
             if length > 0xFFFF:
                 raise NotRaw  # does not fit a short VR: the pydicom path says so
-            out += struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+            out += _HEAD_SHORT.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], length)
         out += value
 
 

@@ -144,8 +144,14 @@ def _public_un() -> bytes:
     return data[:at] + struct.pack("<HH2sHI", 8, 0x70, b"UN", 0, length) + value + data[at + 8 + length:]
 
 
+def _item_charset() -> bytes:
+    ds = make_dataset()
+    ds.RequestAttributesSequence[0].SpecificCharacterSet = "ISO_IR 192"  # its own
+    return to_bytes(ds)
+
+
 @pytest.mark.parametrize("build", [_implicit, _big_endian, _deflated, _iso2022, _trailing,
-                                   _ultrasound, _public_un])
+                                   _ultrasound, _public_un, _item_charset])
 def test_other_files_are_left_to_the_pydicom_path(build) -> None:  # type: ignore[no-untyped-def]
     data = build()
     if build is _ultrasound:  # burned-in risk: rejected or masked, never on the fast path
@@ -190,7 +196,7 @@ def test_fast_path_collects_the_same_needles_from_its_parse_as_pydicom(name: str
         parsed = read_header(io.BytesIO(data))
         charset = text(next((e for e in parsed.elements if e.tag == 0x00080005), None))
         codec = fast._CODECS[charset]
-        from_parse = needles_from_walked(fast._walked(parsed.elements, codec))
+        from_parse = needles_from_walked(fast._read_input(parsed.elements, codec)[0])
     except (NotRaw, KeyError, Unwalkable):
         pytest.skip(f"{name}: not a file for the fast path")
     from_pydicom = collect_needles(pydicom.dcmread(io.BytesIO(data)))
