@@ -1,12 +1,14 @@
 """Throughput benchmark: our deid engine against cp, a pydicom read+write floor,
 dicognito and pydicom's `deid` package (the peers run in their own virtual environment).
 
-    python benchmarks/deid_bench.py [--files 2000] [--keep] [--big-mb 1024] [--no-peers]
+    python benchmarks/deid_bench.py [--files 2000] [--rounds 3] [--keep] [--big-mb 1024]
+                                    [--no-peers]
 
 Generates a corpus of 512x512 16-bit CT files (~0.5 MB each, fake PHI in the usual
 places, free text, a private block and an overlay) in a temporary directory, warms the
-page cache, then runs each tool once and prints files/s, MB/s, peak RSS (largest single
-process, from wait4) and ratios; then a leak check of every tool's output on a 50-file
+page cache, then runs each tool once per round (rounds interleaved: this machine's speed
+drifts) and prints each tool's median files/s with its range, MB/s, peak RSS (largest
+single process, from wait4) and ratios of the medians (pydicom's deid: one round); then a leak check of every tool's output on a 50-file
 subset with our verifier; then the peak memory of the engine on one large multi-frame
 file. It prints numbers only: no timed assertions (it is not part of `make test`).
 
@@ -22,11 +24,13 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import venv
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,6 +241,8 @@ def main() -> int:
                         help="size of the multi-frame memory test file (0: skip)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--leak-subset", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of every tool but pydicom deid (median counts)")
     args = parser.parse_args()
 
     py = sys.executable
@@ -262,7 +268,7 @@ def main() -> int:
             peers_python, peers_note = ensure_peers()
         print(f"# peers: {peers_note}", flush=True)
 
-        results: dict[str, dict[str, float]] = {}
+        runs: dict[str, list[dict[str, float]]] = {}
         outputs: dict[str, Path] = {}
 
         def measure(label: str, argv: list[str], out: Path, **kw: object) -> None:
@@ -277,33 +283,51 @@ def main() -> int:
             for line in stdout.splitlines():
                 if line.startswith("{") and "seconds" in line:
                     seconds = json.loads(line)["seconds"]  # loop time, no interpreter start
-            results[label] = {"seconds": seconds, "wall": wall, "rss_mb": rss / 1024,
-                              "files_s": len(names) / seconds,
-                              "mb_s": total_bytes / seconds / 1e6}
+            runs.setdefault(label, []).append({"seconds": seconds, "wall": wall, "rss_mb": rss / 1024})
+            if label in outputs:
+                shutil.rmtree(outputs[label], ignore_errors=True)  # keep the last round's only
             outputs[label] = out
             print(f"#   {len(names) / seconds:8.1f} files/s  ({seconds:.1f} s loop, "
                   f"{wall:.1f} s wall)", flush=True)
 
-        measure("cp -r", ["cp", "-r", str(corpus) + "/.", str(work / "out-cp")], work / "out-cp")
-        measure("pydicom read+write (floor)",
-                [py, "-I", script(work, "floor.py", FLOOR), str(corpus), str(work / "out-floor")],
-                work / "out-floor", cwd=str(work), env=clean_env())
         engine = script(work, "engine.py", ENGINE)
+        tools: list[tuple[str, Callable[[Path], list[str]], dict[str, object]]] = [
+            ("cp -r", lambda out: ["cp", "-r", str(corpus) + "/.", str(out)], {}),
+            ("pydicom read+write (floor)",
+             lambda out: [py, "-I", script(work, "floor.py", FLOOR), str(corpus), str(out)],
+             {"cwd": str(work), "env": clean_env()}),
+        ]
         for workers in (1, 2):
-            label = f"our deid engine, {workers} worker{'s' if workers > 1 else ''}"
-            out = work / f"out-engine{workers}"
-            measure(label, [py, "-I", engine, str(ROOT), str(corpus), str(out), str(workers), KEY],
-                    out, cwd=str(work), env=clean_env())
+            tools.append((f"our deid engine, {workers} worker{'s' if workers > 1 else ''}",
+                          lambda out, w=workers: [py, "-I", engine, str(ROOT), str(corpus),
+                                                  str(out), str(w), KEY],
+                          {"cwd": str(work), "env": clean_env()}))
         if peers_python:
-            measure("dicognito", [peers_python, "-I", script(work, "dicognito_run.py", DICOGNITO),
-                                  str(corpus), str(work / "out-dicognito")],
-                    work / "out-dicognito", cwd=str(work), env=clean_env())
+            tools.append(("dicognito", lambda out: [
+                peers_python, "-I", script(work, "dicognito_run.py", DICOGNITO), str(corpus),
+                str(out)], {"cwd": str(work), "env": clean_env()}))
+        else:
+            print("# dicognito and pydicom deid NOT measured: " + peers_note, flush=True)
+        # This machine's speed drifts by tens of percent from minute to minute: every tool
+        # runs once per round, rounds interleaved, and each tool's median round counts.
+        for round_ in range(args.rounds):
+            print(f"# round {round_ + 1} of {args.rounds}", flush=True)
+            for index, (label, argv, kw) in enumerate(tools):
+                out = work / f"out-{index}-{round_}"
+                measure(label, argv(out), out, **kw)  # type: ignore[arg-type]
+        if peers_python:  # the slowest by far: one round
             measure("pydicom deid (default recipe)",
                     [peers_python, "-I", script(work, "pydeid_run.py", PYDEID), str(corpus),
                      str(work / "out-pydeid")], work / "out-pydeid", cwd=str(work),
                     env=clean_env())
-        else:
-            print("# dicognito and pydicom deid NOT measured: " + peers_note, flush=True)
+
+        results: dict[str, dict[str, float]] = {}
+        for label, rounds in runs.items():
+            rates = sorted(len(names) / r["seconds"] for r in rounds)
+            median = statistics.median(rates)
+            results[label] = {"files_s": median, "mb_s": median * total_bytes / len(names) / 1e6,
+                              "rss_mb": max(r["rss_mb"] for r in rounds),
+                              "low": rates[0], "high": rates[-1], "rounds": len(rates)}
 
         # Leak check: our verifier on a subset of every tool's output.
         step = max(1, len(names) // max(1, args.leak_subset))
@@ -321,8 +345,8 @@ def main() -> int:
             return f"{results[label]['files_s'] / results[base]['files_s']:.2f}x"
 
         print()
-        header = (f"{'tool':32} {'files/s':>9} {'MB/s':>8} {'peak RSS':>9} {'vs dicognito':>13} "
-                  f"{'vs floor':>9} {'vs cp':>7} {'leaked/checked':>15}")
+        header = (f"{'tool':32} {'files/s':>9} {'range':>13} {'MB/s':>8} {'peak RSS':>9} "
+                  f"{'vs dicognito':>13} {'vs floor':>9} {'vs cp':>7} {'leaked/checked':>15}")
         print(header)
         print("-" * len(header))
         for label, r in results.items():
@@ -330,12 +354,15 @@ def main() -> int:
             checked = len(subset) - leak.get("missing", 0)
             leak_text = f"{leak.get('leaked', 0)}/{checked}" + (
                 f" ({leak['missing']} unreadable)" if leak.get("missing") else "")
-            print(f"{label:32} {r['files_s']:9.1f} {r['mb_s']:8.1f} {r['rss_mb']:7.0f}MB "
+            spread = f"{r['low']:.0f}-{r['high']:.0f}" if r["rounds"] > 1 else "1 round"
+            print(f"{label:32} {r['files_s']:9.1f} {spread:>13} {r['mb_s']:8.1f} {r['rss_mb']:7.0f}MB "
                   f"{ratio(label, 'dicognito'):>13} {ratio(label, 'pydicom read+write (floor)'):>9} "
                   f"{ratio(label, 'cp -r'):>7} {leak_text:>15}")
         e1, e2 = "our deid engine, 1 worker", "our deid engine, 2 workers"
         if e1 in results and e2 in results:
             print(f"\n2 workers / 1 worker: {results[e2]['files_s'] / results[e1]['files_s']:.2f}x")
+        print(f"files/s: median of {args.rounds} interleaved rounds (range: slowest-fastest "
+              "round); MB/s from the median. ")
         print("files/s and MB/s: input files and bytes over the tool's own loop time (cp: wall); "
               "peak RSS: largest single process (wait4). leaked: outputs in which our verifier "
               "found an identifying value of the input.")

@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def generate(n_studies: int, seed: int = 11) -> dict[str, np.ndarray]:
         "year": rng.integers(2005, 2025, n_studies), "slice": slice_t, "field": field,
         "report": rng.random(n_studies) < 0.3, "annotation": rng.random(n_studies) < 0.12,
         "description": np.array([" ".join(WORDS[j] for j in row) for row in words]),
+        # Day of the year 1..365 (no date for 5%) and instances per study, for the sorts.
+        "day": np.where(rng.random(n_studies) < 0.05, 0, rng.integers(1, 366, n_studies)),
+        "instances": rng.integers(1, 1200, n_studies),
         "sizes": sizes,
     }
 
@@ -87,18 +91,21 @@ def _copy_studies(cursor, data: dict[str, np.ndarray], dataset_ids: list[int]) -
     chunk = 100_000
     columns = ("dataset_id, study_uid, pseudo_patient_id, patient_sex, age_band, description, "
                "modalities, body_part, manufacturer, model, ethnicity, study_year, slice_thickness, "
-               "field_strength, has_report, has_annotation, series_count, instance_count, total_bytes")
+               "field_strength, has_report, has_annotation, series_count, instance_count, total_bytes, "
+               "study_date")
     for start in range(0, n, chunk):
         buffer = io.StringIO()
         for i in range(start, min(n, start + chunk)):
             slice_t = "" if np.isnan(data["slice"][i]) else repr(float(data["slice"][i]))
             field = "" if np.isnan(data["field"][i]) else repr(float(data["field"][i]))
+            day = int(data["day"][i])
+            study_date = (date(int(data["year"][i]), 1, 1) + timedelta(days=day - 1)).isoformat() if day else "\\N"
             buffer.write(
                 f"{dataset_ids[data['dataset'][i]]}\t2.25.{i}\tP-{data['patient'][i]:08d}\t{data['sex'][i]}\t"
                 f"{data['band'][i]}\t{data['description'][i]}\t{data['modalities'][i]}\t{data['body'][i]}\t"
                 f"{data['maker'][i]}\t{data['model'][i]}\t{data['ethnicity'][i]}\t{data['year'][i]}\t"
                 f"{slice_t or chr(92) + 'N'}\t{field or chr(92) + 'N'}\t{'t' if data['report'][i] else 'f'}\t"
-                f"{'t' if data['annotation'][i] else 'f'}\t3\t300\t150000000\n")
+                f"{'t' if data['annotation'][i] else 'f'}\t3\t{data['instances'][i]}\t150000000\t{study_date}\n")
         buffer.seek(0)
         cursor.copy_expert(f"COPY catalog_study ({columns}) FROM STDIN", buffer)
 
@@ -159,6 +166,9 @@ SPECS = [
     ("studies page 1", "page1", "page", {"filters": {"sex": ["F"], "modality": ["CT"]}, "page": 1}),
     ("studies page 400 (deep)", "page400", "page", {"filters": {"modality": ["CT"]}, "page": 400}),
     ("studies keyword page 1", "kwpage", "page", {"q": "fracture", "filters": {"body_part": ["KNEE"]}, "page": 1}),
+    ("studies newest first", "newest", "page", {"filters": {"modality": ["CT"]}, "sort": "newest", "page": 1}),
+    ("studies by price, page 40", "byprice", "page", {"filters": {"sex": ["F"]}, "sort": "price", "page": 40}),
+    ("studies largest first", "bysize", "page", {"sort": "size", "page": 1}),
 ]
 
 
@@ -228,8 +238,10 @@ def duck_sql(spec: tuple) -> list[str]:
 
     if kind == "page":
         offset = (args.get("page", 1) - 1) * 25
+        order = {"newest": "s.study_day DESC, s.id", "price": "d.price, s.id",
+                 "size": "s.instances DESC, s.id"}.get(args.get("sort", ""), "s.id")
         return [f"SELECT count(*) {join} WHERE {where()} AND d.browse",
-                f"SELECT s.* {join} WHERE {where()} AND d.browse ORDER BY s.id LIMIT 25 OFFSET {offset}"]
+                f"SELECT s.* {join} WHERE {where()} AND d.browse ORDER BY {order} LIMIT 25 OFFSET {offset}"]
     mix = ("age_band", "sex", "ethnicity", "manufacturer")
     if kind == "cohort":
         sql = [f"SELECT dataset, count(*), count(DISTINCT patient) {join} WHERE {where()} GROUP BY 1"]
@@ -260,8 +272,11 @@ def duck_times(data: dict[str, np.ndarray], datasets: dict[str, np.ndarray], run
 
     from catalog.search.dimensions import FIELD_BANDS, SLICE_BANDS
 
-    frame = {k: v for k, v in data.items() if k not in ("sizes", "slice", "field")}
+    frame = {k: v for k, v in data.items() if k not in ("sizes", "slice", "field", "day")}
     frame["id"] = np.arange(len(data["dataset"]))
+    # The study's day as a number, 0 without a date: last when newest come first, as the
+    # product orders them (NULLS LAST).
+    frame["study_day"] = np.where(data["day"] > 0, data["year"] * 1000 + data["day"], 0)
     frame["slice_band"] = _bands(np.nan_to_num(data["slice"], nan=-1), SLICE_BANDS).astype(str)
     frame["field_band"] = _bands(np.nan_to_num(data["field"], nan=-1), FIELD_BANDS).astype(str)
     con = duckdb.connect()

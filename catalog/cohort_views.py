@@ -14,7 +14,9 @@ from django.urls import reverse
 
 from catalog.search import InvalidQueryError, StudyQuery, study_query_from
 from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS
-from catalog.search.service import cohort_summary, facets_and_total, relax_suggestions
+from catalog.search.service import (
+    cohort_summary, facets_and_total, relax_suggestions, study_matches,
+)
 
 FACET_ORDER = ["modality", "body_part", "condition", "sex", "age_band", "ethnicity", "manufacturer",
                "model", "slice_thickness", "field_strength", "has_report", "has_annotation",
@@ -31,8 +33,9 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
         query = study_query_from(request.GET)
     except InvalidQueryError as exc:
         error, query = exc.message, StudyQuery()
-    found = facets_and_total(query=query, user=request.user)
-    cohort = cohort_summary(query=query, user=request.user)
+    matches = study_matches(query)  # one count of every facet and dataset for both
+    found = facets_and_total(query=query, user=request.user, matches=matches)
+    cohort = cohort_summary(query=query, user=request.user, matches=matches)
     # Each dataset's row orders exactly the studies counted: the cohort's study filters.
     order_query = urlencode(query.study_filters(), doseq=True)
     for row in cohort["datasets"]:

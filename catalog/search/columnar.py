@@ -6,7 +6,8 @@ two cores. So each web process holds the search dimensions of every live study a
 integer codes (about 20 MB per million studies), assembled from the per-dataset snapshots
 the worker keeps current (snapshots.py; only changed datasets are fetched again), and
 counts with vector operations: one mask per filter, one ``bincount`` per facet. Keywords
-select rows through PostgreSQL's full-text index; study pages stay on PostgreSQL.
+select rows through PostgreSQL's full-text index; pages are sorted here too, and only
+the rows of a page are read from PostgreSQL.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from django.db import connection
 
+from catalog.models import Dataset
 from catalog.search.dimensions import STUDY_FACETS, StudyQuery
 from catalog.search.postgres import DatasetInfo, PostgresSearch, ranked_study_rows, study_rows
 from catalog.search.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
@@ -32,6 +34,9 @@ class Columns:
     values: dict[str, list[str]]  # facet -> value per code
     modality_bits: np.ndarray  # uint64: bit i set when the study has modality_values[i]
     modality_values: list[str]
+    # int32 per study, for the newest and size sorts; None while any snapshot lacks them.
+    study_date: np.ndarray | None = None  # day number, 0: none
+    instance_count: np.ndarray | None = None
 
     @property
     def size(self) -> int:
@@ -69,9 +74,12 @@ def _assemble(snapshots: dict[int, tuple[int, Snapshot]]) -> Columns:
                 bits |= has * bit_of[m]
         remapped.append(bits)
     order = np.argsort(ids, kind="stable")
+    sortable = all(s.study_dates is not None and s.instance_counts is not None for _, s in parts)
     return Columns(version, ids[order], dataset[order], patient[order],
                    {k: v[order] for k, v in codes.items()}, values,
-                   np.concatenate(remapped)[order], modality_values)
+                   np.concatenate(remapped)[order], modality_values,
+                   np.concatenate([s.study_dates for _, s in parts])[order] if sortable else None,
+                   np.concatenate([s.instance_counts for _, s in parts])[order] if sortable else None)
 
 
 _lock = threading.Lock()
@@ -239,18 +247,42 @@ class ColumnarSearch(PostgresSearch):
 
     def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:
-        """Pages in study order from the columns; relevance ranks only the matching rows
-        (found here) in SQL; other sorts come from SQL."""
-        if query.sort in ("newest", "size"):
-            return super().studies(query, dataset_ids, offset=offset, limit=limit)
+        """Pages from the columns, in the same order as PostgresSearch.studies: relevance
+        ranks only the matching rows (found here) in SQL; newest, size and price sort the
+        matching rows here (a stable sort of rows in id order: ties stay in id order)."""
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
         if query.q and query.sort == "relevance":
             if len(rows) > _RANK_AT_MOST:
                 return super().studies(query, dataset_ids, offset=offset, limit=limit)
             return ranked_study_rows([int(i) for i in cols.ids[rows]], query.q, offset, limit), len(rows)
+        if query.sort != "relevance":
+            key = self._sort_key(cols, query.sort, rows, dataset_ids)
+            if key is None:
+                return super().studies(query, dataset_ids, offset=offset, limit=limit)
+            rows = rows[np.argsort(key, kind="stable")]
         page = cols.ids[rows[offset:offset + limit]]
         return study_rows([int(i) for i in page]), len(rows)
+
+    @staticmethod
+    def _sort_key(cols: Columns, sort: str, rows: np.ndarray,
+                  dataset_ids: list[int]) -> np.ndarray | None:
+        """Ascending key per row for ``sort``; None when the columns cannot give it."""
+        if sort in ("price", "-price"):
+            prices = np.zeros(max([*dataset_ids, int(cols.dataset.max(initial=0))]) + 1)
+            for dataset_id, price in Dataset.objects.filter(id__in=dataset_ids).values_list(
+                    "id", "price_per_study"):
+                prices[dataset_id] = float(price)
+            key = prices[cols.dataset[rows]]
+            return -key if sort == "-price" else key
+        if cols.study_date is None or cols.instance_count is None:
+            return None
+        if sort == "newest":  # latest first, studies without a date last
+            dates = cols.study_date[rows].astype(np.int64)
+            return np.where(dates > 0, -dates, 1)
+        if sort == "size":
+            return -cols.instance_count[rows].astype(np.int64)
+        return None
 
     def _rows(self, cols: Columns, query: StudyQuery, dataset_ids: list[int]) -> np.ndarray:
         masks = list(self._masks(cols, query).values())

@@ -261,8 +261,9 @@ class PostgresSearch:
             return [], 0
         _, where, params = _matching(query, dataset_ids)
         rank = "0"
-        order = {"newest": "study_date DESC NULLS LAST, id", "size": "instance_count DESC, id"}.get(
-            query.sort, "id")
+        price = "(SELECT d.price_per_study FROM catalog_dataset d WHERE d.id = catalog_study.dataset_id)"
+        order = {"newest": "study_date DESC NULLS LAST, id", "size": "instance_count DESC, id",
+                 "price": f"{price}, id", "-price": f"{price} DESC, id"}.get(query.sort, "id")
         if query.q and query.sort == "relevance":
             rank = "ts_rank(search_vector, websearch_to_tsquery('english', %s))"
             order = "rank DESC, id"

@@ -2,7 +2,7 @@
 suppression for anyone without access to the data behind a count."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -48,14 +48,31 @@ def _rows(name: str, counts: dict[str, int], selected: list[str], exact: bool) -
     return rows
 
 
-def facets_and_total(*, query: StudyQuery, user: User | None,
-                     backend: PostgresSearch | None = None) -> dict[str, Any]:
-    """{"total": studies, "facets": {name: rows}, "datasets": {id: studies}}."""
+@dataclass(frozen=True)
+class Matches:
+    """The datasets a query may reach and the backend's exact counts for it: computed
+    once per request, shared by the facets and the cohort (never shown as they are)."""
+
+    datasets: dict[int, DatasetInfo]
+    counts: dict[str, dict[str, int]]  # facet -> value -> studies; "dataset" -> id -> studies
+
+
+def study_matches(query: StudyQuery, backend: PostgresSearch | None = None, *,
+                  facets: bool = True) -> Matches:
     backend = backend or search_backend()
     datasets = backend.datasets(query)
-    counts = backend.counts(query, datasets)
+    return Matches(datasets, backend.counts(query, datasets, facets=facets))
+
+
+def facets_and_total(*, query: StudyQuery, user: User | None,
+                     backend: PostgresSearch | None = None,
+                     matches: Matches | None = None) -> dict[str, Any]:
+    """{"total": studies, "facets": {name: rows}, "datasets": {id: studies}}."""
+    backend = backend or search_backend()
+    matches = matches or study_matches(query, backend)
+    datasets, counts = matches.datasets, matches.counts
     providers = accessible_provider_ids(user)
-    per_dataset = {int(k): v for k, v in counts.pop("dataset").items()}
+    per_dataset = {int(k): v for k, v in counts["dataset"].items()}
     chosen = {i: n for i, n in per_dataset.items() if backend.passes(datasets[i], query)}
     exact = _exact(providers, [datasets[i] for i in chosen])
     facets = {name: _rows(name, counts[name], query.filters.get(name, []), exact)
@@ -77,12 +94,13 @@ def facets_and_total(*, query: StudyQuery, user: User | None,
 
 
 def cohort_summary(*, query: StudyQuery, user: User | None,
-                   backend: PostgresSearch | None = None) -> dict[str, Any]:
+                   backend: PostgresSearch | None = None,
+                   matches: Matches | None = None) -> dict[str, Any]:
     """Per dataset and in total: matching studies, patients and price; the demographic
     mix of the match; and which other datasets would fill its gaps."""
     backend = backend or search_backend()
-    datasets = backend.datasets(query)
-    counts = backend.counts(query, datasets, facets=False)["dataset"]
+    matches = matches or study_matches(query, backend, facets=False)
+    datasets, counts = matches.datasets, matches.counts["dataset"]
     chosen = {int(i): n for i, n in counts.items() if backend.passes(datasets[int(i)], query)}
     ids = sorted(chosen)
     patients = backend.patients(query, ids)

@@ -20,7 +20,8 @@ from catalog.search.dimensions import FIELD_SQL, SLICE_SQL, STUDY_FACETS
 PLAIN_FACETS = [f for f in STUDY_FACETS.values() if not f.array]
 _SELECT = ", ".join(
     ["id", "pseudo_patient_id", "modalities"]
-    + [{"slice_thickness": SLICE_SQL, "field_strength": FIELD_SQL}.get(f.name, f.column) for f in PLAIN_FACETS])
+    + [{"slice_thickness": SLICE_SQL, "field_strength": FIELD_SQL}.get(f.name, f.column) for f in PLAIN_FACETS]
+    + ["study_date", "instance_count"])  # for the newest and size sorts
 
 
 @dataclass
@@ -32,9 +33,15 @@ class Snapshot:
     codes: dict[str, np.ndarray]  # facet -> int16 local codes
     vocab: dict[str, list[str]]  # facet -> values (the modality facet: one bit per value)
     modality_bits: np.ndarray  # uint64
+    # int32 study date as a day number (0: none) and instance count; None in snapshots
+    # written before they were added (those sorts then run in SQL until the next refresh).
+    study_dates: np.ndarray | None = None
+    instance_counts: np.ndarray | None = None
 
     def to_bytes(self) -> bytes:
         arrays = {"ids": self.ids, "patients": self.patients, "modality_bits": self.modality_bits}
+        if self.study_dates is not None and self.instance_counts is not None:
+            arrays["study_dates"], arrays["instance_counts"] = self.study_dates, self.instance_counts
         for name, codes in self.codes.items():
             arrays[f"codes_{name}"] = codes
         for name, values in self.vocab.items():
@@ -51,6 +58,8 @@ class Snapshot:
                 ids=data["ids"], patients=data["patients"], modality_bits=data["modality_bits"],
                 codes={name: data[f"codes_{name}"] for name in names},
                 vocab={name: [str(v) for v in data[f"vocab_{name}"]] for name in [*names, "modality"]},
+                study_dates=data["study_dates"] if "study_dates" in data.files else None,
+                instance_counts=data["instance_counts"] if "instance_counts" in data.files else None,
             )
 
 
@@ -75,8 +84,10 @@ def build_snapshot(dataset_id: int) -> Snapshot:
     bits = np.fromiter((sum(bit[m] for m in set(r[2] or []) if m in bit) for r in rows),
                        dtype=np.uint64, count=len(rows))
     vocab["modality"] = modalities
+    dates = np.fromiter((r[-2].toordinal() if r[-2] else 0 for r in rows), dtype=np.int32, count=len(rows))
+    sizes = np.fromiter((r[-1] for r in rows), dtype=np.int32, count=len(rows))
     return Snapshot(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-                    patients.astype(np.int32), codes, vocab, bits)
+                    patients.astype(np.int32), codes, vocab, bits, dates, sizes)
 
 
 def snapshot_refresh(*, dataset_id: int) -> int:

@@ -3,6 +3,7 @@ search tests (three datasets, two providers; test_search.py has its own dataset-
 from __future__ import annotations
 
 import random
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -26,7 +27,10 @@ def _studies(dataset: Dataset, n: int, rng: random.Random, patients: int) -> Non
             body_part=rng.choice(BODY), manufacturer=maker, model=model,
             ethnicity=rng.choice(["", "ASIAN", "WHITE"]), slice_thickness=rng.choice([None, 0.6, 1.25, 3.0, 7.0]),
             field_strength=rng.choice([None, 1.5, 3.0]), has_report=rng.random() < 0.3,
-            has_annotation=rng.random() < 0.2, instance_count=1, description="axial chest study"))
+            has_annotation=rng.random() < 0.2, description="axial chest study",
+            # Spread without drawing from rng (the other fields stay as they were).
+            instance_count=1 + (i * 37) % 200,
+            study_date=None if i % 7 == 0 else date(2015 + i % 9, 1 + i % 12, 1 + i % 28)))
     Study.objects.bulk_create(rows)
     snapshot_refresh(dataset_id=dataset.pk)
 

@@ -217,13 +217,36 @@ def test_cohort_builder_page_names_bad_input_and_suggests_what_to_relax(client, 
     assert "No study matches" in empty and "Without the <strong>model</strong> filter" in empty
 
 
+@pytest.mark.parametrize("sort", ["relevance", "newest", "size", "price", "-price"])
 @pytest.mark.parametrize("page", [1, 3])
-def test_study_pages_from_columns_equal_pages_from_sql(catalog, page) -> None:
-    query = StudyQuery(filters={"sex": ["F", "M"], "body_part": ["CHEST", "KNEE"]})
+def test_study_pages_from_columns_equal_pages_from_sql(catalog, page, sort) -> None:
+    query = StudyQuery(filters={"sex": ["F", "M"], "body_part": ["CHEST", "KNEE"]}, sort=sort)
     ids = [d.pk for d in catalog]
     in_memory = ColumnarSearch().studies(query, ids, offset=(page - 1) * 25, limit=25)
     in_sql = PostgresSearch().studies(query, ids, offset=(page - 1) * 25, limit=25)
     assert in_memory == in_sql and len(in_memory[0]) == 25
+
+
+@pytest.mark.parametrize("sort", ["newest", "size", "price", "-price"])
+def test_study_pages_follow_the_sort(catalog, sort) -> None:
+    for dataset, price in zip(catalog, ["3.00", "1.00", "2.00", "5.00"]):
+        Dataset.objects.filter(pk=dataset.pk).update(price_per_study=Decimal(price))
+    query = StudyQuery(sort=sort)
+    rows, total = ColumnarSearch().studies(query, [d.pk for d in catalog], offset=0, limit=total_rows(catalog))
+    studies = {s.pk: s for s in Study.objects.filter(pk__in=[r["id"] for r in rows]).select_related("dataset")}
+    keys = {
+        "newest": lambda s: (s.study_date is None, -(s.study_date.toordinal() if s.study_date else 0), s.pk),
+        "size": lambda s: (-s.instance_count, s.pk),
+        "price": lambda s: (s.dataset.price_per_study, s.pk),
+        "-price": lambda s: (-s.dataset.price_per_study, s.pk),
+    }[sort]
+    ordered = [studies[r["id"]] for r in rows]
+    assert len(ordered) == total and ordered == sorted(ordered, key=keys)
+    assert len({keys(s)[0] for s in ordered}) > 1  # the sort had something to order
+
+
+def total_rows(catalog) -> int:
+    return Study.objects.filter(dataset__in=catalog, instance_count__gt=0).count()
 
 
 def test_a_cohort_row_orders_exactly_the_studies_it_counted(client, catalog, bob, dua) -> None:
@@ -265,3 +288,18 @@ def test_providers_describe_conditions_licence_and_browsing_in_the_form(client, 
     bad = client.post("/provider/datasets/new/", {"title": "x", "licence_type": "academic", "price_per_study": "1",
                                                   "currency": "USD", "conditions": "pneumonia"})
     assert bad.status_code == 200 and "is not SCHEME:CODE|Label" in bad.content.decode()
+
+
+def test_cohort_builder_counts_the_datasets_once_per_page(client, catalog, monkeypatch) -> None:
+    """The facets and the cohort table share one count of the query (not one each)."""
+    calls: list[bool] = []
+    real = ColumnarSearch.counts
+
+    def counting(self, query, datasets, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw.get("facets", True))
+        return real(self, query, datasets, **kw)
+
+    monkeypatch.setattr(ColumnarSearch, "counts", counting)
+    page = client.get("/cohorts/", {"sex": "F", "modality": "CT"})
+    assert page.status_code == 200
+    assert calls == [True]
