@@ -2,11 +2,11 @@
 
 Only images without burned-in-text risk are rendered (CT, MR, PT, NM, CR, DX, MG, and none
 that deid.pixels.burned_in_risk flags: ultrasound, secondary capture, screen saves,
-BurnedInAnnotation YES, devices known to burn in), and only from
-uncompressed transfer syntaxes: decoding compressed data in the worker risks the decoder
-hangs deid/pixels.py guards against. Windowed from the image's own window (or its 1st-99th
-percentiles), MONOCHROME1 inverted, reduced to at most 256 px, written as an 8-bit
-grayscale PNG (zlib; no imaging library needed).
+BurnedInAnnotation YES, devices known to burn in). Uncompressed images show their middle
+frame; compressed ones their first, decoded the way deid/pixels.py decodes for masking (in
+a child process under a time limit: decoders hang on hostile input). Windowed from the
+image's own window (or its 1st-99th percentiles), MONOCHROME1 inverted, reduced to at most
+256 px, written as an 8-bit grayscale PNG (zlib; no imaging library needed).
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from typing import IO
 import numpy as np
 import pydicom
 
-from deid.pixels import burned_in_risk
+from deid.errors import UnsupportedError
+from deid.pixels import burned_in_risk, first_frame
 
 PREVIEW_MODALITIES = {"CT", "MR", "PT", "NM", "CR", "DX", "MG"}
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
@@ -37,7 +38,7 @@ def render_preview(fp: IO[bytes]) -> tuple[bytes, int, int] | None:
     """(png, width, height) for a de-identified DICOM file, or None when it gets none."""
     ds = pydicom.dcmread(fp)
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
-    if (ts not in UNCOMPRESSED or "PixelData" not in ds or str(ds.get("Modality", "")) not in PREVIEW_MODALITIES
+    if ("PixelData" not in ds or str(ds.get("Modality", "")) not in PREVIEW_MODALITIES
             or str(ds.get("BurnedInAnnotation", "")).upper() == "YES" or int(ds.get("SamplesPerPixel", 1)) != 1):
         return None
     # Anything deid would treat as possibly carrying burned-in text (screen saves, secondary
@@ -45,9 +46,15 @@ def render_preview(fp: IO[bytes]) -> tuple[bytes, int, int] | None:
     # that risk for the data itself.
     if burned_in_risk(ds) is not None:
         return None
-    pixels = ds.pixel_array
-    if pixels.ndim == 3:
-        pixels = pixels[pixels.shape[0] // 2]  # the middle frame
+    if ts in UNCOMPRESSED:
+        pixels = ds.pixel_array
+        if pixels.ndim == 3:
+            pixels = pixels[pixels.shape[0] // 2]  # the middle frame
+    else:
+        try:
+            pixels = first_frame(ds)
+        except UnsupportedError:
+            return None  # no decoder, or it failed or hung: no preview, the data is still sold
     values = pixels.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
     center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
     if center is None or not width or width <= 0:

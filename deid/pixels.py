@@ -439,6 +439,30 @@ def _blank(frame: np.ndarray, regions: Sequence[tuple[int, int, int, int]]) -> N
             frame[y0:y1, x0:x1, ...] = 0
 
 
+def first_frame(ds: Dataset) -> np.ndarray:
+    """The first frame of a single-sample image, compressed or not (compressed data is
+    decoded in a child process under the time limit, as for masking). Raises
+    UnsupportedError with a PHI-free reason when it cannot be decoded."""
+    meta = getattr(ds, "file_meta", None)
+    ts_raw = meta.get("TransferSyntaxUID") if meta is not None else None
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    if not ts_raw or not rows or not columns or rows <= 0 or columns <= 0 or "PixelData" not in ds:
+        raise _fail("image size or transfer syntax missing")
+    if (_int(ds, "SamplesPerPixel") or 1) != 1:
+        raise _fail("unsupported pixel layout")
+    ts = UID(str(ts_raw).strip().rstrip("\x00"))
+    frames = _decode_in_child(ds, ts, 1, (rows, columns)) if ts.is_compressed else _decode_native(ds, 1)
+    try:
+        frame = next(iter(frames), None)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    if frame is None or frame.shape != (rows, columns):
+        raise _fail("decoded frames do not match the image header")
+    return np.array(frame, copy=True)
+
+
 def _decode_native(ds: Dataset, frames: int) -> Iterator[np.ndarray]:
     """Uncompressed data: in-process, one frame at a time (bounded numpy work)."""
     from pydicom.pixels import iter_pixels

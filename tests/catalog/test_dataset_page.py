@@ -101,3 +101,25 @@ def test_no_previews_for_screen_saves_and_secondary_captures() -> None:
     out = io.BytesIO()
     ds.save_as(out)
     assert render_preview(io.BytesIO(out.getvalue())) is None
+
+
+@pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "MR_small_RLE.dcm",
+                                  "MR_small_jpeg_ls_lossless.dcm"])
+def test_compressed_images_get_the_same_preview_as_uncompressed_ones(name) -> None:
+    """Lossless JPEG 2000, RLE and JPEG-LS copies of pydicom's MR_small: decoded (in a
+    child process under the time limit) to the very pixels of the uncompressed file."""
+    from pydicom.data import get_testdata_file
+
+    plain = render_preview(open(get_testdata_file("MR_small.dcm"), "rb"))
+    compressed = render_preview(open(get_testdata_file(name), "rb"))
+    assert plain is not None and compressed == plain
+
+
+def test_a_compressed_image_no_decoder_can_read_gets_no_preview() -> None:
+    from pydicom.data import get_testdata_file
+
+    ds = pydicom.dcmread(get_testdata_file("MR_small_jp2klossless.dcm"))
+    ds.PixelData = ds.PixelData[:40] + b"\x00" * 200  # broken codestream
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert render_preview(io.BytesIO(out.getvalue())) is None
