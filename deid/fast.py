@@ -29,7 +29,6 @@ from pydicom import config as pydicom_config
 from pydicom.charset import convert_encodings
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
@@ -439,7 +438,8 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     encodings = convert_encodings([charset]) if charset else None
     header = _Header(parsed.elements, encodings,
                      (parsed.pixel.tag,) if parsed.pixel is not None else (), codec)
-    decision = pixels.decide(header, options)
+    decision = _decide(header, top, parsed.pixel.tag if parsed.pixel is not None else None,
+                       codec, options)
     if decision.action == "reject":
         raise BurnedInAnnotationError(decision.reason)
     if decision.action == "mask":
@@ -452,12 +452,38 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
         return None  # nothing written yet: the pydicom path takes the file
     needles = needles_from_walked(walked)
     # The verifier's full check on everything but the pixel data value...
-    verify_output(Dataset(), output.header + output.trailer, needles=needles)
+    verify_output(None, output.header + output.trailer, needles=needles)
     pixel = parsed.pixel if output.keep_pixels else None
-    scanner = PixelScanner(Dataset(), needles=needles) if pixel is not None else None
+    scanner = PixelScanner(None, needles=needles) if pixel is not None else None
     # ...and the pixel bytes scanned while they are copied.
     stream.write_parts(fp, pixel, output.header, output.trailer, scanner, dst)
     return output.report
+
+
+_DECISIONS: dict[tuple[Any, ...], tuple[object, pixels.PixelDecision]] = {}
+
+
+@lru_cache(maxsize=1)
+def _decision_tags() -> tuple[int, ...]:
+    return tuple(tag_for_keyword(k) or -1 for k in pixels.DECISION_KEYWORDS)
+
+
+def _decide(header: _Header, top: dict[int, Element], pixel_tag: int | None, codec: str,
+            options: Options) -> pixels.PixelDecision:
+    """pixels.decide(), once per distinct set of the values it reads (a series shares
+    them): keyed by those elements' VRs and bytes, the character set, the options, and
+    the deciding function and rule set in use (a cached answer of other rules is void)."""
+    decide, rules = pixels.decide, pixels.shipped_rules()
+    key = (decide, id(rules), options, pixel_tag, codec, tuple(
+        None if (e := top.get(tag)) is None else (e.vr, e.value, e.items is not None)
+        for tag in _decision_tags()))
+    cached = _DECISIONS.get(key)
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    decision = decide(header, options)
+    if len(_DECISIONS) < 4096:
+        _DECISIONS[key] = (rules, decision)
+    return decision
 
 
 @dataclass

@@ -283,6 +283,11 @@ def _shipped_rules() -> tuple[PixelRule, ...]:
     return load_rules(rules_document())
 
 
+def shipped_rules() -> tuple[PixelRule, ...]:
+    """The rules in use (loaded once; the same object until they are loaded again)."""
+    return _shipped_rules()
+
+
 # ---- header-only decisions -----------------------------------------------------------------
 
 def burned_in_risk(ds: Header) -> str | None:

@@ -569,14 +569,18 @@ def _search_values(matcher: _Matcher, texts: list[tuple[int, bool, str]], numeri
     raise PHIRemainsError(f"verification failed: identifying value remains in {_tag(tag)}")
 
 
-def verify_output(original: Dataset, data: bytes, *,
+def verify_output(original: Dataset | None, data: bytes, *,
                   needles: list[Needle] | None = None) -> None:
     """Raise PHIRemainsError if any identifying input value appears in ``data``.
 
     ``data`` is a Part 10 file, or its header only (pixel data streamed and scanned
     separately with ``scan_bytes(..., pixel=True)``). ``needles``: collect_needles(original)
     when the caller has them already."""
-    matcher = _Matcher(collect_needles(original) if needles is None else needles)
+    if needles is None:
+        if original is None:
+            raise ValueError("verify_output needs the input data set or its needles")
+        needles = collect_needles(original)
+    matcher = _Matcher(needles)
     if not matcher.needles:
         return
     try:

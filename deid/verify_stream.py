@@ -153,6 +153,7 @@ def _compile(text_pattern: str, flags: int, source: int, min_len: int) -> _Pixel
                         int(low), alphabet)
 
 
+@lru_cache(maxsize=4096)  # most UIDs recur in every file of a series
 def _plain(needle: Needle, min_len: int) -> _PixelNeedle | None:
     """A UID needle: its own text is the anchor and the alphabet, no regex to parse."""
     text = needle.plain or ""
@@ -163,12 +164,16 @@ def _plain(needle: Needle, min_len: int) -> _PixelNeedle | None:
                         len(raw), frozenset(raw))
 
 
-def pixel_needles(original: Dataset, min_len: int = MIN_PIXEL_MATCH,
+def pixel_needles(original: Dataset | None, min_len: int = MIN_PIXEL_MATCH,
                   needles: list[Needle] | None = None) -> list[_PixelNeedle]:
     """verify.py's needles for ``original`` that are long enough to search binary data."""
     seen: set[tuple[bytes, int]] = set()
     out: list[_PixelNeedle] = []
-    for needle in collect_needles(original) if needles is None else needles:
+    if needles is None:
+        if original is None:
+            raise ValueError("pixel_needles needs the input data set or its needles")
+        needles = collect_needles(original)
+    for needle in needles:
         if needle.plain is not None:
             compiled = _plain(needle, min_len)
         else:

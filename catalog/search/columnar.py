@@ -11,6 +11,7 @@ the rows of a page are read from PostgreSQL.
 """
 from __future__ import annotations
 
+import io
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -114,10 +115,7 @@ def keyword_rows(cols: Columns, q: str) -> np.ndarray:
     key = (cols.version, q)
     rows = _keyword_rows.get(key)
     if rows is None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT id FROM catalog_study WHERE instance_count > 0 AND "
-                           "search_vector @@ websearch_to_tsquery('english', %s)", [q])
-            ids = np.fromiter((r[0] for r in cursor.fetchall()), dtype=np.int64)
+        ids = _matching_ids(q)
         positions = np.searchsorted(cols.ids, ids)
         inside = positions < len(cols.ids)
         positions, ids = positions[inside], ids[inside]
@@ -127,6 +125,27 @@ def keyword_rows(cols: Columns, q: str) -> np.ndarray:
                 _keyword_rows.pop(next(iter(_keyword_rows)))
             _keyword_rows[key] = rows
     return rows
+
+
+# COPY ... (FORMAT binary) of one bigint column: a 19-byte header, then per row a field
+# count (int16), a length (int32) and the value (int64), big-endian; a 2-byte trailer.
+_COPY_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("id", ">i8")])
+
+
+def _matching_ids(q: str) -> np.ndarray:
+    """Ids of the studies whose text matches the keywords, as one binary COPY read into
+    numpy: a common word matches hundreds of thousands of studies, and building a Python
+    tuple per row took most of a first search's time."""
+    with connection.cursor() as cursor:
+        select = cursor.mogrify("SELECT id FROM catalog_study WHERE "
+                                "search_vector @@ websearch_to_tsquery('english', %s)", [q])
+        buffer = io.BytesIO()
+        cursor.copy_expert(f"COPY ({select.decode()}) TO STDOUT (FORMAT binary)", buffer)
+    data = buffer.getbuffer()[19:-2]
+    rows = np.frombuffer(data, dtype=_COPY_ROW)
+    if len(data) % _COPY_ROW.itemsize or not (rows["length"] == 8).all():
+        raise RuntimeError("unexpected COPY row layout")
+    return rows["id"].astype(np.int64)
 
 
 class ColumnarSearch(PostgresSearch):
