@@ -1,4 +1,5 @@
-"""The cohort builder page: facets with live counts, the cohort's figures, fill the gap.
+"""The cohort builder page: facets with live counts, the cohort's figures, fill the gap,
+and the matching studies of datasets open to browsing (sorted, a page at a time).
 
 The URL holds the whole query (shareable, bookmarkable); with JavaScript, changing a
 facet fetches the page in the background and swaps in the facets and results
@@ -15,7 +16,8 @@ from django.urls import reverse
 from catalog.search import InvalidQueryError, StudyQuery, study_query_from
 from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS
 from catalog.search.service import (
-    cohort_summary, facets_and_total, relax_suggestions, study_matches,
+    MAX_STUDY_PAGE, STUDY_PAGE_SIZE, browsable_studies, cohort_summary, facets_and_total,
+    relax_suggestions, study_matches, study_page,
 )
 
 FACET_ORDER = ["modality", "body_part", "condition", "sex", "age_band", "ethnicity", "manufacturer",
@@ -23,19 +25,32 @@ FACET_ORDER = ["modality", "body_part", "condition", "sex", "age_band", "ethnici
                "licence", "provider", "country"]
 
 
+def _with_page(request: HttpRequest, page: int) -> str:
+    params = request.GET.copy()
+    params["page"] = str(page)
+    return params.urlencode()
+
+
 def _label(name: str) -> str:
     return STUDY_FACETS[name].label if name in STUDY_FACETS else DATASET_LEVEL[name]
+
+
+SORT_LABELS = [("relevance", "Best match"), ("newest", "Newest first"), ("size", "Largest first"),
+               ("price", "Price, lowest first"), ("-price", "Price, highest first")]
 
 
 def cohort_builder(request: HttpRequest) -> HttpResponse:
     error = ""
     try:
         query = study_query_from(request.GET)
+        page = study_page(request.GET.get("page"))
     except InvalidQueryError as exc:
-        error, query = exc.message, StudyQuery()
-    matches = study_matches(query)  # one count of every facet and dataset for both
+        error, query, page = exc.message, StudyQuery(), 1
+    matches = study_matches(query)  # one count of every facet and dataset for all three
     found = facets_and_total(query=query, user=request.user, matches=matches)
     cohort = cohort_summary(query=query, user=request.user, matches=matches)
+    studies, browsable = browsable_studies(query=query, user=request.user, page=page, matches=matches)
+    pages = max(1, min(MAX_STUDY_PAGE, -(-browsable // STUDY_PAGE_SIZE)))
     # Each dataset's row orders exactly the studies counted: the cohort's study filters.
     order_query = urlencode(query.study_filters(), doseq=True)
     for row in cohort["datasets"]:
@@ -50,5 +65,10 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
         "mix": [(_label(name), rows) for name, rows in cohort["mix"].items()],
         "query_pairs": [(key, value) for key, values in query.as_params().items()
                         for value in (values if isinstance(values, list) else [values])],
+        "studies": studies, "browsable": browsable, "page": page, "pages": pages,
+        "sorts": SORT_LABELS,
+        "page_links": {
+            name: f"?{_with_page(request, number)}" for name, number in
+            (("previous", page - 1), ("next", page + 1)) if 1 <= number <= pages},
     }
     return render(request, "catalog/cohort_builder.html", context, status=400 if error else 200)

@@ -9,12 +9,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.search import InvalidQueryError, search_backend, study_query_from
+from catalog.search import search_backend, study_query_from
 from catalog.search.dimensions import ALL_FILTERS, SORTS
-from catalog.search.service import accessible_provider_ids, cohort_summary, facets_and_total
+from catalog.search.service import (
+    browsable_studies, cohort_summary, facets_and_total, study_matches, study_page,
+)
 
-PAGE_SIZE = 25
-MAX_PAGE = 400  # deep pages beyond 10,000 rows: narrow the search instead
 
 def _count() -> serializers.JSONField:
     return serializers.JSONField(help_text='A number, or "<10" where the count is suppressed')
@@ -55,16 +55,6 @@ class StudyOutput(serializers.Serializer):
     description = serializers.CharField()
 
 
-def _page(request: Request) -> int:
-    try:
-        page = int(request.query_params.get("page") or 1)
-    except ValueError:
-        page = 0
-    if not 1 <= page <= MAX_PAGE:
-        raise InvalidQueryError(f"page must be a number from 1 to {MAX_PAGE}.")
-    return page
-
-
 class StudyListApi(APIView):
     permission_classes = [AllowAny]
 
@@ -79,17 +69,12 @@ class StudyListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         query = study_query_from(request.query_params)
-        page = _page(request)
+        page = study_page(request.query_params.get("page"))
         backend = search_backend()
-        summary = facets_and_total(query=query, user=request.user, backend=backend)
-        # Study rows only of datasets whose provider allows browsing before purchase
-        # (or of the user's own provider).
-        datasets = backend.datasets(query)
-        providers = accessible_provider_ids(request.user)
-        browsable = [i for i, info in datasets.items() if backend.passes(info, query) and (
-            info.allow_study_browsing or providers is None or info.provider_id in providers)]
-        rows, browsable_count = backend.studies(query, browsable, offset=(page - 1) * PAGE_SIZE,
-                                                limit=PAGE_SIZE)
+        matches = study_matches(query, backend)
+        summary = facets_and_total(query=query, user=request.user, backend=backend, matches=matches)
+        rows, browsable_count = browsable_studies(query=query, user=request.user, page=page,
+                                                  backend=backend, matches=matches)
         return Response({"count": summary["total"], "page": page, "browsable_count": browsable_count,
                          "results": StudyOutput(rows, many=True).data, "facets": summary["facets"]})
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from catalog.search.dimensions import (
-    DATASET_LEVEL, STUDY_FACETS, SUPPRESSION_THRESHOLD, StudyQuery,
+    DATASET_LEVEL, STUDY_FACETS, SUPPRESSION_THRESHOLD, InvalidQueryError, StudyQuery,
 )
 from catalog.search import search_backend
 from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label, dataset_values
@@ -91,6 +91,39 @@ def facets_and_total(*, query: StudyQuery, user: User | None,
     total = sum(chosen.values())
     return {"total": _shown(total, exact), "facets": facets,
             "datasets": {i: _shown(n, _exact(providers, [datasets[i]])) for i, n in chosen.items()}}
+
+
+STUDY_PAGE_SIZE = 25
+MAX_STUDY_PAGE = 400  # deep pages beyond 10,000 rows: narrow the search instead
+
+
+def study_page(raw: str | None) -> int:
+    """The page number asked for; a clear error for anything else."""
+    try:
+        page = int(raw or 1)
+    except ValueError:
+        page = 0
+    if not 1 <= page <= MAX_STUDY_PAGE:
+        raise InvalidQueryError(f"page must be a number from 1 to {MAX_STUDY_PAGE}.")
+    return page
+
+
+def browsable_studies(*, query: StudyQuery, user: User | None, page: int = 1,
+                      backend: PostgresSearch | None = None,
+                      matches: Matches | None = None) -> tuple[list[dict[str, Any]], int]:
+    """One page of matching study rows, in the query's sort, and how many there are: only
+    of datasets whose provider allows browsing before purchase (or of the user's own
+    provider). Rows carry their dataset's title; never a patient id."""
+    backend = backend or search_backend()
+    datasets = matches.datasets if matches is not None else backend.datasets(query)
+    providers = accessible_provider_ids(user)
+    browsable = [i for i, info in datasets.items() if backend.passes(info, query) and (
+        info.allow_study_browsing or providers is None or info.provider_id in providers)]
+    rows, count = backend.studies(query, browsable, offset=(page - 1) * STUDY_PAGE_SIZE,
+                                  limit=STUDY_PAGE_SIZE)
+    for row in rows:
+        row["dataset_title"] = datasets[row["dataset_id"]].title
+    return rows, count
 
 
 def cohort_summary(*, query: StudyQuery, user: User | None,

@@ -48,7 +48,20 @@
     });
   }
 
-  form.addEventListener("change", () => refresh(true));
-  form.addEventListener("submit", (event) => { event.preventDefault(); refresh(true); });
+  // Any change of criteria or sort starts again at the first page of studies.
+  function firstPage() {
+    const page = form.querySelector("input[name=page]");
+    if (page) page.value = "";
+  }
+  form.addEventListener("change", () => { firstPage(); refresh(true); });
+  document.getElementById("cohort-results").addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-page]");
+    if (!link) return;
+    event.preventDefault();
+    const page = form.querySelector("input[name=page]");
+    if (page) page.value = link.dataset.page;
+    refresh(true);
+  });
+  form.addEventListener("submit", (event) => { event.preventDefault(); firstPage(); refresh(true); });
   window.addEventListener("popstate", () => window.location.reload());
 })();

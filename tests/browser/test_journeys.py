@@ -166,3 +166,13 @@ def test_researcher_builds_a_cohort_without_page_reloads(live_server, bob, study
     fresh.goto(page.url)
     assert fresh.inner_text("#cohort-total").startswith("60 studies")
     assert fresh.is_checked("input[name=sex][value=F]")
+    # Matching studies a page at a time, in place; a new sort starts again at page 1.
+    assert "Page 1 of 3" in page.inner_text("#cohort-studies")
+    page.click("#cohort-studies a[rel=next]")
+    page.wait_for_url("**/cohorts/?*page=2*")
+    page.wait_for_function("document.querySelector('#cohort-studies').innerText.includes('Page 2 of 3')")
+    page.select_option("select[name=sort]", "newest")
+    page.wait_for_url("**/cohorts/?*sort=newest*")
+    page.wait_for_function("document.querySelector('#cohort-studies').innerText.includes('Page 1 of 3')")
+    assert "page=" not in page.url.split("sort=newest")[1] and "page=2" not in page.url
+    assert page.evaluate("window.__sameDocument === true")

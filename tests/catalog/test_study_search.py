@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import re
+
 import pytest
 from django.db.models import Count, Q
 
@@ -303,3 +305,24 @@ def test_cohort_builder_counts_the_datasets_once_per_page(client, catalog, monke
     page = client.get("/cohorts/", {"sex": "F", "modality": "CT"})
     assert page.status_code == 200
     assert calls == [True]
+
+
+def test_cohort_page_lists_browsable_studies_sorted_a_page_at_a_time(client, catalog) -> None:
+    """Set 0 (400 studies) and Set 2 (6) allow browsing, Set 1 does not: its studies are
+    counted but never listed."""
+    def studies_section(params: dict) -> str:
+        html = client.get("/cohorts/", params).content.decode()
+        return html.split('id="cohort-studies"')[1].split("</div>")[0]
+
+    first = studies_section({"sort": "size"})
+    assert "Matching studies you can look at before buying: 406" in first
+    assert "Page 1 of 17" in first and 'data-page="2"' in first
+    assert "Set 0</a>" in first and "Set 1</a>" not in first
+    sizes = [int(n) for n in re.findall(r"<td>(\d+)</td>\s*<td>[^<]*</td></tr>", first)]
+    biggest = list(Study.objects.filter(dataset__in=[catalog[0], catalog[2]])
+                   .order_by("-instance_count", "id").values_list("instance_count", flat=True)[:25])
+    assert sizes == biggest
+    second = studies_section({"sort": "size", "page": "2"})
+    assert "Page 2 of 17" in second and 'data-page="1"' in second
+    assert client.get("/cohorts/", {"page": "0"}).status_code == 400
+    assert "page must be a number from 1 to 400" in client.get("/cohorts/", {"page": "x"}).content.decode()
