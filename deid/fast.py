@@ -253,12 +253,15 @@ class _Rewrite:
                 change: Callable[[Element], bytes | None]) -> bytes | None:
         """change(element): its new value bytes (None: remove it), computed once per
         value — a series repeats most of them (study and series UIDs, dates, texts)."""
+        if len(element.value) > _MEMO_LONGEST:
+            return change(element)  # long free text rarely repeats: not worth the memory
         key, memo = (kind, element.vr, element.value), self.memo
         if key in memo:
             return memo[key]
         value = change(element)
-        if len(memo) < _MEMO_VALUES:
-            memo[key] = value
+        if len(memo) >= _MEMO_VALUES:
+            memo.clear()  # one-off values (instance UIDs) fill it: start again
+        memo[key] = value
         return value
 
     def remap(self, element: Element, out: dict[int, Element]) -> None:
@@ -328,10 +331,13 @@ class _Rewrite:
         return [by_tag[tag] for tag in sorted(by_tag)]
 
 
-_MEMO_VALUES = 4096  # new values remembered per context
+# Bounds of what is remembered: values up to 256 bytes, 2048 per context, 32 contexts
+# (a few MB at most).
+_MEMO_LONGEST = 256
+_MEMO_VALUES = 2048
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=32)
 def _memo(key: bytes, options: Options, shift: int | None, charset: str,
           scrubber: Scrubber) -> dict[tuple[str, str, bytes], bytes | None]:
     """Changed values of one context (key, options, patient's shift, character set,
@@ -481,8 +487,9 @@ def _decide(header: _Header, top: dict[int, Element], pixel_tag: int | None, cod
     if cached is not None and cached[0] is rules:
         return cached[1]
     decision = decide(header, options)
-    if len(_DECISIONS) < 4096:
-        _DECISIONS[key] = (rules, decision)
+    if len(_DECISIONS) >= 4096:
+        _DECISIONS.clear()
+    _DECISIONS[key] = (rules, decision)
     return decision
 
 
