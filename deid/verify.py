@@ -148,6 +148,9 @@ class Needle:
     # The exact text every match is, between lookarounds only (UIDs): no regex to
     # parse for the pixel scan.
     plain: str | None = None
+    # Phone numbers: the digits every match holds in order with only separators
+    # [\s().-/] between them; text without them once separators are deleted cannot match.
+    digits: str | None = None
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -304,11 +307,12 @@ def _compiled_bytes(pattern: str) -> re.Pattern[bytes]:
 
 
 def _needle(source: int, pattern: str, min_len: int, short_number: bool = False,
-            literal: str | None = None, plain: str | None = None) -> Needle:
+            literal: str | None = None, plain: str | None = None,
+            digits: str | None = None) -> Needle:
     if literal is not None and not (literal.isascii() and literal):
         literal = None
     return Needle(source, pattern, min_len, short_number,
-                  literal.lower() if literal is not None else None, plain)
+                  literal.lower() if literal is not None else None, plain, digits)
 
 
 def _ascii_literal(form: str, text: str) -> str | None:
@@ -402,7 +406,7 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
         digits = re.sub(r"\D", "", text)
         if len(digits) >= 7:
             flexible = r"[\s().\-/]*".join(digits)
-            needles.append(_needle(tag, rf"(?<!\d){flexible}(?!\d)", len(digits)))
+            needles.append(_needle(tag, rf"(?<!\d){flexible}(?!\d)", len(digits), digits=digits))
     if kind == "text":
         for word in set(re.split(r"[\s,.;:/()\-#&]+", text)):
             if (len(word) >= 4 and word.lower() not in _GENERIC_WORDS
@@ -452,24 +456,75 @@ def _needles(identifying: Iterable[tuple[int, str, str]], device: str) -> list[N
 
 # --- searching the output -----------------------------------------------------------
 
+# What the phone patterns allow between digits ([\s().-/], \s as in ASCII text), deleted.
+_SEPARATORS = " \t\n\r\x0b\x0c()./-"
+_DELETE_SEPARATORS = str.maketrans("", "", _SEPARATORS)
+_DELETE_SEPARATOR_BYTES = _SEPARATORS.encode("ascii")
+
+
 class _Matcher:
-    """Needles with a cheap prefilter: a needle's regular expression runs only where its
-    literal occurs (plain substring test), or always when it has none (non-ASCII forms,
-    flexible phone digits). Same matches as running every pattern, at a fraction of the cost."""
+    """Needles with cheap prefilters: a needle's regular expression runs only where its
+    literal occurs (plain substring test; needles sharing a literal test it once), and a
+    phone number's only where its digits occur once separators are deleted; needles with
+    neither (non-ASCII forms) always run. Same matches as running every pattern.
+
+    ``within(text)`` / ``within_bytes(data)`` narrow the needles to those that can match
+    somewhere in a text: a needle that cannot match a whole text cannot match any part
+    of it, so the element-by-element and preamble searches test only those."""
 
     def __init__(self, needles: Iterable[Needle]) -> None:
         self.needles = list(needles)
         self._long = [n for n in self.needles if not n.short_number]
 
-    def find_text(self, text: str, numeric: bool) -> Needle | None:
+    def within(self, text: str) -> _Matcher:
         # Unicode case-insensitive matching has special cases (e.g. U+017F matches "s")
-        # that lower() does not reproduce: only ASCII text is prefiltered.
-        lowered = text.lower() if text.isascii() else None
+        # that lower() does not reproduce, and \s is wider in Unicode text: only ASCII
+        # text is prefiltered.
+        if not text.isascii():
+            return self
+        lowered, squeezed = text.lower(), None
+        seen: dict[str, bool] = {}
+        kept = []
         for needle in self.needles:
-            if numeric and needle.short_number:
-                continue
             literal = needle.literal
-            if lowered is not None and literal is not None and literal not in lowered:
+            if literal is not None:
+                found = seen.get(literal)
+                if found is None:
+                    found = seen[literal] = literal in lowered
+                if not found:
+                    continue
+            elif needle.digits is not None:
+                if squeezed is None:
+                    squeezed = text.translate(_DELETE_SEPARATORS)
+                if needle.digits not in squeezed:
+                    continue
+            kept.append(needle)
+        return _Matcher(kept)
+
+    def within_bytes(self, data: bytes) -> _Matcher:
+        # bytes patterns ignore case for ASCII only, exactly what bytes.lower() folds.
+        lowered, squeezed = data.lower(), None
+        seen: dict[bytes, bool] = {}
+        kept = []
+        for needle in self.needles:
+            literal = needle.literal_bytes
+            if literal is not None:
+                found = seen.get(literal)
+                if found is None:
+                    found = seen[literal] = literal in lowered
+                if not found:
+                    continue
+            elif needle.digits is not None:
+                if squeezed is None:
+                    squeezed = data.translate(None, _DELETE_SEPARATOR_BYTES)
+                if needle.digits.encode("ascii") not in squeezed:
+                    continue
+            kept.append(needle)
+        return _Matcher(kept)
+
+    def find_text(self, text: str, numeric: bool) -> Needle | None:
+        for needle in self.within(text).needles:
+            if numeric and needle.short_number:
                 continue
             if needle.pattern.search(text):
                 return needle
@@ -478,12 +533,7 @@ class _Matcher:
     def find_bytes(self, data: bytes, pixel: bool = False,
                    numbers: bool = False) -> tuple[Needle, int] | None:
         needles = self.needles if numbers else self._long  # numbers: every needle (the preamble)
-        # bytes patterns ignore case for ASCII only, exactly what bytes.lower() folds.
-        lowered = data.lower()
-        for needle in needles:
-            literal = needle.literal_bytes
-            if literal is not None and literal not in lowered:
-                continue
+        for needle in _Matcher(needles).within_bytes(data).needles:
             if pixel and needle.min_len < MIN_PIXEL_LEN:
                 continue
             m = _compiled_bytes(needle.regex).search(data)
@@ -591,13 +641,16 @@ def verify_output(original: Dataset | None, data: bytes, *,
         texts, spans = _read_with_pydicom(data)
     # 1. Every element, decoded with the output's character set; binary values as
     #    Latin-1 (which the \xHH forms of every needle match).
+    in_text = matcher.within("\x00".join(t for _, _, t in texts))
     for numeric in (False, True):
-        _search_values(matcher, [t for t in texts if t[1] == numeric], numeric)
+        _search_values(in_text, [t for t in texts if t[1] == numeric], numeric)
     # 2. The raw bytes outside pixel data: preamble, undecodable values, anything else.
     buffer = bytearray(data)
     for start, end in spans:
         buffer[start:end] = b"\x00" * (end - start)
-    found = matcher.find_bytes(bytes(buffer[:128]), numbers=True) or matcher.find_bytes(bytes(buffer))
+    outside = bytes(buffer)
+    in_bytes = matcher.within_bytes(outside)
+    found = in_bytes.find_bytes(outside[:128], numbers=True) or in_bytes.find_bytes(outside)
     if found is not None:
         needle, offset = found
         where = "the preamble" if offset < 128 else "output bytes"

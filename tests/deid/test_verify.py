@@ -88,3 +88,21 @@ def test_vendor_named_institution_is_not_a_finding() -> None:
     ds.PatientName = "DOE^JANE"
     sources = {n.source for n in collect_needles(ds)}
     assert 0x00080080 not in sources and 0x00100010 in sources
+
+
+@pytest.mark.parametrize("written", ["(555) 867-5309", "555.867.5309", "555 867 5309",
+                                     "555\t867\n5309", "tel 5558675309 x", "555/867-5309"])
+def test_it_catches_a_phone_number_written_any_way(make_file, written: str) -> None:
+    """The phone prefilter (digits present once separators are deleted) must let every
+    separator the pattern allows through, in decoded text and in raw private bytes."""
+    src = make_file(PatientTelephoneNumbers="555-867-5309")
+    original, data = _clean_output(src)
+    verify_output(original, data)
+    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
+        verify_output(original, _rewrite(data, ImageComments=f"call {written} today"))
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.private_block(0x0031, "LEAKY", create=True).add_new(0x01, "OB", f"x{written}x".encode())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(PHIRemainsError):
+        verify_output(original, buf.getvalue())
