@@ -18,6 +18,7 @@ engine then runs the pydicom path.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections import Counter
 from collections.abc import Callable
@@ -154,7 +155,8 @@ class _Rewrite:
         out: dict[int, Element] = {}
         keep_creators: set[int] = set()
         by_tag: dict[int, Element] | None = None
-        counts = self.counts
+        counts, actions, options = self.counts, self.actions, self.options
+        kept = removed = 0
         for element in elements:
             self.elements += 1
             if self.elements > _MAX_ELEMENTS:
@@ -177,8 +179,19 @@ class _Rewrite:
                 out[tag] = self.encode(tag, "LO" if tag == PATIENT_ID else "PN", [self.pseudonym])
                 counts["pseudonymized"] += 1
                 continue
-            action = self.actions.get(tag)
-            self.apply(element, action or _action(tag, self.options), out, depth)
+            action = actions.get(tag) or _action(tag, options)
+            # The two most common cases inline; apply() has them too.
+            if action == KEEP and element.items is None and tag != PATIENT_AGE:
+                out[tag] = element
+                kept += 1
+            elif action == REMOVE:
+                removed += 1
+            else:
+                self.apply(element, action, out, depth)
+        if kept:
+            counts["kept"] += kept
+        if removed:
+            counts["removed"] += removed
         for creator in keep_creators:
             if by_tag is not None and creator in by_tag:
                 out[creator] = by_tag[creator]
@@ -313,22 +326,32 @@ class _Rewrite:
     def attest(self, out: list[Element]) -> list[Element]:
         """PS3.15 E.1.1 attributes, as engine._attest writes them (no pixels are masked
         on this path)."""
-        codes = method_codes(self.options, pixels_cleaned=False)
         by_tag = {e.tag: e for e in out}
         if PATIENT_ID not in by_tag:
             by_tag[PATIENT_ID] = self.encode(PATIENT_ID, "LO", [self.pseudonym])
             by_tag[PATIENT_NAME] = self.encode(PATIENT_NAME, "PN", [self.pseudonym])
             self.counts["pseudonymized"] += 2
-        by_tag[0x00120062] = self.encode(0x00120062, "CS", ["YES"])
-        by_tag[0x00120063] = self.encode(
-            0x00120063, "LO", [meaning.removesuffix(" Option")[:64] for _, meaning in codes])
-        by_tag[0x00120064] = Element(0x00120064, "SQ", items=[
-            [self.encode(0x00080100, "SH", [code]), self.encode(0x00080102, "SH", ["DCM"]),
-             self.encode(0x00080104, "LO", [meaning])]
-            for code, meaning in codes])
-        by_tag[0x00280303] = self.encode(
-            0x00280303, "CS", ["MODIFIED" if self.shift is not None else "REMOVED"])
+        by_tag.update(_attestation(self.options, self.shift is not None))
         return [by_tag[tag] for tag in sorted(by_tag)]
+
+
+@lru_cache(maxsize=64)
+def _attestation(options: Options, dates_shifted: bool) -> dict[int, Element]:
+    """The attestation elements for these options (the same for every file; ASCII)."""
+    def ascii_element(tag: int, vr: str, values: list[str]) -> Element:
+        return Element(tag, vr, pad("\\".join(values).encode("ascii"), vr))
+
+    codes = method_codes(options, pixels_cleaned=False)
+    return {
+        0x00120062: ascii_element(0x00120062, "CS", ["YES"]),
+        0x00120063: ascii_element(
+            0x00120063, "LO", [meaning.removesuffix(" Option")[:64] for _, meaning in codes]),
+        0x00120064: Element(0x00120064, "SQ", items=[
+            [ascii_element(0x00080100, "SH", [code]), ascii_element(0x00080102, "SH", ["DCM"]),
+             ascii_element(0x00080104, "LO", [meaning])]
+            for code, meaning in codes]),
+        0x00280303: ascii_element(0x00280303, "CS", ["MODIFIED" if dates_shifted else "REMOVED"]),
+    }
 
 
 # Bounds of what is remembered: values up to 256 bytes, 2048 per context, 32 contexts
@@ -522,9 +545,12 @@ def _rewrite(parsed: RawFile, header: _Header, scrub_values: list[tuple[int, str
     if pixel is not None:
         elements = [*elements, Element(pixel.tag, pixel.vr)]  # decides whether it is kept
     out = rewrite.attest(rewrite.data_set(elements, 0))
-    keep_pixels = pixel is not None and any(e.tag == pixel.tag for e in out)
-    head = [e for e in out if pixel is None or e.tag < pixel.tag]
-    tail = [e for e in out if pixel is not None and e.tag > pixel.tag]
+    if pixel is None:
+        keep_pixels, head, tail = False, out, []
+    else:
+        at = bisect.bisect_left([e.tag for e in out], pixel.tag)  # out is in tag order
+        keep_pixels = at < len(out) and out[at].tag == pixel.tag
+        head, tail = out[:at], out[at + keep_pixels:]
     trailer = bytearray()
     encode(tail, trailer)
     report = DeidReport(
