@@ -7,10 +7,11 @@ dicognito and pydicom's `deid` package (the peers run in their own virtual envir
 Generates a corpus of 512x512 16-bit CT files (~0.5 MB each, fake PHI in the usual
 places, free text, a private block and an overlay) in a temporary directory, warms the
 page cache, then runs each tool once per round (rounds interleaved: this machine's speed
-drifts) and prints each tool's median files/s with its range, MB/s, peak RSS (largest
-single process, from wait4) and ratios of the medians (pydicom's deid: one round); then a leak check of every tool's output on a 50-file
-subset with our verifier; then the peak memory of the engine on one large multi-frame
-file. It prints numbers only: no timed assertions (it is not part of `make test`).
+drifts; dirty pages flushed before each tool, so none pays for its predecessor's writes)
+and prints each tool's median files/s with its range, MB/s, peak RSS (largest single
+process, from wait4) and ratios of the medians (pydicom's deid: one round); then a leak
+check of every tool's output on a 50-file subset with our verifier; then the peak memory
+of the engine on one large multi-frame file. It prints numbers only: no timed assertions (it is not part of `make test`).
 
 The peers are installed only into benchmarks/.peers-venv (gitignored) and run as
 subprocesses with `python -I`, cwd outside the repository and no PYTHONPATH: their
@@ -273,6 +274,9 @@ def main() -> int:
 
         def measure(label: str, argv: list[str], out: Path, **kw: object) -> None:
             out.mkdir()
+            # The previous tool's ~1 GB of output is still being written back to disk:
+            # flush it first, so that no tool pays for the one before it.
+            os.sync()
             print(f"# running {label} ...", flush=True)
             try:
                 wall, rss, stdout, _ = spawn(argv, **kw)  # type: ignore[arg-type]
@@ -286,6 +290,7 @@ def main() -> int:
             runs.setdefault(label, []).append({"seconds": seconds, "wall": wall, "rss_mb": rss / 1024})
             if label in outputs:
                 shutil.rmtree(outputs[label], ignore_errors=True)  # keep the last round's only
+                os.sync()
             outputs[label] = out
             print(f"#   {len(names) / seconds:8.1f} files/s  ({seconds:.1f} s loop, "
                   f"{wall:.1f} s wall)", flush=True)

@@ -10,8 +10,8 @@ are the same as the full path would write for the same input.
 from __future__ import annotations
 
 import os
-import threading
 import struct
+import threading
 from typing import IO, BinaryIO
 
 from pydicom.dataset import Dataset, FileMetaDataset
