@@ -63,8 +63,9 @@ _MAX_ELEMENTS = 500_000
 
 
 # VRs read here as pydicom reads them (values.convert_string / convert_UI / convert_text /
-# convert_numbers / IS as an int, single values only); the rest, and every multi-valued, empty or
-# escaped value, go through pydicom's convert_value.
+# convert_numbers, IS as the int it is; single values only). The rest, and every value
+# that is empty, multi-valued (or holds a 0x5C byte) or escaped, go through pydicom's
+# convert_value.
 _PLAIN_STRING_VRS = frozenset({"AS", "CS", "DA", "DT", "TM", "UI"})
 _CHARSET_TEXT_VRS = frozenset({"LO", "SH", "UC"})
 _NUMBER_FORMATS = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
