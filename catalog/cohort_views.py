@@ -23,6 +23,8 @@ from catalog.search.service import (
 FACET_ORDER = ["modality", "body_part", "condition", "sex", "age_band", "ethnicity", "manufacturer",
                "model", "slice_thickness", "field_strength", "has_report", "has_annotation",
                "licence", "provider", "country"]
+SORT_LABELS = [("relevance", "Best match"), ("newest", "Newest first"), ("size", "Largest first"),
+               ("price", "Price, lowest first"), ("-price", "Price, highest first")]
 
 
 def _with_page(request: HttpRequest, page: int) -> str:
@@ -33,10 +35,6 @@ def _with_page(request: HttpRequest, page: int) -> str:
 
 def _label(name: str) -> str:
     return STUDY_FACETS[name].label if name in STUDY_FACETS else DATASET_LEVEL[name]
-
-
-SORT_LABELS = [("relevance", "Best match"), ("newest", "Newest first"), ("size", "Largest first"),
-               ("price", "Price, lowest first"), ("-price", "Price, highest first")]
 
 
 def cohort_builder(request: HttpRequest) -> HttpResponse:
@@ -69,6 +67,6 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
         "sorts": SORT_LABELS,
         "page_links": {
             name: f"?{_with_page(request, number)}" for name, number in
-            (("previous", page - 1), ("next", page + 1)) if 1 <= number <= pages},
+            (("first", 1), ("previous", page - 1), ("next", page + 1)) if 1 <= number <= pages},
     }
     return render(request, "catalog/cohort_builder.html", context, status=400 if error else 200)

@@ -324,5 +324,7 @@ def test_cohort_page_lists_browsable_studies_sorted_a_page_at_a_time(client, cat
     assert sizes == biggest
     second = studies_section({"sort": "size", "page": "2"})
     assert "Page 2 of 17" in second and 'data-page="1"' in second
+    past = studies_section({"sort": "size", "page": "30"})
+    assert "Page 30 is past the last page (17)" in past and 'data-page="1"' in past
     assert client.get("/cohorts/", {"page": "0"}).status_code == 400
     assert "page must be a number from 1 to 400" in client.get("/cohorts/", {"page": "x"}).content.decode()
