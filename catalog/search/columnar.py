@@ -134,8 +134,8 @@ _COPY_ROW = np.dtype([("fields", ">i2"), ("length", ">i4"), ("id", ">i8")])
 
 def _matching_ids(q: str) -> np.ndarray:
     """Ids of the studies whose text matches the keywords, as one binary COPY read into
-    numpy: a common word matches hundreds of thousands of studies, and building a Python
-    tuple per row took most of a first search's time."""
+    numpy (a common word matches hundreds of thousands of studies: no Python object per
+    row)."""
     with connection.cursor() as cursor:
         select = cursor.mogrify("SELECT id FROM catalog_study WHERE "
                                 "search_vector @@ websearch_to_tsquery('english', %s)", [q])
