@@ -5,8 +5,8 @@ per input to OUT_DIR/manifest.jsonl. One bad file never stops the run. There is 
 default key: pass --key-file, or create one first with --generate-key FILE (32 random
 bytes as hex, mode 0600, never overwritten). The progress bar (stderr) and the summary
 carry counts and rates only, since upload file names can themselves contain patient names.
-With --workers N, N spawned processes take chunks of files (imap_unordered); manifest
-lines are then written in completion order.
+With --workers N, N processes share the files: this one and N - 1 spawned helpers that
+take small batches; manifest lines are then written in completion order.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import os
 import secrets
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -65,9 +66,8 @@ def _init_worker(key: bytes, options: Options) -> None:
     _WORKER["key"], _WORKER["options"] = key, options
 
 
-def _one_in_worker(job: tuple[str, str, str]) -> dict[str, Any]:
-    rel, src, dst = job
-    return _one((rel, src, dst, _WORKER["key"], _WORKER["options"]))
+def _batch_in_worker(jobs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    return [_one((rel, src, dst, _WORKER["key"], _WORKER["options"])) for rel, src, dst in jobs]
 
 
 def _one(job: tuple[str, str, str, bytes, Options]) -> dict[str, Any]:
@@ -154,15 +154,36 @@ def run(in_dir: Path, out_dir: Path, *, key: bytes, options: Options, workers: i
     bar = Progress(len(jobs), sum(sizes.values())) if progress else None
     with open(out_dir / MANIFEST, "w", encoding="utf-8") as manifest:
         if workers > 1 and len(jobs) > 1:
-            # spawn: no forked copies of the parent's state (threads, open files, keys).
-            ctx = multiprocessing.get_context("spawn")
-            chunksize = max(1, min(64, len(jobs) // (workers * 8)))
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(key, options)) as pool:
-                results = pool.imap_unordered(_one_in_worker, jobs, chunksize=chunksize)
-                _collect(results, manifest, totals, sizes, bar)
+            _collect(_shared(jobs, key, options, workers), manifest, totals, sizes, bar)
         else:
             _collect((_one((*job, key, options)) for job in jobs), manifest, totals, sizes, bar)
     return totals
+
+
+def _shared(jobs: list[tuple[str, str, str]], key: bytes, options: Options,
+            workers: int) -> Iterator[dict[str, Any]]:
+    """Results of ``workers`` processes: this one and workers - 1 helpers. The parent
+    starts at once while the helpers start (each takes a few tenths of a second to import
+    pydicom, numpy and deid, a real share of a short run); helpers get small batches, at
+    most two outstanding each, so the work stays shared to the end."""
+    helpers = workers - 1
+    batch = max(1, min(16, len(jobs) // (workers * 16)))
+    queue = deque(jobs)
+    # spawn: no forked copies of the parent's state (threads, open files, keys).
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(helpers, initializer=_init_worker, initargs=(key, options)) as pool:
+        pending: list[AsyncResult] = []
+        while queue or pending:
+            while queue and len(pending) < helpers * 2:
+                chunk = [queue.popleft() for _ in range(min(batch, len(queue)))]
+                pending.append(pool.apply_async(_batch_in_worker, (chunk,)))
+            for done in [p for p in pending if p.ready()]:
+                pending.remove(done)
+                yield from done.get()
+            if queue:
+                yield _one((*queue.popleft(), key, options))
+            elif pending:
+                pending[0].wait(0.05)
 
 
 def _file_size(path: Path) -> int:

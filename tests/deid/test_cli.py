@@ -100,3 +100,17 @@ def test_python_dash_m_deid_works(tree: Path, key_file: Path, tmp_path: Path) ->
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(_manifest(out)) == 4
+
+
+def test_workers_share_the_files_and_each_is_done_once(key_file: Path, tmp_path: Path) -> None:
+    """The parent works while its helper starts, helpers take small batches: every input
+    appears once in the manifest and has its output."""
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}.dcm").write_bytes(to_bytes(make_dataset(SOPInstanceUID=f"1.2.3.4.{i + 1}")))
+    out = tmp_path / "out"
+    assert main([str(src), str(out), "--key-file", str(key_file), "--workers", "3"]) == 0
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert sorted(json.loads(line)["input"] for line in lines) == [f"f{i:02d}.dcm" for i in range(40)]
+    assert all((out / f"f{i:02d}.dcm").exists() for i in range(40))
