@@ -25,7 +25,7 @@ from deid.report import DeidReport, build_metadata
 from deid.verify import verify_output
 from deid.values import (
     DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
-    PATIENT_NAME, TEXT_VRS, cap_age, patient_seed, values_of,
+    PATIENT_NAME, TEXT_VRS, cap_age, cleaned_texts, patient_seed, shifted_dates, values_of,
 )
 from deid.walk import check_depth, raw_vr
 
@@ -305,16 +305,14 @@ def _clean(elem: DataElement, vr: str, out: Dataset, ctx: _Context, depth: int) 
             out.add(elem)
             counts["kept"] += 1
             return
-        shift = dates.shift_da if vr == "DA" else dates.shift_dt
-        shifted = [shift(str(v), ctx.shift) for v in values_of(elem.value)]
-        if any(s is None for s in shifted):
-            counts["removed"] += 1  # unparseable dates cannot be shifted safely
+        shifted = shifted_dates(vr, values_of(elem.value), ctx.shift)
+        if shifted is None:
+            counts["removed"] += 1
             return
         _store(out, elem, shifted)
         counts["date_shifted"] += 1
     elif vr in TEXT_VRS:
-        cleaned = [ctx.scrubber.clean(str(v)) for v in values_of(elem.value)]
-        _store(out, elem, [c for c in cleaned if c])
+        _store(out, elem, cleaned_texts(ctx.scrubber, values_of(elem.value)))
         counts["cleaned"] += 1
     else:
         counts["removed"] += 1

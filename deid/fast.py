@@ -44,7 +44,7 @@ from deid.raw import Element, NotRaw, RawFile, encode, file_header, pad, read_he
 from deid.report import DeidReport, build_metadata
 from deid.values import (
     DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
-    PATIENT_NAME, TEXT_VRS, cap_age, patient_seed, values_of,
+    PATIENT_NAME, TEXT_VRS, cap_age, cleaned_texts, patient_seed, shifted_dates, values_of,
 )
 from deid.verify import needles_from_walked, verify_output
 from deid.verify_walk import Unwalkable, Walked
@@ -287,15 +287,13 @@ class _Rewrite:
         return self.encode(element.tag, "UI", values).value
 
     def shifted(self, element: Element) -> bytes | None:
-        shift = dates.shift_da if element.vr == "DA" else dates.shift_dt
-        shifted = [shift(str(v), self.shift) for v in values_of(self.decode(element))]
-        if any(s is None for s in shifted):
-            return None  # unparseable dates cannot be shifted safely
-        return self.encode(element.tag, element.vr, shifted).value
+        assert self.shift is not None
+        shifted = shifted_dates(element.vr, values_of(self.decode(element)), self.shift)
+        return None if shifted is None else self.encode(element.tag, element.vr, shifted).value
 
     def cleaned(self, element: Element) -> bytes:
-        cleaned = [self.scrubber.clean(str(v)) for v in values_of(self.decode(element))]
-        return self.encode(element.tag, element.vr, [c for c in cleaned if c]).value
+        texts = cleaned_texts(self.scrubber, values_of(self.decode(element)))
+        return self.encode(element.tag, element.vr, texts).value
 
     def clean(self, element: Element, out: dict[int, Element], depth: int) -> None:
         tag, vr, counts = element.tag, element.vr, self.counts
@@ -382,16 +380,16 @@ class _Header:
     """Top-level values as pydicom reads them, converted on first use: ``get(keyword)``
     and ``tag in header``, what pixels.decide() and report.build_metadata() read."""
 
-    def __init__(self, elements: list[Element], encodings: list[str] | None,
+    def __init__(self, by_tag: dict[int, Element], encodings: list[str] | None,
                  extra_tags: tuple[int, ...] = (), codec: str = "latin_1") -> None:
-        self._by_tag = {e.tag: e for e in elements}
+        self._by_tag = by_tag
         self._encodings = encodings
         self._codec = codec
-        self._tags = set(self._by_tag) | set(extra_tags)
+        self._extra_tags = extra_tags
         self._values: dict[str, Any] = {}
 
     def __contains__(self, tag: object) -> bool:
-        return tag in self._tags
+        return tag in self._by_tag or tag in self._extra_tags
 
     def get(self, keyword: str, default: Any = None) -> Any:
         if keyword not in self._values:
@@ -466,7 +464,7 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     if not (text(top.get(_SOP_CLASS)) and text(top.get(_SOP_INSTANCE))):
         return None  # the pydicom path takes them from the file meta, or says they are missing
     encodings = convert_encodings([charset]) if charset else None
-    header = _Header(parsed.elements, encodings,
+    header = _Header(top, encodings,
                      (parsed.pixel.tag,) if parsed.pixel is not None else (), codec)
     decision = _decide(header, top, parsed.pixel.tag if parsed.pixel is not None else None,
                        codec, options)
@@ -555,7 +553,7 @@ def _rewrite(parsed: RawFile, header: _Header, scrub_values: list[tuple[int, str
     trailer = bytearray()
     encode(tail, trailer)
     report = DeidReport(
-        metadata=build_metadata(_Header(out, rewrite.encodings, codec=codec).get, parsed.transfer_syntax,
+        metadata=build_metadata(_Header({e.tag: e for e in out}, rewrite.encodings, codec=codec).get, parsed.transfer_syntax,
                                 has_pixels=keep_pixels and pixel is not None and pixel.tag == _PIXEL_DATA),
         actions=dict(sorted(rewrite.counts.items())),
         profile=describe(options),

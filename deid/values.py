@@ -3,9 +3,14 @@ sets, fast.py on raw elements), so that both give the same output for the same i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.multival import MultiValue
+
+from deid import dates
+
+if TYPE_CHECKING:
+    from deid.clean import Scrubber
 
 # Free-text VRs that Clean Descriptors scrubs (other VRs under C are dates or removed).
 TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC", "CS", "AE", "PN"})
@@ -46,3 +51,16 @@ def patient_seed(patient_id: str, study_uid: str) -> str:
     if patient_id:
         return "pid:" + patient_id
     return "study:" + study_uid.strip()
+
+
+def shifted_dates(vr: str, values: list[Any], days: int) -> list[str] | None:
+    """DA or DT values moved by ``days``; None when any cannot be parsed (the element is
+    then removed: an unparseable date cannot be shifted safely)."""
+    shift = dates.shift_da if vr == "DA" else dates.shift_dt
+    shifted = [shift(str(v), days) for v in values]
+    return None if any(s is None for s in shifted) else shifted  # type: ignore[return-value]
+
+
+def cleaned_texts(scrubber: Scrubber, values: list[Any]) -> list[str]:
+    """Free-text values with the file's identifying values scrubbed out (empty ones dropped)."""
+    return [c for c in (scrubber.clean(str(v)) for v in values) if c]

@@ -26,9 +26,10 @@ import bisect
 import io
 import re
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
+from typing import Any
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -482,32 +483,24 @@ class _Matcher:
         # text is prefiltered.
         if not text.isascii():
             return self
-        lowered, squeezed = text.lower(), None
-        seen: dict[str, bool] = {}
-        kept = []
-        for needle in self.needles:
-            literal = needle.literal
-            if literal is not None:
-                found = seen.get(literal)
-                if found is None:
-                    found = seen[literal] = literal in lowered
-                if not found:
-                    continue
-            elif needle.digits is not None:
-                if squeezed is None:
-                    squeezed = text.translate(_DELETE_SEPARATORS)
-                if needle.digits not in squeezed:
-                    continue
-            kept.append(needle)
-        return _Matcher(kept)
+        return self._narrowed(text.lower(), lambda n: n.literal, lambda n: n.digits,
+                              lambda: text.translate(_DELETE_SEPARATORS))
 
     def within_bytes(self, data: bytes) -> _Matcher:
         # bytes patterns ignore case for ASCII only, exactly what bytes.lower() folds.
-        lowered, squeezed = data.lower(), None
-        seen: dict[bytes, bool] = {}
+        return self._narrowed(data.lower(), lambda n: n.literal_bytes,
+                              lambda n: n.digits.encode("ascii") if n.digits else None,
+                              lambda: data.translate(None, _DELETE_SEPARATOR_BYTES))
+
+    def _narrowed(self, lowered: Any, literal_of: Callable[[Needle], Any],
+                  digits_of: Callable[[Needle], Any], squeeze: Callable[[], Any]) -> _Matcher:
+        """The needles whose literal is in ``lowered`` (each literal tested once) and
+        whose digits are in ``squeeze()`` (computed once, when a needle needs it)."""
+        squeezed = None
+        seen: dict[Any, bool] = {}
         kept = []
         for needle in self.needles:
-            literal = needle.literal_bytes
+            literal = literal_of(needle)
             if literal is not None:
                 found = seen.get(literal)
                 if found is None:
@@ -516,8 +509,8 @@ class _Matcher:
                     continue
             elif needle.digits is not None:
                 if squeezed is None:
-                    squeezed = data.translate(None, _DELETE_SEPARATOR_BYTES)
-                if needle.digits.encode("ascii") not in squeezed:
+                    squeezed = squeeze()
+                if digits_of(needle) not in squeezed:
                     continue
             kept.append(needle)
         return _Matcher(kept)
