@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import sys
 import time
 from collections import Counter, deque
@@ -26,9 +27,13 @@ from typing import Any, TextIO
 
 from deid.engine import deidentify_file
 from deid.errors import DeidError
+from deid.io import staged_outputs
 from deid.profile import Options
 
 MANIFEST = "manifest.jsonl"
+# Each worker process creates its temporary files in OUT_DIR/<this><pid>/ (see
+# deid.io.staged_outputs); run() removes them when it ends.
+STAGING_PREFIX = ".deid-staging-"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,12 +67,25 @@ def generate_key(path: Path) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(key: bytes, options: Options) -> None:
+def _init_worker(key: bytes, options: Options, out_dir: Path) -> None:
     _WORKER["key"], _WORKER["options"] = key, options
+    _WORKER["staging"] = _staging(out_dir)
 
 
 def _batch_in_worker(jobs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    return [_one((rel, src, dst, _WORKER["key"], _WORKER["options"])) for rel, src, dst in jobs]
+    with staged_outputs(_WORKER["staging"]):
+        return [_one((rel, src, dst, _WORKER["key"], _WORKER["options"]))
+                for rel, src, dst in jobs]
+
+
+def _staging(out_dir: Path) -> Path:
+    return out_dir / f"{STAGING_PREFIX}{os.getpid()}"
+
+
+def _remove_staging(out_dir: Path) -> None:
+    """Remove the workers' staging folders (with what a killed run left in them)."""
+    for folder in out_dir.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _one(job: tuple[str, str, str, bytes, Options]) -> dict[str, Any]:
@@ -152,16 +170,22 @@ def run(in_dir: Path, out_dir: Path, *, key: bytes, options: Options, workers: i
             for p in files]
     totals: Counter[str] = Counter()
     bar = Progress(len(jobs), sum(sizes.values())) if progress else None
-    with open(out_dir / MANIFEST, "w", encoding="utf-8") as manifest:
-        if workers > 1 and len(jobs) > 1:
-            _collect(_shared(jobs, key, options, workers), manifest, totals, sizes, bar)
-        else:
-            _collect((_one((*job, key, options)) for job in jobs), manifest, totals, sizes, bar)
+    _remove_staging(out_dir)
+    try:
+        with open(out_dir / MANIFEST, "w", encoding="utf-8") as manifest, \
+                staged_outputs(_staging(out_dir)):
+            if workers > 1 and len(jobs) > 1:
+                results = _shared(jobs, key, options, workers, out_dir)
+            else:
+                results = (_one((*job, key, options)) for job in jobs)
+            _collect(results, manifest, totals, sizes, bar)
+    finally:
+        _remove_staging(out_dir)
     return totals
 
 
 def _shared(jobs: list[tuple[str, str, str]], key: bytes, options: Options,
-            workers: int) -> Iterator[dict[str, Any]]:
+            workers: int, out_dir: Path) -> Iterator[dict[str, Any]]:
     """Results of ``workers`` processes: this one and workers - 1 helpers. The parent
     starts at once while the helpers start (each takes a few tenths of a second to import
     pydicom, numpy and deid, a real share of a short run); helpers get small batches, at
@@ -171,7 +195,8 @@ def _shared(jobs: list[tuple[str, str, str]], key: bytes, options: Options,
     queue = deque(jobs)
     # spawn: no forked copies of the parent's state (threads, open files, keys).
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(helpers, initializer=_init_worker, initargs=(key, options)) as pool:
+    with ctx.Pool(helpers, initializer=_init_worker,
+                  initargs=(key, options, out_dir)) as pool:
         pending: list[AsyncResult] = []
         while queue or pending:
             while queue and len(pending) < helpers * 2:

@@ -114,3 +114,15 @@ def test_workers_share_the_files_and_each_is_done_once(key_file: Path, tmp_path:
     lines = (out / "manifest.jsonl").read_text().splitlines()
     assert sorted(json.loads(line)["input"] for line in lines) == [f"f{i:02d}.dcm" for i in range(40)]
     assert all((out / f"f{i:02d}.dcm").exists() for i in range(40))
+
+
+def test_workers_stage_their_files_and_leave_no_staging_folder(key_file: Path, tmp_path: Path,
+                                                               tree: Path) -> None:
+    out = tmp_path / "out"
+    stale = out / ".deid-staging-999999"  # left by a killed run
+    stale.mkdir(parents=True)
+    (stale / ".deid-1-2.tmp").write_bytes(b"half-written")
+    assert main([str(tree), str(out), "--key-file", str(key_file), "--workers", "2"]) == 0
+    assert not list(out.glob(".deid-staging-*"))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "manifest.jsonl", "study1/a.dcm", "study1/b.dcm"]

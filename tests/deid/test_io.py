@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import io
+import shutil
 import struct
+import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 import deid.io
+from deid.io import atomic_output, staged_outputs
 from deid import (
     BurnedInAnnotationError, MalformedDicomError, NotDicomError, Options, UnsupportedError,
     deidentify_file,
@@ -217,3 +220,37 @@ def test_it_spools_non_seekable_sources() -> None:
     out = io.BytesIO()
     report = deidentify_file(_Pipe(to_bytes(make_dataset())), out, key=KEY)
     assert report.verified and pydicom.dcmread(io.BytesIO(out.getvalue())).Modality == "CT"
+
+
+def test_staged_outputs_are_written_in_the_staging_folder_then_renamed(tmp_path: Path) -> None:
+    staging, dst = tmp_path / "out" / ".staging", tmp_path / "out" / "sub" / "a.dcm"
+    with staged_outputs(staging), atomic_output(dst) as out:
+        out.write(b"data")
+        # While open: the temporary file is in the staging folder, nothing beside dst.
+        assert len(list(staging.iterdir())) == 1
+        assert list(dst.parent.iterdir()) == []
+    assert dst.read_bytes() == b"data" and list(staging.iterdir()) == []
+
+
+def test_a_failed_staged_output_leaves_nothing_anywhere(tmp_path: Path) -> None:
+    staging, dst = tmp_path / ".staging", tmp_path / "a.dcm"
+    with pytest.raises(MalformedDicomError), staged_outputs(staging), atomic_output(dst) as out:
+        out.write(b"half")
+        raise MalformedDicomError("check failed")
+    assert not dst.exists() and list(staging.iterdir()) == []
+
+
+def test_a_staging_folder_on_another_file_system_is_not_used(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on a file system other than the test's temporary folder")
+    staging = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        dst = tmp_path / "a.dcm"
+        with staged_outputs(staging), atomic_output(dst) as out:
+            out.write(b"data")
+            # A rename cannot cross file systems: the temporary file sits beside dst.
+            assert list(staging.iterdir()) == [] and len(list(tmp_path.iterdir())) == 1
+        assert dst.read_bytes() == b"data"
+    finally:
+        shutil.rmtree(staging)
