@@ -16,7 +16,10 @@ from pydicom.uid import UID
 from deid import dates, fast, pixels, stream, uids
 from deid.clean import Scrubber
 from deid.errors import BurnedInAnnotationError, DeidError, MalformedDicomError, UnsupportedError
-from deid.io import MAX_ELEMENTS, PARSE_ERRORS, Source, atomic_output, open_source, read_dicom, write_dicom
+from deid.io import (
+    DICOMDIR_SOP_CLASS, MAX_ELEMENTS, PARSE_ERRORS, Source, atomic_output, open_source, read_dicom,
+    write_dicom,
+)
 from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, Profile, describe,
     load_profile, method_codes,
@@ -129,6 +132,9 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes, options: O
                 setattr(ds, keyword, fallback)
         if not str(ds.get(keyword, "") or "").strip():
             raise MalformedDicomError(f"missing required attribute {keyword}")
+    if str(ds.SOPClassUID).strip() == DICOMDIR_SOP_CLASS:
+        raise UnsupportedError("DICOMDIR (a media directory listing other files and their "
+                               "patients): not copied; de-identify the files it lists")
     decision = pixels.decide(ds, options)
     if decision.action == "reject":
         raise BurnedInAnnotationError(decision.reason)

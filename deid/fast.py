@@ -34,6 +34,7 @@ from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
 from deid import dates, pixels, stream, uids
+from deid.io import DICOMDIR_SOP_CLASS
 from deid.clean import Scrubber, identifier_tags
 from deid.errors import BurnedInAnnotationError
 from deid.profile import (
@@ -461,8 +462,11 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     codec = _CODECS.get(charset)
     if codec is None:
         return None
-    if not (text(top.get(_SOP_CLASS)) and text(top.get(_SOP_INSTANCE))):
-        return None  # the pydicom path takes them from the file meta, or says they are missing
+    sop_class = text(top.get(_SOP_CLASS))
+    if not (sop_class and text(top.get(_SOP_INSTANCE))) or sop_class == DICOMDIR_SOP_CLASS:
+        # The pydicom path takes them from the file meta, or says they are missing; it
+        # also refuses DICOMDIRs, whose class may be in the file meta only.
+        return None
     encodings = convert_encodings([charset]) if charset else None
     header = _Header(top, encodings,
                      (parsed.pixel.tag,) if parsed.pixel is not None else (), codec)

@@ -45,6 +45,9 @@ MAX_ELEMENTS = 500_000
 # Non-seekable uploads are spooled; memory up to this size, then a temp file.
 SPOOL_MEMORY = 64 * 1024 * 1024
 UNDEFINED_LENGTH = 0xFFFFFFFF
+# Media Storage Directory Storage: a DICOMDIR indexes other files (and lists their
+# patients by name); it is no instance to de-identify, its files are.
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 # Pixel data elements that are streamed (copied as raw bytes) instead of parsed.
 PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, DoubleFloat, PixelData
 # Encapsulated pixel data: at most this many items (offset table + fragments).

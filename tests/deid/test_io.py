@@ -172,6 +172,17 @@ def test_it_rejects_an_instance_without_sop_class() -> None:
         run_bytes(data)
 
 
+def test_it_refuses_a_dicomdir_as_pydicom_ships_it() -> None:
+    # The class is only in the file meta there; the records name patients.
+    with pytest.raises(UnsupportedError, match="DICOMDIR"):
+        deidentify_file(get_testdata_file("DICOMDIR"), io.BytesIO(), key=KEY)
+
+
+def test_it_refuses_a_dicomdir_that_names_its_class_in_the_data_set() -> None:
+    with pytest.raises(UnsupportedError, match="DICOMDIR"):
+        run_bytes(to_bytes(make_dataset(SOPClassUID="1.2.840.10008.1.3.10")))
+
+
 @pytest.mark.parametrize("overrides, reason", [
     ({"Modality": "US"}, "burned-in annotation: ultrasound image with no masking rule"),
     ({"BurnedInAnnotation": "YES"}, "burned-in annotation: image declares BurnedInAnnotation YES"),
