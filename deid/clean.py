@@ -82,9 +82,32 @@ def _date_patterns(value: str) -> list[str]:
             rf"(?<![A-Za-z]){month}[a-z]*\.?[\s.,-]*{d}(?:st|nd|rd|th)?[\s.,-]*{y}(?!\d)"]
 
 
-def _phone_pattern(value: str) -> str | None:
+# What may stand between the characters of a phone number or id written another way
+# ("555.019.9770", "123-45-6789"): these, deleted for the quick test, and as a pattern.
+_SEPARATORS = " \t\n\r\x0b\x0c()./-"
+_DELETE_SEPARATORS = str.maketrans("", "", _SEPARATORS)
+_SEPARATOR_RUN = r"[\s().\-/]*"
+
+
+def _spaced(compact: str) -> str:
+    return _SEPARATOR_RUN.join(re.escape(c) for c in compact)
+
+
+def _phone_pattern(value: str) -> tuple[str, str] | None:
+    """(digits, pattern) of a phone number written with any separators."""
     digits = re.sub(r"\D", "", value)
-    return r"[\s().\-/]*".join(digits) if len(digits) >= 7 else None
+    return (digits, rf"(?<!\d){_spaced(digits)}(?!\d)") if len(digits) >= 7 else None
+
+
+def _spaced_id_pattern(value: str) -> tuple[str, str] | None:
+    """(compact form, pattern) of an id written with other separators: 123456789 as
+    "123-45-6789", ACC5533Q as "acc 5533q"; ids of 6+ letters and digits, one a digit."""
+    compact = re.sub(r"[^0-9A-Za-z]", "", value).lower()
+    if len(compact) < 6 or not any(c.isdigit() for c in compact) or not value.isascii():
+        return None
+    if compact.isdigit():
+        return compact, rf"(?<!\d){_spaced(compact)}(?!\d)"
+    return compact, rf"(?<![A-Za-z0-9]){_spaced(compact)}(?![A-Za-z0-9])"
 
 
 def _name_words(text: str) -> set[str]:
@@ -99,15 +122,19 @@ class Scrubber:
     """Built once per input file from its identifying attributes (any depth)."""
 
     def __init__(self, substrings: Iterable[str], words: Iterable[str],
-                 patterns: Iterable[str] = ()) -> None:
+                 patterns: Iterable[str] = (), spaced: Iterable[tuple[str, str]] = ()) -> None:
+        """``spaced``: (compact form, pattern) of values written with any separators."""
         subs = sorted({s for s in substrings if len(s) >= 3}, key=len, reverse=True)
         word_list = sorted({w for w in words if len(w) >= 2}, key=len, reverse=True)
         parts = sorted(set(patterns), key=len, reverse=True)
-        # (lower-case literal every match contains, or None; regex), in the order of the
+        # (lower-case literal every match contains, or None; lower-case letters and digits
+        # a match holds once separators are deleted, or None; regex), in the order of the
         # one alternation they form: longest first.
-        self._parts: list[tuple[str | None, str]] = [(_literal(p), p) for p in parts]
-        self._parts += [(_ascii_lower(s), re.escape(s)) for s in subs]
-        self._parts += [(_ascii_lower(w), rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])")
+        self._parts: list[tuple[str | None, str | None, str]] = sorted(
+            ((None, compact, p) for compact, p in set(spaced)), key=lambda t: -len(t[2]))
+        self._parts += [(_literal(p), None, p) for p in parts]
+        self._parts += [(_ascii_lower(s), None, re.escape(s)) for s in subs]
+        self._parts += [(_ascii_lower(w), None, rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])")
                         for w in word_list]
 
     @classmethod
@@ -128,6 +155,7 @@ class Scrubber:
         substrings: set[str] = set()
         words: set[str] = set()
         patterns: set[str] = set()
+        spaced: set[tuple[str, str]] = set()
         for tag, vr, value in values:
             text = value.strip().strip("\x00")
             if not text:
@@ -139,7 +167,7 @@ class Scrubber:
             substrings.add(text)
             phone = _phone_pattern(text) if tag in _telephone_tags() else None
             if phone:
-                patterns.add(rf"(?<!\d){phone}(?!\d)")
+                spaced.add(phone)
             if vr == "PN":
                 words.update(_name_words(text))
                 base = re.sub(r"\^+", "^", text.strip("^= "))
@@ -153,14 +181,29 @@ class Scrubber:
                 # Number-bearing parts of IDs and addresses: "MRN-123456" -> "123456".
                 substrings.update(p for p in re.split(r"[^A-Za-z0-9]+", text)
                                   if any(c.isdigit() for c in p))
-        return cls(substrings, words, patterns)
+                if (written_otherwise := _spaced_id_pattern(text)) is not None:
+                    spaced.add(written_otherwise)
+        return cls(substrings, words, patterns, spaced)
 
     def clean(self, text: str) -> str:
         # Only the known values that can occur in this text go into the expression
         # (a plain substring test on ASCII text): same result, a fraction of the cost.
         lowered = text.lower() if text.isascii() else None
-        candidates = tuple(part for literal, part in self._parts
-                           if lowered is None or literal is None or literal in lowered)
+        if lowered is None:
+            candidates = tuple(part for _, _, part in self._parts)
+        else:
+            squeezed = None
+            kept = []
+            for literal, compact, part in self._parts:
+                if literal is not None and literal not in lowered:
+                    continue
+                if compact is not None:
+                    if squeezed is None:
+                        squeezed = lowered.translate(_DELETE_SEPARATORS)
+                    if compact not in squeezed:
+                        continue
+                kept.append(part)
+            candidates = tuple(kept)
         if candidates:
             text = _alternation(candidates).sub(" ", text)
         text = _GENERIC.sub(" ", text)

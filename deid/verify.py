@@ -47,7 +47,9 @@ _PIXEL_GROUP = 0x7FE0
 _NUMERIC_VRS = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT", "DA", "TM", "DT"}
 
 # tag -> kind. "person": each name component (word) + whole value; "id": whole value,
-# its long digit runs; "phone": also its digits with any separators; "text": whole value
+# its long digit runs and (with a digit, 6+ letters and digits) those with any separators
+# between them ("123-45-6789" for 123456789); "phone": also its digits with any separators;
+# "text": whole value
 # + its distinctive words; "date": the date in DICOM, ISO, US/EU and month-name forms;
 # "uid": the exact UID. Every PN value and every instance UID of the input counts too.
 IDENTIFYING: dict[int, str] = {
@@ -149,9 +151,10 @@ class Needle:
     # The exact text every match is, between lookarounds only (UIDs): no regex to
     # parse for the pixel scan.
     plain: str | None = None
-    # Phone numbers: the digits every match holds in order with only separators
-    # [\s().-/] between them; text without them once separators are deleted cannot match.
-    digits: str | None = None
+    # Phone numbers and ids: the digits (and lower-case letters) every match holds in
+    # order with only separators [\s().-/] between them; a lower-cased text without them
+    # once separators are deleted cannot match.
+    compact: str | None = None
 
     @property
     def pattern(self) -> re.Pattern[str]:
@@ -160,6 +163,10 @@ class Needle:
     @cached_property  # computed once: searched in every file of a series
     def literal_bytes(self) -> bytes | None:
         return self.literal.encode("ascii") if self.literal is not None else None
+
+    @cached_property
+    def compact_bytes(self) -> bytes | None:
+        return self.compact.encode("ascii") if self.compact is not None else None
 
 
 def _tag(tag: int) -> str:
@@ -309,11 +316,11 @@ def _compiled_bytes(pattern: str) -> re.Pattern[bytes]:
 
 def _needle(source: int, pattern: str, min_len: int, short_number: bool = False,
             literal: str | None = None, plain: str | None = None,
-            digits: str | None = None) -> Needle:
+            compact: str | None = None) -> Needle:
     if literal is not None and not (literal.isascii() and literal):
         literal = None
     return Needle(source, pattern, min_len, short_number,
-                  literal.lower() if literal is not None else None, plain, digits)
+                  literal.lower() if literal is not None else None, plain, compact)
 
 
 def _ascii_literal(form: str, text: str) -> str | None:
@@ -406,8 +413,10 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
     if kind == "phone":
         digits = re.sub(r"\D", "", text)
         if len(digits) >= 7:
-            flexible = r"[\s().\-/]*".join(digits)
-            needles.append(_needle(tag, rf"(?<!\d){flexible}(?!\d)", len(digits), digits=digits))
+            needles.append(_needle(tag, rf"(?<!\d){_flexible(digits)}(?!\d)", len(digits),
+                                   compact=digits))
+    if kind == "id":
+        needles += _spaced_id_needles(tag, text)
     if kind == "text":
         for word in set(re.split(r"[\s,.;:/()\-#&]+", text)):
             if (len(word) >= 4 and word.lower() not in _GENERIC_WORDS
@@ -415,6 +424,23 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
                     and word.lower() not in device):
                 needles += _word_needles(tag, word)
     return needles
+
+
+def _flexible(chars: str) -> str:
+    r"""The characters in order with any separators [\s().-/] between them."""
+    return r"[\s().\-/]*".join(re.escape(c) for c in chars)
+
+
+def _spaced_id_needles(tag: int, text: str) -> list[Needle]:
+    """An id written with other separators: MRN 123456789 as "123-45-6789", accession
+    ACC5533Q as "acc-5533q". Only ids of 6+ letters and digits with a digit among them."""
+    compact = re.sub(r"[^0-9A-Za-z]", "", text).lower()
+    if len(compact) < 6 or not any(c.isdigit() for c in compact) or not text.isascii():
+        return []
+    if compact.isdigit():  # whole digit runs, not searched among numbers (as above)
+        return [_needle(tag, rf"(?<!\d){_flexible(compact)}(?!\d)", len(compact), True,
+                        compact=compact)]
+    return [_needle(tag, f"{_WB_L}{_flexible(compact)}{_WB_R}", len(compact), compact=compact)]
 
 
 def collect_needles(original: Dataset) -> list[Needle]:
@@ -457,7 +483,8 @@ def _needles(identifying: Iterable[tuple[int, str, str]], device: str) -> list[N
 
 # --- searching the output -----------------------------------------------------------
 
-# What the phone patterns allow between digits ([\s().-/], \s as in ASCII text), deleted.
+# What the phone and id patterns allow between characters ([\s().-/], \s as in ASCII
+# text), deleted.
 _SEPARATORS = " \t\n\r\x0b\x0c()./-"
 _DELETE_SEPARATORS = str.maketrans("", "", _SEPARATORS)
 _DELETE_SEPARATOR_BYTES = _SEPARATORS.encode("ascii")
@@ -466,7 +493,8 @@ _DELETE_SEPARATOR_BYTES = _SEPARATORS.encode("ascii")
 class _Matcher:
     """Needles with cheap prefilters: a needle's regular expression runs only where its
     literal occurs (plain substring test; needles sharing a literal test it once), and a
-    phone number's only where its digits occur once separators are deleted; needles with
+    phone number's or id's only where its characters occur once separators are deleted
+    from the lower-cased text; needles with
     neither (non-ASCII forms) always run. Same matches as running every pattern.
 
     ``within(text)`` / ``within_bytes(data)`` narrow the needles to those that can match
@@ -483,19 +511,21 @@ class _Matcher:
         # text is prefiltered.
         if not text.isascii():
             return self
-        return self._narrowed(text.lower(), lambda n: n.literal, lambda n: n.digits,
-                              lambda: text.translate(_DELETE_SEPARATORS))
+        lowered = text.lower()
+        return self._narrowed(lowered, lambda n: n.literal, lambda n: n.compact,
+                              lambda: lowered.translate(_DELETE_SEPARATORS))
 
     def within_bytes(self, data: bytes) -> _Matcher:
         # bytes patterns ignore case for ASCII only, exactly what bytes.lower() folds.
-        return self._narrowed(data.lower(), lambda n: n.literal_bytes,
-                              lambda n: n.digits.encode("ascii") if n.digits else None,
-                              lambda: data.translate(None, _DELETE_SEPARATOR_BYTES))
+        lowered = data.lower()
+        return self._narrowed(lowered, lambda n: n.literal_bytes,
+                              lambda n: n.compact_bytes,
+                              lambda: lowered.translate(None, _DELETE_SEPARATOR_BYTES))
 
     def _narrowed(self, lowered: Any, literal_of: Callable[[Needle], Any],
-                  digits_of: Callable[[Needle], Any], squeeze: Callable[[], Any]) -> _Matcher:
+                  compact_of: Callable[[Needle], Any], squeeze: Callable[[], Any]) -> _Matcher:
         """The needles whose literal is in ``lowered`` (each literal tested once) and
-        whose digits are in ``squeeze()`` (computed once, when a needle needs it)."""
+        whose compact form is in ``squeeze()`` (computed once, when a needle needs it)."""
         squeezed = None
         seen: dict[Any, bool] = {}
         kept = []
@@ -507,10 +537,10 @@ class _Matcher:
                     found = seen[literal] = literal in lowered
                 if not found:
                     continue
-            elif needle.digits is not None:
+            elif needle.compact is not None:
                 if squeezed is None:
                     squeezed = squeeze()
-                if digits_of(needle) not in squeezed:
+                if compact_of(needle) not in squeezed:
                     continue
             kept.append(needle)
         return _Matcher(kept)

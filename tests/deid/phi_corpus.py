@@ -236,6 +236,14 @@ def case_dates() -> Case:
                                 "4 March 2021", "Nov 7, 1963"], "ImageComments")
 
 
+def case_ids_spelled_otherwise() -> Case:
+    """The MRN and accession number in free text with separators the file's values lack."""
+    ds = base_dataset(StudyDescription="CT CHEST mrn-4711-xy", ImageComments="acc ACC 5533 Q ok",
+                      SeriesDescription="ref (mrn) 4711.XY")
+    return Case("ids-spelled-otherwise", to_bytes(ds),
+                BASE_NEEDLES + ["mrn-4711-xy", "ACC 5533 Q", "4711.XY"], "StudyDescription")
+
+
 def case_mrn_in_uid() -> Case:
     pid = "88442211"
     study = f"1.2.826.0.1.{pid}.1"
@@ -394,6 +402,7 @@ CASES.update({
     "charset-wrong": case_wrong_charset,
     "charset-missing": case_missing_charset,
     "dates-free-text": case_dates,
+    "ids-spelled-otherwise": case_ids_spelled_otherwise,
     "mrn-in-uid": case_mrn_in_uid,
     "private-blocks": case_private,
     "private-implicit": case_private_implicit,

@@ -106,3 +106,31 @@ def test_it_catches_a_phone_number_written_any_way(make_file, written: str) -> N
     ds.save_as(buf, enforce_file_format=True)
     with pytest.raises(PHIRemainsError):
         verify_output(original, buf.getvalue())
+
+
+@pytest.mark.parametrize("patient_id, written", [
+    ("123456789", "123-45-6789"), ("123456789", "123 456 789"), ("123456789", "(123) 456.789"),
+    ("123-45-6789", "123456789"), ("ACC5533Q", "acc-5533q"), ("ACC5533Q", "ACC 5533 Q"),
+])
+def test_it_catches_an_id_written_with_other_separators(make_file, patient_id: str,
+                                                        written: str) -> None:
+    src = make_file(PatientID=patient_id)
+    original, data = _clean_output(src)
+    verify_output(original, data)
+    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
+        verify_output(original, _rewrite(data, ImageComments=f"mrn {written} seen"))
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.private_block(0x0031, "LEAKY", create=True).add_new(0x01, "OB", f"x {written} x".encode())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    with pytest.raises(PHIRemainsError):
+        verify_output(original, buf.getvalue())
+
+
+@pytest.mark.parametrize("written", ["1234567890", "123-45-67890", "123-45-678", "ACC 5534Q",
+                                     "ACC5533"])
+def test_other_numbers_and_ids_are_not_taken_for_an_id(make_file, written: str) -> None:
+    # Longer digit runs and other ids hold the characters but are not the id.
+    src = make_file(PatientID="123456789" if written[0].isdigit() else "ACC5533Q")
+    original, data = _clean_output(src)
+    verify_output(original, _rewrite(data, ImageComments=f"ref {written} seen"))
