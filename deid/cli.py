@@ -5,8 +5,9 @@ per input to OUT_DIR/manifest.jsonl. One bad file never stops the run. There is 
 default key: pass --key-file, or create one first with --generate-key FILE (32 random
 bytes as hex, mode 0600, never overwritten). The progress bar (stderr) and the summary
 carry counts and rates only, since upload file names can themselves contain patient names.
-With --workers N, N processes share the files: this one and N - 1 spawned helpers that
-take small batches; manifest lines are then written in completion order.
+With --workers N, N processes share the files: this one and N - 1 helpers (forked when
+no other thread runs here, else spawned) that take small batches; manifest lines are
+then written in completion order.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import secrets
 import shutil
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
@@ -184,17 +186,26 @@ def run(in_dir: Path, out_dir: Path, *, key: bytes, options: Options, workers: i
     return totals
 
 
+def _start_method() -> str:
+    """fork where it is safe, else spawn. A forked helper starts at once with the
+    parent's imports; a spawned one first imports pydicom, numpy and deid (0.3-0.5 s
+    here, a real share of a short run). Forking a process in which other threads run
+    could copy a lock one of them holds: then spawn."""
+    if "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1:
+        return "fork"
+    return "spawn"
+
+
 def _shared(jobs: list[tuple[str, str, str]], key: bytes, options: Options,
-            workers: int, out_dir: Path) -> Iterator[dict[str, Any]]:
+            workers: int, out_dir: Path, start_method: str | None = None,
+            ) -> Iterator[dict[str, Any]]:
     """Results of ``workers`` processes: this one and workers - 1 helpers. The parent
-    starts at once while the helpers start (each takes a few tenths of a second to import
-    pydicom, numpy and deid, a real share of a short run); helpers get small batches, at
-    most two outstanding each, so the work stays shared to the end."""
+    starts at once, also while spawned helpers are still starting; helpers get small
+    batches, at most two outstanding each, so the work stays shared to the end."""
     helpers = workers - 1
     batch = max(1, min(16, len(jobs) // (workers * 16)))
     queue = deque(jobs)
-    # spawn: no forked copies of the parent's state (threads, open files, keys).
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(start_method or _start_method())
     with ctx.Pool(helpers, initializer=_init_worker,
                   initargs=(key, options, out_dir)) as pool:
         pending: list[AsyncResult] = []

@@ -4,12 +4,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from deid_factory import make_dataset, to_bytes
 
-from deid.cli import main
+from deid.cli import _shared, _start_method, main, read_key
+from deid.profile import Options
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -126,3 +128,33 @@ def test_workers_stage_their_files_and_leave_no_staging_folder(key_file: Path, t
     assert not list(out.glob(".deid-staging-*"))
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
         "manifest.jsonl", "study1/a.dcm", "study1/b.dcm"]
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_helpers_started_either_way_share_the_work(key_file: Path, tmp_path: Path,
+                                                    start_method: str) -> None:
+    src, out = tmp_path / "many", tmp_path / "out"
+    src.mkdir()
+    jobs = []
+    for i in range(12):
+        (src / f"f{i:02d}.dcm").write_bytes(to_bytes(make_dataset(SOPInstanceUID=f"1.2.3.5.{i + 1}")))
+        jobs.append((f"f{i:02d}.dcm", str(src / f"f{i:02d}.dcm"), str(out / f"f{i:02d}.dcm")))
+    out.mkdir()
+    lines = list(_shared(jobs, read_key(key_file), Options(), 2, out, start_method))
+    assert sorted(line["input"] for line in lines) == [job[0] for job in jobs]
+    assert all(line["status"] == "ok" for line in lines)
+    # The helper did some of them, in its own staging folder (run() removes those).
+    assert [p for p in out.glob(".deid-staging-*") if p.name != f".deid-staging-{os.getpid()}"]
+
+
+def test_helpers_are_spawned_while_another_thread_runs() -> None:
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert _start_method() == "spawn"
+    finally:
+        stop.set()
+        other.join()
+    if threading.active_count() == 1:
+        assert _start_method() == "fork"
