@@ -245,6 +245,21 @@ class StudyColumns(models.Model):
         verbose_name_plural = "study columns"
 
 
+class KeywordPostings(models.Model):
+    """For one dataset and one full-text lexeme of its studies' search vectors, the ids of
+    the studies holding it (int64, big-endian, ascending): the worker's inverted index,
+    written with the dataset's column snapshot; web processes fetch only the lexemes a
+    query names (catalog/search/keywords.py)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    lexeme = models.TextField()
+    study_ids = models.BinaryField()
+
+    class Meta:
+        verbose_name_plural = "keyword postings"
+        constraints = [models.UniqueConstraint(fields=["lexeme", "dataset"], name="keyword_postings_lexeme_dataset")]
+
+
 class SavedSearch(models.Model):
     """A researcher's named search or cohort (the cohort builder's query string as data).
     With ``notify``, newly published datasets that match it are announced."""

@@ -6,8 +6,8 @@ two cores. So each web process holds the search dimensions of every live study a
 integer codes (about 20 MB per million studies), assembled from the per-dataset snapshots
 the worker keeps current (snapshots.py; only changed datasets are fetched again), and
 counts with vector operations: one mask per filter, one ``bincount`` per facet. Keywords
-select rows through PostgreSQL's full-text index; pages are sorted here too, and only
-the rows of a page are read from PostgreSQL.
+select rows through the worker's keyword postings (keywords.py); pages are sorted here
+too, and only the rows of a page are read from PostgreSQL.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import numpy as np
 from django.db import connection
 
 from catalog.models import Dataset
+from catalog.search import keywords
 from catalog.search.dimensions import STUDY_FACETS, StudyQuery
 from catalog.search.postgres import DatasetInfo, PostgresSearch, ranked_study_rows, study_rows
 from catalog.search.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
@@ -38,6 +39,8 @@ class Columns:
     # int32 per study, for the newest and size sorts; None while any snapshot lacks them.
     study_date: np.ndarray | None = None  # day number, 0: none
     instance_count: np.ndarray | None = None
+    # Every snapshot was written with its keyword postings (keywords.py).
+    keyword_postings: bool = False
 
     @property
     def size(self) -> int:
@@ -80,7 +83,8 @@ def _assemble(snapshots: dict[int, tuple[int, Snapshot]]) -> Columns:
                    {k: v[order] for k, v in codes.items()}, values,
                    np.concatenate(remapped)[order], modality_values,
                    np.concatenate([s.study_dates for _, s in parts])[order] if sortable else None,
-                   np.concatenate([s.instance_counts for _, s in parts])[order] if sortable else None)
+                   np.concatenate([s.instance_counts for _, s in parts])[order] if sortable else None,
+                   all(s.keyword_postings for _, s in parts))
 
 
 _lock = threading.Lock()
@@ -109,13 +113,16 @@ _keyword_rows: dict[tuple[int, str], np.ndarray] = {}
 
 
 def keyword_rows(cols: Columns, q: str) -> np.ndarray:
-    """Row positions of the studies matching keywords (PostgreSQL's full-text index finds
-    them; the rows are kept per data version, so refining facets under the same keywords
-    does not search again)."""
+    """Row positions of the studies matching keywords (from the worker's keyword postings,
+    or PostgreSQL's full-text index for phrases and data indexed before the postings); the
+    rows are kept per data version, so refining facets under the same keywords does not
+    search again."""
     key = (cols.version, q)
     rows = _keyword_rows.get(key)
     if rows is None:
-        ids = _matching_ids(q)
+        ids = keywords.matching_ids(q) if cols.keyword_postings else None
+        if ids is None:
+            ids = _matching_ids(q)
         positions = np.searchsorted(cols.ids, ids)
         inside = positions < len(cols.ids)
         positions, ids = positions[inside], ids[inside]

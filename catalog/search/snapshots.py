@@ -13,9 +13,10 @@ import secrets
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import connection
+from django.db import connection, transaction
 
 from catalog.search.dimensions import FIELD_SQL, SLICE_SQL, STUDY_FACETS
+from catalog.search.keywords import postings_refresh
 
 PLAIN_FACETS = [f for f in STUDY_FACETS.values() if not f.array]
 _SELECT = ", ".join(
@@ -37,9 +38,14 @@ class Snapshot:
     # written before they were added (those sorts then run in SQL until the next refresh).
     study_dates: np.ndarray | None = None
     instance_counts: np.ndarray | None = None
+    # Written with the dataset's keyword postings (keywords.py); older snapshots were not,
+    # and keywords then go to PostgreSQL's full-text index until the next refresh.
+    keyword_postings: bool = False
 
     def to_bytes(self) -> bytes:
         arrays = {"ids": self.ids, "patients": self.patients, "modality_bits": self.modality_bits}
+        if self.keyword_postings:
+            arrays["keyword_postings"] = np.ones(1, dtype=np.int8)
         if self.study_dates is not None and self.instance_counts is not None:
             arrays["study_dates"], arrays["instance_counts"] = self.study_dates, self.instance_counts
         for name, codes in self.codes.items():
@@ -60,6 +66,7 @@ class Snapshot:
                 vocab={name: [str(v) for v in data[f"vocab_{name}"]] for name in [*names, "modality"]},
                 study_dates=data["study_dates"] if "study_dates" in data.files else None,
                 instance_counts=data["instance_counts"] if "instance_counts" in data.files else None,
+                keyword_postings="keyword_postings" in data.files,
             )
 
 
@@ -91,8 +98,17 @@ def build_snapshot(dataset_id: int) -> Snapshot:
 
 
 def snapshot_refresh(*, dataset_id: int) -> int:
-    """Rebuild one dataset's snapshot (after its studies changed); returns its row count."""
-    snapshot = build_snapshot(dataset_id)
+    """Rebuild one dataset's snapshot and keyword postings (after its studies or their
+    search vectors changed); returns its row count."""
+    with transaction.atomic():
+        postings_refresh(dataset_id=dataset_id)  # before the version web processes watch
+        snapshot = build_snapshot(dataset_id)
+        snapshot.keyword_postings = True
+        _store(dataset_id, snapshot)
+    return len(snapshot.ids)
+
+
+def _store(dataset_id: int, snapshot: Snapshot) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO catalog_studycolumns (dataset_id, version, rows, blob) VALUES (%s, %s, %s, %s) "
@@ -100,7 +116,6 @@ def snapshot_refresh(*, dataset_id: int) -> int:
             "blob = EXCLUDED.blob",
             # A random version: a restored database cannot bring an old number back.
             [dataset_id, secrets.randbits(62), len(snapshot.ids), snapshot.to_bytes()])
-    return len(snapshot.ids)
 
 
 def snapshot_versions() -> dict[int, int]:
