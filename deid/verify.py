@@ -426,9 +426,13 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
     return needles
 
 
+# What may stand between the characters of an id or phone number written another way.
+SEPARATOR_PATTERN = r"[\s().\-/]*"
+
+
 def _flexible(chars: str) -> str:
     r"""The characters in order with any separators [\s().-/] between them."""
-    return r"[\s().\-/]*".join(re.escape(c) for c in chars)
+    return SEPARATOR_PATTERN.join(re.escape(c) for c in chars)
 
 
 def _spaced_id_needles(tag: int, text: str) -> list[Needle]:
@@ -487,7 +491,7 @@ def _needles(identifying: Iterable[tuple[int, str, str]], device: str) -> list[N
 # text), deleted.
 _SEPARATORS = " \t\n\r\x0b\x0c()./-"
 _DELETE_SEPARATORS = str.maketrans("", "", _SEPARATORS)
-_DELETE_SEPARATOR_BYTES = _SEPARATORS.encode("ascii")
+SEPARATOR_BYTES = _SEPARATORS.encode("ascii")
 
 
 class _Matcher:
@@ -520,7 +524,7 @@ class _Matcher:
         lowered = data.lower()
         return self._narrowed(lowered, lambda n: n.literal_bytes,
                               lambda n: n.compact_bytes,
-                              lambda: lowered.translate(None, _DELETE_SEPARATOR_BYTES))
+                              lambda: lowered.translate(None, SEPARATOR_BYTES))
 
     def _narrowed(self, lowered: Any, literal_of: Callable[[Needle], Any],
                   compact_of: Callable[[Needle], Any], squeeze: Callable[[], Any]) -> _Matcher:

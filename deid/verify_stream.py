@@ -20,7 +20,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from deid.errors import PHIRemainsError
-from deid.verify import Needle, collect_needles
+from deid.verify import SEPARATOR_BYTES, SEPARATOR_PATTERN, Needle, collect_needles
 
 try:  # Python 3.11+
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
@@ -96,6 +96,9 @@ class _PixelNeedle:
     width: int
     low: int
     alphabet: frozenset[int]  # bytes a match can consist of
+    # Phone numbers and ids without an anchor: the lower-case letters and digits every
+    # match holds once separators are deleted (verify.Needle.compact).
+    compact: bytes | None = None
 
     @property
     def pattern(self) -> re.Pattern[bytes]:
@@ -126,8 +129,12 @@ def _anchor(parsed: object) -> str:
     return best
 
 
+_PIXEL_SEPARATORS = r"[ ().\-/]*"
+
+
 @lru_cache(maxsize=4096)
-def _compile(text_pattern: str, flags: int, source: int, min_len: int) -> _PixelNeedle | None:
+def _compile(text_pattern: str, flags: int, source: int, min_len: int,
+             compact: str | None = None) -> _PixelNeedle | None:
     """Byte-level needle for one of verify.py's patterns, or None when it is too short."""
     try:
         parsed = _sre_parse.parse(text_pattern, flags)
@@ -150,7 +157,7 @@ def _compile(text_pattern: str, flags: int, source: int, min_len: int) -> _Pixel
     if fold:
         alphabet = _folded(alphabet)
     return _PixelNeedle(source, pattern.pattern, anchor, fold, min(int(high), _MAX_OVERLAP),
-                        int(low), alphabet)
+                        int(low), alphabet, compact.encode("ascii") if compact else None)
 
 
 @lru_cache(maxsize=4096)  # most UIDs recur in every file of a series
@@ -177,7 +184,14 @@ def pixel_needles(original: Dataset | None, min_len: int = MIN_PIXEL_MATCH,
         if needle.plain is not None:
             compiled = _plain(needle, min_len)
         else:
-            compiled = _compile(needle.regex, re.IGNORECASE, needle.source, min_len)
+            regex = needle.regex
+            if needle.compact is not None:
+                # Ids and phone numbers with separators: printable ones only in binary
+                # data. The control whitespace text allows (\t..\r, 0x09-0x0D) is also
+                # the high byte of most 12-bit pixel values, and would make every image
+                # chunk pass the quick tests below.
+                regex = regex.replace(SEPARATOR_PATTERN, _PIXEL_SEPARATORS)
+            compiled = _compile(regex, re.IGNORECASE, needle.source, min_len, needle.compact)
         if compiled is None or (compiled.regex, compiled.fold) in seen:
             continue
         seen.add((compiled.regex, compiled.fold))
@@ -230,9 +244,17 @@ class PixelScanner:
             return  # no run of alphabet bytes long enough: nothing can match here
         data = bytes(data)
         folded = data.lower() if self._fold else data
+        squeezed = None
         for needle in self.needles:
             if needle.anchor is not None:
                 if (folded if needle.fold else data).find(needle.anchor) < 0:
+                    continue
+            elif needle.compact is not None:
+                # Without separators the characters stand together (a regex with none
+                # of them literal would otherwise try every position of the chunk).
+                if squeezed is None:
+                    squeezed = data.lower().translate(None, SEPARATOR_BYTES)
+                if needle.compact not in squeezed:
                     continue
             if needle.pattern.search(data):
                 raise PHIRemainsError(

@@ -268,6 +268,25 @@ def test_pixel_scan_finds_a_name_split_between_two_chunks() -> None:
         scanner.feed(second)
 
 
+def _id_scanner() -> PixelScanner:
+    return PixelScanner(make_dataset(PatientID="MRN123456", PatientTelephoneNumbers="555-867-5309"))
+
+
+def test_ids_and_phone_numbers_leave_12_bit_images_to_the_quick_test() -> None:
+    """Their separators in binary data are printable only: tab..CR (0x09-0x0D) are the
+    high bytes of most 12-bit values and would send every chunk to the slow search."""
+    pixels = np.random.default_rng(5).integers(0, 0x1000, 256 * 1024, dtype="<u2").tobytes()
+    assert not _id_scanner()._may_hold_run(pixels)
+
+
+@pytest.mark.parametrize("written", [b"MRN-123-456", b"mrn 123 456", b"(555) 867.5309", b"555 867 5309"])
+def test_ids_and_phone_numbers_written_otherwise_are_found_in_pixel_data(written: bytes) -> None:
+    pixels = bytearray(np.random.default_rng(6).integers(0, 0x1000, 256 * 1024, dtype="<u2").tobytes())
+    pixels[70_001:70_003 + len(written)] = b"\x00" + written + b"\x00"  # not inside a longer word
+    with pytest.raises(DeidError, match="remains in pixel data bytes"):
+        _id_scanner().feed(bytes(pixels))
+
+
 # --- values remembered across the files of a series -----------------------------------
 
 def _fast_output(data: bytes, key: bytes = KEY, options: Options | None = None) -> pydicom.Dataset:
