@@ -4,9 +4,9 @@ A common word matches hundreds of thousands of studies; PostgreSQL's GIN index f
 them quickly but then visits every matching row of the table for its id (0.2-0.4 s at a
 million studies, the first time a keyword is searched). The worker therefore also keeps,
 per dataset and lexeme, the sorted ids of the studies whose search vector holds it
-(catalog_keywordpostings, rebuilt with the dataset's column snapshot). A query is turned
-into lexemes by PostgreSQL itself (websearch_to_tsquery: the same stemming and stop
-words as the search vectors), and its AND / OR / AND NOT are done here on id arrays.
+(catalog_keywordpostings, rebuilt with those vectors). A query is turned into lexemes
+by PostgreSQL itself (websearch_to_tsquery: the same stemming and stop words as the
+search vectors), and its AND / OR / AND NOT are done here on id arrays.
 Phrases (quoted words, hyphenated words) need word positions: those queries return None
 and the caller asks PostgreSQL.
 """
@@ -149,8 +149,8 @@ def matching_ids(q: str) -> np.ndarray | None:
 
 
 def postings_refresh(*, dataset_id: int) -> None:
-    """Rebuild one dataset's postings from its studies' search vectors (the worker, right
-    after the vectors and with the column snapshot, so both describe the same studies)."""
+    """Rebuild one dataset's postings from its studies' search vectors; called wherever
+    those vectors are rebuilt (services/stats.py), in the same transaction."""
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM catalog_keywordpostings WHERE dataset_id = %s", [dataset_id])
         cursor.execute(

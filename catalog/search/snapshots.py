@@ -13,10 +13,9 @@ import secrets
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection
 
 from catalog.search.dimensions import FIELD_SQL, SLICE_SQL, STUDY_FACETS
-from catalog.search.keywords import postings_refresh
 
 PLAIN_FACETS = [f for f in STUDY_FACETS.values() if not f.array]
 _SELECT = ", ".join(
@@ -38,8 +37,8 @@ class Snapshot:
     # written before they were added (those sorts then run in SQL until the next refresh).
     study_dates: np.ndarray | None = None
     instance_counts: np.ndarray | None = None
-    # Written with the dataset's keyword postings (keywords.py); older snapshots were not,
-    # and keywords then go to PostgreSQL's full-text index until the next refresh.
+    # Written since keyword postings are kept with the search vectors (keywords.py); with
+    # older snapshots keywords go to PostgreSQL's full-text index until the next refresh.
     keyword_postings: bool = False
 
     def to_bytes(self) -> bytes:
@@ -98,13 +97,10 @@ def build_snapshot(dataset_id: int) -> Snapshot:
 
 
 def snapshot_refresh(*, dataset_id: int) -> int:
-    """Rebuild one dataset's snapshot and keyword postings (after its studies or their
-    search vectors changed); returns its row count."""
-    with transaction.atomic():
-        postings_refresh(dataset_id=dataset_id)  # before the version web processes watch
-        snapshot = build_snapshot(dataset_id)
-        snapshot.keyword_postings = True
-        _store(dataset_id, snapshot)
+    """Rebuild one dataset's snapshot (after its studies changed); returns its row count."""
+    snapshot = build_snapshot(dataset_id)
+    snapshot.keyword_postings = True
+    _store(dataset_id, snapshot)
     return len(snapshot.ids)
 
 

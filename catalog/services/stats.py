@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.search import SearchVector
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Aggregate, Count, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from catalog.models import Dataset, Instance, Series, Study
+from catalog.search.keywords import postings_refresh
 from catalog.search.postgres import condition_label
 from catalog.search.snapshots import snapshot_refresh
 from catalog.services.statistics import dataset_refresh_previews, dataset_statistics
@@ -89,9 +90,10 @@ def dataset_refresh_search_vector(*, dataset_id: int) -> Dataset:
 
 def studies_refresh_search_vector(*, dataset: Dataset) -> None:
     """Each study's keywords: its own and its series' descriptions, body part, modalities,
-    and the dataset's title and conditions (set-based, one UPDATE)."""
+    and the dataset's title and conditions (set-based, one UPDATE); then the dataset's
+    keyword postings, which are read from these vectors (catalog/search/keywords.py)."""
     conditions = " ".join(condition_label(c) for c in dataset.conditions)
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "UPDATE catalog_study AS s SET search_vector = "
             "setweight(to_tsvector('english', coalesce(s.description, '') || ' ' || coalesce("
@@ -103,6 +105,7 @@ def studies_refresh_search_vector(*, dataset: Dataset) -> None:
             "WHERE s.dataset_id = %s",
             [f"{dataset.title} {conditions}", dataset.id],
         )
+        postings_refresh(dataset_id=dataset.id)
 
 
 __all__ = ["dataset_refresh_search_vector", "dataset_refresh_stats", "studies_refresh_search_vector"]

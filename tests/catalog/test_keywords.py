@@ -103,3 +103,12 @@ def test_negation_needs_something_positive_beside_it() -> None:
         evaluate(("not", "b"), postings)
     with pytest.raises(Unsupported):
         evaluate(("or", ["a", ("not", "b")]), postings)
+
+
+def test_a_renamed_dataset_is_found_by_its_new_title_in_memory(indexed, alice, django_capture_on_commit_callbacks) -> None:
+    from catalog.services.datasets import dataset_update
+    with django_capture_on_commit_callbacks(execute=True):
+        dataset_update(dataset=indexed[0], acting_user=alice, title="Zygomatic survey")
+    live = Study.objects.filter(dataset=indexed[0], instance_count__gt=0).count()
+    assert len(matching_ids("zygomatic")) == live > 0
+    assert len(keyword_rows(columns(), "zygomatic")) == live
