@@ -282,13 +282,14 @@ class ColumnarSearch(PostgresSearch):
             if len(rows) > _RANK_AT_MOST:
                 return super().studies(query, dataset_ids, offset=offset, limit=limit)
             return ranked_study_rows([int(i) for i in cols.ids[rows]], query.q, offset, limit), len(rows)
+        total = len(rows)
         if query.sort != "relevance":
             key = self._sort_key(cols, query.sort, rows, dataset_ids)
             if key is None:
                 return super().studies(query, dataset_ids, offset=offset, limit=limit)
-            rows = rows[np.argsort(key, kind="stable")]
+            rows = rows[_first_in_order(key, offset + limit)]
         page = cols.ids[rows[offset:offset + limit]]
-        return study_rows([int(i) for i in page]), len(rows)
+        return study_rows([int(i) for i in page]), total
 
     @staticmethod
     def _sort_key(cols: Columns, sort: str, rows: np.ndarray,
@@ -316,6 +317,19 @@ class ColumnarSearch(PostgresSearch):
         if keyword is not None:
             masks.append(keyword)
         return np.flatnonzero(self._combine(masks, cols.size) & self._dataset_mask(cols, dataset_ids))
+
+
+def _first_in_order(key: np.ndarray, count: int) -> np.ndarray:
+    """Positions of the ``count`` smallest keys, in the order a stable sort gives them
+    (ties in position order). A page needs only those: one partition pass, then a sort of
+    the keys up to the count-th smallest (ties with it included), not of every row."""
+    if count <= 0:
+        return np.zeros(0, dtype=np.intp)
+    if count >= len(key):
+        return np.argsort(key, kind="stable")
+    cutoff = np.partition(key, count - 1)[count - 1]
+    candidates = np.flatnonzero(key <= cutoff)
+    return candidates[np.argsort(key[candidates], kind="stable")][:count]
 
 
 __all__ = ["ColumnarSearch", "Columns", "columns"]

@@ -328,3 +328,13 @@ def test_cohort_page_lists_browsable_studies_sorted_a_page_at_a_time(client, cat
     assert "Page 30 is past the last page (17)" in past and 'data-page="1"' in past
     assert client.get("/cohorts/", {"page": "0"}).status_code == 400
     assert "page must be a number from 1 to 400" in client.get("/cohorts/", {"page": "x"}).content.decode()
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 250, 999, 1000, 1005])
+def test_the_first_rows_of_a_page_come_in_stable_sort_order(count: int) -> None:
+    from catalog.search.columnar import _first_in_order
+    import numpy as np
+    key = np.random.default_rng(count).integers(0, 12, 1000)  # many ties
+    assert _first_in_order(key, count).tolist() == np.argsort(key, kind="stable")[:count].tolist()
+    prices = -np.repeat([3.0, 5.0, 1.0], [400, 350, 250])
+    assert _first_in_order(prices, count).tolist() == np.argsort(prices, kind="stable")[:count].tolist()
