@@ -107,6 +107,51 @@ def columns() -> Columns:
         return _cached
 
 
+def _dataset_mask(cols: Columns, ids: list[int]) -> np.ndarray:
+    if not len(cols.dataset) or not ids:
+        return np.zeros(cols.size, dtype=bool)
+    table = np.zeros(max(int(cols.dataset.max()), max(ids)) + 1, dtype=bool)
+    table[ids] = True
+    return table[cols.dataset]
+
+
+def _filter_mask(cols: Columns, name: str, wanted: list[str]) -> np.ndarray:
+    if STUDY_FACETS[name].array:
+        selected = np.uint64(0)
+        for value in wanted:
+            if value in cols.modality_values:
+                selected |= np.uint64(1) << np.uint64(cols.modality_values.index(value))
+        return (cols.modality_bits & selected) != 0
+    allowed = np.array([v in wanted for v in cols.values[name]] or [False], dtype=bool)
+    return allowed[cols.codes[name]]
+
+
+# Masks of recent filters and dataset sets, per data version: a cohort page asks for the
+# same ones a dozen times (fill the gap relaxes one filter at a time), ~1 ms each at a
+# million studies. One byte per study each: at most _MASKS_KEPT of them are kept.
+_MASKS_KEPT = 24
+_masks_kept: dict[tuple[Any, ...], np.ndarray] = {}
+
+
+def forget_masks() -> None:
+    """Drop the remembered masks (the benchmark times each query with none kept)."""
+    with _lock:
+        _masks_kept.clear()
+
+
+def _remembered(cols: Columns, what: tuple[Any, ...], compute: Any) -> np.ndarray:
+    key = (cols.version, *what)
+    mask = _masks_kept.get(key)
+    if mask is None:
+        mask = compute()
+        mask.flags.writeable = False  # shared: nobody may change it in place
+        with _lock:
+            while len(_masks_kept) >= _MASKS_KEPT:
+                _masks_kept.pop(next(iter(_masks_kept)))
+            _masks_kept[key] = mask
+    return mask
+
+
 _KEYWORD_CACHE_SIZE = 32
 _RANK_AT_MOST = 100_000  # more matches than this: SQL ranks them all itself
 _keyword_rows: dict[tuple[int, str], np.ndarray] = {}
@@ -173,22 +218,13 @@ class ColumnarSearch(PostgresSearch):
 
     @staticmethod
     def _dataset_mask(cols: Columns, ids: list[int]) -> np.ndarray:
-        if not len(cols.dataset) or not ids:
-            return np.zeros(cols.size, dtype=bool)
-        table = np.zeros(max(int(cols.dataset.max()), max(ids)) + 1, dtype=bool)
-        table[ids] = True
-        return table[cols.dataset]
+        return _remembered(cols, ("datasets", tuple(sorted(ids))),
+                           lambda: _dataset_mask(cols, ids)).copy()  # callers narrow it in place
 
     @staticmethod
     def _filter_mask(cols: Columns, name: str, wanted: list[str]) -> np.ndarray:
-        if STUDY_FACETS[name].array:
-            selected = np.uint64(0)
-            for value in wanted:
-                if value in cols.modality_values:
-                    selected |= np.uint64(1) << np.uint64(cols.modality_values.index(value))
-            return (cols.modality_bits & selected) != 0
-        allowed = np.array([v in wanted for v in cols.values[name]] or [False], dtype=bool)
-        return allowed[cols.codes[name]]
+        return _remembered(cols, ("filter", name, tuple(sorted(wanted))),
+                           lambda: _filter_mask(cols, name, wanted))
 
     def _masks(self, cols: Columns, query: StudyQuery) -> dict[str, np.ndarray]:
         return {name: self._filter_mask(cols, name, values)

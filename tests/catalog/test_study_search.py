@@ -338,3 +338,12 @@ def test_the_first_rows_of_a_page_come_in_stable_sort_order(count: int) -> None:
     assert _first_in_order(key, count).tolist() == np.argsort(key, kind="stable")[:count].tolist()
     prices = -np.repeat([3.0, 5.0, 1.0], [400, 350, 250])
     assert _first_in_order(prices, count).tolist() == np.argsort(prices, kind="stable")[:count].tolist()
+
+
+def test_remembered_filter_masks_follow_the_data_version(catalog) -> None:
+    query = StudyQuery(filters={"sex": ["O"]}, dataset_ids=[catalog[0].pk])
+    before = ColumnarSearch().breakdown(query, [catalog[0].pk], ["sex"])["sex"].get("O", 0)
+    Study.objects.filter(dataset=catalog[0]).update(patient_sex="O")
+    snapshot_refresh(dataset_id=catalog[0].pk)
+    after = ColumnarSearch().breakdown(query, [catalog[0].pk], ["sex"])["sex"]["O"]
+    assert after == Study.objects.filter(dataset=catalog[0], instance_count__gt=0).count() > before
