@@ -34,9 +34,9 @@ from pydicom.tag import BaseTag
 from pydicom.values import convert_value
 
 from deid import dates, pixels, stream, uids
-from deid.io import DICOMDIR_SOP_CLASS
 from deid.clean import Scrubber, identifier_tags
 from deid.errors import BurnedInAnnotationError
+from deid.io import DICOMDIR_SOP_CLASS
 from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, describe, load_profile,
     method_codes,

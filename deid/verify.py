@@ -47,11 +47,11 @@ _PIXEL_GROUP = 0x7FE0
 _NUMERIC_VRS = {"IS", "DS", "US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT", "DA", "TM", "DT"}
 
 # tag -> kind. "person": each name component (word) + whole value; "id": whole value,
-# its long digit runs and (with a digit, 6+ letters and digits) those with any separators
-# between them ("123-45-6789" for 123456789); "phone": also its digits with any separators;
-# "text": whole value
-# + its distinctive words; "date": the date in DICOM, ISO, US/EU and month-name forms;
-# "uid": the exact UID. Every PN value and every instance UID of the input counts too.
+# its long digit runs and (6+ letters and digits, one a digit) the value with any
+# separators between its characters ("123-45-6789" for 123456789); "phone": also its
+# digits with any separators; "text": whole value + its distinctive words; "date": the
+# date in DICOM, ISO, US/EU and month-name forms; "uid": the exact UID. Every PN value
+# and every instance UID of the input counts too.
 IDENTIFYING: dict[int, str] = {
     0x00100010: "person",  # PatientName
     0x00101001: "person",  # OtherPatientNames
@@ -498,8 +498,8 @@ class _Matcher:
     """Needles with cheap prefilters: a needle's regular expression runs only where its
     literal occurs (plain substring test; needles sharing a literal test it once), and a
     phone number's or id's only where its characters occur once separators are deleted
-    from the lower-cased text; needles with
-    neither (non-ASCII forms) always run. Same matches as running every pattern.
+    from the lower-cased text; needles with neither (non-ASCII forms) always run. Same
+    matches as running every pattern.
 
     ``within(text)`` / ``within_bytes(data)`` narrow the needles to those that can match
     somewhere in a text: a needle that cannot match a whole text cannot match any part

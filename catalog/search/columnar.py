@@ -39,7 +39,7 @@ class Columns:
     # int32 per study, for the newest and size sorts; None while any snapshot lacks them.
     study_date: np.ndarray | None = None  # day number, 0: none
     instance_count: np.ndarray | None = None
-    # Every snapshot was written with its keyword postings (keywords.py).
+    # Every snapshot was written since keyword postings are kept (keywords.py).
     keyword_postings: bool = False
 
     @property
@@ -127,7 +127,7 @@ def _filter_mask(cols: Columns, name: str, wanted: list[str]) -> np.ndarray:
 
 
 # Masks of recent filters and dataset sets, per data version: a cohort page asks for the
-# same ones a dozen times (fill the gap relaxes one filter at a time), ~1 ms each at a
+# same ones dozens of times (fill the gap relaxes one filter at a time), ~1 ms each at a
 # million studies. One byte per study each: at most _MASKS_KEPT of them are kept.
 _MASKS_KEPT = 24
 _masks_kept: dict[tuple[Any, ...], np.ndarray] = {}

@@ -100,11 +100,6 @@ def snapshot_refresh(*, dataset_id: int) -> int:
     """Rebuild one dataset's snapshot (after its studies changed); returns its row count."""
     snapshot = build_snapshot(dataset_id)
     snapshot.keyword_postings = True
-    _store(dataset_id, snapshot)
-    return len(snapshot.ids)
-
-
-def _store(dataset_id: int, snapshot: Snapshot) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO catalog_studycolumns (dataset_id, version, rows, blob) VALUES (%s, %s, %s, %s) "
@@ -112,6 +107,7 @@ def _store(dataset_id: int, snapshot: Snapshot) -> None:
             "blob = EXCLUDED.blob",
             # A random version: a restored database cannot bring an old number back.
             [dataset_id, secrets.randbits(62), len(snapshot.ids), snapshot.to_bytes()])
+    return len(snapshot.ids)
 
 
 def snapshot_versions() -> dict[int, int]:
