@@ -21,3 +21,11 @@ def saved_searches_notify_task(*, dataset_id: int) -> int:
     from catalog.services.discovery import saved_searches_notify
 
     return saved_searches_notify(dataset_id=dataset_id)
+
+
+@shared_task(acks_late=True)
+def search_index_dataset_task(*, dataset_id: int) -> int:
+    """Elasticsearch: re-index a dataset's studies (after its title or conditions changed)."""
+    from catalog.search.elastic import index_dataset
+
+    return index_dataset(dataset_id=dataset_id)

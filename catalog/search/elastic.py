@@ -2,7 +2,10 @@
 
 Used when SEARCH_BACKEND=elasticsearch and ELASTICSEARCH_URL are set (docker-compose.yml).
 One document per live study, with the same dimension values the snapshots hold (bands for
-slice thickness and field strength, "true"/"false" for the flags); the worker bulk-indexes
+slice thickness and field strength, "true"/"false" for the flags) and the words of its
+PostgreSQL search vector (three text fields: English stemming for descriptions and the
+dataset's title and conditions, plain words for body part, modality and maker, close to
+PostgreSQL's configurations but not identical analysers); the worker bulk-indexes
 a dataset's studies whenever they change (``index_dataset``). Counting: one request per
 query, one ``filter`` aggregation per facet holding every filter but the facet's own, a
 ``terms`` aggregation inside. Dataset attributes (published, price, licence, provider,
@@ -19,7 +22,7 @@ from elasticsearch.dsl import A, Boolean, Document, Integer, Keyword, Q, Search,
 from elasticsearch.helpers import bulk
 
 from catalog.search.dimensions import FIELD_SQL, SLICE_SQL, STUDY_FACETS, StudyQuery
-from catalog.search.postgres import DatasetInfo, PostgresSearch
+from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label
 
 TERMS_SIZE = 10_000
 # Patient counts: exact below this many patients per dataset (HyperLogLog above it).
@@ -29,7 +32,12 @@ CARDINALITY_PRECISION = 40_000
 class StudyDocument(Document):
     dataset_id = Integer()
     patient = Keyword()
+    # The same words PostgreSQL's search vector holds (services/stats.py): the study's and
+    # its series' descriptions, its body part, modalities, maker and model, and the
+    # dataset's title and conditions.
     description = Text(analyzer="english")
+    tags = Text(analyzer="standard")
+    dataset_text = Text(analyzer="english")
     modality = Keyword(multi=True)
     body_part = Keyword()
     sex = Keyword()
@@ -61,13 +69,37 @@ def index_name() -> str:
 
 
 def ensure_index() -> None:
-    client = _connect()
-    if not client.indices.exists(index=index_name()):
-        StudyDocument.init(index=index_name())
+    """Create the index, or add the fields a newer StudyDocument has to its mapping
+    (documents indexed before get them when their dataset is indexed again)."""
+    _connect()
+    StudyDocument.init(index=index_name())
 
 
 _SOURCE = (f"id, dataset_id, pseudo_patient_id, description, modalities, body_part, patient_sex, age_band, "
-           f"ethnicity, manufacturer, model, {SLICE_SQL}, {FIELD_SQL}, has_report, has_annotation")
+           f"ethnicity, manufacturer, model, {SLICE_SQL}, {FIELD_SQL}, has_report, has_annotation, "
+           "(SELECT string_agg(DISTINCT r.description, ' ') FROM catalog_series r "
+           " WHERE r.study_id = catalog_study.id)")
+
+
+def study_document(row: tuple, dataset_text: str) -> dict[str, Any]:
+    """The indexed fields of one study (a row of _SOURCE)."""
+    return {
+        "dataset_id": row[1], "patient": f"{row[1]}:{row[2]}",
+        "description": " ".join(part for part in (row[3], row[15]) if part),
+        "tags": " ".join([row[5] or "", *(row[4] or []), row[9] or "", row[10] or ""]).strip(),
+        "dataset_text": dataset_text,
+        "modality": sorted(set(row[4] or [])), "body_part": row[5], "sex": row[6],
+        "age_band": row[7], "ethnicity": row[8], "manufacturer": row[9], "model": row[10],
+        "slice_thickness": row[11], "field_strength": row[12],
+        "has_report": "true" if row[13] else "false",
+        "has_annotation": "true" if row[14] else "false", "live": True}
+
+
+def dataset_text(dataset_id: int) -> str:
+    from catalog.models import Dataset
+
+    dataset = Dataset.objects.get(pk=dataset_id)
+    return " ".join([dataset.title, *(condition_label(c) for c in dataset.conditions)])
 
 
 def index_dataset(*, dataset_id: int) -> int:
@@ -77,22 +109,26 @@ def index_dataset(*, dataset_id: int) -> int:
     client.delete_by_query(index=index_name(), query={"term": {"dataset_id": dataset_id}},
                            refresh=True, conflicts="proceed")
 
+    shared_text = dataset_text(dataset_id)
+
     def actions():  # noqa: ANN202
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {_SOURCE} FROM catalog_study WHERE dataset_id = %s AND instance_count > 0",
-                           [dataset_id])
-            while rows := cursor.fetchmany(5000):
-                for r in rows:
-                    yield {"_index": index_name(), "_id": r[0], "_source": {
-                        "dataset_id": r[1], "patient": f"{r[1]}:{r[2]}", "description": r[3],
-                        "modality": sorted(set(r[4] or [])), "body_part": r[5], "sex": r[6],
-                        "age_band": r[7], "ethnicity": r[8], "manufacturer": r[9], "model": r[10],
-                        "slice_thickness": r[11], "field_strength": r[12],
-                        "has_report": "true" if r[13] else "false",
-                        "has_annotation": "true" if r[14] else "false", "live": True}}
+        for row in study_rows_for_index(dataset_id):
+            yield {"_index": index_name(), "_id": row[0], "_source": study_document(row, shared_text)}
 
     done, _ = bulk(client, actions(), refresh="wait_for")
     return int(done)
+
+
+def study_rows_for_index(dataset_id: int) -> Any:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {_SOURCE} FROM catalog_study WHERE dataset_id = %s AND instance_count > 0",
+                       [dataset_id])
+        while rows := cursor.fetchmany(5000):
+            yield from rows
+
+
+# The fields a keyword may match, like the single search vector in PostgreSQL.
+KEYWORD_FIELDS = ["description", "tags", "dataset_text"]
 
 
 def _facet_filters(query: StudyQuery) -> dict[str, Q]:
@@ -104,7 +140,7 @@ def _keyword(query: StudyQuery) -> Q | None:
     # simple_query_string never raises on odd syntax (quotes, operators, 10,000 characters).
     if not query.q:
         return None
-    return Q("simple_query_string", query=query.q, fields=["description"], default_operator="and")
+    return Q("simple_query_string", query=query.q, fields=KEYWORD_FIELDS, default_operator="and")
 
 
 def _field(name: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -94,6 +95,10 @@ def _reindex(dataset_id: int) -> None:
     from catalog.services.stats import dataset_refresh_search_vector
 
     dataset_refresh_search_vector(dataset_id=dataset_id)
+    if settings.ELASTICSEARCH_URL:  # its documents hold the title and conditions too
+        from catalog.tasks import search_index_dataset_task  # tasks import services
+
+        search_index_dataset_task.delay(dataset_id=dataset_id)
 
 
 @transaction.atomic

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from catalog.search.dimensions import STUDY_FACETS, StudyQuery
-from catalog.search.elastic import counts_search
+from catalog.search.elastic import KEYWORD_FIELDS, counts_search, dataset_text, study_document, study_rows_for_index
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL", "")
 
@@ -31,7 +31,7 @@ def test_each_facet_is_counted_with_every_filter_but_its_own() -> None:
     query = StudyQuery(q="nodule", filters={"sex": ["F"], "modality": ["CT", "PT"], "has_report": ["true"]})
     body = counts_search(query, universe=[1, 2, 3], chosen=[1, 2]).to_dict()
     assert body["size"] == 0
-    assert {"simple_query_string": {"query": "nodule", "fields": ["description"], "default_operator": "and"}} \
+    assert {"simple_query_string": {"query": "nodule", "fields": KEYWORD_FIELDS, "default_operator": "and"}} \
         in body["query"]["bool"]["filter"]
     aggs = body["aggs"]
     assert set(aggs) == {"dataset", *(f"facet_{name}" for name in STUDY_FACETS)}
@@ -42,6 +42,35 @@ def test_each_facet_is_counted_with_every_filter_but_its_own() -> None:
     dataset_filters = _terms_in(aggs["dataset"]["filter"])
     assert {"sex": ["F"]} in dataset_filters and {"dataset_id": [1, 2]} not in dataset_filters
     assert aggs["facet_modality"]["aggs"]["values"]["terms"]["field"] == "modality"
+
+
+@pytest.mark.django_db
+def test_each_document_holds_the_words_of_the_studys_postgresql_search_vector(catalog) -> None:
+    """Keywords match the same text in both backends: the document's three text fields,
+    analysed as PostgreSQL analyses them, give exactly the study's search vector."""
+    from django.db import connection
+
+    from catalog.models import Series, Study
+    from catalog.services.stats import studies_refresh_search_vector
+
+    dataset = catalog[0]  # has a condition (Pneumonia)
+    study = Study.objects.filter(dataset=dataset, instance_count__gt=0).first()
+    study.description = "CT chest follow-up"
+    study.save(update_fields=["description"])
+    Series.objects.create(study=study, series_uid="1.2.3", description="Lung window axial")
+    Series.objects.create(study=study, series_uid="1.2.4", description="Bone kernel")
+    studies_refresh_search_vector(dataset=dataset)
+    row = next(r for r in study_rows_for_index(dataset.pk) if r[0] == study.pk)
+    doc = study_document(row, dataset_text(dataset.pk))
+    assert "Pneumonia" in doc["dataset_text"] and "Bone kernel" in doc["description"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tsvector_to_array(setweight(to_tsvector('english', %s), 'A') || "
+            "setweight(to_tsvector('simple', %s), 'B') || setweight(to_tsvector('english', %s), 'C')), "
+            "tsvector_to_array(search_vector) FROM catalog_study WHERE id = %s",
+            [doc["description"], doc["tags"], doc["dataset_text"], study.pk])
+        from_document, stored = cursor.fetchone()
+    assert sorted(from_document) == sorted(stored) and "pneumonia" in stored and "kernel" in stored
 
 
 # --- the contract suite, against a real Elasticsearch ------------------------------------
@@ -79,3 +108,42 @@ def test_elasticsearch_counts_what_postgresql_counts(elastic_catalog, filters) -
     assert es.breakdown(query, ids, ["sex", "age_band"]) == sql.breakdown(query, ids, ["sex", "age_band"])
     assert es.by_dataset(query, ids, "manufacturer") == sql.by_dataset(query, ids, "manufacturer")
     assert es.patients(query, ids) == sql.patients(query, ids)
+
+
+@pytestmark_es
+@pytest.mark.django_db
+@pytest.mark.parametrize("q", ["pneumonia", "chest", "set 0", "axial chest"])
+def test_elasticsearch_matches_the_keywords_postgresql_matches(catalog, settings, q) -> None:
+    from catalog.search import PostgresSearch
+    from catalog.search.elastic import ElasticSearch, _connect, index_dataset
+    from catalog.services.stats import studies_refresh_search_vector
+
+    settings.ELASTICSEARCH_URL = ES_URL
+    settings.ELASTICSEARCH_INDEX = f"test-studies-{uuid.uuid4().hex[:8]}"
+    try:
+        for dataset in catalog:
+            studies_refresh_search_vector(dataset=dataset)
+            index_dataset(dataset_id=dataset.pk)
+        query = StudyQuery(q=q)
+        sql, es = PostgresSearch(), ElasticSearch()
+        datasets = sql.datasets(query)
+        assert es.counts(query, datasets, facets=False) == sql.counts(query, datasets, facets=False)
+    finally:
+        _connect().indices.delete(index=settings.ELASTICSEARCH_INDEX, ignore_unavailable=True)
+
+
+@pytest.mark.django_db
+def test_renaming_a_dataset_queues_its_elasticsearch_reindex(catalog, alice, settings, monkeypatch,
+                                                            django_capture_on_commit_callbacks) -> None:
+    from catalog import tasks
+    from catalog.services.datasets import dataset_update
+
+    queued: list[dict] = []
+    monkeypatch.setattr(tasks.search_index_dataset_task, "delay", lambda **kw: queued.append(kw))
+    with django_capture_on_commit_callbacks(execute=True):
+        dataset_update(dataset=catalog[0], acting_user=alice, title="Renamed set")
+    assert queued == []  # no Elasticsearch configured: nothing to index
+    settings.ELASTICSEARCH_URL = "http://elasticsearch.invalid:9200"
+    with django_capture_on_commit_callbacks(execute=True):
+        dataset_update(dataset=catalog[0], acting_user=alice, title="Renamed again")
+    assert queued == [{"dataset_id": catalog[0].pk}]
