@@ -24,8 +24,8 @@ def saved_searches_notify_task(*, dataset_id: int) -> int:
 
 
 @shared_task(acks_late=True)
-def search_index_dataset_task(*, dataset_id: int) -> int:
-    """Elasticsearch: re-index a dataset's studies (after its title or conditions changed)."""
-    from catalog.search.elastic import index_dataset
+def dataset_search_refresh_task(*, dataset_id: int) -> None:
+    """After a dataset's title or conditions changed: what its keywords match."""
+    from catalog.services.stats import dataset_refresh_search
 
-    return index_dataset(dataset_id=dataset_id)
+    dataset_refresh_search(dataset_id=dataset_id)

@@ -426,10 +426,6 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
     return needles
 
 
-# What may stand between the characters of an id or phone number written another way.
-SEPARATOR_PATTERN = r"[\s().\-/]*"
-
-
 def _flexible(chars: str) -> str:
     r"""The characters in order with any separators [\s().-/] between them."""
     return SEPARATOR_PATTERN.join(re.escape(c) for c in chars)
@@ -487,8 +483,9 @@ def _needles(identifying: Iterable[tuple[int, str, str]], device: str) -> list[N
 
 # --- searching the output -----------------------------------------------------------
 
-# What the phone and id patterns allow between characters ([\s().-/], \s as in ASCII
-# text), deleted.
+# What the phone and id patterns allow between characters, as a pattern and (\s as in
+# ASCII text) as the characters the prefilters delete.
+SEPARATOR_PATTERN = r"[\s().\-/]*"
 _SEPARATORS = " \t\n\r\x0b\x0c()./-"
 _DELETE_SEPARATORS = str.maketrans("", "", _SEPARATORS)
 SEPARATOR_BYTES = _SEPARATORS.encode("ascii")

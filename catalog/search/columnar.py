@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +140,7 @@ def forget_masks() -> None:
         _masks_kept.clear()
 
 
-def _remembered(cols: Columns, what: tuple[Any, ...], compute: Any) -> np.ndarray:
+def _remembered(cols: Columns, what: tuple[Any, ...], compute: Callable[[], np.ndarray]) -> np.ndarray:
     key = (cols.version, *what)
     mask = _masks_kept.get(key)
     if mask is None:

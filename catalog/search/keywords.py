@@ -13,6 +13,7 @@ and the caller asks PostgreSQL.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 from django.db import connection
@@ -57,18 +58,18 @@ class _Parser:
         return self.tokens[self.at] if self.at < len(self.tokens) else None
 
     def disjunction(self) -> Node:
-        parts = [self.conjunction()]
-        while self._peek() == ("op", "|"):
-            self.at += 1
-            parts.append(self.conjunction())
-        return parts[0] if len(parts) == 1 else ("or", parts)
+        return self._chain("|", "or", self.conjunction)
 
     def conjunction(self) -> Node:
-        parts = [self.factor()]
-        while self._peek() == ("op", "&"):
+        return self._chain("&", "and", self.factor)
+
+    def _chain(self, operator: str, kind: str, part: Callable[[], Node]) -> Node:
+        """``part`` (operator ``part``)*: one node, or (kind, [nodes])."""
+        parts = [part()]
+        while self._peek() == ("op", operator):
             self.at += 1
-            parts.append(self.factor())
-        return parts[0] if len(parts) == 1 else ("and", parts)
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else (kind, parts)
 
     def factor(self) -> Node:
         token = self._peek()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -92,13 +91,11 @@ def clean_conditions(raw: object) -> list[str]:
 
 
 def _reindex(dataset_id: int) -> None:
-    from catalog.services.stats import dataset_refresh_search_vector
+    # Every study's search vector holds the title and conditions: a worker's job, not the
+    # request's (seconds for a large dataset).
+    from catalog.tasks import dataset_search_refresh_task  # tasks import services
 
-    dataset_refresh_search_vector(dataset_id=dataset_id)
-    if settings.ELASTICSEARCH_URL:  # its documents hold the title and conditions too
-        from catalog.tasks import search_index_dataset_task  # tasks import services
-
-        search_index_dataset_task.delay(dataset_id=dataset_id)
+    dataset_search_refresh_task.delay(dataset_id=dataset_id)
 
 
 @transaction.atomic

@@ -58,12 +58,20 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
     )
     dataset_statistics(dataset_id=dataset_id)  # the dataset page's charts
     dataset_refresh_previews(dataset_id=dataset_id)
-    dataset = dataset_refresh_search_vector(dataset_id=dataset_id)
+    dataset = dataset_refresh_search(dataset_id=dataset_id)
     snapshot_refresh(dataset_id=dataset_id)  # what the in-memory search counts
+    return dataset
+
+
+def dataset_refresh_search(*, dataset_id: int) -> Dataset:
+    """What keywords match after a dataset's text or studies changed (in the worker): the
+    search vectors with their keyword postings and, when configured, the Elasticsearch
+    documents (bulk indexing)."""
+    dataset = dataset_refresh_search_vector(dataset_id=dataset_id)
     if settings.ELASTICSEARCH_URL:
         from catalog.search.elastic import index_dataset
 
-        index_dataset(dataset_id=dataset_id)  # this runs in the worker: bulk indexing
+        index_dataset(dataset_id=dataset_id)
     return dataset
 
 
@@ -108,4 +116,5 @@ def studies_refresh_search_vector(*, dataset: Dataset) -> None:
         postings_refresh(dataset_id=dataset.id)
 
 
-__all__ = ["dataset_refresh_search_vector", "dataset_refresh_stats", "studies_refresh_search_vector"]
+__all__ = ["dataset_refresh_search", "dataset_refresh_search_vector", "dataset_refresh_stats",
+           "studies_refresh_search_vector"]

@@ -105,8 +105,12 @@ def test_negation_needs_something_positive_beside_it() -> None:
         evaluate(("or", ["a", ("not", "b")]), postings)
 
 
-def test_a_renamed_dataset_is_found_by_its_new_title_in_memory(indexed, alice, django_capture_on_commit_callbacks) -> None:
+def test_a_renamed_dataset_is_found_by_its_new_title_in_memory(indexed, alice, monkeypatch,
+                                                               django_capture_on_commit_callbacks) -> None:
+    from catalog import tasks
     from catalog.services.datasets import dataset_update
+    monkeypatch.setattr(tasks.dataset_search_refresh_task, "delay",
+                        lambda **kw: tasks.dataset_search_refresh_task(**kw))  # what the worker runs
     with django_capture_on_commit_callbacks(execute=True):
         dataset_update(dataset=indexed[0], acting_user=alice, title="Zygomatic survey")
     live = Study.objects.filter(dataset=indexed[0], instance_count__gt=0).count()
