@@ -76,8 +76,8 @@ def deidentify_file(src: Source, dst: str | os.PathLike[str] | BinaryIO | IO[byt
         fp.seek(start)
         # Otherwise pydicom: the header is parsed, the pixel data value copied raw where
         # the transfer syntax allows (stream.py), all of it parsed where not.
-        parsed = read_dicom(fp, stream_pixels=True)
         try:
+            parsed = read_dicom(fp, stream_pixels=True)
             try:
                 out, meta, transfer_syntax, report = _deidentify(
                     parsed.dataset, parsed.output_transfer_syntax, key=key, options=options,

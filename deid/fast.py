@@ -486,7 +486,8 @@ def deidentify_raw(fp: BinaryIO, dst: Any, *, key: bytes, options: Options) -> D
     # The verifier's full check on everything but the pixel data value...
     verify_output(None, output.header + output.trailer, needles=needles)
     pixel = parsed.pixel if output.keep_pixels else None
-    scanner = PixelScanner(None, needles=needles) if pixel is not None else None
+    scanner = (PixelScanner(None, needles=needles, encapsulated=pixel.encapsulated)
+               if pixel is not None else None)
     # ...and the pixel bytes scanned while they are copied.
     stream.write_parts(fp, pixel, output.header, output.trailer, scanner, dst)
     return output.report

@@ -238,9 +238,10 @@ def read_dicom(fp: BinaryIO, *, stream_pixels: bool = False) -> ParsedFile:
         raise NotDicomError("not a DICOM file: no DICM prefix")
     try:
         meta = _read_file_meta_info(fp)
+        # Converted here: a damaged VR or value fails on first access, not when read.
+        ts_raw = meta.get("TransferSyntaxUID")
     except PARSE_ERRORS as exc:
         raise MalformedDicomError(f"malformed file meta information: {type(exc).__name__}") from None
-    ts_raw = meta.get("TransferSyntaxUID")
     if not ts_raw:
         raise MalformedDicomError("malformed file meta information: no transfer syntax")
     ts = UID(str(ts_raw).strip().rstrip("\x00"))

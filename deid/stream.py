@@ -21,7 +21,7 @@ from pydicom.uid import UID
 
 from deid.errors import MalformedDicomError
 from deid.io import PIXEL_TAGS, PixelSpan, atomic_output, write_dicom
-from deid.verify import verify_output
+from deid.verify import collect_needles, verify_output
 from deid.verify_stream import PixelScanner
 
 CHUNK = 1024 * 1024
@@ -60,7 +60,7 @@ def write_streamed(fp: BinaryIO, span: PixelSpan, original: Dataset, out: Datase
     trailer = _encode_tail(tail, out, transfer_syntax)
     # The verifier's full check on everything but the pixel data value...
     verify_output(original, header + trailer)
-    scanner = PixelScanner(original) if keep else None
+    scanner = PixelScanner(original, encapsulated=span.encapsulated) if keep else None
     write_parts(fp, span if keep else None, header, trailer, scanner, dst)
 
 
@@ -89,13 +89,13 @@ def scan_pixels(original: Dataset, out: Dataset) -> None:
     """Full path: scan the in-memory pixel data values like the streamed ones."""
     if not any(tag in out._dict for tag in PIXEL_TAGS):
         return
-    scanner = PixelScanner(original)
+    needles = collect_needles(original)
     for tag in sorted(PIXEL_TAGS):
         if tag in out._dict:
-            value = out[tag].value
-            if isinstance(value, (bytes, bytearray)):
-                scanner.feed(value)
-                scanner.reset()
+            element = out[tag]
+            if isinstance(element.value, (bytes, bytearray)):
+                PixelScanner(None, needles=needles,
+                             encapsulated=element.is_undefined_length).feed(element.value)
 
 
 _LOCAL = threading.local()

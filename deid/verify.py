@@ -599,10 +599,11 @@ def _pixel_spans(data: bytes) -> list[tuple[int, int]]:
 
 
 def scan_bytes(needles: Iterable[Needle], data: bytes, where: str = "output bytes", *,
-               pixel: bool = False) -> None:
+               pixel: bool = False, numbers: bool = False) -> None:
     """Raise PHIRemainsError if a needle occurs in raw ``data`` (any of the encodings).
-    ``pixel=True`` searches only needles of at least MIN_PIXEL_LEN characters."""
-    found = _Matcher(needles).find_bytes(bytes(data), pixel=pixel)
+    ``pixel=True`` searches only needles of at least MIN_PIXEL_LEN characters;
+    ``numbers=True`` also the purely numeric ids (for bytes that are text)."""
+    found = _Matcher(needles).find_bytes(bytes(data), pixel=pixel, numbers=numbers)
     if found is not None:
         raise PHIRemainsError(
             f"verification failed: identifying value from {_tag(found[0].source)} remains in {where}")

@@ -20,7 +20,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from deid.errors import PHIRemainsError
-from deid.verify import SEPARATOR_BYTES, SEPARATOR_PATTERN, Needle, collect_needles
+from deid.verify import SEPARATOR_BYTES, SEPARATOR_PATTERN, Needle, collect_needles, scan_bytes
+from deid.verify_segments import SegmentReader
 
 try:  # Python 3.11+
     from re import _parser as _sre_parse  # type: ignore[attr-defined]
@@ -213,8 +214,16 @@ class PixelScanner:
     """
 
     def __init__(self, original: Dataset | None, min_len: int = MIN_PIXEL_MATCH, *,
-                 needles: list[Needle] | None = None) -> None:
-        self.needles = pixel_needles(original, min_len, needles)  # type: ignore[arg-type]
+                 needles: list[Needle] | None = None, encapsulated: bool = False) -> None:
+        if needles is None:
+            if original is None:
+                raise ValueError("PixelScanner needs the input data set or its needles")
+            needles = collect_needles(original)
+        self.needles = pixel_needles(None, min_len, needles)
+        # Compressed frames open with marker segments that are text: every needle there.
+        self._all_needles = needles
+        self._encapsulated = encapsulated
+        self._segments = SegmentReader(self._segment_found) if encapsulated else None
         # Lookarounds read one byte either side of a match.
         self.overlap = max((n.width for n in self.needles), default=0) + 2
         self._fold = any(n.fold for n in self.needles)
@@ -227,8 +236,12 @@ class PixelScanner:
     def reset(self) -> None:
         """Start a new, unrelated byte stream."""
         self._carry = b""
+        if self._encapsulated:
+            self._segments = SegmentReader(self._segment_found)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self._segments is not None:
+            self._segments.feed(chunk)
         if not self.needles:
             return
         self.scanned += len(chunk)
@@ -261,6 +274,12 @@ class PixelScanner:
                     "verification failed: identifying value from "
                     f"{_tag(needle.source)} remains in pixel data bytes"
                 )
+
+    def _segment_found(self, kind: str, payload: bytes) -> None:
+        # Comments are text: short numbers count there. APPn segments are binary
+        # containers (EXIF, ICC) where a short digit run can occur by chance.
+        scan_bytes(self._all_needles, payload, f"{kind} in the pixel data",
+                   numbers=kind.endswith("comment"))
 
     def _may_hold_run(self, data: bytes | bytearray | memoryview) -> bool:
         if self._ranges is not None and len(data) >= 4096:

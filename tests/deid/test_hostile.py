@@ -118,6 +118,16 @@ def test_missing_preamble_is_refused_with_a_clear_reason() -> None:
     assert kind == "NotDicomError" and b"no DICM prefix" in message
 
 
+def test_a_damaged_vr_in_the_file_meta_is_a_clear_error() -> None:
+    # Found by fuzzing pydicom's test files: the transfer syntax element's VR bytes
+    # overwritten. pydicom reads it lazily and fails on first access, with its own error.
+    data = bytearray(header() + body_of(to_bytes(base_dataset())))
+    at = data.index(struct.pack("<HH", 0x0002, 0x0010))
+    data[at + 4:at + 6] = b"U\x1d"
+    assert outcome(bytes(data)) == ("MalformedDicomError",
+                                    b"malformed file meta information: NotImplementedError")
+
+
 def test_random_bytes_after_a_valid_header() -> None:
     rng = random.Random(1)
     for _ in range(20):
