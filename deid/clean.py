@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
@@ -118,6 +119,40 @@ def _name_words(text: str) -> set[str]:
     return {w for w in words if w}
 
 
+# Names keep or lose their marks from one system to the next ("Müller", "Muller",
+# "Mueller"): letters NFKD leaves whole, and German / Scandinavian ASCII spellings.
+_WHOLE_LETTERS = str.maketrans({"ß": "ss", "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D",
+                                "đ": "d", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe",
+                                "Þ": "TH", "þ": "th", "ı": "i", "Ħ": "H", "ħ": "h"})
+_SPELLED_OUT = str.maketrans({"Ä": "AE", "ä": "ae", "Ö": "OE", "ö": "oe", "Ü": "UE",
+                              "ü": "ue", "Å": "AA", "å": "aa", "Ø": "OE", "ø": "oe"})
+
+
+def _without_marks(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text.translate(_WHOLE_LETTERS))
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def _plain_spellings(values: Iterable[str]) -> set[str]:
+    """ASCII spellings of the non-ASCII Latin values: MÜLLER -> MULLER, MUELLER."""
+    spellings = set()
+    for value in values:
+        if not value.isascii():
+            spellings |= {s for s in (_without_marks(value),
+                                      _without_marks(value.translate(_SPELLED_OUT)))
+                          if s.isascii()}
+    return spellings
+
+
+def _marks_dropped_in_place(text: str) -> str:
+    """One character for each: a marked Latin letter becomes its base letter."""
+    out = []
+    for ch in text:
+        base = _without_marks(ch) if not ch.isascii() else ch
+        out.append(base[0] if base and base[0].isascii() else ch)
+    return "".join(out)
+
+
 class Scrubber:
     """Built once per input file from its identifying attributes (any depth)."""
 
@@ -183,6 +218,8 @@ class Scrubber:
                                   if any(c.isdigit() for c in p))
                 if (written_otherwise := _spaced_id_pattern(text)) is not None:
                     spaced.add(written_otherwise)
+        substrings |= _plain_spellings(substrings)
+        words |= _plain_spellings(words)
         return cls(substrings, words, patterns, spaced)
 
     def clean(self, text: str) -> str:
@@ -205,9 +242,20 @@ class Scrubber:
                 kept.append(part)
             candidates = tuple(kept)
         if candidates:
-            text = _alternation(candidates).sub(" ", text)
+            pattern = _alternation(candidates)
+            text = pattern.sub(" ", text)
+            if not text.isascii():  # "Müller" written, MULLER in the file: same places
+                text = _cut(text, pattern.finditer(_marks_dropped_in_place(text)))
         text = _GENERIC.sub(" ", text)
         return re.sub(r"\s{2,}", " ", text).strip(" ,;:-^")
+
+
+def _cut(text: str, matches: Iterable[re.Match[str]]) -> str:
+    pieces, last = [], 0
+    for match in matches:
+        pieces += [text[last:match.start()], " "]
+        last = match.end()
+    return "".join(pieces) + text[last:]
 
 
 def _wanted(tag: int, vr: str) -> bool:

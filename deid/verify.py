@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import io
 import re
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -275,10 +276,48 @@ def _bytes_lit(raw: bytes) -> str:
     return "".join(re.escape(chr(b)) if b < 0x80 else f"\\x{b:02x}" for b in raw)
 
 
+# Latin letters that NFKD does not split into an ASCII letter and a mark, and how German
+# and Scandinavian names are also written in ASCII (MÜLLER as MUELLER, ÅSE as AASE).
+_UNMARKED = {"ß": "ss", "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "Æ": "AE",
+             "æ": "ae", "Œ": "OE", "œ": "oe", "Þ": "TH", "þ": "th", "ı": "i", "Ħ": "H", "ħ": "h"}
+_TRANSLITERATED = {"Ä": "AE", "ä": "ae", "Ö": "OE", "ö": "oe", "Ü": "UE", "ü": "ue",
+                   "Å": "AA", "å": "aa", "Ø": "OE", "ø": "oe"}
+
+
+def _ascii_spellings(text: str) -> set[str]:
+    """A Latin text as written without its marks: MÜLLER as MULLER and MUELLER, WAŁĘSA as
+    WALESA, KIERKEGÅRD as KIERKEGARD and KIERKEGAARD (none for other scripts)."""
+    if text.isascii():
+        return set()
+    spellings = set()
+    for letters in ({}, _TRANSLITERATED):
+        spelled = "".join(letters.get(ch) or _UNMARKED.get(ch) or _unmarked(ch) for ch in text)
+        if spelled.isascii():
+            spellings.add(spelled)
+    return spellings
+
+
+def _unmarked(ch: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
+
+
+def _fold_in_place(text: str) -> str:
+    """The text with each marked Latin letter replaced by its base letter, one character
+    for one (match positions stay valid): "Müller" -> "Muller"."""
+    if text.isascii():
+        return text
+    out = []
+    for ch in text:
+        base = _unmarked(ch) if ord(ch) >= 0x80 else ch
+        out.append(base if len(base) == 1 and base.isascii() else (_UNMARKED.get(ch) or ch)[0])
+    return "".join(out)
+
+
 def _forms(text: str) -> list[str]:
     """Regex forms of one text: itself (and its case variants and other byte encodings
-    when it is not ASCII; its UTF-8 reading when it looks like mis-decoded UTF-8)."""
-    variants = {text}
+    when it is not ASCII; its UTF-8 reading when it looks like mis-decoded UTF-8; its
+    spellings without marks)."""
+    variants = {text} | _ascii_spellings(text)
     try:  # "MÃ\x9cLLER" (UTF-8 read as Latin-1): also look for "MÜLLER"
         repaired = text.encode("latin-1").decode("utf-8")
         if repaired != text:
@@ -324,8 +363,11 @@ def _needle(source: int, pattern: str, min_len: int, short_number: bool = False,
 
 
 def _ascii_literal(form: str, text: str) -> str | None:
-    """The text itself when this regex form is its plain ASCII spelling."""
-    return text if text.isascii() and form == _lit(text) else None
+    """The text (or its spelling without marks) when this regex form is that plain ASCII."""
+    for spelled in (text, *_ascii_spellings(text)):
+        if spelled.isascii() and form == _lit(spelled):
+            return spelled
+    return None
 
 
 def _word_needles(source: int, word: str) -> list[Needle]:
@@ -552,7 +594,8 @@ class _Matcher:
                 continue
             if needle.pattern.search(text):
                 return needle
-        return None
+        folded = _fold_in_place(text)  # "Müller" in the text, MULLER in the input
+        return self.find_text(folded, numeric) if folded != text else None
 
     def find_bytes(self, data: bytes, pixel: bool = False,
                    numbers: bool = False) -> tuple[Needle, int] | None:
@@ -638,7 +681,7 @@ def _search_values(matcher: _Matcher, texts: list[tuple[int, bool, str]], numeri
     needle = matcher.find_text(joined, numeric=numeric)
     if needle is None:
         return
-    match = needle.pattern.search(joined)
+    match = needle.pattern.search(joined) or needle.pattern.search(_fold_in_place(joined))
     index = bisect.bisect_right(starts, match.start() if match else 0) - 1
     tag = texts[max(index, 0)][0]
     raise PHIRemainsError(f"verification failed: identifying value remains in {_tag(tag)}")

@@ -224,6 +224,25 @@ def case_missing_charset() -> Case:
                 "PatientName")
 
 
+def case_names_without_marks() -> Case:
+    """The patient's name in free text without its marks, or spelled out in ASCII."""
+    ds = base_dataset(PatientName="MÜLLER^JÖRG=WAŁĘSA", StudyDescription="knee Jorg Muller",
+                      SeriesDescription="Mueller Joerg, Walesa", ProtocolName="MULLER-JORG")
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    return Case("names-without-marks", to_bytes(ds),
+                BASE_NEEDLES[2:] + ["Muller", "Jorg", "Mueller", "Joerg", "Walesa"],
+                "StudyDescription")
+
+
+def case_names_with_marks() -> Case:
+    """The file spells the name in ASCII, the free text with its marks."""
+    ds = base_dataset(PatientName="MULLER^JORG", StudyDescription="Kontrolle Jörg Müller",
+                      SeriesDescription="MÜLLER knee")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    return Case("names-with-marks", to_bytes(ds), BASE_NEEDLES[2:] + ["Müller", "Jörg"],
+                "StudyDescription")
+
+
 def case_dates() -> Case:
     ds = base_dataset(AcquisitionDateTime=BIRTH + "120000.000000",
                       ImageComments="seen on 2021-03-04, born 07/11/1963, 4 March 2021",
@@ -401,6 +420,8 @@ CASES.update({
     "charset-iso2022-ir87": case_japanese,
     "charset-wrong": case_wrong_charset,
     "charset-missing": case_missing_charset,
+    "names-without-marks": case_names_without_marks,
+    "names-with-marks": case_names_with_marks,
     "dates-free-text": case_dates,
     "ids-spelled-otherwise": case_ids_spelled_otherwise,
     "mrn-in-uid": case_mrn_in_uid,

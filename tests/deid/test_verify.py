@@ -135,3 +135,24 @@ def test_other_numbers_and_ids_are_not_taken_for_an_id(make_file, written: str) 
     src = make_file(PatientID="123456789" if written[0].isdigit() else "ACC5533Q")
     original, data = _clean_output(src)
     verify_output(original, _rewrite(data, ImageComments=f"ref {written} seen"))
+
+
+@pytest.mark.parametrize("name, written", [
+    ("MÜLLER^JÖRG", "Muller"), ("MÜLLER^JÖRG", "MUELLER"), ("MÜLLER^JÖRG", "joerg"),
+    ("WAŁĘSA^ŁUKASZ", "Walesa"), ("WAŁĘSA^ŁUKASZ", "Lukasz"), ("KIERKEGÅRD^SØREN", "Kierkegaard"),
+    ("KIERKEGÅRD^SØREN", "Soren"), ("MULLER^JORG", "Müller"), ("MULLER^JORG", "Jörg"),
+])
+def test_it_catches_a_name_written_with_or_without_its_marks(make_file, name: str,
+                                                             written: str) -> None:
+    src = make_file(PatientName=name, SpecificCharacterSet="ISO_IR 192")
+    original, data = _clean_output(src)
+    verify_output(original, data)
+    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
+        verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
+
+
+@pytest.mark.parametrize("written", ["Mulligan", "Mullerton", "Jorgensen", "Wales"])
+def test_names_without_marks_still_match_as_whole_words_only(make_file, written: str) -> None:
+    src = make_file(PatientName="MÜLLER^JÖRG", SpecificCharacterSet="ISO_IR 192")
+    original, data = _clean_output(src)
+    verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
