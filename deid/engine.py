@@ -22,7 +22,7 @@ from deid.io import (
 )
 from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, Profile, describe,
-    load_profile, method_codes,
+    load_profile, method_codes, safe_private_vr,
 )
 from deid.report import DeidReport, build_metadata
 from deid.verify import verify_output
@@ -209,7 +209,7 @@ def _process(ds: Dataset, ctx: _Context, depth: int) -> Dataset:
         if element == 0 or group == 0x0002:
             continue  # group lengths are recomputed; file meta is rebuilt
         if group % 2 == 1:
-            _private(ds, tag, out, keep_creators, ctx)
+            _private(ds, tag, out, keep_creators, ctx, depth)
             continue
         if group & 0xFF00 in (0x5000, 0x6000):
             ctx.counts["overlay_removed"] += 1  # curves (50xx) and overlays (60xx)
@@ -228,17 +228,33 @@ def _process(ds: Dataset, ctx: _Context, depth: int) -> Dataset:
 
 
 def _private(ds: Dataset, tag: BaseTag, out: Dataset, keep_creators: set[BaseTag],
-             ctx: _Context) -> None:
+             ctx: _Context, depth: int) -> None:
     if ctx.options.retain_safe_private and 0x1000 <= tag.element:
         creator_tag = BaseTag((tag.group << 16) | (tag.element >> 8))
         creator = ds.get(creator_tag)
         name = str(creator.value).strip().lower() if creator is not None else ""
-        if (tag.group, name, tag.element & 0xFF) in ctx.profile.safe_private:
-            out.add(ds[tag])
+        listed_vr = ctx.profile.safe_private.get((tag.group, name, tag.element & 0xFF))
+        if listed_vr is not None and _keep_safe_private(ds[tag], listed_vr, out, ctx, depth):
             keep_creators.add(creator_tag)
             ctx.counts["private_kept"] += 1
             return
     ctx.counts["private_removed"] += 1
+
+
+def _keep_safe_private(elem: DataElement, listed_vr: str, out: Dataset, ctx: _Context,
+                       depth: int) -> bool:
+    """Keep a safe private attribute as the profile keeps public ones: a sequence with
+    the profile applied to its items, UIDs remapped. One whose VR is not the table's is
+    not the attribute the table lists (UN included: its VR unknown): removed."""
+    if not safe_private_vr(elem.VR, listed_vr):
+        return False
+    if elem.VR == "SQ":
+        _recurse(elem, out, ctx, depth)
+    elif elem.VR == "UI":
+        _remap(elem, out, ctx)
+    else:
+        out.add(elem)
+    return True
 
 
 def _apply(ds: Dataset, tag: BaseTag, action: str, out: Dataset, ctx: _Context,

@@ -39,7 +39,7 @@ from deid.errors import BurnedInAnnotationError
 from deid.io import DICOMDIR_SOP_CLASS
 from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, describe, load_profile,
-    method_codes,
+    method_codes, safe_private_vr,
 )
 from deid.raw import Element, NotRaw, RawFile, encode, file_header, pad, read_header, text
 from deid.report import DeidReport, build_metadata
@@ -207,10 +207,17 @@ class _Rewrite:
             creator_tag = (group << 16) | ((tag & 0xFFFF) >> 8)
             creator = by_tag.get(creator_tag)
             name = str(self.decode(creator)).strip().lower() if creator is not None else ""
-            if (group, name, tag & 0xFF) in load_profile().safe_private:
+            listed_vr = load_profile().safe_private.get((group, name, tag & 0xFF))
+            if listed_vr is not None:
                 if element.vr == "UN" or element.items is not None:
                     raise NotRaw  # pydicom would re-read it through its private dictionary
-                out[tag] = element
+                if not safe_private_vr(element.vr, listed_vr):
+                    self.counts["private_removed"] += 1
+                    return  # another attribute than the one the table lists
+                if element.vr == "UI":
+                    self.remap(element, out)  # as on the pydicom path
+                else:
+                    out[tag] = element
                 keep_creators.add(creator_tag)
                 self.counts["private_kept"] += 1
                 return

@@ -7,9 +7,11 @@ tag and one set of options, which single action code applies.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 # Single action codes the engine applies.
@@ -120,8 +122,9 @@ class Profile:
     edition: str
     rules: dict[int, Rule]
     allowed: frozenset[int]
-    # (group, creator lower-case, element offset) of safe private attributes
-    safe_private: frozenset[tuple[int, str, int]]
+    # (group, creator lower-case, element offset) of safe private attributes -> their VR
+    # in Table E.3.10-1 ("" where the table gives none)
+    safe_private: Mapping[tuple[int, str, int], str]
 
     def action_for(self, tag: int, options: Options) -> str | None:
         """Single action code for a standard tag, or None when the table has no row."""
@@ -143,6 +146,12 @@ class Profile:
         return chosen
 
 
+def safe_private_vr(vr: str, listed_vr: str) -> bool:
+    """Whether an element of this VR is the safe private attribute the table lists with
+    ``listed_vr`` ("OW/OB": either; "": the table gives none; UN never: its VR unknown)."""
+    return vr != "UN" and (not listed_vr or vr in listed_vr.split("/"))
+
+
 @lru_cache(maxsize=1)
 def load_profile() -> Profile:
     table = _load("ps3.15-e1-1-2024.json")
@@ -160,10 +169,10 @@ def load_profile() -> Profile:
     allow = _load("allowlist.json")
     allowed = frozenset(int(row["tag"], 16) for row in allow["rows"])
     safe = _load("safe_private.json")
-    safe_private = frozenset(
-        (int(row["group"], 16), row["creator"].strip().lower(), int(row["element"], 16))
+    safe_private = MappingProxyType({
+        (int(row["group"], 16), row["creator"].strip().lower(), int(row["element"], 16)): row["vr"]
         for row in safe["rows"]
-    )
+    })
     return Profile(
         edition=str(table["_edition"]),
         rules=rules,

@@ -285,6 +285,37 @@ def case_private() -> Case:
     return Case("private-blocks", to_bytes(ds), list(BASE_NEEDLES), "(0029,1001)")
 
 
+def safe_private_dataset(with_sequence: bool = True) -> Dataset:
+    """Safe private attributes (Table E.3.10-1) of each kind: a number, a coded text, a
+    UID naming the file's own series, a sequence whose item holds PHI; a listed element
+    with another VR than the table's, and an unlisted one."""
+    ds = base_dataset()
+    philips = ds.private_block(0x2001, "Philips Imaging DD 001", create=True)
+    philips.add_new(0x03, "FL", 1000.0)  # Diffusion B-Factor
+    philips.add_new(0x50, "LO", "ARROW")  # Graphic Marker Type
+    mask = Dataset()
+    mask.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.12.1"
+    mask.ReferencedSOPInstanceUID = REF_UID
+    mask.PatientName = NAME
+    mask.private_block(0x0029, "ACME PRIVATE", create=True).add_new(0x01, "LO", MRN)
+    if with_sequence:  # (the fast path leaves files with one to pydicom)
+        philips.add_new(0x73, "SQ", Sequence([mask]))  # Referenced Mask Image Sequence
+    philips.add_new(0x01, "LO", f"{NAME} {MRN}")  # listed as FL: not the listed attribute
+    philips.add_new(0x0D, "LO", MRN)  # not on the list
+    ds.private_block(0x0099, "NQHeader", create=True).add_new(0x02, "UI", SERIES_UID)
+    return ds
+
+
+def case_safe_private_kinds() -> Case:
+    return Case("safe-private-kinds", to_bytes(safe_private_dataset()),
+                BASE_NEEDLES + [REF_UID], "(2001,1073)")
+
+
+def case_safe_private_flat() -> Case:
+    return Case("safe-private-flat", to_bytes(safe_private_dataset(with_sequence=False)),
+                list(BASE_NEEDLES), "(2001,1001)")
+
+
 def case_private_implicit() -> Case:
     ds = base_dataset()
     ds.private_block(0x0029, "ACME PRIVATE", create=True).add_new(0x01, "LO", f"{NAME} {MRN}")
@@ -427,6 +458,8 @@ CASES.update({
     "mrn-in-uid": case_mrn_in_uid,
     "private-blocks": case_private,
     "private-implicit": case_private_implicit,
+    "safe-private-kinds": case_safe_private_kinds,
+    "safe-private-flat": case_safe_private_flat,
     "overlay-curve": case_overlay_curve,
     "request-depth-3": case_deep_request,
     "referenced-patient": case_referenced_patient,

@@ -11,10 +11,13 @@ from pydicom.dataset import Dataset
 
 from deid import DeidReport, Options, deidentify_file
 from deid.dates import shift_days
+from deid.profile import safe_private_vr
 from deid.report import METADATA_KEYS
 from deid.uids import patient_pseudonym, remap_uid
 
 from deid_factory import DEVICE_VALUES, KEY, PHI_VALUES, REF_UID, DEEP_REF_UID, SERIES_UID, SOP_UID, STUDY_UID
+from deid_factory import to_bytes
+from phi_corpus import REF_UID as PHI_REF_UID, SERIES_UID as PHI_SERIES_UID, safe_private_dataset
 
 
 def run(src: Path, options: Options | None = None, key: bytes = KEY) -> tuple[Dataset, DeidReport, bytes]:
@@ -188,6 +191,36 @@ def test_safe_private_is_kept_only_with_the_option(phi_file: Path) -> None:
     private = {elem.tag: elem.value for elem in out if elem.tag.is_private}
     assert private == {0x00190010: "SIEMENS MR HEADER", 0x0019100C: "1000"}
     assert "113111" in report.method_codes
+
+
+@pytest.mark.parametrize("with_sequence", [True, False], ids=["pydicom-path", "fast-path"])
+def test_safe_private_attributes_are_kept_as_the_profile_keeps_public_ones(
+        tmp_path: Path, with_sequence: bool) -> None:
+    """Table E.3.10-1 attributes: values kept, a UID remapped like the one it names, a
+    sequence kept with the profile applied to its item; an element of another VR than
+    the table's, and an unlisted one, removed."""
+    src = tmp_path / "safe.dcm"
+    src.write_bytes(to_bytes(safe_private_dataset(with_sequence)))
+    out, report, _ = run(src, Options(retain_safe_private=True))
+    private = {int(elem.tag) for elem in out if elem.tag.is_private}
+    assert out[0x20011003].value == 1000.0 and out[0x20011050].value == "ARROW"
+    assert out[0x00991002].value == out.SeriesInstanceUID != PHI_SERIES_UID
+    assert {0x20011001, 0x2001100D}.isdisjoint(private)
+    assert {0x20010010, 0x00990010} <= private
+    if with_sequence:
+        (item,) = out[0x20011073].value
+        assert item.ReferencedSOPInstanceUID == remap_uid(PHI_REF_UID, KEY)
+        assert item.ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.12.1"
+        assert not item.get("PatientName") and not any(e.tag.is_private for e in item)
+    assert report.actions["private_kept"] == 3 + with_sequence
+
+
+@pytest.mark.parametrize("vr, listed, kept", [
+    ("FL", "FL", True), ("LO", "FL", False), ("UN", "FL", False), ("OB", "OW/OB", True),
+    ("OW", "OW/OB", True), ("SQ", "", True), ("UN", "", False),
+])
+def test_a_safe_private_element_must_have_the_tables_vr(vr: str, listed: str, kept: bool) -> None:
+    assert safe_private_vr(vr, listed) is kept
 
 
 def test_burned_in_risk_can_be_accepted(make_file: Callable[..., Path]) -> None:

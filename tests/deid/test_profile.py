@@ -111,5 +111,11 @@ def test_allow_list_has_no_private_or_repeating_group_tags() -> None:
 
 
 def test_safe_private_rows_are_well_formed() -> None:
-    for group, creator, element in load_profile().safe_private:
+    vrs = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD",
+           "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI",
+           "UL", "UR", "US", "UT", "UV"}
+    rows = json.loads(resources.files("deid").joinpath("data", "safe_private.json").read_text("utf-8"))["rows"]
+    assert len(rows) == len(load_profile().safe_private)  # no row shadows another
+    for (group, creator, element), vr in load_profile().safe_private.items():
         assert group % 2 == 1 and creator and 0 <= element <= 0xFF
+        assert vr == "" or set(vr.split("/")) <= vrs
