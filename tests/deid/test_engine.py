@@ -16,7 +16,7 @@ from deid.report import METADATA_KEYS
 from deid.uids import patient_pseudonym, remap_uid
 
 from deid_factory import DEVICE_VALUES, KEY, PHI_VALUES, REF_UID, DEEP_REF_UID, SERIES_UID, SOP_UID, STUDY_UID
-from deid_factory import to_bytes
+from deid_factory import make_dataset, to_bytes
 from phi_corpus import REF_UID as PHI_REF_UID, SERIES_UID as PHI_SERIES_UID, safe_private_dataset
 
 
@@ -221,6 +221,43 @@ def test_safe_private_attributes_are_kept_as_the_profile_keeps_public_ones(
 ])
 def test_a_safe_private_element_must_have_the_tables_vr(vr: str, listed: str, kept: bool) -> None:
     assert safe_private_vr(vr, listed) is kept
+
+
+def _functional_groups(**values: object) -> Dataset:
+    item = Dataset()
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def test_enhanced_multiframe_keeps_its_geometry_per_frame(tmp_path: Path) -> None:
+    """Enhanced CT/MR hold spacing, orientation and per-frame positions in functional
+    group sequences: buyers need them; text inside them still goes."""
+    ds = make_dataset()
+    ds.NumberOfFrames = 3
+    ds.SharedFunctionalGroupsSequence = [_functional_groups(
+        PixelMeasuresSequence=[_functional_groups(PixelSpacing=[0.5, 0.5], SliceThickness=1.25)],
+        PlaneOrientationSequence=[_functional_groups(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])],
+        CTExposureSequence=[_functional_groups(ExposureInmAs=120.0, CTDIvol=11.5)])]
+    ds.PerFrameFunctionalGroupsSequence = [_functional_groups(
+        PlanePositionSequence=[_functional_groups(ImagePositionPatient=[0, 0, -1.25 * z])],
+        FrameContentSequence=[_functional_groups(
+            FrameAcquisitionNumber=z, DimensionIndexValues=[1, z + 1],
+            FrameLabel="DOE^JANE", FrameComments="MRN123456 frame")])
+        for z in range(3)]
+    src = tmp_path / "enhanced.dcm"
+    src.write_bytes(to_bytes(ds))
+    out, _, data = run(src)
+    shared = out.SharedFunctionalGroupsSequence[0]
+    assert shared.PixelMeasuresSequence[0].PixelSpacing == [0.5, 0.5]
+    assert shared.PlaneOrientationSequence[0].ImageOrientationPatient == [1, 0, 0, 0, 1, 0]
+    assert shared.CTExposureSequence[0].ExposureInmAs == 120.0
+    frames = out.PerFrameFunctionalGroupsSequence
+    assert [f.PlanePositionSequence[0].ImagePositionPatient[2] for f in frames] == [0, -1.25, -2.5]
+    content = frames[2].FrameContentSequence[0]
+    assert content.DimensionIndexValues == [1, 3] and content.FrameAcquisitionNumber == 2
+    assert "FrameLabel" not in content and content.FrameComments == "frame"  # Clean Descriptors
+    assert b"DOE" not in data and b"MRN123456" not in data
 
 
 def test_burned_in_risk_can_be_accepted(make_file: Callable[..., Path]) -> None:
