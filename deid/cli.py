@@ -13,6 +13,7 @@ then written in completion order.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -106,18 +107,26 @@ def _one(job: tuple[str, str, str, bytes, Options]) -> dict[str, Any]:
     return line
 
 
-def _inputs(in_dir: Path, out_dir: Path) -> list[Path]:
+def _inputs(in_dir: Path, out_dir: Path) -> tuple[list[Path], list[tuple[Path, str, str]]]:
+    """(regular files to de-identify, [(entry, status, reason)] for the entries that are
+    not read: broken links, pipes, sockets, devices — listed, never opened, since
+    opening a pipe would wait forever)."""
     out_resolved = out_dir.resolve()
-    files = []
+    files, not_read = [], []
     for root, dirs, names in os.walk(in_dir):
         # OUT_DIR inside IN_DIR: do not eat our own output (one resolve per directory,
         # not per file: thousands of files share a few directories).
         dirs[:] = [d for d in dirs if Path(root, d).resolve() != out_resolved]
         for name in names:
             path = Path(root, name)
-            if path.is_file() and not (path.is_symlink() and _inside(path, out_resolved)):
-                files.append(path)
-    return sorted(files)
+            if path.is_file():
+                if not (path.is_symlink() and _inside(path, out_resolved)):
+                    files.append(path)
+            elif path.is_symlink() and not path.exists():
+                not_read.append((path, "error", "broken symbolic link: nothing to read"))
+            else:
+                not_read.append((path, "rejected", "not a regular file (a pipe, socket or device): not read"))
+    return sorted(files), sorted(not_read)
 
 
 def _inside(path: Path, directory: Path) -> bool:
@@ -166,12 +175,14 @@ def run(in_dir: Path, out_dir: Path, *, key: bytes, options: Options, workers: i
         progress: bool = True) -> Counter[str]:
     """De-identify every file under in_dir; returns counts per status (plus "bytes")."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = _inputs(in_dir, out_dir)
+    files, not_read = _inputs(in_dir, out_dir)
     sizes = {p.relative_to(in_dir).as_posix(): _file_size(p) for p in files}
     jobs = [(p.relative_to(in_dir).as_posix(), str(p), str(out_dir / p.relative_to(in_dir)))
             for p in files]
+    unread = [{"input": p.relative_to(in_dir).as_posix(), "output": None, "status": status,
+               "reason": reason, "actions": {}} for p, status, reason in not_read]
     totals: Counter[str] = Counter()
-    bar = Progress(len(jobs), sum(sizes.values())) if progress else None
+    bar = Progress(len(jobs) + len(unread), sum(sizes.values())) if progress else None
     _remove_staging(out_dir)
     try:
         with open(out_dir / MANIFEST, "w", encoding="utf-8") as manifest, \
@@ -180,7 +191,7 @@ def run(in_dir: Path, out_dir: Path, *, key: bytes, options: Options, workers: i
                 results = _shared(jobs, key, options, workers, out_dir)
             else:
                 results = (_one((*job, key, options)) for job in jobs)
-            _collect(results, manifest, totals, sizes, bar)
+            _collect(itertools.chain(unread, results), manifest, totals, sizes, bar)
     finally:
         _remove_staging(out_dir)
     return totals

@@ -66,6 +66,22 @@ def test_an_out_dir_inside_the_in_dir_is_not_read_as_input(tree: Path, key_file:
     assert set(_manifest(out)) == {"study1/a.dcm", "study1/b.dcm", "DOE_JANE_notes.txt", "cut.dcm"}
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_links_to_nothing_and_pipes_are_listed_not_opened(tree: Path, key_file: Path,
+                                                          tmp_path: Path, workers: int) -> None:
+    os.symlink(tmp_path / "gone.dcm", tree / "study1" / "broken.dcm")
+    os.mkfifo(tree / "pipe.dcm")  # opening it would wait for a writer forever
+    out = tmp_path / "out"
+    assert main([str(tree), str(out), "--key-file", str(key_file), "--workers", str(workers)]) == 0
+    manifest = _manifest(out)
+    assert manifest["study1/broken.dcm"] == {
+        "input": "study1/broken.dcm", "output": None, "status": "error", "actions": {},
+        "reason": "broken symbolic link: nothing to read"}
+    assert manifest["pipe.dcm"]["status"] == "rejected"
+    assert manifest["pipe.dcm"]["reason"].startswith("not a regular file")
+    assert manifest["study1/a.dcm"]["status"] == "ok" and len(manifest) == 6
+
+
 def test_it_runs_with_worker_processes(tree: Path, key_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main([str(tree), str(out), "--key-file", str(key_file), "--workers", "2"]) == 0
