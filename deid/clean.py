@@ -153,6 +153,22 @@ def _marks_dropped_in_place(text: str) -> str:
     return "".join(out)
 
 
+def _written_together(text: str) -> set[str]:
+    """A person name's parts without spaces, hyphens, apostrophes (OBRIEN, VANDERBERG),
+    and family + given name in either order (DOEJANE, JANEDOE)."""
+    found = set()
+    for group in text.split("="):
+        parts = group.split("^")
+        plain = [re.sub(r"[\W_]+", "", part) for part in parts]
+        found.update(p for p, part in zip(plain, parts) if len(p) >= 4 and p != part.strip())
+        for token in (t for part in parts for t in re.split(r"[\s-]+", part)):
+            if len(squeezed := re.sub(r"[\W_]+", "", token)) >= 4 and squeezed != token:
+                found.add(squeezed)  # O'BRIEN-VAN DER BERG: OBRIEN
+        if len(plain) > 1 and plain[0] and plain[1] and len(plain[0] + plain[1]) >= 6:
+            found.update((plain[0] + plain[1], plain[1] + plain[0]))
+    return {word for word in found if not word.isdigit()}
+
+
 class Scrubber:
     """Built once per input file from its identifying attributes (any depth)."""
 
@@ -204,7 +220,7 @@ class Scrubber:
             if phone:
                 spaced.add(phone)
             if vr == "PN":
-                words.update(_name_words(text))
+                words.update(_name_words(text) | _written_together(text))
                 base = re.sub(r"\^+", "^", text.strip("^= "))
                 substrings.update({base.replace("^", " "), base.replace("^", ", ")})
             else:

@@ -390,6 +390,28 @@ def _name_words(text: str) -> set[str]:
     return words
 
 
+def _squeeze(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def _run_together(text: str) -> set[str]:
+    """A name's components written without their spaces, hyphens and apostrophes
+    (O'BRIEN as OBRIEN, VAN DER BERG as VANDERBERG, SMYTHE-JONES as SMYTHEJONES), and
+    family and given name run together (DOEJANE, JANEDOE)."""
+    joined = set()
+    for group in text.split("="):  # alphabetic, ideographic, phonetic
+        components = group.split("^")
+        squeezed = [_squeeze(part) for part in components]
+        tokens = [token for part in components for token in re.split(r"[\s-]+", part)]
+        joined |= {word for word, part in zip(squeezed + [_squeeze(t) for t in tokens],
+                                              components + tokens)
+                   if word != part.strip() and len(word) >= 4}
+        family, given = (squeezed + ["", ""])[:2]
+        if family and given and len(family + given) >= 6:
+            joined |= {family + given, given + family}
+    return {word for word in joined if not word.isdigit()}
+
+
 def _date_needles(source: int, text: str) -> list[Needle]:
     m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", text)
     if not m:
@@ -431,7 +453,7 @@ def _build_needles(tag: int, kind: str, text: str, device: str = "") -> list[Nee
     needles: list[Needle] = []
     limit = MIN_LEN_CJK if _is_cjk(text) else MIN_LEN
     if kind == "person":
-        for word in _name_words(text):
+        for word in _name_words(text) | _run_together(text):
             needles += _word_needles(tag, word)
         if len(text) >= 6:
             base = re.sub(r"\^+", "^", text.strip("^= "))

@@ -243,6 +243,14 @@ def case_names_with_marks() -> Case:
                 "StudyDescription")
 
 
+def case_names_run_together() -> Case:
+    """Name parts written without their apostrophe, hyphen or spaces, or run together."""
+    ds = base_dataset(PatientName="O'BRIEN-VAN DER BERG^SEAN", StudyDescription="CT OBrien knee",
+                      SeriesDescription="obrienvanderberg", ProtocolName="Van-Der-Berg OBrien")
+    return Case("names-run-together", to_bytes(ds),
+                BASE_NEEDLES[2:] + ["OBrien", "obrienvanderberg"], "StudyDescription")
+
+
 def case_dates() -> Case:
     ds = base_dataset(AcquisitionDateTime=BIRTH + "120000.000000",
                       ImageComments="seen on 2021-03-04, born 07/11/1963, 4 March 2021",
@@ -453,6 +461,7 @@ CASES.update({
     "charset-missing": case_missing_charset,
     "names-without-marks": case_names_without_marks,
     "names-with-marks": case_names_with_marks,
+    "names-run-together": case_names_run_together,
     "dates-free-text": case_dates,
     "ids-spelled-otherwise": case_ids_spelled_otherwise,
     "mrn-in-uid": case_mrn_in_uid,

@@ -156,3 +156,15 @@ def test_names_without_marks_still_match_as_whole_words_only(make_file, written:
     src = make_file(PatientName="MÜLLER^JÖRG", SpecificCharacterSet="ISO_IR 192")
     original, data = _clean_output(src)
     verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
+
+
+@pytest.mark.parametrize("name, written", [
+    ("O'BRIEN^SEAN", "OBrien"), ("SMYTHE-JONES^ANN", "smythejones"),
+    ("VAN DER BERG^JAN", "Vanderberg"), ("DOE^JANE", "JANEDOE"), ("DOE^JANE", "DoeJane"),
+])
+def test_it_catches_a_name_run_together(make_file, name: str, written: str) -> None:
+    src = make_file(PatientName=name)
+    original, data = _clean_output(src)
+    verify_output(original, data)
+    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
+        verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
