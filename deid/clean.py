@@ -27,7 +27,11 @@ _GENERIC = re.compile(
     rf"|\b{_MONTH}\b\.?,?\s*\d{{4}}\b"
     r"|\d{5,}"
     r"|\+?\(?\d{2,4}\)?[-. ]\d{3,4}[-. ]\d{2,4}\b"  # phone numbers
-    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+",
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    # Ages over 89 identify (HIPAA Safe Harbor; PatientAge is capped at 090Y the same way):
+    # "93 year old", "92yo", "aged 95", "age: 101".
+    r"|\b(?:9\d|1\d\d)\s*-?\s*(?:years?|yrs?|y\.?\s?o\b\.?)(?:[\s-]*old\b)?"
+    r"|\bage[ds]?\b\s*:?\s*(?:9\d|1\d\d)\b",
     re.IGNORECASE,
 )
 # Words of institution names and addresses that identify nothing on their own (the

@@ -66,6 +66,17 @@ def test_descriptors_keep_their_clinical_words() -> None:
     assert "seen on" in out.ImageComments and "2021" not in out.ImageComments
 
 
+@pytest.mark.parametrize("written, kept", [
+    ("93 year old male chest", "male chest"), ("92yo F knee", "F knee"), ("AGE: 101 head", "head"),
+    ("95-year-old, CT", "CT"), ("45 year old chest", "45 year old chest"),
+    ("CT 90 min delay", "CT 90 min delay"), ("age 9 wrist", "age 9 wrist"),
+])
+def test_ages_over_89_are_scrubbed_from_descriptors(written: str, kept: str) -> None:
+    # HIPAA Safe Harbor: ages over 89 identify; PatientAge itself is capped at 090Y.
+    out = pydicom.dcmread(io.BytesIO(_run(to_bytes(base_dataset(StudyDescription=written)))))
+    assert out.StudyDescription == kept
+
+
 def test_identifying_values_helper_lists_the_inputs_identity() -> None:
     ds = pydicom.dcmread(io.BytesIO(CASES["request-depth-3"]().data))
     values = identifying_values(ds)
