@@ -371,7 +371,10 @@ def _ascii_literal(form: str, text: str) -> str | None:
 
 
 def _word_needles(source: int, word: str) -> list[Needle]:
-    return [_needle(source, f"{_WB_L}{form}{_WB_R}", len(word), literal=_ascii_literal(form, word))
+    # CJK text has no spaces between words, and its byte forms sit next to letters (an
+    # ISO 2022 escape ends in "B"; Shift-JIS second bytes are letters): no word edges.
+    left, right = ("", "") if _is_cjk(word) else (_WB_L, _WB_R)
+    return [_needle(source, f"{left}{form}{right}", len(word), literal=_ascii_literal(form, word))
             for form in _forms(word)]
 
 

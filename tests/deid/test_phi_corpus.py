@@ -288,3 +288,14 @@ def test_vendor_words_in_the_institution_are_no_finding() -> None:
                       Manufacturer="Philips Medical Systems")
     data = _run(to_bytes(ds))
     assert b"Hamburg" not in data and b"Philips" in data
+
+
+def test_a_name_left_undecoded_by_a_damaged_escape_is_caught() -> None:
+    """Found by fuzzing: ISO 2022 text whose escape back to ASCII is damaged stays raw
+    JIS X 0208 bytes after the last name ("B@O:" for 太郎, right after the escape's
+    "B"); Clean Descriptors cannot read it, the verifier must still see it."""
+    data = case_japanese().data
+    damaged = data.replace(b"B@O:\x1b(B", b"B@O:\x00\x00B", 1)
+    assert damaged != data
+    with pytest.raises(PHIRemainsError, match=r"\(0008,1030\)"):
+        _run(damaged)
