@@ -118,7 +118,7 @@ def _spaced_id_pattern(value: str) -> tuple[str, str] | None:
 def _name_words(text: str) -> set[str]:
     """Components of a person name, also split at hyphens ("SMYTHE-JONES")."""
     words: set[str] = set()
-    for part in re.split(r"[\^=\s,.;:/()]+", text):
+    for part in re.split(r"[^\w'\-]+", text):  # at anything but letters, digits, "_"
         words.update(w.strip("-'") for w in (part, *part.split("-"), *part.split("'")))
     return {w for w in words if w}
 
@@ -173,6 +173,11 @@ def _written_together(text: str) -> set[str]:
     return {word for word in found if not word.isdigit()}
 
 
+# Words this long are scrubbed also where glued to other letters ("DrQuimby"), as the
+# verifier finds them there; shorter ones only as whole words.
+GLUED_LEN = 6
+
+
 class Scrubber:
     """Built once per input file from its identifying attributes (any depth)."""
 
@@ -189,7 +194,8 @@ class Scrubber:
             ((None, compact, p) for compact, p in set(spaced)), key=lambda t: -len(t[2]))
         self._parts += [(_literal(p), None, p) for p in parts]
         self._parts += [(_ascii_lower(s), None, re.escape(s)) for s in subs]
-        self._parts += [(_ascii_lower(w), None, rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])")
+        self._parts += [(_ascii_lower(w), None, re.escape(w) if len(w) >= GLUED_LEN
+                         else rf"(?<![A-Za-z0-9]){re.escape(w)}(?![A-Za-z0-9])")
                         for w in word_list]
 
     @classmethod

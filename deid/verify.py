@@ -370,10 +370,16 @@ def _ascii_literal(form: str, text: str) -> str | None:
     return None
 
 
+# Words this long also match glued to other letters ("DrQuimby", "WallabyWay"); shorter
+# ones only as whole words ("LEE" is no finding in "SLEEP").
+GLUED_LEN = 6
+
+
 def _word_needles(source: int, word: str) -> list[Needle]:
     # CJK text has no spaces between words, and its byte forms sit next to letters (an
     # ISO 2022 escape ends in "B"; Shift-JIS second bytes are letters): no word edges.
-    left, right = ("", "") if _is_cjk(word) else (_WB_L, _WB_R)
+    glued = _is_cjk(word) or len(word) >= GLUED_LEN
+    left, right = ("", "") if glued else (_WB_L, _WB_R)
     return [_needle(source, f"{left}{form}{right}", len(word), literal=_ascii_literal(form, word))
             for form in _forms(word)]
 
@@ -384,7 +390,10 @@ def _sub_needles(source: int, text: str) -> list[Needle]:
 
 def _name_words(text: str) -> set[str]:
     words: set[str] = set()
-    for part in re.split(r"[\^=\s,.;:/()]+", text):
+    # Split at every character that is no letter or digit (keeping hyphens and
+    # apostrophes for the forms below): "^", "=", spaces, and whatever a damaged value has.
+    # Not at "_": labels such as PANCREAS_0001 are no names to take apart.
+    for part in re.split(r"[^\w'\-]+", text):
         for word in {part, *part.split("-"), *part.split("'")}:
             word = word.strip("-'")
             limit = MIN_LEN_CJK if _is_cjk(word) else MIN_LEN

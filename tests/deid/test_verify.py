@@ -151,11 +151,25 @@ def test_it_catches_a_name_written_with_or_without_its_marks(make_file, name: st
         verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
 
 
-@pytest.mark.parametrize("written", ["Mulligan", "Mullerton", "Jorgensen", "Wales"])
-def test_names_without_marks_still_match_as_whole_words_only(make_file, written: str) -> None:
+@pytest.mark.parametrize("written", ["Mulligan", "Jorgensen", "Wales", "Mulle"])
+def test_short_names_without_marks_still_match_as_whole_words_only(make_file, written: str) -> None:
     src = make_file(PatientName="MÜLLER^JÖRG", SpecificCharacterSet="ISO_IR 192")
     original, data = _clean_output(src)
     verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
+
+
+@pytest.mark.parametrize("name, written", [
+    ("MÜLLER^JÖRG", "DrMuller"), ("QUIMBY^ZEBULON", "foLOquimby"), ("QUIMBY^ZEBULON", "QuimbyMR"),
+    ("QUIMBY¡ZEBULON", "Zebulon"), ("山田^太郎©やまだ", "太郎"),
+])
+def test_long_names_glued_to_other_letters_and_damaged_separators_are_caught(
+        make_file, name: str, written: str) -> None:
+    """Found by fuzzing: a 6+ letter name glued to other letters passed as no whole
+    word, and a name whose "^" or "=" was damaged was read as one word."""
+    src = make_file(PatientName=name, SpecificCharacterSet="ISO_IR 192")
+    original, data = _clean_output(src)
+    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
+        verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
 
 
 @pytest.mark.parametrize("name, written", [
@@ -168,3 +182,12 @@ def test_it_catches_a_name_run_together(make_file, name: str, written: str) -> N
     verify_output(original, data)
     with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
         verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
+
+
+def test_a_research_label_as_patient_name_is_not_taken_apart_at_underscores(make_file) -> None:
+    # TCIA-style labels (pydicom's explicit_VR-UN.dcm: PatientName PANCREAS_0001 and
+    # BodyPartExamined PANCREAS): the body part is no leak of the label.
+    src = make_file(PatientName="PANCREAS_0001", BodyPartExamined="PANCREAS")
+    original, data = _clean_output(src)
+    verify_output(original, data)
+    assert pydicom.dcmread(io.BytesIO(data)).BodyPartExamined == "PANCREAS"
