@@ -366,6 +366,13 @@ def main() -> int:
         e1, e2 = "our deid engine, 1 worker", "our deid engine, 2 workers"
         if e1 in results and e2 in results:
             print(f"\n2 workers / 1 worker: {results[e2]['files_s'] / results[e1]['files_s']:.2f}x")
+        # Round by round, the tools ran within the same minute: their ratios there show how
+        # much of a difference between medians is the machine's drift.
+        for label, base in ((e1, "pydicom read+write (floor)"), (e1, "cp -r"), (e2, e1)):
+            if label in runs and base in runs and len(runs[label]) == len(runs[base]) > 1:
+                per_round = " ".join(f"{b['seconds'] / r['seconds']:.2f}"
+                                     for r, b in zip(runs[label], runs[base]))
+                print(f"{label} / {base}, round by round: {per_round}")
         print(f"files/s: median of {args.rounds} interleaved rounds (range: slowest-fastest "
               "round); MB/s from the median. ")
         print("files/s and MB/s: input files and bytes over the tool's own loop time (cp: wall); "
