@@ -24,7 +24,7 @@ from deid.profile import (
     CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, Profile, describe,
     load_profile, method_codes, safe_private_vr,
 )
-from deid.report import DeidReport, build_metadata
+from deid.report import DeidReport, build_metadata, dataset_getter
 from deid.verify import verify_output
 from deid.values import (
     DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
@@ -172,7 +172,8 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes, options: O
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
 
     report = DeidReport(
-        metadata=build_metadata(out.get, str(transfer_syntax), has_pixels="PixelData" in out),
+        metadata=build_metadata(dataset_getter(out), str(transfer_syntax),
+                                has_pixels="PixelData" in out),
         actions=dict(sorted(ctx.counts.items())),
         profile=describe(options),
         method_codes=[code for code, _ in method_codes(options, pixels_cleaned=pixels_cleaned)],

@@ -400,8 +400,15 @@ class _Header:
         return tag in self._by_tag or tag in self._extra_tags
 
     def get(self, keyword: str, default: Any = None) -> Any:
+        """A top-level value; "A.B.C": C in the first item of B in the first item of A."""
         if keyword not in self._values:
-            element = self._by_tag.get(tag_for_keyword(keyword) or -1)
+            *path, last = keyword.split(".")
+            elements: dict[int, Element] | None = self._by_tag
+            for name in path:
+                holder = elements.get(tag_for_keyword(name) or -1) if elements else None
+                items = holder.items if holder is not None else None
+                elements = {e.tag: e for e in items[0]} if items else None
+            element = elements.get(tag_for_keyword(last) or -1) if elements else None
             value = None
             if element is not None and element.items is None:
                 value = _quick_value(element, self._codec, self._encodings)

@@ -29,7 +29,27 @@ class DeidReport:
     method_codes: list[str] = field(default_factory=list)
 
 
+# keyword -> value; "A.B.C": C in the first item of sequence B in the first item of A.
 Getter = Callable[[str], Any]
+
+# Enhanced multi-frame objects keep the slice thickness in their functional groups.
+_SLICE_THICKNESS = ("SliceThickness",
+                    "SharedFunctionalGroupsSequence.PixelMeasuresSequence.SliceThickness",
+                    "PerFrameFunctionalGroupsSequence.PixelMeasuresSequence.SliceThickness")
+
+
+def dataset_getter(ds: Any) -> Getter:
+    """A Getter over a pydicom data set."""
+    def get(keyword: str) -> Any:
+        *path, last = keyword.split(".")
+        item = ds
+        for name in path:
+            items = item.get(name)
+            if not items:
+                return None
+            item = items[0]
+        return item.get(last)
+    return get
 
 
 def _str(get: Getter, keyword: str) -> str:
@@ -81,7 +101,8 @@ def build_metadata(get: Getter, transfer_syntax: str, *, has_pixels: bool) -> di
         "transfer_syntax_uid": str(transfer_syntax),
         # Kept by the Retain Patient Characteristics Option only.
         "ethnic_group": _str(get, "EthnicGroup"),
-        "slice_thickness": _float(get, "SliceThickness"),
+        "slice_thickness": next((v for k in _SLICE_THICKNESS if (v := _float(get, k)) is not None),
+                                None),
         "field_strength": _float(get, "MagneticFieldStrength"),
     }
     assert tuple(meta) == METADATA_KEYS

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from deid import DeidReport, Options, deidentify_file
+from deid import DeidReport, Options, deidentify_file, fast
 from deid.dates import shift_days
 from deid.profile import safe_private_vr
 from deid.report import METADATA_KEYS
@@ -230,10 +230,16 @@ def _functional_groups(**values: object) -> Dataset:
     return item
 
 
-def test_enhanced_multiframe_keeps_its_geometry_per_frame(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "pydicom-path"])
+def test_enhanced_multiframe_keeps_its_geometry_per_frame(
+        tmp_path: Path, fast_path: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Enhanced CT/MR hold spacing, orientation and per-frame positions in functional
-    group sequences: buyers need them; text inside them still goes."""
+    group sequences: buyers need them; text inside them still goes. The catalog's slice
+    thickness comes from there too."""
+    if not fast_path:
+        monkeypatch.setattr(fast, "deidentify_raw", lambda *args, **kwargs: None)
     ds = make_dataset()
+    del ds.SliceThickness  # enhanced objects have it in the functional groups only
     ds.NumberOfFrames = 3
     ds.SharedFunctionalGroupsSequence = [_functional_groups(
         PixelMeasuresSequence=[_functional_groups(PixelSpacing=[0.5, 0.5], SliceThickness=1.25)],
@@ -247,7 +253,8 @@ def test_enhanced_multiframe_keeps_its_geometry_per_frame(tmp_path: Path) -> Non
         for z in range(3)]
     src = tmp_path / "enhanced.dcm"
     src.write_bytes(to_bytes(ds))
-    out, _, data = run(src)
+    out, report, data = run(src)
+    assert report.metadata["slice_thickness"] == 1.25 and "SliceThickness" not in out
     shared = out.SharedFunctionalGroupsSequence[0]
     assert shared.PixelMeasuresSequence[0].PixelSpacing == [0.5, 0.5]
     assert shared.PlaneOrientationSequence[0].ImageOrientationPatient == [1, 0, 0, 0, 1, 0]
