@@ -267,6 +267,10 @@ def encode(elements: list[Element], out: bytearray) -> None:
             value: bytes | bytearray = body
         else:
             value = element.value
+            if len(value) % 2:  # invalid but common in uploads: pad as pydicom writes it
+                if vr not in _PADDABLE:
+                    raise NotRaw  # binary numbers of odd length: the pydicom path judges them
+                value = pad(value, vr)
         length = len(value)
         if vr in LONG_VRS:
             if length >= UNDEFINED:
@@ -277,6 +281,11 @@ def encode(elements: list[Element], out: bytearray) -> None:
                 raise NotRaw  # does not fit a short VR: the pydicom path says so
             out += _HEAD_SHORT.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], length)
         out += value
+
+
+# VRs whose odd-length values get one padding byte (text: a space; UI, OB, UN: NUL).
+_PADDABLE = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
+                       "TM", "UC", "UI", "UR", "UT", "OB", "UN"})
 
 
 def pad(value: bytes, vr: str) -> bytes:

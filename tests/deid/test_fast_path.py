@@ -314,3 +314,28 @@ def test_remembered_values_stay_within_their_key_patient_and_series() -> None:
     without_dates = _fast_output(to_bytes(make_dataset()), options=Options(
         retain_longitudinal_modified_dates=False))
     assert "StudyDate" not in without_dates or not without_dates.StudyDate
+
+
+def _with_value(data: bytes, tag: int, value: bytes) -> bytes:
+    """The file with one short-VR element's value replaced (length fixed up)."""
+    at = data.index(struct.pack("<HH", tag >> 16, tag & 0xFFFF))
+    (length,) = struct.unpack("<H", data[at + 6:at + 8])
+    return data[:at + 6] + struct.pack("<H", len(value)) + value + data[at + 8 + length:]
+
+
+def test_odd_length_text_values_are_padded_as_pydicom_writes_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Odd lengths are invalid (PS3.5 7.1.1) but uploads have them; kept raw, the output
+    # was invalid too.
+    data = _with_value(to_bytes(make_dataset()), 0x00080070, b"ACME1")  # Manufacturer
+    report, out = _fast(data, Options())
+    assert report is not None and out == _pydicom_path(data, Options(), monkeypatch)[1]
+    at = out.index(struct.pack("<HH", 0x0008, 0x0070))
+    assert out[at + 6:at + 14] == struct.pack("<H", 6) + b"ACME1 "
+
+
+@pytest.mark.parametrize("tag", [0x00280010, 0x00280101])  # Rows (read to decide), BitsStored
+def test_odd_length_binary_numbers_are_a_clear_error(tag: int) -> None:
+    data = _with_value(to_bytes(make_dataset()), tag, b"\x00\x02\x00")
+    with pytest.raises(DeidError, match="BytesLengthException"):
+        deidentify_file(io.BytesIO(data), io.BytesIO(), key=KEY, options=Options())
