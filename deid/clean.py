@@ -31,8 +31,17 @@ _GENERIC = re.compile(
     # Ages over 89 identify (HIPAA Safe Harbor; PatientAge is capped at 090Y the same way):
     # "93 year old", "92yo", "aged 95", "age: 101".
     r"|\b(?:9\d|1\d\d)\s*-?\s*(?:years?|yrs?|y\.?\s?o\b\.?)(?:[\s-]*old\b)?"
-    r"|\bage[ds]?\b\s*:?\s*(?:9\d|1\d\d)\b",
+    r"|\bage[ds]?\b\s*:?\s*(?:9\d|1\d\d)\b"
+    r"|\b\d{3}[- ]\d{2}[- ]\d{4}\b",  # US social security numbers
     re.IGNORECASE,
+)
+# A title and the capitalised words after it are a name, whether or not the file names
+# that person ("Referred by Dr. Avery Quinn"). Case matters: "MR KNEE" and "DR CHEST"
+# are modalities, so all-capital titles count only with their period ("DR. QUINN").
+_TITLED_NAME = re.compile(
+    r"\b(?:Dr|Mr|Mrs|Ms|Prof|Doctor|DOCTOR|Miss)\b\.?[ \t]+[A-Z][A-Za-z'\u2019-]+"
+    r"(?:[ \t]+[A-Z][A-Za-z'\u2019-]+)?"
+    r"|\b(?:DR|MR|MRS|MS|PROF)\.[ \t]*[A-Z][A-Za-z'\u2019-]+(?:[ \t]+[A-Z][A-Za-z'\u2019-]+)?"
 )
 # Words of institution names and addresses that identify nothing on their own (the
 # rest of an institution's or address's words are scrubbed out of descriptors).
@@ -273,6 +282,7 @@ class Scrubber:
             if not text.isascii():  # "Müller" written, MULLER in the file: same places
                 text = _cut(text, pattern.finditer(_marks_dropped_in_place(text)))
         text = _GENERIC.sub(" ", text)
+        text = _TITLED_NAME.sub(" ", text)
         return re.sub(r"\s{2,}", " ", text).strip(" ,;:-^")
 
 

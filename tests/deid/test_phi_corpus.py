@@ -77,6 +77,18 @@ def test_ages_over_89_are_scrubbed_from_descriptors(written: str, kept: str) -> 
     assert out.StudyDescription == kept
 
 
+@pytest.mark.parametrize("written, kept", [
+    ("CT per Dr. Avery Quinn", "CT per"), ("Mrs Patel follow-up", "follow-up"),
+    ("DR. SMITH chest", "chest"), ("ssn 123-45-6789 ok", "ssn ok"),
+    ("MR KNEE LEFT", "MR KNEE LEFT"), ("DR CHEST PA", "DR CHEST PA"),
+    ("MS lesions follow-up", "MS lesions follow-up"),
+])
+def test_titled_names_and_ssns_are_scrubbed_whoever_they_are(written: str, kept: str) -> None:
+    # Names the file does not hold anywhere else: a title marks them; modalities stay.
+    out = pydicom.dcmread(io.BytesIO(_run(to_bytes(base_dataset(StudyDescription=written)))))
+    assert out.StudyDescription == kept
+
+
 def test_identifying_values_helper_lists_the_inputs_identity() -> None:
     ds = pydicom.dcmread(io.BytesIO(CASES["request-depth-3"]().data))
     values = identifying_values(ds)
