@@ -56,7 +56,8 @@ _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, Float, DoubleFl
 # Every header attribute decide() reads (besides the pixel tags): the fast path hands
 # decide() a data set holding only these and the identifying ones.
 DECISION_KEYWORDS = ("BurnedInAnnotation", "Modality", "SOPClassUID", "ConversionType",
-                     "ImageType", "Rows", "Columns", "Manufacturer", "ManufacturerModelName")
+                     "ImageType", "Rows", "Columns", "Manufacturer", "ManufacturerModelName",
+                     "RecognizableVisualFeatures")
 # Secondary Capture SOP classes (single- and multi-frame): screenshots, scanned paper.
 _SECONDARY_CAPTURE = {
     "1.2.840.10008.5.1.4.1.1.7",
@@ -83,6 +84,15 @@ _BURNED_IN_REQUIRED = {
     "1.2.840.10008.5.1.4.1.1.1.3.1",
 }
 _PROJECTION_MODALITIES = {"CR", "DX", "MG", "IO", "PX", "RG"}
+# Visible-light images and video: photographs (faces, tattoos), endoscopy, microscopy
+# and ophthalmic photography, whose devices burn names and dates into the frames.
+_VISIBLE_LIGHT_MODALITIES = {"XC", "ES", "GM", "OP"}
+_VISIBLE_LIGHT_PREFIX = "1.2.840.10008.5.1.4.1.1.77.1."  # VL and video storage classes
+_WHOLE_SLIDE = "1.2.840.10008.5.1.4.1.1.77.1.6"
+_OPHTHALMIC_TOMOGRAPHY = {"1.2.840.10008.5.1.4.1.1.77.1.5.4", "1.2.840.10008.5.1.4.1.1.77.1.5.7",
+                          "1.2.840.10008.5.1.4.1.1.77.1.5.8"}  # OCT volumes: no photographs
+# Whole-slide image types that photograph the slide's label (names, accession numbers).
+_SLIDE_LABEL_TYPES = {"LABEL", "OVERVIEW"}
 # ImageType values that vendors use for screen saves, dose screens and report pages.
 _SCREEN_IMAGE_TYPES = {"SCREEN SAVE", "SCREEN CAPTURE", "SCREENSHOT", "DOSE REPORT",
                        "DOSE INFO", "DOSE_INFO", "CSA REPORT"}
@@ -298,7 +308,9 @@ def burned_in_risk(ds: Header) -> str | None:
     ConversionType (screen captures, scanned or digitized images); screen saves, dose
     screens and report pages by ImageType; projection radiographs (CR/DX/MG/IO) that are
     SECONDARY (re-captured at a workstation) or whose IOD requires BurnedInAnnotation and
-    does not declare it; and devices the rules file marks as burning text in.
+    does not declare it; RecognizableVisualFeatures YES; visible-light photographs and video
+    (XC, ES, GM, OP, VL storage classes) and whole-slide label or overview images; and
+    devices the rules file marks as burning text in.
     """
     if not any(tag in ds for tag in _PIXEL_TAGS):
         return None
@@ -316,6 +328,14 @@ def burned_in_risk(ds: Header) -> str | None:
     image_type = _values(ds, "ImageType")
     if image_type & _SCREEN_IMAGE_TYPES:
         return "screen save or report image"
+    if _text(ds, "RecognizableVisualFeatures") == "YES":
+        return "image declares recognizable visual features"
+    if sop_class == _WHOLE_SLIDE or modality == "SM":
+        if image_type & _SLIDE_LABEL_TYPES:
+            return "slide label or overview image"
+    elif modality in _VISIBLE_LIGHT_MODALITIES or (
+            sop_class.startswith(_VISIBLE_LIGHT_PREFIX) and sop_class not in _OPHTHALMIC_TOMOGRAPHY):
+        return "visible-light photograph or video"
     if modality in _PROJECTION_MODALITIES or sop_class in _BURNED_IN_REQUIRED:
         if "SECONDARY" in image_type:
             return "secondary projection radiograph"

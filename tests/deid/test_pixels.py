@@ -22,7 +22,9 @@ from pydicom.uid import (
 
 from deid import pixels
 from deid.errors import UnsupportedError
-from deid.pixels import MaskRule, PixelDecision, burned_in_risk, decide, find_masking_rule, mask
+from deid.pixels import (
+    DECISION_KEYWORDS, MaskRule, PixelDecision, burned_in_risk, decide, find_masking_rule, mask,
+)
 from deid.profile import Options
 
 PIXEL_DATA = Tag(0x7FE00010)
@@ -270,6 +272,13 @@ def guarded(**attrs: Any) -> Dataset:
     ({"Modality": "DX", "SOPClassUID": DX_PRESENTATION, "BurnedInAnnotation": "NO",
       "Manufacturer": "Canon Inc.", "ManufacturerModelName": "CXDI-70C", "Rows": 2592,
       "Columns": 2208}, "device known to burn in annotations"),
+    ({"Modality": "CT", "RecognizableVisualFeatures": "YES"},
+     "image declares recognizable visual features"),
+    ({"Modality": "XC", "BurnedInAnnotation": "NO"}, "visible-light photograph or video"),
+    ({"Modality": "ES"}, "visible-light photograph or video"),
+    ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.1.1"}, "visible-light photograph or video"),
+    ({"Modality": "SM", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.6",
+      "ImageType": ["ORIGINAL", "PRIMARY", "LABEL", "NONE"]}, "slide label or overview image"),
 ])
 def test_burned_in_risk_kinds(attrs: dict[str, Any], reason: str) -> None:
     assert burned_in_risk(guarded(**attrs)) == reason
@@ -281,9 +290,41 @@ def test_burned_in_risk_kinds(attrs: dict[str, Any], reason: str) -> None:
     {"Modality": "CR", "SOPClassUID": CR, "ImageType": ["ORIGINAL", "PRIMARY"]},
     {"Modality": "DX", "SOPClassUID": DX_PRESENTATION, "BurnedInAnnotation": "NO"},
     {"Modality": "MR", "ImageType": ["DERIVED", "SECONDARY", "MPR"]},
+    {"Modality": "SM", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.6",
+     "ImageType": ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]},  # the tissue, not its label
+    {"Modality": "OPT", "SOPClassUID": "1.2.840.10008.5.1.4.1.1.77.1.5.4"},
 ])
 def test_no_risk(attrs: dict[str, Any]) -> None:
     assert burned_in_risk(guarded(**attrs)) is None
+
+
+class _Recording(dict):
+    """A header that notes every keyword decide() reads (the fast path caches decisions
+    keyed by DECISION_KEYWORDS: one read but not listed would share a stale decision)."""
+
+    read: set[str]
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        self.read.add(keyword)
+        return super().get(keyword, default)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.read.add(key)
+        return super().__contains__(key) or key in (0x7FE00010, "PixelData")
+
+
+@pytest.mark.parametrize("attrs", [
+    {"Modality": "SM", "ImageType": ["ORIGINAL", "PRIMARY", "LABEL"]}, {"Modality": "CT"},
+    {"Modality": "DX", "SOPClassUID": DX_PRESENTATION}, {"Modality": "XC"},
+    {"Modality": "US", "Manufacturer": "GE", "Rows": 600, "Columns": 800},
+])
+def test_decide_reads_only_the_decision_keywords(attrs: dict[str, Any]) -> None:
+    header = _Recording(attrs)
+    header.read = set()
+    decide(header, Options())
+    decide(header, Options(accept_burned_in_risk=True))
+    assert header.read - {"PixelData"} <= set(DECISION_KEYWORDS)
 
 
 def test_objects_without_pixels_carry_no_risk() -> None:
