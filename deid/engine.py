@@ -164,6 +164,9 @@ def _deidentify(ds: FileDataset, transfer_syntax: UID, *, key: bytes, options: O
         pixels_cleaned = True
     _attest(out, options, ctx, pixels_cleaned=pixels_cleaned)
 
+    for keyword, tag in (("SOPClassUID", "(0008,0016)"), ("SOPInstanceUID", "(0008,0018)")):
+        if keyword not in out:  # present, but written with another VR than UI
+            raise MalformedDicomError(f"{tag} {keyword} is not a UID: the instance cannot be identified")
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = out.SOPClassUID
     meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID

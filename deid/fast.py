@@ -455,6 +455,8 @@ def _read_input(elements: list[Element], codec: str) -> tuple[Walked, list[tuple
 
 def _meta(out: list[Element], transfer_syntax: str, rewrite: _Rewrite) -> list[Element]:
     by_tag = {e.tag: e for e in out}
+    if _SOP_CLASS not in by_tag or _SOP_INSTANCE not in by_tag:
+        raise NotRaw  # not kept (e.g. written with another VR): the pydicom path says why
     return [
         Element(0x00020001, "OB", b"\x00\x01"),
         Element(0x00020002, "UI", by_tag[_SOP_CLASS].value),

@@ -339,3 +339,15 @@ def test_odd_length_binary_numbers_are_a_clear_error(tag: int) -> None:
     data = _with_value(to_bytes(make_dataset()), tag, b"\x00\x02\x00")
     with pytest.raises(DeidError, match="BytesLengthException"):
         deidentify_file(io.BytesIO(data), io.BytesIO(), key=KEY, options=Options())
+
+
+def test_a_sop_instance_uid_written_with_another_vr_is_left_to_pydicom() -> None:
+    # Found by differential fuzzing: the UID action removes a non-UI value, and the fast
+    # path then built its file meta from a missing element (KeyError).
+    data = to_bytes(make_dataset())
+    at = data.index(struct.pack("<HH", 0x0008, 0x0018) + b"UI", 200)  # past the file meta
+    damaged = data[:at + 4] + b"LO" + data[at + 6:]
+    assert fast.deidentify_raw(io.BytesIO(damaged), io.BytesIO(), key=KEY, options=Options()) is None
+    with pytest.raises(DeidError) as err:
+        deidentify_file(io.BytesIO(damaged), io.BytesIO(), key=KEY, options=Options())
+    assert str(err.value) == "(0008,0018) SOPInstanceUID is not a UID: the instance cannot be identified"
