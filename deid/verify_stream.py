@@ -222,7 +222,6 @@ class PixelScanner:
         self.needles = pixel_needles(None, min_len, needles)
         # Compressed frames open with marker segments that are text: every needle there.
         self._all_needles = needles
-        self._encapsulated = encapsulated
         self._segments = SegmentReader(self._segment_found) if encapsulated else None
         # Lookarounds read one byte either side of a match.
         self.overlap = max((n.width for n in self.needles), default=0) + 2
@@ -236,7 +235,7 @@ class PixelScanner:
     def reset(self) -> None:
         """Start a new, unrelated byte stream."""
         self._carry = b""
-        if self._encapsulated:
+        if self._segments is not None:
             self._segments = SegmentReader(self._segment_found)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:

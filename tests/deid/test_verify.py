@@ -35,6 +35,18 @@ def _with_private_bytes(data: bytes, value: bytes) -> bytes:
     return buf.getvalue()
 
 
+def _verified_clean(make_file, **attrs: object) -> tuple[pydicom.Dataset, bytes]:
+    """A file made with these attributes and its clean output, which the verifier passes."""
+    original, data = _clean_output(make_file(**attrs))
+    verify_output(original, data)
+    return original, data
+
+
+def _caught_in_comments(original: pydicom.Dataset, data: bytes, comment: str) -> None:
+    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
+        verify_output(original, _rewrite(data, ImageComments=comment))
+
+
 def test_it_passes_a_clean_output(phi_file: Path) -> None:
     original, data = _clean_output(phi_file)
     verify_output(original, data)
@@ -104,11 +116,8 @@ def test_vendor_named_institution_is_not_a_finding() -> None:
 def test_it_catches_a_phone_number_written_any_way(make_file, written: str) -> None:
     """The phone prefilter (digits present once separators are deleted) must let every
     separator the pattern allows through, in decoded text and in raw private bytes."""
-    src = make_file(PatientTelephoneNumbers="555-867-5309")
-    original, data = _clean_output(src)
-    verify_output(original, data)
-    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
-        verify_output(original, _rewrite(data, ImageComments=f"call {written} today"))
+    original, data = _verified_clean(make_file, PatientTelephoneNumbers="555-867-5309")
+    _caught_in_comments(original, data, f"call {written} today")
     with pytest.raises(PHIRemainsError):
         verify_output(original, _with_private_bytes(data, f"x{written}x".encode()))
 
@@ -119,11 +128,8 @@ def test_it_catches_a_phone_number_written_any_way(make_file, written: str) -> N
 ])
 def test_it_catches_an_id_written_with_other_separators(make_file, patient_id: str,
                                                         written: str) -> None:
-    src = make_file(PatientID=patient_id)
-    original, data = _clean_output(src)
-    verify_output(original, data)
-    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
-        verify_output(original, _rewrite(data, ImageComments=f"mrn {written} seen"))
+    original, data = _verified_clean(make_file, PatientID=patient_id)
+    _caught_in_comments(original, data, f"mrn {written} seen")
     with pytest.raises(PHIRemainsError):
         verify_output(original, _with_private_bytes(data, f"x {written} x".encode()))
 
@@ -144,11 +150,8 @@ def test_other_numbers_and_ids_are_not_taken_for_an_id(make_file, written: str) 
 ])
 def test_it_catches_a_name_written_with_or_without_its_marks(make_file, name: str,
                                                              written: str) -> None:
-    src = make_file(PatientName=name, SpecificCharacterSet="ISO_IR 192")
-    original, data = _clean_output(src)
-    verify_output(original, data)
-    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
-        verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
+    original, data = _verified_clean(make_file, PatientName=name, SpecificCharacterSet="ISO_IR 192")
+    _caught_in_comments(original, data, f"seen {written} today")
 
 
 @pytest.mark.parametrize("written", ["Mulligan", "Jorgensen", "Wales", "Mulle"])
@@ -166,10 +169,8 @@ def test_long_names_glued_to_other_letters_and_damaged_separators_are_caught(
         make_file, name: str, written: str) -> None:
     """Found by fuzzing: a 6+ letter name glued to other letters passed as no whole
     word, and a name whose "^" or "=" was damaged was read as one word."""
-    src = make_file(PatientName=name, SpecificCharacterSet="ISO_IR 192")
-    original, data = _clean_output(src)
-    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
-        verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
+    original, data = _verified_clean(make_file, PatientName=name, SpecificCharacterSet="ISO_IR 192")
+    _caught_in_comments(original, data, f"seen {written} today")
 
 
 @pytest.mark.parametrize("name, written", [
@@ -177,17 +178,12 @@ def test_long_names_glued_to_other_letters_and_damaged_separators_are_caught(
     ("VAN DER BERG^JAN", "Vanderberg"), ("DOE^JANE", "JANEDOE"), ("DOE^JANE", "DoeJane"),
 ])
 def test_it_catches_a_name_run_together(make_file, name: str, written: str) -> None:
-    src = make_file(PatientName=name)
-    original, data = _clean_output(src)
-    verify_output(original, data)
-    with pytest.raises(PHIRemainsError, match=r"\(0020,4000\)"):
-        verify_output(original, _rewrite(data, ImageComments=f"seen {written} today"))
+    original, data = _verified_clean(make_file, PatientName=name)
+    _caught_in_comments(original, data, f"seen {written} today")
 
 
 def test_a_research_label_as_patient_name_is_not_taken_apart_at_underscores(make_file) -> None:
     # TCIA-style labels (pydicom's explicit_VR-UN.dcm: PatientName PANCREAS_0001 and
     # BodyPartExamined PANCREAS): the body part is no leak of the label.
-    src = make_file(PatientName="PANCREAS_0001", BodyPartExamined="PANCREAS")
-    original, data = _clean_output(src)
-    verify_output(original, data)
+    _, data = _verified_clean(make_file, PatientName="PANCREAS_0001", BodyPartExamined="PANCREAS")
     assert pydicom.dcmread(io.BytesIO(data)).BodyPartExamined == "PANCREAS"
