@@ -1,6 +1,8 @@
 """Catalog API: dataset search with the same filters and facets as the catalog page."""
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -10,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.disclosure import dataset_counts
 from catalog.selectors import (
     DATASET_FACETS,
     access_dataset,
@@ -18,6 +21,10 @@ from catalog.selectors import (
     dataset_study_breakdown,
     search_params_from,
 )
+
+
+COUNT_HELP = ('A number, or "suppressed" where the disclosure rule hides it (fewer than the threshold, '
+              'or withheld so that such a count cannot be worked out from the others)')
 
 
 class DatasetOutput(serializers.Serializer):
@@ -30,16 +37,32 @@ class DatasetOutput(serializers.Serializer):
     sexes = serializers.ListField(child=serializers.CharField())
     age_bands = serializers.ListField(child=serializers.CharField())
     manufacturers = serializers.ListField(child=serializers.CharField())
-    patient_count = serializers.IntegerField()
-    study_count = serializers.IntegerField()
-    series_count = serializers.IntegerField()
-    instance_count = serializers.IntegerField()
+    patient_count = serializers.SerializerMethodField(help_text=COUNT_HELP)
+    study_count = serializers.SerializerMethodField(help_text=COUNT_HELP)
+    series_count = serializers.SerializerMethodField(help_text=COUNT_HELP)
+    instance_count = serializers.SerializerMethodField(help_text=COUNT_HELP)
     total_bytes = serializers.IntegerField()
     price_per_study = serializers.DecimalField(max_digits=12, decimal_places=2)
     currency = serializers.CharField()
     licence_text = serializers.CharField()
     status = serializers.CharField()
     published_at = serializers.DateTimeField()
+
+    def _counts(self, obj: Any) -> dict[str, Any]:
+        request = self.context.get("request")
+        return dataset_counts(dataset=obj, user=getattr(request, "user", None))
+
+    def get_patient_count(self, obj: Any) -> int | str:
+        return self._counts(obj)["patients"]
+
+    def get_study_count(self, obj: Any) -> int | str:
+        return self._counts(obj)["studies"]
+
+    def get_series_count(self, obj: Any) -> int | str:
+        return self._counts(obj)["series"]
+
+    def get_instance_count(self, obj: Any) -> int | str:
+        return self._counts(obj)["images"]
 
 
 FACET_ROW = inline_serializer("FacetRow", fields={
@@ -70,7 +93,8 @@ class DatasetListApi(APIView):
         params = search_params_from(request.query_params)
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(dataset_search(params=params), request, view=self)
-        response = paginator.get_paginated_response(DatasetOutput(page, many=True).data)
+        response = paginator.get_paginated_response(
+            DatasetOutput(page, many=True, context={"request": request}).data)
         response.data["facets"] = dataset_facets(params=params)
         return response
 
@@ -82,9 +106,10 @@ class DatasetDetailApi(APIView):
         breakdown = serializers.SerializerMethodField()
 
         def get_breakdown(self, obj) -> list[dict]:  # noqa: ANN001
-            return dataset_study_breakdown(dataset=obj)
+            request = self.context.get("request")
+            return dataset_study_breakdown(dataset=obj, user=getattr(request, "user", None))
 
     @extend_schema(responses=Output)
     def get(self, request: Request, dataset_id: int) -> Response:
         dataset = access_dataset(user=request.user, dataset_id=dataset_id)
-        return Response(self.Output(dataset).data)
+        return Response(self.Output(dataset, context={"request": request}).data)

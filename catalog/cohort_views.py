@@ -14,7 +14,11 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from catalog.search import InvalidQueryError, StudyQuery, study_query_from
+from catalog.search.criteria import cohort_criteria
 from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS
+from catalog.services.queries import count_query_admit
+from marketplace.ratelimit import RateLimitedError
+from marketplace.services import client_ip
 from catalog.search.service import (
     MAX_STUDY_PAGE, STUDY_PAGE_SIZE, browsable_studies, cohort_summary, facets_and_total,
     relax_suggestions, study_matches, study_page,
@@ -38,19 +42,24 @@ def _label(name: str) -> str:
 
 
 def cohort_builder(request: HttpRequest) -> HttpResponse:
-    error = ""
+    error, status = "", 200
     try:
         query = study_query_from(request.GET)
         page = study_page(request.GET.get("page"))
     except InvalidQueryError as exc:
-        error, query, page = exc.message, StudyQuery(), 1
+        error, status, query, page = exc.message, 400, StudyQuery(), 1
+    try:
+        count_query_admit(user=request.user, ip=client_ip(request), query=query, where="cohort_builder")
+    except RateLimitedError as exc:
+        return render(request, "catalog/cohort_builder.html", {"error": exc.message, "query": StudyQuery(),
+                      "cohort": {"datasets": []}, "facets": [], "rate_limited": True}, status=429)
     matches = study_matches(query)  # one count of every facet and dataset for all three
     found = facets_and_total(query=query, user=request.user, matches=matches)
     cohort = cohort_summary(query=query, user=request.user, matches=matches)
     studies, browsable = browsable_studies(query=query, user=request.user, page=page, matches=matches)
     pages = max(1, min(MAX_STUDY_PAGE, -(-browsable // STUDY_PAGE_SIZE)))
-    # Each dataset's row orders exactly the studies counted: the cohort's study filters.
-    order_query = urlencode(query.study_filters(), doseq=True)
+    # Each dataset's row orders exactly the studies counted: the cohort's whole definition.
+    order_query = urlencode(cohort_criteria(query), doseq=True)
     for row in cohort["datasets"]:
         row["order_url"] = f"{reverse('order_new', args=[row['dataset_id']])}?{order_query}"
     empty = cohort["total_studies"] == 0
@@ -69,4 +78,4 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
             name: f"?{_with_page(request, number)}" for name, number in
             (("first", 1), ("previous", page - 1), ("next", page + 1)) if 1 <= number <= pages},
     }
-    return render(request, "catalog/cohort_builder.html", context, status=400 if error else 200)
+    return render(request, "catalog/cohort_builder.html", context, status=status)

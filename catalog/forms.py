@@ -6,7 +6,7 @@ from django import forms
 
 from catalog.exceptions import CatalogError
 from catalog.models import Dataset, LicenceType
-from catalog.services.datasets import clean_conditions
+from catalog.services.datasets import check_disclosure_threshold, clean_conditions
 
 
 class DatasetForm(forms.ModelForm):
@@ -22,12 +22,14 @@ class DatasetForm(forms.ModelForm):
     class Meta:
         model = Dataset
         fields = ["title", "description", "licence_type", "licence_text", "price_per_study", "currency",
-                  "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted"]
+                  "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted",
+                  "disclosure_threshold"]
         labels = {
             "licence_type": "Licence type",
             "licence_text": "Licence",
             "country": "Country or region of acquisition",
             "allow_study_browsing": "Let researchers browse de-identified study rows before buying",
+            "disclosure_threshold": "Hide counts below (optional, raises the marketplace's threshold)",
             "burned_in_risk_accepted": "I attest that ultrasound / secondary-capture images in this dataset carry "
                                        "no burned-in patient text",
         }
@@ -38,6 +40,14 @@ class DatasetForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance and self.instance.pk:
             self.initial["conditions"] = "\n".join(self.instance.conditions)
+
+    def clean_disclosure_threshold(self) -> int | None:
+        value = self.cleaned_data.get("disclosure_threshold")
+        try:
+            check_disclosure_threshold(value)
+        except CatalogError as exc:
+            raise forms.ValidationError(exc.message) from None
+        return value
 
     def clean_licence_type(self) -> str:
         return self.cleaned_data.get("licence_type") or LicenceType.ACADEMIC

@@ -40,6 +40,9 @@ class Dataset(models.Model):
     conditions = ArrayField(models.CharField(max_length=160), default=list, blank=True)
     # Study-level rows (pseudonymous, de-identified) may be listed before purchase.
     allow_study_browsing = models.BooleanField(default=False)
+    # Counts below this are hidden from anyone not entitled to the rows; only ever raises
+    # the marketplace's DISCLOSURE_THRESHOLD (catalog/disclosure.py), never lowers it.
+    disclosure_threshold = models.PositiveSmallIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)

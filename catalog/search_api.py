@@ -10,6 +10,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.search import search_backend, study_query_from
+from catalog.services.queries import count_query_admit
+from marketplace.services import client_ip
 from catalog.search.dimensions import ALL_FILTERS, SORTS
 from catalog.search.service import (
     browsable_studies, cohort_summary, facets_and_total, study_matches, study_page,
@@ -17,7 +19,7 @@ from catalog.search.service import (
 
 
 def _count() -> serializers.JSONField:
-    return serializers.JSONField(help_text='A number, or "<10" where the count is suppressed')
+    return serializers.JSONField(help_text='A number, or "suppressed" where the disclosure rule hides it')
 
 
 def _facet_rows() -> serializers.DictField:
@@ -70,6 +72,7 @@ class StudyListApi(APIView):
     def get(self, request: Request) -> Response:
         query = study_query_from(request.query_params)
         page = study_page(request.query_params.get("page"))
+        count_query_admit(user=request.user, ip=client_ip(request), query=query, where="api.studies")
         backend = search_backend()
         matches = study_matches(query, backend)
         summary = facets_and_total(query=query, user=request.user, backend=backend, matches=matches)
@@ -96,4 +99,5 @@ class CohortApi(APIView):
     )
     def get(self, request: Request) -> Response:
         query = study_query_from(request.query_params)
+        count_query_admit(user=request.user, ip=client_ip(request), query=query, where="api.cohorts")
         return Response(cohort_summary(query=query, user=request.user))

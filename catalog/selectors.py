@@ -9,7 +9,6 @@ from django.db.models import Count, F, Func, Q, QuerySet
 
 from catalog.exceptions import CatalogError
 from catalog.models import Dataset, Study
-from catalog.search.dimensions import InvalidQueryError, clean_study_filters, study_filter_q
 from marketplace.exceptions import NotFoundError
 from marketplace.models import User
 
@@ -161,35 +160,28 @@ def datasets_for_provider_user(*, user: User) -> QuerySet[Dataset]:
     return Dataset.objects.filter(provider__memberships__user=user).select_related("provider").distinct()
 
 
-# ---- study-level filters (order a subset of a dataset) ---------------------------------
+# ---- study-level breakdown of one dataset (dataset and order pages) --------------------
 STUDY_FILTERS = {"sex": "patient_sex", "age_band": "age_band", "body_part": "body_part",
                  "manufacturer": "manufacturer", "modality": "modalities"}
 
 
-def clean_study_criteria(criteria: dict[str, Any]) -> dict[str, list[str]]:
-    """Validate a study filter (every study-level search facet); unknown keys or values are
-    an error that names them."""
-    try:
-        return clean_study_filters(criteria)
-    except InvalidQueryError as exc:
-        raise InvalidSearchError(exc.message) from None
+def dataset_study_breakdown(*, dataset: Dataset, user: User | None) -> list[dict[str, Any]]:
+    """Studies per value of each study filter, for the dataset and order pages, as shown to
+    the user (disclosure rule; "not recorded" is a cell too, or the others would give it).
 
-
-def studies_matching(*, dataset: Dataset, criteria: dict[str, list[str]]) -> QuerySet[Study]:
-    return Study.objects.filter(study_filter_q(criteria), dataset=dataset, instance_count__gt=0)
-
-
-def dataset_study_breakdown(*, dataset: Dataset) -> list[dict[str, Any]]:
-    """Counts of studies per value of each study filter, for the dataset and order pages.
-
-    [{"key": "sex", "label": "Sex", "rows": [{"value": "F", "label": "Female", "count": 4}, ...]}, ...]
+    [{"key": "sex", "label": "Sex", "rows": [{"value": "F", "label": "Female", "count": 40}, ...]}, ...]
     """
+    from catalog.disclosure import rule_for_dataset, shown_rows
+
+    rule = rule_for_dataset(user=user, dataset=dataset)
     studies = Study.objects.filter(dataset=dataset, instance_count__gt=0)
     out: list[dict[str, Any]] = []
     for key in ("sex", "age_band", "body_part", "manufacturer"):
         column = STUDY_FILTERS[key]
-        rows = studies.exclude(**{column: ""}).order_by(column).values_list(column).annotate(n=Count("id"))
-        out.append({"key": key, "label": FACET_LABELS[key], "rows": [
-            {"value": value, "label": SEX_LABELS.get(value, value) if key == "sex" else value, "count": n}
-            for value, n in rows]})
+        counts = dict(studies.order_by(column).values_list(column).annotate(n=Count("id")))
+        shown = rule.partition(counts)
+        rows = [{"value": value, "label": (SEX_LABELS.get(value, value) if key == "sex" else value)
+                 or "Not recorded", "count": shown[value], "orderable": bool(value)}
+                for value in sorted(counts)]
+        out.append({"key": key, "label": FACET_LABELS[key], "rows": shown_rows(rows)})
     return out

@@ -1,37 +1,67 @@
-"""The dataset page's statistics as shown to one user: small counts suppressed for
-anyone without access to the dataset, bar widths for the charts."""
+"""The dataset page's statistics as shown to one user: every count through the disclosure
+rule (catalog/disclosure.py), bar widths for the charts."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
+from catalog.disclosure import Rule, dataset_counts, is_shown, rule_for_dataset, shown_rows
 from catalog.models import Dataset, DatasetPreview
-from catalog.search.dimensions import SUPPRESSION_THRESHOLD
-from catalog.search.service import SUPPRESSED, accessible_provider_ids
 from marketplace.models import User
 
 _LABELS = {"F": "Female", "M": "Male", "O": "Other", "": "Not recorded"}
 
 
+def _chart(chart: dict[str, Any], rule: Rule) -> dict[str, Any]:
+    rows = chart["rows"]
+    shown = rule.partition({i: row["count"] for i, row in enumerate(rows)})
+    largest = max([rule.threshold, *(row["count"] for i, row in enumerate(rows) if is_shown(shown[i]))])
+    out = []
+    for i, row in enumerate(rows):
+        out.append({
+            "label": _LABELS.get(row["value"], row["value"]) if chart["key"] == "patient_sex"
+            else (row["value"] or "Not recorded"),
+            "count": shown[i],
+            # A hidden bar is drawn as if it held the threshold: no width tells its count.
+            "width": round(100 * (row["count"] if is_shown(shown[i]) else rule.threshold) / largest, 1),
+        })
+    # Age bands and years keep their natural order; hidden rows of the others go last.
+    if chart["key"] not in ("age_band", "study_year"):
+        out = shown_rows(out)
+    return {"key": chart["key"], "label": chart["label"], "rows": out}
+
+
+def _completeness(item: dict[str, Any], total: int, rule: Rule) -> dict[str, Any]:
+    """A share recorded, as shown: where the studies with (or without) the value are
+    fewer than the threshold, only a bound that does not give their number."""
+    recorded = round(item["percent"] * total / 100)
+    missing = total - recorded
+    text = f"{item['percent']}%"
+    if not rule.exact and total:
+        if rule.hides(missing):
+            text = f"over {math.floor(100 * (total - rule.threshold) / total)}%"
+        elif rule.hides(recorded):
+            text = f"under {math.ceil(100 * rule.threshold / total)}%"
+    return {**item, "text": text}
+
+
 def statistics_for_page(*, dataset: Dataset, user: User | None) -> dict[str, Any]:
     stats = dataset.statistics or {}
-    providers = accessible_provider_ids(user)
-    exact = providers is None or dataset.provider_id in providers
-    charts = []
-    for chart in stats.get("charts", []):
-        rows = chart["rows"]
-        largest = max((r["count"] for r in rows), default=0) or 1
-        shown = []
-        for row in rows:
-            small = 0 < row["count"] < SUPPRESSION_THRESHOLD and not exact
-            shown.append({
-                "label": _LABELS.get(row["value"], row["value"]) if chart["key"] == "patient_sex"
-                else (row["value"] or "Not recorded"),
-                "count": SUPPRESSED if small else row["count"],
-                # A suppressed bar is drawn as if it held the threshold: no width tells its count.
-                "width": round(100 * (SUPPRESSION_THRESHOLD if small else row["count"]) / max(largest, SUPPRESSION_THRESHOLD), 1),
-            })
-        charts.append({"key": chart["key"], "label": chart["label"], "rows": shown})
-    return {**stats, "charts": charts, "exact": exact}
+    rule = rule_for_dataset(user=user, dataset=dataset)
+    total = stats.get("studies", dataset.study_count)
+    counts = dataset_counts(dataset=dataset, user=user)
+    hide_shares = rule.hides(total)  # a share of a hidden total would bound it
+    return {
+        **stats,
+        "charts": [_chart(chart, rule) for chart in stats.get("charts", [])],
+        "completeness": [] if hide_shares else [_completeness(item, total, rule)
+                                                for item in stats.get("completeness", [])],
+        "warnings": [] if not rule.exact else stats.get("warnings", []),
+        "verified_instances": rule.count(stats.get("verified_instances", 0)),
+        "exact": rule.exact,
+        "threshold": rule.threshold,
+        "counts": counts,
+    }
 
 
 def dataset_previews(*, dataset: Dataset) -> list[DatasetPreview]:

@@ -6,6 +6,7 @@ object storage), so `make run` works on a bare machine.
 """
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,27 @@ def _fail(sentence: str) -> None:
     # A missing requirement stops start-up with one clear sentence, never a traceback.
     sys.stderr.write(f"configuration error: {sentence}\n")
     raise SystemExit(2)
+
+
+def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
+    """A whole number in [minimum, maximum]; anything else stops start-up naming the setting."""
+    raw = env.str(name, default=str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not minimum <= value <= maximum:
+        _fail(f"{name} must be a whole number from {minimum} to {maximum} (got {raw[:40]!r}).")
+    return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A rate such as "60/hour" (per second, minute, hour or day)."""
+    raw = env.str(name, default=default).strip()
+    if not re.fullmatch(r"[1-9][0-9]{0,6}/(second|minute|hour|day)", raw):
+        _fail(f"{name} must be a number of requests per second, minute, hour or day, e.g. {default} "
+              f"(got {raw[:40]!r}).")
+    return raw
 
 
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
@@ -223,6 +245,16 @@ DOWNLOAD_LINK_SECONDS = env.int("DOWNLOAD_LINK_SECONDS", default=300)
 INGEST_CHUNK_FILES = env.int("INGEST_CHUNK_FILES", default=25)
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY
+
+# --- Disclosure of counts (catalog/disclosure.py) ----------------------------------------
+# No shown count of 1..threshold-1 studies or patients to anyone not entitled to the rows
+# (11: no cell of 1-10, the usual rule for released health statistics). A provider may set
+# a higher threshold per dataset, never a lower one.
+DISCLOSURE_THRESHOLD = env_int("DISCLOSURE_THRESHOLD", 11, minimum=1, maximum=1000)
+# Each quote or count answers one question about the data: cap them per account (per
+# address when anonymous) to slow down differencing attacks; each one is also audited.
+QUOTE_RATE = env_rate("QUOTE_RATE", "120/hour")
+COUNT_QUERY_RATE = env_rate("COUNT_QUERY_RATE", "1200/hour")
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 

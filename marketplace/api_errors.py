@@ -17,7 +17,10 @@ logger = logging.getLogger(__name__)
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApplicationError):
-        return Response({"message": exc.message, "code": exc.code, "extra": exc.extra}, status=exc.status)
+        response = Response({"message": exc.message, "code": exc.code, "extra": exc.extra}, status=exc.status)
+        if "retry_after" in exc.extra:
+            response["Retry-After"] = str(exc.extra["retry_after"])
+        return response
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

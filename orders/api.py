@@ -1,4 +1,5 @@
-"""Orders API: quote, place (accepting the agreement), list and read one's own orders."""
+"""Orders API: quote, place (accepting the agreement), list and read one's own orders.
+Quotes and orders below the disclosure threshold are refused (catalog/disclosure.py)."""
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
@@ -8,20 +9,25 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.selectors import STUDY_FILTERS, access_dataset
+from catalog.search.criteria import COHORT_KEYS
+from catalog.selectors import access_dataset
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 from orders.selectors import access_order, active_dua_template, orders_for_buyer
-from orders.services import order_place, order_quote
+from orders.services import order_place, quote_for_buyer
 
 
 class CriteriaField(serializers.DictField):
-    child = serializers.ListField(child=serializers.CharField(max_length=64))
+    """A cohort's definition: {"q": "brain", "sex": ["F"], "price_max": "10"}; checked by
+    the same parser as the search (catalog/search/criteria.py)."""
+
+    child = serializers.JSONField()
 
 
 class QuoteOutput(serializers.Serializer):
     dataset_id = serializers.IntegerField()
     criteria = CriteriaField()
+    criteria_words = serializers.ListField(child=serializers.DictField(), help_text="Every criterion in words")
     study_count = serializers.IntegerField()
     unit_price = serializers.DecimalField(max_digits=12, decimal_places=2, source="unit_price.amount")
     total = serializers.DecimalField(max_digits=12, decimal_places=2, source="total.amount")
@@ -52,13 +58,15 @@ class QuoteApi(APIView):
 
         dataset_id = serializers.IntegerField()
         criteria = CriteriaField(required=False, default=dict,
-                                 help_text=f"Study filters: {', '.join(sorted(STUDY_FILTERS))}")
+                                 help_text=f"The cohort: {', '.join(COHORT_KEYS)} (as in /api/cohorts/)")
 
     @extend_schema(request=Input, responses=QuoteOutput)
     def post(self, request: Request) -> Response:
         data = self._input(request)
         dataset = access_dataset(user=request.user, dataset_id=data["dataset_id"])
-        return Response(QuoteOutput(order_quote(dataset=dataset, criteria=data["criteria"])).data)
+        quote = quote_for_buyer(user=request.user, dataset=dataset, criteria=data["criteria"],
+                                ip=client_ip(request))
+        return Response(QuoteOutput(quote).data)
 
     def _input(self, request: Request) -> dict:
         serializer = self.Input(data=request.data)

@@ -1,16 +1,20 @@
 """Orders and contracts: quote, place (accepting the data use agreement), admin decision."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.disclosure import BelowThresholdError, effective_threshold, require_disclosable
 from catalog.models import Dataset
-from catalog.selectors import clean_study_criteria, studies_matching
-from marketplace.exceptions import InvalidTransitionError
+from catalog.search.criteria import cohort_criteria, cohort_from, describe
+from catalog.search.service import cohort_study_ids
+from marketplace.exceptions import ApplicationError, InvalidTransitionError
+from marketplace.ratelimit import rate_limit_hit, requester_key
 from marketplace.models import User
 from marketplace.services import audit_record
 from orders.exceptions import AgreementNotAcceptedError, EmptyOrderError, OrderError
@@ -21,22 +25,57 @@ from orders.money import Money
 @dataclass(frozen=True)
 class Quote:
     dataset_id: int
-    criteria: dict[str, list[str]]
+    criteria: dict[str, list[str]]  # the cohort's whole definition (catalog/search/criteria.py)
     study_count: int
     unit_price: Money
     total: Money
+    study_ids: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def is_free(self) -> bool:
         return self.total.amount == 0
 
+    @property
+    def criteria_words(self) -> list[dict[str, str]]:
+        return describe(cohort_from(self.criteria))
 
-def order_quote(*, dataset: Dataset, criteria: dict[str, Any] | None = None) -> Quote:
-    """Price = matching studies × the dataset's price per study, shown before confirming."""
-    cleaned = clean_study_criteria(criteria or {})
-    count = studies_matching(dataset=dataset, criteria=cleaned).count()
+
+def order_quote(*, dataset: Dataset, criteria: Any = None) -> Quote:
+    """Price = the studies of this dataset the cohort counts × the price per study.
+
+    ``criteria`` is the cohort's definition (keywords, filters, price range); the studies
+    are taken exactly as the cohort builder counts them. Refused (BelowThresholdError)
+    for 1 to threshold-1 studies: that price would give the count."""
+    query = cohort_from(criteria or {})
+    ids = cohort_study_ids(query=query, dataset_id=dataset.pk)
+    require_disclosable(count=len(ids), threshold=effective_threshold(dataset.disclosure_threshold),
+                        whole_dataset=not cohort_criteria(query),
+                        dataset_too_small=0 < dataset.study_count < effective_threshold(dataset.disclosure_threshold))
     unit = Money(dataset.price_per_study, dataset.currency)
-    return Quote(dataset_id=dataset.pk, criteria=cleaned, study_count=count, unit_price=unit, total=unit.times(count))
+    return Quote(dataset_id=dataset.pk, criteria=cohort_criteria(query), study_count=len(ids), unit_price=unit,
+                 total=unit.times(len(ids)), study_ids=tuple(ids))
+
+
+def quote_for_buyer(*, user: User, dataset: Dataset, criteria: Any = None, ip: str | None = None) -> Quote:
+    """A quote asked for by a person: within their QUOTE_RATE, and audited (quotes of
+    nested selections could be differenced; the trail shows who tried)."""
+    rate_limit_hit(scope="quote", key=requester_key(user=user, ip=ip), rate=settings.QUOTE_RATE, what="quotes")
+    try:
+        quote = order_quote(dataset=dataset, criteria=criteria)
+    except BelowThresholdError:
+        audit_record(actor=user, action="quote.refused", obj=dataset, ip=ip,
+                     detail={"criteria": _criteria_for_audit(criteria), "reason": "below_threshold"})
+        raise
+    audit_record(actor=user, action="quote.request", obj=dataset, ip=ip,
+                 detail={"criteria": quote.criteria, "studies": quote.study_count})
+    return quote
+
+
+def _criteria_for_audit(criteria: Any) -> Any:
+    try:
+        return cohort_criteria(cohort_from(criteria or {}))
+    except ApplicationError:
+        return {}
 
 
 @transaction.atomic
@@ -44,13 +83,14 @@ def order_place(
     *,
     buyer: User,
     dataset: Dataset,
-    criteria: dict[str, Any] | None,
+    criteria: Any,
     accept_agreement: bool,
     dua_template: DuaTemplate,
     expected_total: Decimal | None = None,
     ip: str | None = None,
 ) -> Order:
-    """Create an order for the matching studies and its contract (awaiting an admin).
+    """Create an order for the cohort's studies of this dataset and its contract (awaiting
+    an admin).
 
     `expected_total` is the price the buyer saw; if the price changed meanwhile the order is
     refused rather than charged differently.
@@ -61,7 +101,7 @@ def order_place(
         raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
     quote = order_quote(dataset=dataset, criteria=criteria)
     if quote.study_count == 0:
-        raise EmptyOrderError("No studies match this filter; relax a criterion and try again.")
+        raise EmptyOrderError("No studies match this selection; remove a criterion and try again.")
     if expected_total is not None and Decimal(expected_total) != quote.total.amount:
         raise OrderError("The price changed since you saw it; review the new quote.", code="price_changed")
     order = Order.objects.create(
@@ -69,7 +109,7 @@ def order_place(
         unit_price=quote.unit_price.amount, total=quote.total.amount, currency=quote.total.currency,
         payment_method=Order.PaymentMethod.FREE if quote.is_free else Order.PaymentMethod.INVOICE,
     )
-    order.studies.set(studies_matching(dataset=dataset, criteria=quote.criteria))
+    order.studies.set(quote.study_ids)
     Contract.objects.create(
         order=order, template=dua_template, template_version=dua_template.version, text=dua_template.text,
         accepted_by=buyer, accepted_at=timezone.now(), accepted_ip=ip,
@@ -77,7 +117,7 @@ def order_place(
     OrderStatusChange.objects.create(order=order, old_status="", new_status=order.status, acting_user=buyer)
     audit_record(actor=buyer, action="order.place", obj=order, ip=ip, detail={
         "dataset_id": dataset.pk, "studies": quote.study_count, "total": str(quote.total.amount),
-        "currency": quote.total.currency, "dua_version": dua_template.version,
+        "currency": quote.total.currency, "dua_version": dua_template.version, "criteria": quote.criteria,
     })
     return order
 

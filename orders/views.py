@@ -8,14 +8,15 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from catalog.search.dimensions import STUDY_FACETS
+from catalog.disclosure import BelowThresholdError
+from catalog.search.criteria import InvalidQueryError, cohort_criteria, cohort_from, describe
 from catalog.selectors import (
-    InvalidSearchError,
     access_dataset,
     dataset_study_breakdown,
     datasets_for_provider_user,
 )
 from marketplace.exceptions import ApplicationError
+from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
 from marketplace.selectors import provider_organizations_for_user
 from orders.selectors import (
@@ -25,24 +26,27 @@ from orders.selectors import (
     revenue_for_provider_user,
     sales_for_provider_user,
 )
-from orders.services import order_place, order_quote
+from orders.services import order_place, quote_for_buyer
 
 
-def _criteria_from(data) -> dict[str, list[str]]:  # noqa: ANN001 - a QueryDict
-    return {key: data.getlist(key) for key in STUDY_FACETS if data.getlist(key)}
+CRITERIA_ERRORS = (InvalidQueryError, BelowThresholdError, RateLimitedError)
 
 
 @login_required
 def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """The quote for a cohort's studies of one dataset: every criterion in words (each can
+    be removed), the price, the agreement. The cohort travels whole in the URL and form."""
     dataset = access_dataset(user=request.user, dataset_id=dataset_id)
     data = request.POST if request.method == "POST" else request.GET
-    criteria = _criteria_from(data)
     dua = active_dua_template()
-    error = ""
+    error, status, quote = "", 200, None
+    criteria: dict[str, list[str]] = {}
     try:
-        quote = order_quote(dataset=dataset, criteria=criteria)
-    except InvalidSearchError as exc:
-        error, quote = exc.message, order_quote(dataset=dataset)
+        criteria = cohort_criteria(cohort_from({k: v for k, v in data.lists()
+                                                if k not in ("csrfmiddlewaretoken", "accept", "expected_total")}))
+        quote = quote_for_buyer(user=request.user, dataset=dataset, criteria=criteria, ip=client_ip(request))
+    except CRITERIA_ERRORS as exc:
+        error, status = exc.message, exc.status
     if dua is None:
         error = "Ordering is unavailable: no data use agreement is configured. Please contact the marketplace."
     if request.method == "POST" and not error:
@@ -55,13 +59,20 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
                                 accept_agreement=request.POST.get("accept") == "on", dua_template=dua,
                                 expected_total=expected, ip=client_ip(request))
         except ApplicationError as exc:
-            error = exc.message
+            error, status = exc.message, exc.status
         else:
             messages.success(request, "Order placed. An administrator reviews the agreement before delivery.")
             return redirect("order_detail", order_id=order.pk)
-    context = {"dataset": dataset, "quote": quote, "dua": dua, "error": error, "criteria": criteria,
-               "breakdown": dataset_study_breakdown(dataset=dataset)}
-    return render(request, "orders/order_new.html", context, status=400 if error else 200)
+    breakdown = dataset_study_breakdown(dataset=dataset, user=request.user)
+    context = {
+        "dataset": dataset, "quote": quote, "dua": dua, "error": error, "criteria": criteria,
+        "words": describe(cohort_from(criteria)),
+        # Criteria without a checkbox here travel as hidden fields, so "Update price" keeps them.
+        "carried": [(k, v) for k, vs in criteria.items() if k not in {f["key"] for f in breakdown}
+                    for v in vs],
+        "breakdown": breakdown,
+    }
+    return render(request, "orders/order_new.html", context, status=status if error else 200)
 
 
 @login_required
@@ -72,7 +83,8 @@ def order_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
     order = access_order(user=request.user, order_id=order_id)
-    return render(request, "orders/order_detail.html", {"order": order})
+    return render(request, "orders/order_detail.html",
+                  {"order": order, "words": describe(cohort_from(order.criteria))})
 
 
 @login_required

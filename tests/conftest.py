@@ -24,6 +24,14 @@ def fast_password_hashing(request):
 
 
 @pytest.fixture
+def tiny_threshold(settings):
+    """The shared fixture datasets hold two studies. Tests of ordering, delivery and other
+    mechanics lower DISCLOSURE_THRESHOLD (a setting; 1 shows every count) to order them;
+    the disclosure tests (tests/catalog/test_disclosure.py) keep the default, 11."""
+    settings.DISCLOSURE_THRESHOLD = 1
+
+
+@pytest.fixture
 def admin_user(db):
     from marketplace.models import User
 

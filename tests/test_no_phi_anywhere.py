@@ -47,7 +47,7 @@ def leaks(text: str, planted: set[str]) -> list[str]:
 
 @pytest.mark.django_db
 def test_planted_phi_reaches_no_page_api_index_log_or_delivered_file(
-        dataset, ingest, publish, deliver, alice, bob, caplog):
+        dataset, ingest, publish, deliver, alice, bob, caplog, tiny_threshold):
     spec = dict(DEMO_SPECS[0], n_patients=3)
     files = generate_demo_dataset(spec, seed=5)
     planted = planted_values(files)

@@ -308,6 +308,13 @@ class ColumnarSearch(PostgresSearch):
         per_dataset = np.bincount(owners[pairs])
         return {int(i): int(per_dataset[i]) for i in np.flatnonzero(per_dataset)}
 
+    def study_ids(self, query: StudyQuery, dataset_ids: list[int]) -> list[int]:
+        """The very rows the counts counted (orders take what the cohort showed)."""
+        if not dataset_ids:
+            return []
+        cols = columns()
+        return sorted(int(i) for i in cols.ids[self._rows(cols, query, dataset_ids)])
+
     def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:
         """Pages from the columns, in the same order as PostgresSearch.studies: relevance

@@ -10,14 +10,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db.models import Q
-
 from catalog.exceptions import CatalogError
 from catalog.models import AGE_BANDS, LicenceType
 
 MAX_QUERY_CHARS = 200
 MAX_VALUES = 50
-SUPPRESSION_THRESHOLD = 10
 
 # Numeric attributes searched as ranges: (band label, low inclusive, high exclusive).
 SLICE_BANDS = [("<1mm", 0.0, 1.0), ("1-2.5mm", 1.0, 2.5), ("2.5-5mm", 2.5, 5.0001), (">5mm", 5.0001, 1e9)]
@@ -173,41 +170,3 @@ def _check_values(name: str, values: list[str]) -> None:
         bad = [v for v in values if v not in known]
         if bad:
             raise InvalidQueryError(f"Unknown {name} {bad[0][:40]!r}; use one of {', '.join(sorted(known))}.")
-
-
-def study_filter_q(filters: dict[str, list[str]]) -> Q:
-    """The study-level filters as an ORM condition on Study (orders take exactly the studies
-    a cohort counted)."""
-    condition = Q()
-    for name, values in filters.items():
-        facet = STUDY_FACETS[name]
-        if name in ("slice_thickness", "field_strength"):
-            bands = SLICE_BANDS if name == "slice_thickness" else FIELD_BANDS
-            either = Q(pk__in=[])
-            for label, low, high in bands:
-                if label in values:
-                    either |= Q(**{f"{name}__gte": low, f"{name}__lt": high})
-            if "unknown" in values:
-                either |= Q(**{f"{name}__isnull": True})
-            condition &= either
-        elif facet.array:
-            condition &= Q(**{f"{facet.column}__overlap": values})
-        elif facet.boolean:
-            condition &= Q(**{f"{facet.column}__in": [v == "true" for v in values]})
-        else:
-            condition &= Q(**{f"{facet.column}__in": values})
-    return condition
-
-
-def clean_study_filters(criteria: dict[str, Any]) -> dict[str, list[str]]:
-    """Check a study filter (an order's or a saved cohort's); names the problem."""
-    cleaned: dict[str, list[str]] = {}
-    for key, raw in (criteria or {}).items():
-        if key not in STUDY_FACETS:
-            raise InvalidQueryError(f"Unknown study filter {key!r}; use {', '.join(STUDY_FACETS)}.")
-        values = [raw] if isinstance(raw, str) else list(raw or [])
-        values = sorted({str(v).strip()[:160] for v in values if str(v).strip()})
-        if values:
-            _check_values(key, values)
-            cleaned[key] = values
-    return cleaned

@@ -30,6 +30,7 @@ class DatasetInfo:
     country: str
     conditions: tuple[str, ...]
     allow_study_browsing: bool
+    disclosure_threshold: int | None = None  # the dataset's own, above the marketplace's
 
 
 # What a study row shows (no pseudonymous patient id: listing is before purchase).
@@ -130,7 +131,7 @@ class PostgresSearch:
             qs = qs.filter(price_per_study__lte=query.price_max)
         return {d.id: DatasetInfo(d.id, d.title, d.provider.name, d.provider_id, d.price_per_study,
                                   d.currency, d.licence_type, d.country, tuple(d.conditions),
-                                  d.allow_study_browsing) for d in qs}
+                                  d.allow_study_browsing, d.disclosure_threshold) for d in qs}
 
     @staticmethod
     def passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
@@ -253,6 +254,17 @@ class PostgresSearch:
                 "SELECT dataset_id, count(DISTINCT pseudo_patient_id) FROM catalog_study "
                 f"WHERE {where} GROUP BY dataset_id", params)
             return {dataset_id: int(n) for dataset_id, n in cursor.fetchall()}
+
+    def study_ids(self, query: StudyQuery, dataset_ids: list[int]) -> list[int]:
+        """Every matching study of these datasets (what an order of the cohort takes), by id.
+        The dataset-level filters and price range are the caller's: pass only datasets
+        that meet them."""
+        if not dataset_ids:
+            return []
+        _, where, params = _matching(query, dataset_ids)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM catalog_study WHERE {where} ORDER BY id", params)
+            return [row[0] for row in cursor.fetchall()]
 
     def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:

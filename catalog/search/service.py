@@ -1,51 +1,36 @@
-"""What the pages and the API show: facets, study pages and cohorts, with small-cell
-suppression for anyone without access to the data behind a count."""
+"""What the pages and the API show: facets, study pages and cohorts. Every count goes
+through the disclosure rule (catalog/disclosure.py) for the person asking."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
-from catalog.search.dimensions import (
-    DATASET_LEVEL, STUDY_FACETS, SUPPRESSION_THRESHOLD, InvalidQueryError, StudyQuery,
-)
+from catalog.disclosure import SUPPRESSED, Rule, is_shown, rule_for, shown_rows
+from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS, InvalidQueryError, StudyQuery
 from catalog.search import search_backend
 from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label, dataset_values
-from marketplace.models import Membership, User
+from marketplace.models import User
 
 MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]
-SUPPRESSED = f"<{SUPPRESSION_THRESHOLD}"
+__all__ = ["SUPPRESSED"]
 
 
-def accessible_provider_ids(user: User | None) -> set[int] | None:
-    """Providers whose exact counts the user may see; None: all (staff)."""
-    if user is None or not user.is_authenticated:
-        return set()
-    if user.is_staff:
-        return None
-    return set(Membership.objects.filter(user=user).values_list("organization_id", flat=True))
-
-
-def _shown(count: int, exact: bool) -> int | str:
-    """A count as shown: counts of 1..threshold-1 hide behind "<10" without access."""
-    if exact or count == 0 or count >= SUPPRESSION_THRESHOLD:
-        return count
-    return SUPPRESSED
-
-
-def _exact(providers: set[int] | None, infos: list[DatasetInfo]) -> bool:
-    return providers is None or all(info.provider_id in providers for info in infos)
-
-
-def _rows(name: str, counts: dict[str, int], selected: list[str], exact: bool) -> list[dict[str, Any]]:
+def _rows(name: str, counts: dict[str, int], selected: list[str], rule: Rule) -> list[dict[str, Any]]:
     facet = STUDY_FACETS.get(name)
     labels = facet.labels if facet else {}
+    shown = rule.partition(counts)
     rows = []
     for value, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         label = condition_label(value) if name == "condition" else labels.get(value, value or "Unknown")
-        rows.append({"value": value, "label": label, "count": _shown(n, exact),
-                     "selected": value in selected})
-    return rows
+        rows.append({"value": value, "label": label, "count": shown[value], "selected": value in selected})
+    return shown_rows(rows)
+
+
+def answer_rule(*, user: User | None, infos: list[DatasetInfo]) -> Rule:
+    """One rule for an answer about these datasets (exact only if the user is entitled to
+    every one of them; the highest threshold among them)."""
+    return rule_for(user=user, datasets=[(info.provider_id, info.disclosure_threshold) for info in infos])
 
 
 @dataclass(frozen=True)
@@ -56,12 +41,33 @@ class Matches:
     datasets: dict[int, DatasetInfo]
     counts: dict[str, dict[str, int]]  # facet -> value -> studies; "dataset" -> id -> studies
 
+    def per_dataset(self) -> dict[int, int]:
+        return {int(k): v for k, v in self.counts["dataset"].items() if v}
+
 
 def study_matches(query: StudyQuery, backend: PostgresSearch | None = None, *,
                   facets: bool = True) -> Matches:
     backend = backend or search_backend()
     datasets = backend.datasets(query)
     return Matches(datasets, backend.counts(query, datasets, facets=facets))
+
+
+@dataclass(frozen=True)
+class DatasetCells:
+    """The matching studies per dataset of one answer, as shown to one user."""
+
+    rule: Rule
+    exact: dict[int, int]  # dataset id -> studies (datasets passing the dataset-level filters)
+    shown: dict[int, int | str]
+
+
+def dataset_cells(*, query: StudyQuery, user: User | None, matches: Matches,
+                  backend: PostgresSearch) -> DatasetCells:
+    """The datasets meeting every filter: their rule covers the total, the study-level
+    facets and the per-dataset counts (all counted over exactly these datasets)."""
+    chosen = {i: n for i, n in matches.per_dataset().items() if backend.passes(matches.datasets[i], query)}
+    rule = answer_rule(user=user, infos=[matches.datasets[i] for i in chosen])
+    return DatasetCells(rule, chosen, rule.partition(chosen))
 
 
 def facets_and_total(*, query: StudyQuery, user: User | None,
@@ -71,26 +77,23 @@ def facets_and_total(*, query: StudyQuery, user: User | None,
     backend = backend or search_backend()
     matches = matches or study_matches(query, backend)
     datasets, counts = matches.datasets, matches.counts
-    providers = accessible_provider_ids(user)
-    per_dataset = {int(k): v for k, v in counts["dataset"].items()}
-    chosen = {i: n for i, n in per_dataset.items() if backend.passes(datasets[i], query)}
-    exact = _exact(providers, [datasets[i] for i in chosen])
-    facets = {name: _rows(name, counts[name], query.filters.get(name, []), exact)
-              for name in STUDY_FACETS}
+    cells = dataset_cells(query=query, user=user, matches=matches, backend=backend)
+    rule = cells.rule
+    facets = {name: _rows(name, counts[name], query.filters.get(name, []), rule) for name in STUDY_FACETS}
     for name in DATASET_LEVEL:
+        # Counted over the datasets meeting every filter but this one: their own rule.
         tally: dict[str, int] = {}
         contributing: list[DatasetInfo] = []
-        for dataset_id, n in per_dataset.items():
+        for dataset_id, n in matches.per_dataset().items():
             info = datasets[dataset_id]
             if not backend.passes(info, query, skip=name):
                 continue
             contributing.append(info)
             for value in dataset_values(info, name):
                 tally[value] = tally.get(value, 0) + n
-        facets[name] = _rows(name, tally, query.filters.get(name, []), _exact(providers, contributing))
-    total = sum(chosen.values())
-    return {"total": _shown(total, exact), "facets": facets,
-            "datasets": {i: _shown(n, _exact(providers, [datasets[i]])) for i, n in chosen.items()}}
+        facets[name] = _rows(name, tally, query.filters.get(name, []),
+                             answer_rule(user=user, infos=contributing))
+    return {"total": rule.count(sum(cells.exact.values())), "facets": facets, "datasets": cells.shown}
 
 
 STUDY_PAGE_SIZE = 25
@@ -113,12 +116,15 @@ def browsable_studies(*, query: StudyQuery, user: User | None, page: int = 1,
                       matches: Matches | None = None) -> tuple[list[dict[str, Any]], int]:
     """One page of matching study rows, in the query's sort, and how many there are: only
     of datasets whose provider allows browsing before purchase (or of the user's own
-    provider). Rows carry their dataset's title; never a patient id."""
+    provider), and only of datasets whose count of matching studies is shown to the user
+    (listed rows can be counted). Rows carry their dataset's title; never a patient id."""
     backend = backend or search_backend()
-    datasets = matches.datasets if matches is not None else backend.datasets(query)
-    providers = accessible_provider_ids(user)
-    browsable = [i for i, info in datasets.items() if backend.passes(info, query) and (
-        info.allow_study_browsing or providers is None or info.provider_id in providers)]
+    matches = matches or study_matches(query, backend, facets=False)
+    datasets = matches.datasets
+    cells = dataset_cells(query=query, user=user, matches=matches, backend=backend)
+    entitled = cells.rule.exact
+    browsable = sorted(i for i, shown in cells.shown.items() if is_shown(shown) and (
+        datasets[i].allow_study_browsing or entitled))
     rows, count = backend.studies(query, browsable, offset=(page - 1) * STUDY_PAGE_SIZE,
                                   limit=STUDY_PAGE_SIZE)
     for row in rows:
@@ -133,51 +139,57 @@ def cohort_summary(*, query: StudyQuery, user: User | None,
     mix of the match; and which other datasets would fill its gaps."""
     backend = backend or search_backend()
     matches = matches or study_matches(query, backend, facets=False)
-    datasets, counts = matches.datasets, matches.counts["dataset"]
-    chosen = {int(i): n for i, n in counts.items() if backend.passes(datasets[int(i)], query)}
+    datasets = matches.datasets
+    cells = dataset_cells(query=query, user=user, matches=matches, backend=backend)
+    rule, chosen = cells.rule, cells.exact
     ids = sorted(chosen)
     patients = backend.patients(query, ids)
-    providers = accessible_provider_ids(user)
+    shown_patients = rule.partition({i: patients.get(i, 0) for i in ids})
     rows, totals_by_currency, suppressed_any = [], {}, False
-    for dataset_id in sorted(ids, key=lambda i: (-chosen[i], i)):
+    for dataset_id in sorted(ids, key=lambda i: (not is_shown(cells.shown[i]), -chosen[i], i)):
         info = datasets[dataset_id]
-        exact = _exact(providers, [info])
-        studies = chosen[dataset_id]
-        shown = _shown(studies, exact)
+        shown = cells.shown[dataset_id]
         price: Decimal | None = None
-        if shown != SUPPRESSED:
-            price = info.price_per_study * studies
+        if is_shown(shown):
+            price = info.price_per_study * chosen[dataset_id]
             totals_by_currency[info.currency] = totals_by_currency.get(info.currency, Decimal(0)) + price
         else:
             suppressed_any = True  # its price would tell its count
         rows.append({"dataset_id": dataset_id, "title": info.title, "provider": info.provider,
-                     "studies": shown, "patients": _shown(patients.get(dataset_id, 0), exact),
+                     "studies": shown, "patients": shown_patients[dataset_id],
                      "price_per_study": info.price_per_study, "currency": info.currency,
                      "price": price})
-    exact_all = _exact(providers, [datasets[i] for i in ids])
+    if not rule.exact:  # hidden rows were sorted by their exact size above: by title instead
+        rows = [r for r in rows if is_shown(r["studies"])] + sorted(
+            (r for r in rows if not is_shown(r["studies"])), key=lambda r: (r["title"], r["dataset_id"]))
     mix = backend.breakdown(query, ids, MIX_DIMENSIONS)
+    shown_mix = {name: _rows(name, mix[name], [], rule) for name in MIX_DIMENSIONS}
     return {
         "criteria": query.as_params(),
+        "threshold": rule.threshold,
+        "exact": rule.exact,
         "datasets": rows,
-        "total_studies": _shown(sum(chosen.values()), exact_all),
-        "total_patients": _shown(sum(patients.values()), exact_all),
+        "total_studies": rule.count(sum(chosen.values())),
+        "total_patients": rule.count(sum(patients.values())),
         "total_price": [{"currency": c, "amount": a} for c, a in sorted(totals_by_currency.items())],
         "price_excludes_small_datasets": suppressed_any,
-        "mix": {name: _rows(name, mix[name], [], exact_all) for name in MIX_DIMENSIONS},
-        "fill_the_gap": fill_the_gap(query=query, user=user, backend=backend, mix=mix,
+        "mix": shown_mix,
+        "fill_the_gap": fill_the_gap(query=query, user=user, backend=backend, mix=mix, shown_mix=shown_mix,
                                      chosen_ids=ids),
     }
 
 
 def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearch,
                  mix: dict[str, dict[str, int]], chosen_ids: list[int],
+                 shown_mix: dict[str, list[dict[str, Any]]] | None = None,
                  limit: int = 5) -> list[dict[str, Any]]:
     """Datasets outside the cohort that add studies in its under-represented groups.
 
     A group (say age band 18-29) is under-represented when its share of the cohort is
     below half its share of everything in the catalog that meets the cohort's other
-    criteria. For each such group, the other datasets that add most studies to it."""
-    providers = accessible_provider_ids(user)
+    criteria. For each such group, the other datasets that add most studies to it. A
+    group's share of the cohort is given only where its count is shown (share x total
+    would give a hidden count)."""
     everywhere = replace(query, dataset_ids=None)
     all_datasets = backend.datasets(everywhere)
     chosen = set(chosen_ids)
@@ -189,6 +201,7 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearc
         catalog_total = sum(catalog.values()) or 1
         cohort = mix.get(dimension, {})
         cohort_total = sum(cohort.values()) or 1
+        shown_in_cohort = {row["value"]: row["count"] for row in (shown_mix or {}).get(dimension, [])}
         wanted = set(query.filters.get(dimension, []))
         for value, n in catalog.items():
             if not value or (wanted and value not in wanted):
@@ -200,16 +213,29 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearc
             adds = backend.by_dataset(replace(wider, filters={**wider.filters, dimension: [value]}),
                                       others, dimension)
             best = sorted(((sum(v.values()), i) for i, v in adds.items()), reverse=True)[:limit]
+            share_shown = shown_mix is not None and is_shown(shown_in_cohort.get(value, 0))
             for studies, dataset_id in best:
                 info = all_datasets[dataset_id]
                 suggestions.append({
                     "dimension": dimension, "value": value,
                     "label": STUDY_FACETS[dimension].labels.get(value, value),
-                    "cohort_share": round(cohort.get(value, 0) / cohort_total, 3),
+                    "cohort_share": round(cohort.get(value, 0) / cohort_total, 3) if share_shown else None,
                     "dataset_id": dataset_id, "title": info.title, "provider": info.provider,
-                    "adds_studies": _shown(studies, _exact(providers, [info])),
+                    "adds_studies": answer_rule(user=user, infos=[info]).count(studies),
                 })
     return suggestions
+
+
+def cohort_study_ids(*, query: StudyQuery, dataset_id: int,
+                     backend: PostgresSearch | None = None) -> list[int]:
+    """The studies of one dataset a cohort counts: the same backend, filters, keywords and
+    price range as the cohort builder's count (an order takes exactly these)."""
+    backend = backend or search_backend()
+    scoped = replace(query, dataset_ids=[dataset_id])
+    info = backend.datasets(scoped).get(dataset_id)
+    if info is None or not backend.passes(info, scoped):
+        return []
+    return backend.study_ids(scoped, [dataset_id])
 
 
 def relax_suggestions(*, query: StudyQuery, user: User | None,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -28,6 +29,7 @@ def dataset_create(
     country: str = "",
     conditions: object = (),
     allow_study_browsing: bool = False,
+    disclosure_threshold: int | None = None,
 ) -> Dataset:
     if not provider.is_provider:
         raise CatalogError("Only provider organizations can create datasets.", code="not_a_provider")
@@ -36,12 +38,13 @@ def dataset_create(
     if licence_type not in LicenceType.values:
         raise CatalogError(f"Unknown licence type; use one of {', '.join(LicenceType.values)}.",
                            code="bad_licence")
+    check_disclosure_threshold(disclosure_threshold)
     dataset = Dataset.objects.create(
         provider=provider, created_by=acting_user, title=title, description=description,
         licence_text=licence_text, price_per_study=price_per_study, currency=currency.upper(),
         burned_in_risk_accepted=burned_in_risk_accepted, licence_type=licence_type,
         country=" ".join(country.split())[:64], conditions=clean_conditions(conditions),
-        allow_study_browsing=allow_study_browsing,
+        allow_study_browsing=allow_study_browsing, disclosure_threshold=disclosure_threshold,
     )
     audit_record(actor=acting_user, action="dataset.create", obj=dataset)
     return dataset
@@ -50,7 +53,7 @@ def dataset_create(
 @transaction.atomic
 def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> Dataset:
     allowed = {"title", "description", "licence_text", "price_per_study", "currency", "burned_in_risk_accepted",
-               "licence_type", "country", "conditions", "allow_study_browsing"}
+               "licence_type", "country", "conditions", "allow_study_browsing", "disclosure_threshold"}
     unknown = set(fields) - allowed
     if unknown:
         raise CatalogError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.", code="bad_fields")
@@ -59,6 +62,8 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
                            code="bad_licence")
     if "conditions" in fields:
         fields["conditions"] = clean_conditions(fields["conditions"])
+    if "disclosure_threshold" in fields:
+        check_disclosure_threshold(fields["disclosure_threshold"])  # type: ignore[arg-type]
     price = fields.get("price_per_study")
     if price is not None and Decimal(str(price)) < 0:
         raise CatalogError("The price per study cannot be negative.", code="negative_price")
@@ -69,9 +74,19 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
     detail: dict[str, object] = {"fields": sorted(fields)}
     if "price_per_study" in fields:
         detail.update(old_price=str(old_price), new_price=str(dataset.price_per_study))
+    if "disclosure_threshold" in fields:
+        detail.update(disclosure_threshold=dataset.disclosure_threshold)
     audit_record(actor=acting_user, action="dataset.update", obj=dataset, detail=detail)
     transaction.on_commit(lambda: _reindex(dataset.pk))
     return dataset
+
+
+def check_disclosure_threshold(value: int | None) -> None:
+    """A dataset may only raise the marketplace's threshold for hiding small counts."""
+    base = settings.DISCLOSURE_THRESHOLD
+    if value is not None and not base <= value <= 1000:
+        raise CatalogError(f"The disclosure threshold must be from {base} (the marketplace's) to 1000, "
+                           "or empty to use the marketplace's.", code="bad_disclosure_threshold")
 
 
 def clean_conditions(raw: object) -> list[str]:

@@ -11,7 +11,7 @@ from django.urls import reverse
 from catalog.exceptions import CatalogError
 from catalog.models import DataRequest, DataRequestResponse, Dataset, SavedSearch
 from catalog.search import InvalidQueryError, search_backend, study_query_from
-from catalog.search.service import SUPPRESSED, accessible_provider_ids
+from catalog.disclosure import rule_for_dataset
 from marketplace.models import Membership, User
 from marketplace.services import audit_record, notification_send
 
@@ -45,7 +45,7 @@ def saved_search_delete(*, user: User, saved_id: int) -> None:
 
 def saved_searches_notify(*, dataset_id: int) -> int:
     """After a dataset is published: tell everyone whose saved search it matches (counts
-    below the suppression threshold stay "<10" for people without access). Returns the
+    go through the disclosure rule for each recipient). Returns the
     number of notices sent."""
     dataset = Dataset.objects.select_related("provider").get(pk=dataset_id)
     if dataset.status != Dataset.Status.PUBLISHED:
@@ -61,12 +61,11 @@ def saved_searches_notify(*, dataset_id: int) -> int:
         studies = backend.counts(query, datasets, facets=False)["dataset"].get(str(dataset_id), 0)
         if not studies:
             continue
-        providers = accessible_provider_ids(saved.user)
-        exact = providers is None or dataset.provider_id in providers
-        shown = studies if exact or studies >= 10 else SUPPRESSED
+        rule = rule_for_dataset(user=saved.user, dataset=dataset)
         notification_send(
             user=saved.user,
-            message=f"New data for your saved search “{saved.name}”: {shown} studies in “{dataset.title}”.",
+            message=f"New data for your saved search “{saved.name}”: "
+                    f"{rule.describe(rule.count(studies))} in “{dataset.title}”.",
             url=cohort_url(saved.criteria))
         sent += 1
     return sent

@@ -31,7 +31,7 @@ def assert_error_shape(body: dict, code: str) -> None:
 
 
 # ---- search ----------------------------------------------------------------------------
-def test_it_lists_published_datasets_with_results_and_facets(api, published_dataset, dataset):
+def test_it_lists_published_datasets_with_results_and_facets(api, published_dataset, dataset, alice):
     response = api.get("/api/datasets/", {"modality": "CT", "body_part": "CHEST"})
 
     assert response.status_code == 200
@@ -44,7 +44,11 @@ def test_it_lists_published_datasets_with_results_and_facets(api, published_data
     assert row["provider"] == "Alpha Imaging"
     assert row["modalities"] == ["CT"]
     assert row["body_parts"] == ["CHEST"]
-    assert (row["patient_count"], row["study_count"], row["instance_count"]) == (2, 2, 6)
+    # Two patients are fewer than the disclosure threshold: hidden from anonymous callers,
+    # exact for the provider's own members.
+    assert (row["patient_count"], row["study_count"], row["instance_count"]) == ("suppressed",) * 3
+    (own,) = as_user(alice).get("/api/datasets/", {"modality": "CT"}).json()["results"]
+    assert (own["patient_count"], own["study_count"], own["instance_count"]) == (2, 2, 6)
     assert row["price_per_study"] == "10.00"
     assert row["currency"] == "USD"
     assert row["status"] == "published"
@@ -88,15 +92,17 @@ def test_it_survives_hostile_keyword_queries(api, published_dataset, q):
 
 
 # ---- detail ----------------------------------------------------------------------------
-def test_it_shows_a_published_dataset_with_its_study_breakdown(api, published_dataset):
-    response = api.get(f"/api/datasets/{published_dataset.pk}/")
+def test_it_shows_a_published_dataset_with_its_study_breakdown(api, published_dataset, alice):
+    hidden = api.get(f"/api/datasets/{published_dataset.pk}/").json()
+    assert {row["count"] for group in hidden["breakdown"] for row in group["rows"]} == {"suppressed"}
+    response = as_user(alice).get(f"/api/datasets/{published_dataset.pk}/")
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == published_dataset.pk
     breakdown = {group["key"]: group["rows"] for group in body["breakdown"]}
     assert set(breakdown) == {"sex", "age_band", "body_part", "manufacturer"}
-    assert breakdown["body_part"] == [{"value": "CHEST", "label": "CHEST", "count": 2}]
-    assert breakdown["manufacturer"] == [{"value": "SIEMENS", "label": "SIEMENS", "count": 2}]
+    assert breakdown["body_part"] == [{"value": "CHEST", "label": "CHEST", "count": 2, "orderable": True}]
+    assert breakdown["manufacturer"] == [{"value": "SIEMENS", "label": "SIEMENS", "count": 2, "orderable": True}]
     assert sum(row["count"] for row in breakdown["sex"]) == 2
     assert {row["label"] for row in breakdown["sex"]} <= {"Female", "Male"}
 

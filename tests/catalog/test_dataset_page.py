@@ -36,9 +36,9 @@ def test_small_counts_on_the_page_are_suppressed_for_outsiders_only(client, publ
     outsider = client.get(f"/datasets/{published_dataset.pk}/").content.decode()
     client.force_login(alice)
     owner = client.get(f"/datasets/{published_dataset.pk}/").content.decode()
-    # The fixture's studies number fewer than ten per sex: hidden from bob, shown to the provider.
-    assert '<span class="count">&lt;10</span>' in outsider
-    assert '<span class="count">&lt;10</span>' not in owner
+    # The fixture's studies number fewer than eleven: hidden from bob, shown to the provider.
+    assert '<span class="count"><span class="suppressed"' in outsider
+    assert 'class="suppressed"' not in owner
 
 
 def test_the_worker_renders_previews_and_the_page_serves_them(client, published_dataset, bob) -> None:

@@ -66,7 +66,7 @@ def test_local_storage_has_no_direct_url(settings):
 
 
 @pytest.mark.django_db
-def test_ingestion_and_delivery_run_on_s3(s3_storage, dataset, ingest, publish, deliver, bob):
+def test_ingestion_and_delivery_run_on_s3(s3_storage, dataset, ingest, publish, deliver, bob, tiny_threshold):
     from factories.dicom import ct_files
 
     batch = ingest(dataset, ct_files(n_patients=1, n_instances=2), as_zip=True)

@@ -35,7 +35,8 @@ def _client_for(user) -> Client:  # noqa: ANN001
 def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monkeypatch):
     # The worker spreads the batch over chunk tasks of 3 files; the last one closes it.
     monkeypatch.setenv("INGEST_CHUNK_FILES", "3")
-    files = ct_files(n_patients=3, n_instances=2, seed=11)
+    # 12 patients: at least the default disclosure threshold (11), so the dataset can be sold.
+    files = ct_files(n_patients=12, n_instances=1, seed=11)
     patient = fake_patients(1, seed=99)[0]
     truncated = to_bytes(make_instance(patient=patient, modality="CT", study_uid="1.2.3.4", series_uid="1.2.3.4.5",
                                        sop_uid="1.2.3.4.5.6"))[:400]
@@ -60,7 +61,7 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
             return progress if progress["status"] == "done" else None
 
         progress = wait_for(batch_done, what="worker ingestion")
-        assert progress["ok"] == 6 and progress["failed"] == 2
+        assert progress["ok"] == 12 and progress["failed"] == 2
         page = provider_web.get(f"/provider/uploads/{batch.pk}/").content.decode()
         assert "notes.txt" in page and "cut.dcm" in page
 
@@ -78,9 +79,9 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
         api = researcher_web.get("/api/datasets/", {"modality": "CT"}).json()
         assert [d["id"] for d in api["results"]] == [dataset.pk]
         quote_page = researcher_web.get(f"/datasets/{dataset.pk}/order/").content.decode()
-        assert "37.50" in quote_page  # 3 studies × 12.50
+        assert "150.00" in quote_page  # 12 studies × 12.50
         response = researcher_web.post(f"/datasets/{dataset.pk}/order/",
-                                       {"accept": "on", "expected_total": "37.50"})
+                                       {"accept": "on", "expected_total": "150.00"})
         assert response.status_code == 302
         order = Order.objects.get(buyer=bob)
         assert order.contract.status == Contract.Status.PENDING
@@ -97,11 +98,11 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
     # Download through signed links; every file's sha256 matches the manifest.
     page = researcher_web.get("/workspace/").content.decode()
     links = dict((path, href) for href, path in re.findall(r'<a href="(/workspace/download/[^"]+/)">([^<]+)</a>', page))
-    assert "manifest.csv" in links and len(links) == 7
+    assert "manifest.csv" in links and len(links) == 13
     manifest = researcher_web.get(links["manifest.csv"])
     assert manifest.status_code == 200
     rows = list(csv.DictReader(io.StringIO(b"".join(manifest.streaming_content).decode())))
-    assert len(rows) == delivery.total_files == 6
+    assert len(rows) == delivery.total_files == 12
     for row in rows:
         response = researcher_web.get(links[row["path"]])
         data = b"".join(response.streaming_content)

@@ -12,7 +12,7 @@ from marketplace.models import AuditEvent
 from orders.models import Contract, Order, OrderStatusChange
 from orders.services import order_place, order_transition
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
 
 
 def as_user(user) -> APIClient:  # noqa: ANN001
@@ -40,7 +40,7 @@ def test_it_quotes_the_whole_dataset_and_a_filtered_subset(published_dataset, bo
     api = as_user(bob)
     whole = api.post("/api/quotes/", {"dataset_id": published_dataset.pk}, format="json")
     assert whole.status_code == 200
-    assert whole.json() == {"dataset_id": published_dataset.pk, "criteria": {}, "study_count": 2,
+    assert whole.json() == {"dataset_id": published_dataset.pk, "criteria": {}, "criteria_words": [], "study_count": 2,
                             "unit_price": "10.00", "total": "20.00", "currency": "USD"}
 
     sexes = published_dataset.sexes

@@ -14,6 +14,8 @@ from orders.services import contract_decide, order_place, order_quote
 from workspaces.models import Delivery
 from workspaces.services import delivery_run
 
+pytestmark = pytest.mark.usefixtures("tiny_threshold")
+
 
 @pytest.mark.django_db
 def test_it_quotes_studies_times_price_and_delivers_matching_files(published_dataset, bob, admin_user, dua):

@@ -16,7 +16,7 @@ from orders.services import contract_decide, order_place
 from workspaces.models import Delivery
 from workspaces.services import MANIFEST_NAME, download_token_make, delivery_run
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
 
 LINK = re.compile(r'<a href="(/workspace/download/[^"/]+/)">([^<]+)</a>')
 
