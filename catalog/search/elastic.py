@@ -99,7 +99,8 @@ def dataset_text(dataset_id: int) -> str:
     from catalog.models import Dataset
 
     dataset = Dataset.objects.get(pk=dataset_id)
-    return " ".join([dataset.title, *(condition_label(c) for c in dataset.conditions)])
+    # As in the study's PostgreSQL vector: its conditions, not the dataset's title.
+    return " ".join(condition_label(c) for c in dataset.conditions)
 
 
 def index_dataset(*, dataset_id: int) -> int:

@@ -106,8 +106,8 @@ def clean_conditions(raw: object) -> list[str]:
 
 
 def _reindex(dataset_id: int) -> None:
-    # Every study's search vector holds the title and conditions: a worker's job, not the
-    # request's (seconds for a large dataset).
+    # The dataset's search vector holds its title, each study's its conditions: a worker's
+    # job, not the request's (seconds for a large dataset).
     from catalog.tasks import dataset_search_refresh_task  # tasks import services
 
     dataset_search_refresh_task.delay(dataset_id=dataset_id)

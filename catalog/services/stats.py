@@ -97,9 +97,12 @@ def dataset_refresh_search_vector(*, dataset_id: int) -> Dataset:
 
 
 def studies_refresh_search_vector(*, dataset: Dataset) -> None:
-    """Each study's keywords: its own and its series' descriptions, body part, modalities,
-    and the dataset's title and conditions (set-based, one UPDATE); then the dataset's
-    keyword postings, which are read from these vectors (catalog/search/keywords.py)."""
+    """Each study's keywords: its own and its series' descriptions (weight A), body part,
+    modalities, maker and model (B), and the dataset's conditions (D, ranked last), in one
+    set-based UPDATE; then the dataset's keyword postings, read from these vectors
+    (catalog/search/keywords.py). Not the dataset's title: a study matches by what it is,
+    so "brain" finds no knee study of a dataset called "Brain and knee MRI" (the catalog
+    page's dataset search still finds the dataset by its title)."""
     conditions = " ".join(condition_label(c) for c in dataset.conditions)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
@@ -109,9 +112,9 @@ def studies_refresh_search_vector(*, dataset: Dataset) -> None:
             "   WHERE r.study_id = s.id), '')), 'A') || "
             "setweight(to_tsvector('simple', s.body_part || ' ' || array_to_string(s.modalities, ' ') "
             "  || ' ' || s.manufacturer || ' ' || s.model), 'B') || "
-            "setweight(to_tsvector('english', %s), 'C') "
+            "setweight(to_tsvector('english', %s), 'D') "
             "WHERE s.dataset_id = %s",
-            [f"{dataset.title} {conditions}", dataset.id],
+            [conditions, dataset.id],
         )
         postings_refresh(dataset_id=dataset.id)
 

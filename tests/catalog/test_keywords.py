@@ -105,14 +105,42 @@ def test_negation_needs_something_positive_beside_it() -> None:
         evaluate(("or", ["a", ("not", "b")]), postings)
 
 
-def test_a_renamed_dataset_is_found_by_its_new_title_in_memory(indexed, alice, monkeypatch,
-                                                               django_capture_on_commit_callbacks) -> None:
+def test_a_new_condition_of_a_dataset_is_found_in_memory(indexed, alice, monkeypatch,
+                                                         django_capture_on_commit_callbacks) -> None:
     from catalog import tasks
     from catalog.services.datasets import dataset_update
     monkeypatch.setattr(tasks.dataset_search_refresh_task, "delay",
                         lambda **kw: tasks.dataset_search_refresh_task(**kw))  # what the worker runs
     with django_capture_on_commit_callbacks(execute=True):
-        dataset_update(dataset=indexed[0], acting_user=alice, title="Zygomatic survey")
+        dataset_update(dataset=indexed[0], acting_user=alice, conditions=["ICD10:S02.4|Zygomatic fracture"])
     live = Study.objects.filter(dataset=indexed[0], instance_count__gt=0).count()
     assert len(matching_ids("zygomatic")) == live > 0
     assert len(keyword_rows(columns(), "zygomatic")) == live
+
+
+def test_a_keyword_finds_studies_by_what_they_are_not_by_their_datasets_title(provider) -> None:
+    """"brain" in a dataset called "Brain and knee MRI" finds its brain studies, not its knee
+    ones; a study naming the word ranks above one whose dataset's condition does."""
+    from catalog.models import Dataset
+    from catalog.search import PostgresSearch
+
+    dataset = Dataset.objects.create(provider=provider, title="Brain and knee MRI", status=Dataset.Status.PUBLISHED,
+                                     conditions=["ICD10:G37.9|Demyelinating disorder"])
+    def study(i: int, body_part: str, description: str) -> Study:
+        return Study.objects.create(dataset=dataset, study_uid=f"2.25.9.{i}", pseudo_patient_id=f"P{i}",
+                                    body_part=body_part, description=description, modalities=["MR"],
+                                    instance_count=1)
+    brains = [study(i, "BRAIN", "MR BRAIN W/O CONTRAST") for i in range(3)]
+    knees = [study(i, "KNEE", "MR KNEE RIGHT") for i in range(3, 6)]
+    studies_refresh_search_vector(dataset=dataset)
+    snapshot_refresh(dataset_id=dataset.pk)
+    query = StudyQuery(q="brain")
+    for backend in (PostgresSearch(), ColumnarSearch()):
+        found = backend.study_ids(query, [dataset.pk])
+        assert found == sorted(s.pk for s in brains), backend.name
+    # With the condition alone ("disorder"), every study matches; a study whose own text
+    # holds the word ranks first.
+    Study.objects.filter(pk=knees[0].pk).update(description="MR KNEE disorder of the meniscus")
+    studies_refresh_search_vector(dataset=dataset)
+    rows, total = PostgresSearch().studies(StudyQuery(q="disorder"), [dataset.pk], offset=0, limit=10)
+    assert total == 6 and rows[0]["id"] == knees[0].pk

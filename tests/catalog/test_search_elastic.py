@@ -66,7 +66,7 @@ def test_each_document_holds_the_words_of_the_studys_postgresql_search_vector(ca
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT tsvector_to_array(setweight(to_tsvector('english', %s), 'A') || "
-            "setweight(to_tsvector('simple', %s), 'B') || setweight(to_tsvector('english', %s), 'C')), "
+            "setweight(to_tsvector('simple', %s), 'B') || setweight(to_tsvector('english', %s), 'D')), "
             "tsvector_to_array(search_vector) FROM catalog_study WHERE id = %s",
             [doc["description"], doc["tags"], doc["dataset_text"], study.pk])
         from_document, stored = cursor.fetchone()
