@@ -187,12 +187,35 @@ def _written_together(text: str) -> set[str]:
 GLUED_LEN = 6
 
 
+_PATIENT_NAME = 0x00100010
+
+
+def latin_name(text: str) -> bool:
+    """Whether a person name is written in Latin script only (ASCII, or Latin letters
+    with marks: MÜLLER, ŁUKASIEWICZ). A name in another script (山田^太郎) has romanised
+    forms ("Yamada Taro") that neither the scrubber nor the verifier can know; a value
+    that did not decode (U+FFFD) is not Latin either."""
+    if text.isascii():
+        return True
+    for ch in text:
+        if ch.isalpha() and not ch.isascii():
+            if not unicodedata.name(ch, "").startswith("LATIN "):
+                return False
+        elif not ch.isascii() and not ch.isspace() and ch not in "'\u2019-.":
+            return False
+    return True
+
+
 class Scrubber:
     """Built once per input file from its identifying attributes (any depth)."""
 
     def __init__(self, substrings: Iterable[str], words: Iterable[str],
-                 patterns: Iterable[str] = (), spaced: Iterable[tuple[str, str]] = ()) -> None:
-        """``spaced``: (compact form, pattern) of values written with any separators."""
+                 patterns: Iterable[str] = (), spaced: Iterable[tuple[str, str]] = (),
+                 names_verifiable: bool = False) -> None:
+        """``spaced``: (compact form, pattern) of values written with any separators.
+        ``names_verifiable``: the file names its patient and every person name in it is
+        in Latin script (see latin_names); only then is opted-in patient free text kept."""
+        self.names_verifiable = names_verifiable
         subs = sorted({s for s in substrings if len(s) >= 3}, key=len, reverse=True)
         word_list = sorted({w for w in words if len(w) >= 2}, key=len, reverse=True)
         parts = sorted(set(patterns), key=len, reverse=True)
@@ -226,8 +249,12 @@ class Scrubber:
         words: set[str] = set()
         patterns: set[str] = set()
         spaced: set[tuple[str, str]] = set()
+        patient_named, names_latin = False, True
         for tag, vr, value in values:
             text = value.strip().strip("\x00")
+            if vr == "PN":
+                names_latin = names_latin and latin_name(text)
+                patient_named = patient_named or (tag == _PATIENT_NAME and bool(text.strip("^= ")))
             if not text:
                 continue
             if vr in ("DA", "DT"):
@@ -255,7 +282,8 @@ class Scrubber:
                     spaced.add(written_otherwise)
         substrings |= _plain_spellings(substrings)
         words |= _plain_spellings(words)
-        return cls(substrings, words, patterns, spaced)
+        return cls(substrings, words, patterns, spaced,
+                   names_verifiable=patient_named and names_latin)
 
     def clean(self, text: str) -> str:
         # Only the known values that can occur in this text go into the expression

@@ -20,15 +20,16 @@ from deid.io import (
     DICOMDIR_SOP_CLASS, MAX_ELEMENTS, PARSE_ERRORS, Source, atomic_output, open_source, read_dicom,
     write_dicom,
 )
-from deid.profile import (
-    CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, Profile, describe,
-    load_profile, method_codes, safe_private_vr,
+from deid.decide import (
+    CAP_AGE, CLEAN_PATIENT_TEXT, CLEAN_TEXT, DROP, DUMMY, EMPTY, KEEP, PSEUDONYM, RECURSE,
+    REMAP, REMOVE, SHIFT_DATE, Action, decide,
 )
+from deid.profile import Options, Profile, describe, load_profile, method_codes
 from deid.report import DeidReport, build_metadata, dataset_getter
 from deid.verify import verify_output
 from deid.values import (
-    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
-    PATIENT_NAME, TEXT_VRS, cap_age, cleaned_texts, patient_seed, shifted_dates, values_of,
+    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_ID, cap_age,
+    cleaned_texts, patient_seed, shifted_dates, values_of,
 )
 from deid.walk import check_depth, raw_vr
 
@@ -205,102 +206,65 @@ def _process(ds: Dataset, ctx: _Context, depth: int) -> Dataset:
     check_depth(depth)
     out = Dataset()
     keep_creators: set[BaseTag] = set()
+    options, top = ctx.options, depth == 0
     for tag in list(ds.keys()):
         ctx.elements += 1
         if ctx.elements > MAX_ELEMENTS:
             raise MalformedDicomError("too many data elements")
-        group, element = tag.group, tag.element
-        if element == 0 or group == 0x0002:
-            continue  # group lengths are recomputed; file meta is rebuilt
-        if group % 2 == 1:
-            _private(ds, tag, out, keep_creators, ctx, depth)
-            continue
-        if group & 0xFF00 in (0x5000, 0x6000):
-            ctx.counts["overlay_removed"] += 1  # curves (50xx) and overlays (60xx)
-            continue
-        if depth == 0 and tag in (PATIENT_ID, PATIENT_NAME):
-            out.add_new(tag, "LO" if tag == PATIENT_ID else "PN", ctx.pseudonym)
-            ctx.counts["pseudonymized"] += 1
-            continue
-        action = ctx.profile.action_for(tag, ctx.options)
-        if action is None:
-            action = KEEP if tag in ctx.profile.allowed else REMOVE
-        _apply(ds, tag, action, out, ctx, depth)
-    for creator in keep_creators:
-        out.add(ds[creator])
+        creator_tag = creator = None
+        if tag.group % 2 and options.retain_safe_private and tag.element >= 0x1000:
+            creator_tag = BaseTag((tag.group << 16) | (tag.element >> 8))
+            holder = ds.get(creator_tag)
+            creator = str(holder.value).strip().lower() if holder is not None else ""
+            vr = ds[tag].VR  # as pydicom reads it (its private dictionary: implicit VR)
+        else:
+            vr = raw_vr(ds, tag)
+        action = decide(tag, vr, options, top=top, creator=creator)
+        _apply(ds, tag, vr, action, out, ctx, depth)
+        if action.creator and creator_tag is not None:
+            keep_creators.add(creator_tag)
+    for creator_tag in keep_creators:
+        out.add(ds[creator_tag])
     return out
 
 
-def _private(ds: Dataset, tag: BaseTag, out: Dataset, keep_creators: set[BaseTag],
-             ctx: _Context, depth: int) -> None:
-    if ctx.options.retain_safe_private and 0x1000 <= tag.element:
-        creator_tag = BaseTag((tag.group << 16) | (tag.element >> 8))
-        creator = ds.get(creator_tag)
-        name = str(creator.value).strip().lower() if creator is not None else ""
-        listed_vr = ctx.profile.safe_private.get((tag.group, name, tag.element & 0xFF))
-        if listed_vr is not None and _keep_safe_private(ds[tag], listed_vr, out, ctx, depth):
-            keep_creators.add(creator_tag)
-            ctx.counts["private_kept"] += 1
-            return
-    ctx.counts["private_removed"] += 1
-
-
-def _keep_safe_private(elem: DataElement, listed_vr: str, out: Dataset, ctx: _Context,
-                       depth: int) -> bool:
-    """Keep a safe private attribute as the profile keeps public ones: a sequence with
-    the profile applied to its items, UIDs remapped. One whose VR is not the table's is
-    not the attribute the table lists (UN included: its VR unknown): removed."""
-    if not safe_private_vr(elem.VR, listed_vr):
-        return False
-    if elem.VR == "SQ":
-        _recurse(elem, out, ctx, depth)
-    elif elem.VR == "UI":
-        _remap(elem, out, ctx)
-    else:
-        out.add(elem)
-    return True
-
-
-def _apply(ds: Dataset, tag: BaseTag, action: str, out: Dataset, ctx: _Context,
+def _apply(ds: Dataset, tag: BaseTag, vr: str, action: Action, out: Dataset, ctx: _Context,
            depth: int) -> None:
-    vr = raw_vr(ds, tag)
-    counts = ctx.counts
-    if action == REMOVE:
-        counts["removed"] += 1
-    elif action == ZERO:
+    """Carry out decide()'s action for one element."""
+    op, count = action.op, action.count
+    if op == KEEP:
+        out.add(ds[tag])
+    elif op in (DROP, REMOVE):
+        pass
+    elif op == PSEUDONYM:
+        out.add_new(tag, "LO" if tag == PATIENT_ID else "PN", ctx.pseudonym)
+    elif op == RECURSE:
+        _recurse(ds[tag], out, ctx, depth)
+    elif op == REMAP:
+        _remap(ds[tag], out, ctx)
+    elif op == EMPTY:
         out.add_new(tag, vr, Sequence() if vr == "SQ" else None)
-        counts["zeroed"] += 1
-    elif action == DUMMY:
-        if vr == "UI":
-            _remap(ds[tag], out, ctx)
-        elif vr == "SQ":
-            out.add_new(tag, vr, Sequence())  # no sensible dummy item: empty sequence
-            counts["dummied"] += 1
-        elif vr in DUMMY_VALUES:
-            out.add_new(tag, vr, DUMMY_VALUES[vr])
-            counts["dummied"] += 1
+    elif op == DUMMY:
+        out.add_new(tag, vr, DUMMY_VALUES[vr])
+    elif op == CAP_AGE:
+        out.add(DataElement(tag, vr, cap_age(ds[tag].value)))
+    elif op == SHIFT_DATE:
+        assert ctx.shift is not None
+        elem = ds[tag]
+        shifted = shifted_dates(vr, values_of(elem.value), ctx.shift)
+        if shifted is None:  # unparseable: removed, a date cannot be kept unshifted
+            count = "removed"
         else:
-            counts["removed"] += 1
-    elif action == KEEP:
-        if vr == "SQ":
-            _recurse(ds[tag], out, ctx, depth)
-        else:
-            elem = ds[tag]
-            if tag == PATIENT_AGE:
-                elem = DataElement(tag, vr, cap_age(elem.value))
-            out.add(elem)
-        counts["kept"] += 1
-    elif action == CLEAN:
-        _clean(ds[tag], vr, out, ctx, depth)
-    elif action == UID_ACTION:
-        if vr == "UI":
-            _remap(ds[tag], out, ctx)
-        elif vr == "SQ":
-            _recurse(ds[tag], out, ctx, depth)
-        else:
-            counts["removed"] += 1
-    else:  # pragma: no cover - profile data validated by tests
-        raise ValueError(f"unknown action {action}")
+            _store(out, elem, shifted)
+    elif op == CLEAN_TEXT or (op == CLEAN_PATIENT_TEXT and ctx.scrubber.names_verifiable):
+        elem = ds[tag]
+        _store(out, elem, cleaned_texts(ctx.scrubber, values_of(elem.value)))
+    elif op == CLEAN_PATIENT_TEXT:  # the file's names cannot be verified: removed
+        count = "removed"
+    else:  # pragma: no cover - decide() returns only the operations above
+        raise ValueError(f"unknown operation {op}")
+    if count is not None:
+        ctx.counts[count] += 1
 
 
 def _recurse(elem: DataElement, out: Dataset, ctx: _Context, depth: int) -> None:
@@ -316,32 +280,6 @@ def _store(out: Dataset, elem: DataElement, values: list[Any]) -> None:
 def _remap(elem: DataElement, out: Dataset, ctx: _Context) -> None:
     _store(out, elem, [uids.remap_uid(str(v), ctx.key) for v in values_of(elem.value)])
     ctx.counts["uid_remapped"] += 1
-
-
-def _clean(elem: DataElement, vr: str, out: Dataset, ctx: _Context, depth: int) -> None:
-    counts = ctx.counts
-    if vr == "SQ":
-        _recurse(elem, out, ctx, depth)
-        counts["cleaned"] += 1
-    elif vr in ("DA", "DT", "TM"):
-        if ctx.shift is None:
-            counts["removed"] += 1
-            return
-        if vr == "TM":  # whole-day shifts leave times valid
-            out.add(elem)
-            counts["kept"] += 1
-            return
-        shifted = shifted_dates(vr, values_of(elem.value), ctx.shift)
-        if shifted is None:
-            counts["removed"] += 1
-            return
-        _store(out, elem, shifted)
-        counts["date_shifted"] += 1
-    elif vr in TEXT_VRS:
-        _store(out, elem, cleaned_texts(ctx.scrubber, values_of(elem.value)))
-        counts["cleaned"] += 1
-    else:
-        counts["removed"] += 1
 
 
 def _attest(out: Dataset, options: Options, ctx: _Context, *,

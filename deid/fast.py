@@ -37,15 +37,17 @@ from deid import dates, pixels, stream, uids
 from deid.clean import Scrubber, identifier_tags
 from deid.errors import BurnedInAnnotationError
 from deid.io import DICOMDIR_SOP_CLASS
-from deid.profile import (
-    CLEAN, DUMMY, KEEP, REMOVE, UID as UID_ACTION, ZERO, Options, describe, load_profile,
-    method_codes, safe_private_vr,
+from deid.decide import (
+    A_DROP, A_KEEP, A_OVERLAY, A_PRIVATE_REMOVED, A_REMOVE, CAP_AGE, CLEAN_PATIENT_TEXT,
+    CLEAN_TEXT, DROP, DUMMY, EMPTY, KEEP, PSEUDONYM, RECURSE, REMAP, REMOVE, SHIFT_DATE, Action,
+    decide,
 )
+from deid.profile import Options, describe, method_codes
 from deid.raw import Element, NotRaw, RawFile, encode, file_header, pad, read_header, text
 from deid.report import DeidReport, build_metadata
 from deid.values import (
-    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_AGE, PATIENT_ID,
-    PATIENT_NAME, TEXT_VRS, cap_age, cleaned_texts, patient_seed, shifted_dates, values_of,
+    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_ID, PATIENT_NAME,
+    cap_age, cleaned_texts, patient_seed, shifted_dates, values_of,
 )
 from deid.verify import needles_from_walked, verify_output
 from deid.verify_walk import Unwalkable, Walked
@@ -99,19 +101,21 @@ def _raw(element: Element) -> RawDataElement:
                           True, False)
 
 
-_ACTIONS: dict[Options, dict[int, str]] = {}  # per set of options: tag -> single action
+# decide() per set of options and level (top-level data set or sequence item):
+# (tag, VR) -> Action. decide() is pure; a series repeats the same tags.
+_DECIDED: dict[tuple[Options, bool], dict[tuple[int, str], Action]] = {}
+_DECIDED_MAX = 65_536  # distinct (tag, VR) per options and level before starting again
 
 
-def _action(tag: int, options: Options) -> str:
-    table = _ACTIONS.setdefault(options, {})
-    action = table.get(tag)
-    if action is None:
-        profile = load_profile()
-        action = profile.action_for(tag, options)
-        if action is None:
-            action = KEEP if tag in profile.allowed else REMOVE
-        table[tag] = action
-    return action
+def _decisions(options: Options, top: bool) -> dict[tuple[int, str], Action]:
+    table = _DECIDED.get((options, top))
+    if table is None:
+        if len(_DECIDED) >= 64:
+            _DECIDED.clear()
+        table = _DECIDED[(options, top)] = {}
+    elif len(table) >= _DECIDED_MAX:
+        table.clear()  # hostile files with ever new tags
+    return table
 
 
 @dataclass
@@ -132,8 +136,12 @@ class _Rewrite:
         return _quick_value(element, self.codec, self.encodings)
 
     @cached_property
-    def actions(self) -> dict[int, str]:
-        return _ACTIONS.setdefault(self.options, {})  # filled by _action()
+    def top_decisions(self) -> dict[tuple[int, str], Action]:
+        return _decisions(self.options, True)
+
+    @cached_property
+    def item_decisions(self) -> dict[tuple[int, str], Action]:
+        return _decisions(self.options, False)
 
     @cached_property
     def encodings(self) -> list[str] | None:
@@ -152,116 +160,94 @@ class _Rewrite:
     # -- the profile ----------------------------------------------------------------
 
     def data_set(self, elements: list[Element], depth: int) -> list[Element]:
+        """decide() for every element, carried out on raw elements."""
         if depth > MAX_DEPTH:
             raise NotRaw
         out: dict[int, Element] = {}
         keep_creators: set[int] = set()
         by_tag: dict[int, Element] | None = None
-        counts, actions, options = self.counts, self.actions, self.options
+        counts, options = self.counts, self.options
+        top = depth == 0
+        decisions = self.top_decisions if top else self.item_decisions
         kept = removed = 0
         for element in elements:
             self.elements += 1
             if self.elements > _MAX_ELEMENTS:
                 raise NotRaw
-            tag = element.tag
-            group = tag >> 16
-            if tag & 0xFFFF == 0 or group == 0x0002:
-                continue  # group lengths are recomputed; file meta is rebuilt
-            if group % 2:
-                if by_tag is None:
-                    by_tag = {e.tag: e for e in elements}
-                self.private(element, by_tag, out, keep_creators)
-                continue
-            if group & 0xFF00 in (0x5000, 0x6000):
-                counts["overlay_removed"] += 1
-                continue
-            if element.vr == "UN":
-                raise NotRaw  # pydicom reads public UN values with their dictionary VR
-            if depth == 0 and tag in (PATIENT_ID, PATIENT_NAME):
-                out[tag] = self.encode(tag, "LO" if tag == PATIENT_ID else "PN", [self.pseudonym])
-                counts["pseudonymized"] += 1
-                continue
-            action = actions.get(tag) or _action(tag, options)
-            # The two most common cases inline; apply() has them too.
-            if action == KEEP and element.items is None and tag != PATIENT_AGE:
+            tag, vr = element.tag, element.vr
+            if (tag >> 16) % 2:  # private: the decision depends on the creator
+                creator_tag, creator = 0, None
+                if options.retain_safe_private and tag & 0xFFFF >= 0x1000:
+                    if by_tag is None:
+                        by_tag = {e.tag: e for e in elements}
+                    creator_tag = ((tag >> 16) << 16) | ((tag & 0xFFFF) >> 8)
+                    holder = by_tag.get(creator_tag)
+                    creator = str(self.decode(holder)).strip().lower() if holder is not None else ""
+                action = decide(tag, vr, options, top=top, creator=creator)
+                if action is not A_PRIVATE_REMOVED and action is not A_DROP and (
+                        vr == "UN" or element.items is not None):
+                    raise NotRaw  # a listed attribute: pydicom reads it through its dictionary
+                if action.creator:
+                    keep_creators.add(creator_tag)
+            else:
+                action = decisions.get((tag, vr))  # type: ignore[assignment]
+                if action is None:
+                    action = decisions[(tag, vr)] = decide(tag, vr, options, top=top)
+                if vr == "UN" and action is not A_DROP and action is not A_OVERLAY:
+                    raise NotRaw  # pydicom reads public UN values with their dictionary VR
+            # The most common cases inline; apply() has them too.
+            if action is A_KEEP:
                 out[tag] = element
                 kept += 1
-            elif action == REMOVE:
+            elif action is A_REMOVE:
                 removed += 1
-            else:
+            elif action is not A_DROP:
                 self.apply(element, action, out, depth)
         if kept:
             counts["kept"] += kept
         if removed:
             counts["removed"] += removed
-        for creator in keep_creators:
-            if by_tag is not None and creator in by_tag:
-                out[creator] = by_tag[creator]
+        for creator_tag in keep_creators:
+            if by_tag is not None and creator_tag in by_tag:
+                out[creator_tag] = by_tag[creator_tag]
         return [out[tag] for tag in sorted(out)]
 
-    def private(self, element: Element, by_tag: dict[int, Element], out: dict[int, Element],
-                keep_creators: set[int]) -> None:
-        tag = element.tag
-        if self.options.retain_safe_private and 0x1000 <= tag & 0xFFFF:
-            group = tag >> 16
-            creator_tag = (group << 16) | ((tag & 0xFFFF) >> 8)
-            creator = by_tag.get(creator_tag)
-            name = str(self.decode(creator)).strip().lower() if creator is not None else ""
-            listed_vr = load_profile().safe_private.get((group, name, tag & 0xFF))
-            if listed_vr is not None:
-                if element.vr == "UN" or element.items is not None:
-                    raise NotRaw  # pydicom would re-read it through its private dictionary
-                if not safe_private_vr(element.vr, listed_vr):
-                    self.counts["private_removed"] += 1
-                    return  # another attribute than the one the table lists
-                if element.vr == "UI":
-                    self.remap(element, out)  # as on the pydicom path
-                else:
-                    out[tag] = element
-                keep_creators.add(creator_tag)
-                self.counts["private_kept"] += 1
-                return
-        self.counts["private_removed"] += 1
-
-    def apply(self, element: Element, action: str, out: dict[int, Element], depth: int) -> None:
-        tag, vr, counts = element.tag, element.vr, self.counts
-        if action == REMOVE:
-            counts["removed"] += 1
-        elif action == ZERO:
+    def apply(self, element: Element, action: Action, out: dict[int, Element], depth: int) -> None:
+        """Carry out decide()'s action for one element (as engine._apply does)."""
+        tag, vr = element.tag, element.vr
+        op, count = action.op, action.count
+        if op == KEEP:
+            out[tag] = element
+        elif op in (DROP, REMOVE):
+            pass
+        elif op == PSEUDONYM:
+            out[tag] = self.encode(tag, "LO" if tag == PATIENT_ID else "PN", [self.pseudonym])
+        elif op == RECURSE:
+            self.recurse(element, out, depth)
+        elif op == REMAP:
+            self.remap(element, out)
+        elif op == EMPTY:
             out[tag] = Element(tag, vr, b"", [] if vr == "SQ" else None)
-            counts["zeroed"] += 1
-        elif action == DUMMY:
-            if vr == "UI":
-                self.remap(element, out)
-            elif vr == "SQ":
-                out[tag] = Element(tag, vr, items=[])
-                counts["dummied"] += 1
-            elif vr in DUMMY_VALUES:
-                out[tag] = self.encode(tag, vr, [DUMMY_VALUES[vr]])
-                counts["dummied"] += 1
+        elif op == DUMMY:
+            out[tag] = self.encode(tag, vr, [DUMMY_VALUES[vr]])
+        elif op == CAP_AGE:
+            value = self.decode(element)
+            capped = cap_age(value)
+            out[tag] = element if capped is value else self.encode(tag, vr, [capped])
+        elif op == SHIFT_DATE:
+            shifted = self.changed("date", element, self.shifted)
+            if shifted is None:  # unparseable: removed, a date cannot be kept unshifted
+                count = "removed"
             else:
-                counts["removed"] += 1
-        elif action == KEEP:
-            if vr == "SQ":
-                self.recurse(element, out, depth)
-            elif tag == PATIENT_AGE:
-                value = self.decode(element)
-                capped = cap_age(value)
-                out[tag] = element if capped is value else self.encode(tag, vr, [capped])
-            else:
-                out[tag] = element
-            counts["kept"] += 1
-        elif action == CLEAN:
-            self.clean(element, out, depth)
-        elif action == UID_ACTION:
-            if vr == "UI":
-                self.remap(element, out)
-            elif vr == "SQ":
-                self.recurse(element, out, depth)
-            else:
-                counts["removed"] += 1
-        else:  # pragma: no cover - profile data validated by tests
-            raise ValueError(f"unknown action {action}")
+                out[tag] = Element(tag, vr, shifted)
+        elif op == CLEAN_TEXT or (op == CLEAN_PATIENT_TEXT and self.scrubber.names_verifiable):
+            out[tag] = Element(tag, vr, self.changed("text", element, self.cleaned))
+        elif op == CLEAN_PATIENT_TEXT:  # the file's names cannot be verified: removed
+            count = "removed"
+        else:  # pragma: no cover - decide() returns only the operations above
+            raise ValueError(f"unknown operation {op}")
+        if count is not None:
+            self.counts[count] += 1
 
     def recurse(self, element: Element, out: dict[int, Element], depth: int) -> None:
         items = [self.data_set(item, depth + 1) for item in element.items or []]
@@ -302,31 +288,6 @@ class _Rewrite:
     def cleaned(self, element: Element) -> bytes:
         texts = cleaned_texts(self.scrubber, values_of(self.decode(element)))
         return self.encode(element.tag, element.vr, texts).value
-
-    def clean(self, element: Element, out: dict[int, Element], depth: int) -> None:
-        tag, vr, counts = element.tag, element.vr, self.counts
-        if vr == "SQ":
-            self.recurse(element, out, depth)
-            counts["cleaned"] += 1
-        elif vr in ("DA", "DT", "TM"):
-            if self.shift is None:
-                counts["removed"] += 1
-                return
-            if vr == "TM":  # whole-day shifts leave times valid
-                out[tag] = element
-                counts["kept"] += 1
-                return
-            shifted = self.changed("date", element, self.shifted)
-            if shifted is None:
-                counts["removed"] += 1
-                return
-            out[tag] = Element(tag, vr, shifted)
-            counts["date_shifted"] += 1
-        elif vr in TEXT_VRS:
-            out[tag] = Element(tag, vr, self.changed("text", element, self.cleaned))
-            counts["cleaned"] += 1
-        else:
-            counts["removed"] += 1
 
     # -- what the engine adds -----------------------------------------------------------
 

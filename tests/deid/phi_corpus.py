@@ -400,6 +400,54 @@ def case_ethnic_group() -> Case:
                 expect={"EthnicGroup": "MAORI", "PatientWeight": "80"})
 
 
+def _occupation(occupation: str) -> Callable[[], Case]:
+    """A rare occupation identifies on its own: removed whatever the options."""
+    def build() -> Case:
+        ds = base_dataset(Occupation=occupation)
+        return Case(f"occupation-{occupation.lower()}", to_bytes(ds),
+                    BASE_NEEDLES + [occupation], "Occupation", expect={"Occupation": None})
+    return build
+
+
+def case_cjk_name_romanised_comment() -> Case:
+    """The name only in kanji, the comment in romaji: the verifier cannot know that
+    "Yamada Taro" is the patient, so patient free text must not come through."""
+    ds = base_dataset(SpecificCharacterSet="ISO_IR 192", PatientName="山田^太郎",
+                      PatientComments="Yamada Taro, follow-up in 6 months",
+                      AdditionalPatientHistory="Yamada-san: asthma since 2001")
+    return Case("cjk-name-romanised-comment", to_bytes(ds),
+                BASE_NEEDLES[2:] + ["山田", "太郎", "Yamada", "Taro"], "PatientComments",
+                expect={"PatientComments": None, "AdditionalPatientHistory": None})
+
+
+def case_patient_free_text() -> Case:
+    """Every free-text attribute about the patient, each with a clue the verifier cannot
+    tie to the patient: none survives the default options."""
+    ds = base_dataset(
+        PatientComments="Lives alone above the lighthouse, Ardnamurchan Point",
+        AdditionalPatientHistory="Former falconer at Balmoral estate",
+        MedicalAlerts="Pacemaker fitted at Ardnamurchan cottage hospital",
+        Allergies="Penicillin (reaction at Ardnamurchan ferry, 1999)",
+        PatientState="Sedated: only child of the Ardnamurchan laird",
+        SpecialNeeds="Interpreter: Ardnamurchan Gaelic",
+        PreMedication="Lorazepam given by wife Morag",
+        ReasonForVisit="Fall from the Ardnamurchan lighthouse stair",
+        VisitComments="Brought in by Morag",
+        PatientReligiousPreference="Ardnamurchan Free Kirk",
+        MilitaryRank="Wing Commander", BranchOfService="Royal Ardnamurchan Yeomanry",
+        PatientAddress=ADDRESS, PatientTelephoneNumbers=PHONE,
+        PatientMotherBirthName=MOTHER,
+    )
+    return Case("patient-free-text", to_bytes(ds),
+                BASE_NEEDLES + ["Ardnamurchan", "Morag", "falconer", "Wing Commander",
+                                "ROSALIND"], "PatientComments",
+                expect={"PatientComments": None, "AdditionalPatientHistory": None,
+                        "MedicalAlerts": None, "Allergies": None, "PatientState": None,
+                        "SpecialNeeds": None, "PreMedication": None, "ReasonForVisit": None,
+                        "VisitComments": None, "MilitaryRank": None,
+                        "PatientSex": "M", "PatientAge": "057Y"})
+
+
 def case_file_meta() -> Case:
     ds = base_dataset()
     data = to_bytes(ds, meta={
@@ -475,6 +523,11 @@ CASES.update({
     "original-attributes": case_original_attributes,
     "other-patient-ids": case_other_ids,
     "ethnic-group-kept": case_ethnic_group,
+    "occupation-lighthousekeeper": _occupation("Lighthousekeeper"),
+    "occupation-taxidermist": _occupation("Taxidermist"),
+    "occupation-falconer": _occupation("Falconer"),
+    "cjk-name-romanised-comment": case_cjk_name_romanised_comment,
+    "patient-free-text": case_patient_free_text,
     "file-meta": case_file_meta,
     "preamble": case_preamble,
     "trailing-padding": case_trailing_padding,

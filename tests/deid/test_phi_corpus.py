@@ -89,6 +89,46 @@ def test_titled_names_and_ssns_are_scrubbed_whoever_they_are(written: str, kept:
     assert out.StudyDescription == kept
 
 
+# --- patient free text: removed by default, kept cleaned only when opted in ------------
+
+FREE_TEXT = Options(accept_patient_free_text_risk={"PatientComments", "AdditionalPatientHistory"})
+
+
+def test_patient_comments_opted_in_are_kept_cleaned() -> None:
+    ds = base_dataset(PatientComments=f"{GIVEN} {FAMILY} lives at 42 Wallaby Way; MRN {MRN}",
+                      AdditionalPatientHistory="asthma, Dr. Avery Quinn", Allergies="latex")
+    out_bytes = io.BytesIO()
+    report = deidentify_file(io.BytesIO(to_bytes(ds)), out_bytes, key=KEY, options=FREE_TEXT)
+    data = out_bytes.getvalue()
+    assert find_leaks(data, [GIVEN, FAMILY, MRN, "Wallaby", "Quinn"]) == []
+    out = pydicom.dcmread(io.BytesIO(data))
+    assert out.PatientComments == "lives at 42 Way; MRN"
+    assert out.AdditionalPatientHistory == "asthma"
+    assert "Allergies" not in out  # not opted in
+    assert "patient free text kept" in report.profile and "PatientComments" in report.profile
+
+
+@pytest.mark.parametrize("name", ["cjk-name-romanised-comment", "charset-wrong"])
+def test_opted_in_free_text_is_removed_where_names_cannot_be_verified(name: str) -> None:
+    # 山田^太郎 has romanised forms ("Yamada Taro") nothing here can know; a name that did
+    # not decode cannot be searched for either.
+    ds = pydicom.dcmread(io.BytesIO(CASES[name]().data))
+    ds.PatientComments = "Yamada Taro, follow-up in 6 months"
+    out = pydicom.dcmread(io.BytesIO(_run(_save(ds), FREE_TEXT)))
+    assert "PatientComments" not in out and "AdditionalPatientHistory" not in out
+
+
+def test_opted_in_free_text_is_removed_without_clean_descriptors_or_a_patient_name() -> None:
+    ds = base_dataset(PatientComments="stable")
+    off = Options(clean_descriptors=False,
+                  accept_patient_free_text_risk=FREE_TEXT.accept_patient_free_text_risk)
+    assert "PatientComments" not in pydicom.dcmread(io.BytesIO(_run(to_bytes(ds), off)))
+    nameless = base_dataset(PatientComments="stable", PatientName=None)
+    assert "PatientComments" not in pydicom.dcmread(io.BytesIO(_run(to_bytes(nameless), FREE_TEXT)))
+    kept = pydicom.dcmread(io.BytesIO(_run(to_bytes(ds), FREE_TEXT)))
+    assert kept.PatientComments == "stable"
+
+
 def test_identifying_values_helper_lists_the_inputs_identity() -> None:
     ds = pydicom.dcmread(io.BytesIO(CASES["request-depth-3"]().data))
     values = identifying_values(ds)

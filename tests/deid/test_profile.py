@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+import itertools
 import json
 from importlib import resources
 
 import pytest
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
+from deid.decide import A_KEEP, A_REMOVE, CLEAN_PATIENT_TEXT, decide
 from deid.profile import (
-    CLEAN, COMBINED, KEEP, OPTION_COLUMNS, REMOVE, UID, ZERO, Options, load_profile,
+    CLEAN, COMBINED, KEEP, OPTION_COLUMNS, REMOVE, UID, ZERO, Options, describe, load_profile,
 )
 
 
@@ -119,3 +121,90 @@ def test_safe_private_rows_are_well_formed() -> None:
     for (group, creator, element), vr in load_profile().safe_private.items():
         assert group % 2 == 1 and creator and 0 <= element <= 0xFF
         assert vr == "" or set(vr.split("/")) <= vrs
+
+
+# --- decisions.json: every C and K row decided, with a reason -----------------------------
+
+DECISIONS = _data("decisions.json")
+OFFERED_COLUMNS = {"rtnPatCharsOpt", "rtnLongModifDatesOpt", "rtnDevIdOpt", "cleanDescOpt"}
+KEPT_CHARACTERISTICS = {"PatientSex", "PatientAge", "PatientSize", "PatientWeight", "EthnicGroup",
+                        "SmokingStatus", "PregnancyStatus", "PatientSexNeutered"}
+QUASI_IDENTIFIERS = {
+    "Occupation", "PatientReligiousPreference", "MilitaryRank", "BranchOfService",
+    "PatientAddress", "PatientTelephoneNumbers", "PatientTelecomInformation",
+    "PatientInsurancePlanCodeSequence", "PatientMotherBirthName", "PatientBirthName",
+    "CountryOfResidence", "RegionOfResidence", "IdentifyingComments", "ResponsiblePerson",
+}
+PATIENT_FREE_TEXT = {
+    "PatientComments", "AdditionalPatientHistory", "Allergies", "MedicalAlerts", "PatientState",
+    "SpecialNeeds", "PreMedication", "ReasonForVisit", "VisitComments",
+    "AdmittingDiagnosesDescription",
+}
+_BOOL_FLAGS = ("retain_patient_characteristics", "retain_longitudinal_modified_dates",
+               "retain_device_identity", "clean_descriptors", "retain_safe_private")
+
+
+def _every_options(free_text: object = True) -> list[Options]:
+    return [Options(accept_patient_free_text_risk=free_text, **dict(zip(_BOOL_FLAGS, values)))
+            for values in itertools.product((True, False), repeat=len(_BOOL_FLAGS))]
+
+
+def test_every_c_or_k_row_under_an_offered_option_is_decided_with_a_reason() -> None:
+    decided = {row["tag"]: row for row in DECISIONS["rows"]}
+    for row in _data("ps3.15-e1-1-2024.json")["rows"]:
+        actions = {v for k, v in row.get("options", {}).items() if k in OFFERED_COLUMNS}
+        if row["keyword"] and actions & {"C", "K"}:
+            assert row["tag"] in decided, row["keyword"]
+    for row in DECISIONS["rows"]:
+        assert row["decision"] in DECISIONS["_decisions"], row
+        assert len(row["reason"]) > 20 and row["kind"], row
+        rule = load_profile().rules[int(row["tag"], 16)]
+        assert rule.keyword == row["keyword"] and rule.decision == row["decision"]
+
+
+def test_retain_patient_characteristics_keeps_only_what_buyers_use() -> None:
+    profile = load_profile()
+    for rule in profile.rules.values():
+        if "rtnPatCharsOpt" in dict(rule.options):
+            kept = profile.action_for(rule.tag, Options()) == KEEP
+            assert kept == (rule.keyword in KEPT_CHARACTERISTICS), rule.keyword
+
+
+@pytest.mark.parametrize("keyword", sorted(QUASI_IDENTIFIERS | {"SelectorASValue"}))
+def test_quasi_identifiers_take_the_basic_action_under_every_option(keyword: str) -> None:
+    tag, vr = tag_for_keyword(keyword), dictionary_VR(tag_for_keyword(keyword))
+    for options in _every_options():
+        expected = "dummy" if keyword == "SelectorASValue" else "remove"
+        assert decide(tag, vr, options).op == expected, options
+
+
+@pytest.mark.parametrize("keyword", sorted(PATIENT_FREE_TEXT))
+def test_patient_free_text_is_removed_unless_opted_in_with_clean_descriptors(keyword: str) -> None:
+    tag, vr = tag_for_keyword(keyword), dictionary_VR(tag_for_keyword(keyword))
+    assert keyword in load_profile().patient_free_text
+    for options in _every_options(free_text=False):
+        assert decide(tag, vr, options) is A_REMOVE, options
+    for options in _every_options(free_text={keyword}):
+        expected = CLEAN_PATIENT_TEXT if options.clean_descriptors else "remove"
+        assert decide(tag, vr, options).op == expected
+
+
+def test_pregnancy_status_is_coded_and_kept() -> None:
+    assert dictionary_VR(tag_for_keyword("PregnancyStatus")) == "US"
+    assert decide(tag_for_keyword("PregnancyStatus"), "US", Options()) is A_KEEP
+
+
+def test_patient_free_text_option_is_off_by_default_and_named_as_a_risk() -> None:
+    assert "accept_patient_free_text_risk" in Options.names()
+    assert Options().accept_patient_free_text_risk == frozenset()
+    assert Options(accept_patient_free_text_risk=True).accept_patient_free_text_risk == \
+        load_profile().patient_free_text
+    opts = Options.from_flags(["accept-patient-free-text-risk=PatientComments,Allergies"])
+    assert opts.accept_patient_free_text_risk == {"PatientComments", "Allergies"}
+    assert Options.from_flags(["accept_patient_free_text_risk=false"]) == Options()
+    assert Options(accept_patient_free_text_risk=["PatientComments"]) == \
+        Options(accept_patient_free_text_risk="PatientComments")
+    with pytest.raises(ValueError, match="not a patient free-text attribute: Occupation"):
+        Options(accept_patient_free_text_risk={"Occupation"})
+    assert "PatientComments" in describe(Options(accept_patient_free_text_risk={"PatientComments"}))
+    assert "free text" not in describe(Options())
