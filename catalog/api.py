@@ -45,6 +45,8 @@ class DatasetOutput(serializers.Serializer):
     price_per_study = serializers.DecimalField(max_digits=12, decimal_places=2)
     currency = serializers.CharField()
     licence_text = serializers.CharField()
+    patient_free_text_kept = serializers.ListField(
+        child=serializers.CharField(), help_text="Free-text attributes about patients the provider chose to keep (cleaned)")
     status = serializers.CharField()
     published_at = serializers.DateTimeField()
 

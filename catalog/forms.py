@@ -6,7 +6,7 @@ from django import forms
 
 from catalog.exceptions import CatalogError
 from catalog.models import Dataset, LicenceType
-from catalog.services.datasets import check_disclosure_threshold, clean_conditions
+from catalog.services.datasets import check_disclosure_threshold, clean_conditions, patient_free_text_choices
 
 
 class DatasetForm(forms.ModelForm):
@@ -15,6 +15,12 @@ class DatasetForm(forms.ModelForm):
 
     licence_type = forms.ChoiceField(choices=LicenceType.choices, required=False, initial=LicenceType.ACADEMIC,
                                      label="Licence type")
+    patient_free_text_kept = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, choices=(),
+        label="Keep these free-text attributes about the patient (at your risk)",
+        help_text="Removed by default: notes about a patient often hold names or places the files do not "
+                  "show elsewhere. A kept attribute is cleaned of the names and ids the file holds, removed "
+                  "where that cannot be checked, and the dataset page tells buyers it is kept.")
     conditions = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}),
         help_text="One per line as SCHEME:CODE|Label, e.g. ICD10:J18.9|Pneumonia or SCT:233604007|Pneumonia.")
@@ -23,7 +29,7 @@ class DatasetForm(forms.ModelForm):
         model = Dataset
         fields = ["title", "description", "licence_type", "licence_text", "price_per_study", "currency",
                   "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted",
-                  "disclosure_threshold"]
+                  "disclosure_threshold", "patient_free_text_kept"]
         labels = {
             "licence_type": "Licence type",
             "licence_text": "Licence",
@@ -38,6 +44,7 @@ class DatasetForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
+        self.fields["patient_free_text_kept"].choices = [(k, k) for k in patient_free_text_choices()]
         if self.instance and self.instance.pk:
             self.initial["conditions"] = "\n".join(self.instance.conditions)
 

@@ -43,6 +43,10 @@ class Dataset(models.Model):
     # Counts below this are hidden from anyone not entitled to the rows; only ever raises
     # the marketplace's DISCLOSURE_THRESHOLD (catalog/disclosure.py), never lowers it.
     disclosure_threshold = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Free-text attributes about the patient (PatientComments, AdditionalPatientHistory...)
+    # are removed at ingestion; the provider may keep some, cleaned, knowingly: the
+    # dataset page says so (deid Options.accept_patient_free_text_risk).
+    patient_free_text_kept = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)

@@ -30,6 +30,7 @@ def dataset_create(
     conditions: object = (),
     allow_study_browsing: bool = False,
     disclosure_threshold: int | None = None,
+    patient_free_text_kept: object = (),
 ) -> Dataset:
     if not provider.is_provider:
         raise CatalogError("Only provider organizations can create datasets.", code="not_a_provider")
@@ -39,12 +40,14 @@ def dataset_create(
         raise CatalogError(f"Unknown licence type; use one of {', '.join(LicenceType.values)}.",
                            code="bad_licence")
     check_disclosure_threshold(disclosure_threshold)
+    patient_free_text_kept = clean_patient_free_text(patient_free_text_kept)
     dataset = Dataset.objects.create(
         provider=provider, created_by=acting_user, title=title, description=description,
         licence_text=licence_text, price_per_study=price_per_study, currency=currency.upper(),
         burned_in_risk_accepted=burned_in_risk_accepted, licence_type=licence_type,
         country=" ".join(country.split())[:64], conditions=clean_conditions(conditions),
         allow_study_browsing=allow_study_browsing, disclosure_threshold=disclosure_threshold,
+        patient_free_text_kept=patient_free_text_kept,
     )
     audit_record(actor=acting_user, action="dataset.create", obj=dataset)
     return dataset
@@ -53,7 +56,8 @@ def dataset_create(
 @transaction.atomic
 def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> Dataset:
     allowed = {"title", "description", "licence_text", "price_per_study", "currency", "burned_in_risk_accepted",
-               "licence_type", "country", "conditions", "allow_study_browsing", "disclosure_threshold"}
+               "licence_type", "country", "conditions", "allow_study_browsing", "disclosure_threshold",
+               "patient_free_text_kept"}
     unknown = set(fields) - allowed
     if unknown:
         raise CatalogError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.", code="bad_fields")
@@ -64,6 +68,8 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
         fields["conditions"] = clean_conditions(fields["conditions"])
     if "disclosure_threshold" in fields:
         check_disclosure_threshold(fields["disclosure_threshold"])  # type: ignore[arg-type]
+    if "patient_free_text_kept" in fields:
+        fields["patient_free_text_kept"] = clean_patient_free_text(fields["patient_free_text_kept"])
     price = fields.get("price_per_study")
     if price is not None and Decimal(str(price)) < 0:
         raise CatalogError("The price per study cannot be negative.", code="negative_price")
@@ -76,6 +82,8 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
         detail.update(old_price=str(old_price), new_price=str(dataset.price_per_study))
     if "disclosure_threshold" in fields:
         detail.update(disclosure_threshold=dataset.disclosure_threshold)
+    if "patient_free_text_kept" in fields:
+        detail.update(patient_free_text_kept=dataset.patient_free_text_kept)
     audit_record(actor=acting_user, action="dataset.update", obj=dataset, detail=detail)
     transaction.on_commit(lambda: _reindex(dataset.pk))
     return dataset
@@ -87,6 +95,22 @@ def check_disclosure_threshold(value: int | None) -> None:
     if value is not None and not base <= value <= 1000:
         raise CatalogError(f"The disclosure threshold must be from {base} (the marketplace's) to 1000, "
                            "or empty to use the marketplace's.", code="bad_disclosure_threshold")
+
+
+def patient_free_text_choices() -> list[str]:
+    """The free-text attributes about the patient a provider may choose to keep (cleaned)."""
+    import deid.profile
+
+    return sorted(deid.profile.load_profile().patient_free_text)
+
+
+def clean_patient_free_text(raw: object) -> list[str]:
+    keywords = sorted({str(k).strip() for k in (raw or []) if str(k).strip()})  # type: ignore[union-attr]
+    unknown = [k for k in keywords if k not in patient_free_text_choices()]
+    if unknown:
+        raise CatalogError(f"Not a free-text attribute about the patient: {unknown[0][:64]!r}.",
+                           code="bad_free_text_attribute")
+    return keywords
 
 
 def clean_conditions(raw: object) -> list[str]:

@@ -37,7 +37,8 @@ def provider_key(dataset: Dataset) -> bytes:
 def deid_options(dataset: Dataset) -> deid.Options:
     # deid's defaults: patient characteristics and shifted dates kept, descriptors cleaned,
     # device identity (station, serial) removed; manufacturer and model stay (allow-list).
-    return deid.Options(accept_burned_in_risk=dataset.burned_in_risk_accepted)
+    return deid.Options(accept_burned_in_risk=dataset.burned_in_risk_accepted,
+                        accept_patient_free_text_risk=frozenset(dataset.patient_free_text_kept))
 
 
 def upload_batch_ingest(*, batch_id: int, parallel: bool = False) -> UploadBatch | None:

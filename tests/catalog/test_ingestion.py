@@ -422,3 +422,47 @@ def test_it_counts_series_instances_and_bytes_per_study(dataset, ingest):
         assert (study.series_count, study.instance_count, study.total_bytes) == (1, 3, sum(sizes))
         series = study.series.get()
         assert (series.instance_count, series.total_bytes) == (3, sum(sizes))
+
+
+def _with_patient_text(data: bytes) -> bytes:
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.PatientComments = f"{ds.PatientName.family_name} lives by the lighthouse, follow-up in 6 months"
+    ds.Occupation = "Lighthousekeeper"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _stored_text(dataset) -> list[tuple[str, str]]:  # noqa: ANN001
+    out = []
+    for instance in Instance.objects.filter(dataset=dataset):
+        with storage.open_read(instance.storage_key) as fh:
+            ds = pydicom.dcmread(fh)
+        out.append((str(ds.get("PatientComments", "")), str(ds.get("Occupation", ""))))
+    return out
+
+
+def test_free_text_about_the_patient_and_occupation_are_removed_by_default(dataset, ingest) -> None:
+    files = [(name, _with_patient_text(data)) for name, data in ct_files(n_patients=1, n_instances=1)]
+    assert ingest(dataset, files).ok_files == 1
+    assert _stored_text(dataset) == [("", "")]
+
+
+def test_a_provider_keeps_patient_comments_knowingly_cleaned_and_the_page_says_so(
+        client, dataset, ingest, alice) -> None:
+    from catalog.services import dataset_update
+
+    dataset = dataset_update(dataset=dataset, acting_user=alice, patient_free_text_kept=["PatientComments"])
+    files = [(name, _with_patient_text(data)) for name, data in ct_files(n_patients=1, n_instances=1)]
+    family = pydicom_family(files[0][1])
+    assert ingest(dataset, files).ok_files == 1
+    ((comments, occupation),) = _stored_text(dataset)
+    assert "follow-up in 6 months" in comments and family.lower() not in comments.lower()
+    assert occupation == ""
+    client.force_login(alice)
+    page = client.get(f"/datasets/{dataset.pk}/").content.decode()
+    assert 'id="free-text-kept"' in page and "PatientComments" in page.split('id="free-text-kept"')[1]
+
+
+def pydicom_family(data: bytes) -> str:
+    return str(pydicom.dcmread(io.BytesIO(data)).PatientName.family_name)
