@@ -72,18 +72,29 @@ class Rule:
         """A lone count (a total): hidden when small."""
         return SUPPRESSED if self.hides(count) else count
 
-    def partition(self, counts: Mapping[K, int]) -> dict[K, Shown]:
+    def partition(self, counts: Mapping[K, int], *, within: Iterable[Iterable[K]] = ()) -> dict[K, Shown]:
         """The cells of one breakdown, with complementary suppression: if any cell is
         hidden, more are hidden (smallest first) until at least two are and they hold the
         threshold together. When that is impossible every non-zero cell is hidden, and the
-        total is then itself below the threshold (hidden by ``count``)."""
+        total is then itself below the threshold (hidden by ``count``).
+
+        ``within``: groups of cells whose sum is shown too (the values a facet is filtered
+        by add up to the answer's total): the same holds inside each group."""
         if self.exact:
             return dict(counts)
         hidden = {key for key, n in counts.items() if self.hides(n)}
-        if hidden:
-            others = sorted((n, str(key), key) for key, n in counts.items() if n and key not in hidden)
-            while others and (len(hidden) < 2 or sum(counts[k] for k in hidden) < self.threshold):
-                hidden.add(others.pop(0)[2])
+        groups = [set(counts), *({k for k in group if k in counts} for group in within)]
+        changed = bool(hidden)
+        while changed:  # a cell hidden for one group may leave another group one hidden cell
+            changed = False
+            for group in groups:
+                if not hidden & group:
+                    continue
+                others = sorted((counts[k], str(k), k) for k in group if counts[k] and k not in hidden)
+                while others and (len(hidden & group) < 2
+                                  or sum(counts[k] for k in hidden & group) < self.threshold):
+                    hidden.add(others.pop(0)[2])
+                    changed = True
         return {key: SUPPRESSED if key in hidden else n for key, n in counts.items()}
 
     def describe(self, count: Shown, noun: str = "studies") -> str:
@@ -113,12 +124,17 @@ def rule_for_dataset(*, user: User | None, dataset: Any) -> Rule:
     return rule_for(user=user, datasets=[(dataset.provider_id, dataset.disclosure_threshold)])
 
 
-def require_disclosable(*, count: int, threshold: int, whole_dataset: bool,
-                        dataset_too_small: bool = False) -> None:
-    """Quotes and orders are never priced for fewer studies than the threshold: the price
-    would give the count."""
+def require_disclosable(*, count: int, threshold: int, whole_dataset: bool, dataset_total: int) -> None:
+    """Quotes and orders are never priced for fewer studies than the threshold (the price
+    would give the count), nor for a selection leaving out fewer than the threshold of the
+    dataset's studies (its total minus the selection would give them)."""
+    left_out = dataset_total - count
+    if 0 < left_out < threshold and not whole_dataset and count >= threshold:
+        raise BelowThresholdError(
+            f"This selection leaves out fewer than {threshold} of the dataset's studies; order the whole "
+            f"dataset, or narrow the selection further.")
     if 0 < count < threshold:
-        if whole_dataset or dataset_too_small:
+        if whole_dataset or dataset_total < threshold:
             raise BelowThresholdError(
                 f"This dataset has fewer than {threshold} studies that can be ordered; too few to sell "
                 f"without putting its patients at risk of being identified.")

@@ -12,6 +12,7 @@ from django.utils import timezone
 from catalog.disclosure import BelowThresholdError, effective_threshold, require_disclosable
 from catalog.models import Dataset
 from catalog.search.criteria import cohort_criteria, cohort_from, describe
+from catalog.search.dimensions import StudyQuery
 from catalog.search.service import cohort_study_ids
 from marketplace.exceptions import ApplicationError, InvalidTransitionError
 from marketplace.ratelimit import rate_limit_hit, requester_key
@@ -45,12 +46,15 @@ def order_quote(*, dataset: Dataset, criteria: Any = None) -> Quote:
 
     ``criteria`` is the cohort's definition (keywords, filters, price range); the studies
     are taken exactly as the cohort builder counts them. Refused (BelowThresholdError)
-    for 1 to threshold-1 studies: that price would give the count."""
+    for 1 to threshold-1 studies (that price would give the count), and where the
+    selection leaves out 1 to threshold-1 of the dataset's studies (the dataset's total
+    is shown: the difference would give the count of those left out)."""
     query = cohort_from(criteria or {})
     ids = cohort_study_ids(query=query, dataset_id=dataset.pk)
+    whole = len(ids) if not cohort_criteria(query) else len(cohort_study_ids(query=StudyQuery(),
+                                                                              dataset_id=dataset.pk))
     require_disclosable(count=len(ids), threshold=effective_threshold(dataset.disclosure_threshold),
-                        whole_dataset=not cohort_criteria(query),
-                        dataset_too_small=0 < dataset.study_count < effective_threshold(dataset.disclosure_threshold))
+                        whole_dataset=not cohort_criteria(query), dataset_total=whole)
     unit = Money(dataset.price_per_study, dataset.currency)
     return Quote(dataset_id=dataset.pk, criteria=cohort_criteria(query), study_count=len(ids), unit_price=unit,
                  total=unit.times(len(ids)), study_ids=tuple(ids))

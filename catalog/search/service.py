@@ -19,7 +19,8 @@ __all__ = ["SUPPRESSED"]
 def _rows(name: str, counts: dict[str, int], selected: list[str], rule: Rule) -> list[dict[str, Any]]:
     facet = STUDY_FACETS.get(name)
     labels = facet.labels if facet else {}
-    shown = rule.partition(counts)
+    # The values filtered by add up to the answer's total: protected as a group too.
+    shown = rule.partition(counts, within=[selected])
     rows = []
     for value, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         label = condition_label(value) if name == "condition" else labels.get(value, value or "Unknown")
@@ -129,7 +130,28 @@ def browsable_studies(*, query: StudyQuery, user: User | None, page: int = 1,
                                   limit=STUDY_PAGE_SIZE)
     for row in rows:
         row["dataset_title"] = datasets[row["dataset_id"]].title
+    if rows and not entitled:
+        _hide_small_groups_on_rows(rows, query=query, user=user, backend=backend, datasets=datasets)
     return rows, count
+
+
+# Attributes of a listed row that are also counts: paging through the list counts the rows
+# with each value, so a value is shown only where its dataset's count of it is.
+ROW_ATTRIBUTES = {"sex": "patient_sex", "age_band": "age_band", "ethnicity": "ethnicity",
+                  "body_part": "body_part", "manufacturer": "manufacturer", "model": "model"}
+
+
+def _hide_small_groups_on_rows(rows: list[dict[str, Any]], *, query: StudyQuery, user: User | None,
+                               backend: PostgresSearch, datasets: dict[int, DatasetInfo]) -> None:
+    listed = sorted({row["dataset_id"] for row in rows})
+    for dimension, key in ROW_ATTRIBUTES.items():
+        hidden: set[tuple[int, str]] = set()
+        for dataset_id, counts in backend.by_dataset(query, listed, dimension).items():
+            shown = answer_rule(user=user, infos=[datasets[dataset_id]]).partition(counts)
+            hidden |= {(dataset_id, value) for value, n in shown.items() if not is_shown(n)}
+        for row in rows:
+            if (row["dataset_id"], str(row[key] or "")) in hidden:
+                row[key] = SUPPRESSED
 
 
 def cohort_summary(*, query: StudyQuery, user: User | None,
