@@ -51,8 +51,10 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
     try:
         count_query_admit(user=request.user, ip=client_ip(request), query=query, where="cohort_builder")
     except RateLimitedError as exc:
-        return render(request, "catalog/cohort_builder.html", {"error": exc.message, "query": StudyQuery(),
-                      "cohort": {"datasets": []}, "facets": [], "rate_limited": True}, status=429)
+        response = render(request, "catalog/cohort_builder.html", {"error": exc.message, "query": StudyQuery(),
+                          "cohort": {"datasets": []}, "facets": [], "rate_limited": True}, status=429)
+        response["Retry-After"] = str(exc.extra["retry_after"])
+        return response
     matches = study_matches(query)  # one count of every facet and dataset for all three
     found = facets_and_total(query=query, user=request.user, matches=matches)
     cohort = cohort_summary(query=query, user=request.user, matches=matches)

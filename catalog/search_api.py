@@ -89,6 +89,8 @@ class CohortApi(APIView):
         operation_id="cohorts_count", parameters=QUERY_PARAMETERS,
         responses=inline_serializer("CohortSummary", fields={
             "criteria": serializers.DictField(),
+            "threshold": serializers.IntegerField(help_text="Counts below this are hidden from you"),
+            "exact": serializers.BooleanField(help_text="True where you are entitled to every dataset counted"),
             "datasets": serializers.ListField(child=serializers.DictField()),
             "total_studies": _count(), "total_patients": _count(),
             "total_price": serializers.ListField(child=serializers.DictField()),

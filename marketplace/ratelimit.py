@@ -47,6 +47,7 @@ def rate_limit_hit(*, scope: str, key: str, rate: str, what: str) -> None:
         used = 1
     if used > allowed:
         wait = int((window + 1) * period - now) + 1
+        who = "one account" if key.startswith("user:") else "one address (sign in for your own budget)"
         raise RateLimitedError(
-            f"Too many {what}: at most {allowed} per {unit} for one account. Try again in {wait} seconds.",
+            f"Too many {what}: at most {allowed} per {unit} for {who}. Try again in {wait} seconds.",
             extra={"retry_after": wait})

@@ -39,7 +39,7 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
     dataset = access_dataset(user=request.user, dataset_id=dataset_id)
     data = request.POST if request.method == "POST" else request.GET
     dua = active_dua_template()
-    error, status, quote = "", 200, None
+    error, status, quote, retry_after = "", 200, None, None
     criteria: dict[str, list[str]] = {}
     try:
         criteria = cohort_criteria(cohort_from({k: v for k, v in data.lists()
@@ -47,6 +47,7 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
         quote = quote_for_buyer(user=request.user, dataset=dataset, criteria=criteria, ip=client_ip(request))
     except CRITERIA_ERRORS as exc:
         error, status = exc.message, exc.status
+        retry_after = exc.extra.get("retry_after")
     if dua is None:
         error = "Ordering is unavailable: no data use agreement is configured. Please contact the marketplace."
     if request.method == "POST" and not error:
@@ -67,12 +68,16 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
     context = {
         "dataset": dataset, "quote": quote, "dua": dua, "error": error, "criteria": criteria,
         "words": describe(cohort_from(criteria)),
-        # Criteria without a checkbox here travel as hidden fields, so "Update price" keeps them.
-        "carried": [(k, v) for k, vs in criteria.items() if k not in {f["key"] for f in breakdown}
-                    for v in vs],
+        # Criteria without a checkbox here (other kinds, or values this dataset lacks) travel as
+        # hidden fields, so "Update price" keeps them.
+        "carried": [(k, v) for k, vs in criteria.items() for v in vs if (k, v) not in {
+            (f["key"], row["value"]) for f in breakdown for row in f["rows"] if row["orderable"]}],
         "breakdown": breakdown,
     }
-    return render(request, "orders/order_new.html", context, status=status if error else 200)
+    response = render(request, "orders/order_new.html", context, status=status if error else 200)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @login_required
