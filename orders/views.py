@@ -65,14 +65,13 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
             messages.success(request, "Order placed. An administrator reviews the agreement before delivery.")
             return redirect("order_detail", order_id=order.pk)
     breakdown = dataset_study_breakdown(dataset=dataset, user=request.user)
+    checkboxes = {(facet["key"], row["value"]) for facet in breakdown for row in facet["rows"] if row["orderable"]}
     context = {
         "dataset": dataset, "quote": quote, "dua": dua, "error": error, "criteria": criteria,
-        "words": describe(cohort_from(criteria)),
+        "words": describe(cohort_from(criteria)), "breakdown": breakdown,
         # Criteria without a checkbox here (other kinds, or values this dataset lacks) travel as
         # hidden fields, so "Update price" keeps them.
-        "carried": [(k, v) for k, vs in criteria.items() for v in vs if (k, v) not in {
-            (f["key"], row["value"]) for f in breakdown for row in f["rows"] if row["orderable"]}],
-        "breakdown": breakdown,
+        "carried": [(k, v) for k, vs in criteria.items() for v in vs if (k, v) not in checkboxes],
     }
     response = render(request, "orders/order_new.html", context, status=status if error else 200)
     if retry_after:
