@@ -666,10 +666,10 @@ DEMO_SPECS: list[dict] = [
         "body_part": "BRAIN",
         "body_parts": ["BRAIN", "KNEE"],
         "price_per_study": "60.00",
-        "n_patients": 16,
+        "n_patients": 24,  # 12 brain and 12 knee studies: each group can be counted and ordered
         "studies_per_patient": 1,
         "n_series": 2,
-        "n_instances": 5,
+        "n_instances": 4,
         "rows": 96,
         "columns": 96,
         "scanners": [("Philips", "Ingenia 1.5T"), ("Philips", "Ingenia 3.0T")],
