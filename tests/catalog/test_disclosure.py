@@ -281,3 +281,52 @@ def test_quote_refusals_name_the_way_out() -> None:
         require_disclosable(count=38, threshold=11, whole_dataset=False, dataset_total=40)
     require_disclosable(count=29, threshold=11, whole_dataset=False, dataset_total=40)
     require_disclosable(count=0, threshold=11, whole_dataset=False, dataset_total=40)
+
+
+# Raw numbers templates may print, each with why it is no count of someone else's patients.
+RAW_NUMBERS_ALLOWED = {
+    ("catalog/dataset_list.html", "row.count"): "datasets per facet value",
+    ("catalog/dataset_list.html", "page.paginator.count"): "datasets found",
+    ("catalog/dataset_list.html", "page.paginator.count|pluralize"): "datasets found",
+    ("catalog/data_requests.html", "item.responses.count"): "answers to a request",
+    ("catalog/data_requests.html", "item.responses.count|pluralize"): "answers to a request",
+    ("catalog/_cohort_results.html", "s.instance_count"): "images of one listed study",
+    ("catalog/dataset_detail.html", "forloop.counter"): "preview number",
+    ("catalog/dataset_detail.html", "dataset.total_bytes|filesizeformat"): "size",
+    ("catalog/dataset_manage.html", "dataset.study_count"): "the provider's own dataset",
+    ("catalog/dataset_manage.html", "dataset.instance_count"): "the provider's own dataset",
+    ("catalog/dataset_manage.html", "dataset.total_bytes|filesizeformat"): "size",
+    ("catalog/dataset_manage.html", "b.total_files"): "the provider's own upload",
+    ("catalog/upload_batch.html", "batch.total_files"): "the provider's own upload",
+    ("orders/provider_dashboard.html", "d.study_count"): "the provider's own dataset",
+    ("orders/provider_dashboard.html", "d.instance_count"): "the provider's own dataset",
+    ("orders/provider_dashboard.html", "total"): "revenue",
+    ("orders/provider_dashboard.html", "o.study_count"): "a sale of the provider's own data",
+    ("orders/provider_dashboard.html", "o.total"): "revenue",
+    ("orders/order_list.html", "o.study_count"): "the buyer's own order",
+    ("orders/order_list.html", "o.total"): "price",
+    ("orders/order_detail.html", "order.study_count"): "the buyer's own order",
+    ("orders/order_detail.html", "order.total"): "price",
+    ("orders/order_new.html", "quote.study_count"): "a quote exists only at or above the threshold",
+    ("orders/order_new.html", "quote.total"): "price of such a quote",
+    ("orders/order_new.html", "quote.total.amount"): "price of such a quote",
+    ("workspaces/workspace.html", "delivery.total_files"): "the buyer's own delivery",
+    ("workspaces/workspace.html", "delivery.total_bytes|filesizeformat"): "size",
+    ("workspaces/delivery_files.html", "delivery.total_bytes|filesizeformat"): "size",
+}
+
+
+def test_no_template_prints_a_count_without_the_disclosure_filter() -> None:
+    """A new page cannot forget the rule: every count a template prints goes through
+    ``|shown`` or is listed above with its reason."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    unlisted = []
+    for path in root.glob("*/templates/**/*.html"):
+        name = str(path.relative_to(path.parents[len(path.relative_to(root).parts) - 3]))
+        for expression in re.findall(r"\{\{\s*([^}]*?)\s*\}\}", path.read_text()):
+            if re.search(r"count|studies|patients|total", expression) and "|shown" not in expression:
+                if (name, expression) not in RAW_NUMBERS_ALLOWED:
+                    unlisted.append((name, expression))
+    assert unlisted == []
