@@ -13,7 +13,6 @@ from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label
 from marketplace.models import User
 
 MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]
-__all__ = ["SUPPRESSED"]
 
 
 def _rows(name: str, counts: dict[str, int], selected: list[str], rule: Rule) -> list[dict[str, Any]]:
@@ -168,7 +167,11 @@ def cohort_summary(*, query: StudyQuery, user: User | None,
     patients = backend.patients(query, ids)
     shown_patients = rule.partition({i: patients.get(i, 0) for i in ids})
     rows, totals_by_currency, suppressed_any = [], {}, False
-    for dataset_id in sorted(ids, key=lambda i: (not is_shown(cells.shown[i]), -chosen[i], i)):
+    # Largest first; hidden rows last, by title (their place among the others would bound them).
+    def order(i: int) -> tuple:
+        return (0, -chosen[i], i) if is_shown(cells.shown[i]) else (1, datasets[i].title, i)
+
+    for dataset_id in sorted(ids, key=order):
         info = datasets[dataset_id]
         shown = cells.shown[dataset_id]
         price: Decimal | None = None
@@ -181,9 +184,6 @@ def cohort_summary(*, query: StudyQuery, user: User | None,
                      "studies": shown, "patients": shown_patients[dataset_id],
                      "price_per_study": info.price_per_study, "currency": info.currency,
                      "price": price})
-    if not rule.exact:  # hidden rows were sorted by their exact size above: by title instead
-        rows = [r for r in rows if is_shown(r["studies"])] + sorted(
-            (r for r in rows if not is_shown(r["studies"])), key=lambda r: (r["title"], r["dataset_id"]))
     mix = backend.breakdown(query, ids, MIX_DIMENSIONS)
     shown_mix = {name: _rows(name, mix[name], [], rule) for name in MIX_DIMENSIONS}
     return {
