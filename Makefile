@@ -25,8 +25,10 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
 	@touch $@ $(VENV)/.installed-runtime
 
+# Local development: DEBUG on unless DJANGO_DEBUG is set (production is the default elsewhere).
 run: $(VENV)/.installed-runtime
-	$(PY) -m config.devserver
+	@echo "make run: local development settings (DJANGO_DEBUG=$${DJANGO_DEBUG:-True}); production runs with DJANGO_DEBUG=False"
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-True} $(PY) -m config.devserver
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest

@@ -22,11 +22,17 @@ def _count() -> serializers.JSONField:
     return serializers.JSONField(help_text='A number, or "suppressed" where the disclosure rule hides it')
 
 
+class StudyFacetRow(serializers.Serializer):
+    """One class for every facet row in the schema (two of the same name would clash)."""
+
+    value = serializers.CharField()
+    label = serializers.CharField()
+    count = _count()
+    selected = serializers.BooleanField()
+
+
 def _facet_rows() -> serializers.DictField:
-    row = inline_serializer("StudyFacetRow", fields={
-        "value": serializers.CharField(), "label": serializers.CharField(), "count": _count(),
-        "selected": serializers.BooleanField()})
-    return serializers.DictField(child=serializers.ListField(child=row))
+    return serializers.DictField(child=serializers.ListField(child=StudyFacetRow()))
 QUERY_PARAMETERS = [
     OpenApiParameter("q", OpenApiTypes.STR, description="Keywords (web-search syntax)"),
     *[OpenApiParameter(name, OpenApiTypes.STR, many=True, description=f"Filter by {name}; repeat for OR")

@@ -31,6 +31,25 @@ def _fail(sentence: str) -> None:
     raise SystemExit(2)
 
 
+def env_bool(name: str, default: bool) -> bool:
+    """True or False (any case); anything else stops start-up naming the setting."""
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw not in ("true", "false"):
+        _fail(f"{name} must be True or False (got {raw[:20]!r}).")
+    return raw == "true"
+
+
+def _local_secret_key(path: Path) -> str:
+    """Local development only: a random key made once and kept in VAR_DIR (never in the code)."""
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
     """A whole number in [minimum, maximum]; anything else stops start-up naming the setting."""
     raw = env.str(name, default=str(default)).strip()
@@ -55,12 +74,13 @@ def env_rate(name: str, default: str) -> str:
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 
 # --- Django core -------------------------------------------------------------------------
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+# Production unless DJANGO_DEBUG=True (`make run` and the tests set it for local use).
+DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
-        _fail("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is False.")
-    SECRET_KEY = "dev-only-insecure-key-change-me-0123456789-abcdefghijklmnopqrstuvwxyz"
+        _fail("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set unless DJANGO_DEBUG=True.")
+    SECRET_KEY = _local_secret_key(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -76,6 +96,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "csp",
     "marketplace",
     "catalog",
     "orders",
@@ -84,6 +105,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -141,6 +163,33 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_NUMBER_FILES = 2000
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- Security: what `manage.py check --deploy` asks for, on unless DJANGO_DEBUG=True ------
+# Behind a TLS-terminating proxy set DJANGO_BEHIND_TLS_PROXY=True (it must set
+# X-Forwarded-Proto and strip it from clients).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+if env_bool("DJANGO_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0, maximum=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Content Security Policy (django-csp): scripts only from our own origin (no inline
+# scripts or handlers); inline style attributes are allowed for the bar widths.
+from csp.constants import NONE, SELF, UNSAFE_INLINE  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF], "script-src": [SELF], "style-src": [SELF, UNSAFE_INLINE],
+        "img-src": [SELF, "data:"], "connect-src": [SELF], "font-src": [SELF],
+        "object-src": [NONE], "base-uri": [SELF], "form-action": [SELF], "frame-ancestors": [NONE],
+    },
+}
 
 # --- Database ----------------------------------------------------------------------------
 if env.str("DATABASE_URL", default=""):

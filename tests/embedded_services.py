@@ -92,6 +92,9 @@ def _start() -> None:
 # Live-server threads and worker processes end while their connections would otherwise
 # stay open, and the test database cannot be dropped while any session is connected.
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")
+# Tests run the local-development settings (http test client, no HSTS); the production
+# settings are checked by tests/test_deploy_check.py (`manage.py check --deploy`).
+os.environ.setdefault("DJANGO_DEBUG", "True")
 _start()
 
 
