@@ -57,7 +57,8 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
     # `browser` comes last: the other fixtures write to the database before Playwright's loop starts.
     base = live_server.url
     archive = tmp_path / "chest-ct.zip"
-    archive.write_bytes(write_zip(ct_files(n_patients=2, n_instances=2, seed=21)))
+    # 12 studies: at least the disclosure threshold (11), so the dataset can be sold.
+    archive.write_bytes(write_zip(ct_files(n_patients=12, n_instances=1, seed=21)))
     junk = tmp_path / "readme.txt"
     junk.write_text("not dicom")
 
@@ -72,7 +73,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         provider.click("text=Create dataset")
         provider.set_input_files("input[name=files]", [str(archive), str(junk)])
         provider.click("button:has-text('Upload')")
-        provider.wait_for_selector("text=4 ingested", timeout=120_000)  # the page polls, then reloads
+        provider.wait_for_selector("text=12 ingested", timeout=120_000)  # the page polls, then reloads
         assert "readme.txt" in provider.content()
         assert "not a DICOM file" in provider.content()
         provider.click("text=Browser chest CT")
@@ -99,7 +100,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         researcher.wait_for_url("**modality=CT**")
         researcher.click("text=Browser chest CT")
         researcher.click("text=Order this data")
-        assert "30.00" in researcher.inner_text("#quote-total")  # 2 studies × 15.00
+        assert "180.00" in researcher.inner_text("#quote-total")  # 12 studies × 15.00
         researcher.check("input[name=accept]")
         researcher.click("button:has-text('Place order')")
         researcher.wait_for_selector("text=Pending admin review")
@@ -117,7 +118,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
     with researcher.expect_download() as manifest_download:
         researcher.click("a:has-text('manifest.csv')")
     rows = list(csv.DictReader(io.StringIO(Path(manifest_download.value.path()).read_text())))
-    assert len(rows) == 4
+    assert len(rows) == 12
     first = rows[0]
     with researcher.expect_download() as file_download:
         researcher.click(f"a:has-text('{first['path']}')")
