@@ -15,6 +15,7 @@ sizes, never values.
 from __future__ import annotations
 
 import struct
+from itertools import pairwise
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
@@ -117,7 +118,7 @@ def _check_encapsulated(data: bytes, frames: int, ds: Dataset) -> None:
         if len(offsets) != frames:
             raise _bad(f"the offset table lists {len(offsets)} frames, the header {frames}")
         starts = set(_first_fragment_offsets(data))
-        if offsets[0] != 0 or any(b <= a for a, b in zip(offsets, offsets[1:])) or not set(offsets) <= starts:
+        if offsets[0] != 0 or any(b <= a for a, b in pairwise(offsets)) or not set(offsets) <= starts:
             raise _bad("the offset table does not point at the fragments")
     elif fragments < frames:
         raise _bad(f"{fragments} fragment(s) cannot hold {frames} frames")
@@ -150,7 +151,7 @@ def _decode_all(ds: Dataset, ts: UID, rows: int, columns: int, samples: int, fra
     shape = (rows, columns) if samples == 1 else (rows, columns, samples)
     done = 0
     try:
-        decoded = pixels._decode_in_child(ds, ts, frames, shape, timeout=timeout)  # noqa: SLF001 - same package
+        decoded = pixels._decode_in_child(ds, ts, frames, shape, timeout=timeout)
         try:
             for _ in decoded:
                 done += 1
