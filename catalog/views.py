@@ -21,7 +21,13 @@ from catalog.selectors import (
     dataset_search,
     search_params_from,
 )
-from catalog.services import dataset_create, dataset_submit_for_review, dataset_update, upload_batch_create
+from catalog.services import (
+    dataset_create,
+    dataset_submit_for_review,
+    dataset_update,
+    upload_batch_create,
+    upload_batch_retry,
+)
 from marketplace.exceptions import ApplicationError
 from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
@@ -130,10 +136,25 @@ def upload_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
 
 
 @login_required
+def upload_batch_retry_view(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = _access_batch(request, batch_id)
+    if request.method != "POST":
+        return redirect("upload_batch_detail", batch_id=batch.pk)
+    try:
+        upload_batch_retry(batch=batch, acting_user=request.user, ip=client_ip(request))
+    except CatalogError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Ingestion of this upload has started again.")
+    return redirect("upload_batch_detail", batch_id=batch.pk)
+
+
+@login_required
 def upload_batch_progress(request: HttpRequest, batch_id: int) -> JsonResponse:
     batch = _access_batch(request, batch_id)
     return JsonResponse({
-        "status": batch.status, "status_label": batch.get_status_display(), "done": batch.done_files,
+        "status": batch.status, "status_label": batch.get_status_display(), "error": batch.error,
+        "done": batch.done_files,
         "total": batch.total_files, "ok": batch.ok_files, "failed": batch.failed_files, "percent": batch.percent,
     })
 
