@@ -15,13 +15,13 @@ from pathlib import Path
 import pydicom
 import pytest
 from django.utils import timezone
+from factories.dicom import ct_files
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from catalog import storage
 from catalog.models import Dataset, Instance, UploadBatch, UploadFile
 from catalog.services import upload_batch_create, upload_batch_ingest
-from factories.dicom import ct_files
 from tests.catalog.test_ingestion import stored_quarantine_files
 
 pytestmark = pytest.mark.django_db
@@ -125,8 +125,7 @@ def test_a_damaged_zip_member_is_rejected_alone_and_the_rest_of_the_batch_goes_o
 # Old code: the error escaped the task, the batch stayed "Ingesting" and there was no retry.
 def test_an_unexpected_error_fails_the_batch_with_a_reason_and_a_retry_finishes_it_once(
         dataset, alice, caplog, monkeypatch, django_capture_on_commit_callbacks):
-    from catalog.services import upload_batch_retry
-    from catalog.services import ingestion
+    from catalog.services import ingestion, upload_batch_retry
 
     caplog.set_level(logging.DEBUG)
     files = named(ct_files(n_patients=1, n_instances=4))
@@ -134,7 +133,7 @@ def test_an_unexpected_error_fails_the_batch_with_a_reason_and_a_retry_finishes_
                                 files=[(name, io.BytesIO(data)) for name, data in files])
     real, calls = ingestion._catalogue, []
 
-    def flaky(upload, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def flaky(upload, *args, **kwargs):
         calls.append(upload.pk)
         if len(calls) == 3:
             raise OSError(f"storage unavailable for {files[2][0]}")  # a message quoting the name
@@ -233,7 +232,7 @@ def test_the_batch_page_shows_the_reason_and_a_retry_button_to_the_provider_only
 def _kill_on_call(monkeypatch: pytest.MonkeyPatch, target: object, name: str, after: int) -> None:
     real, calls = getattr(target, name), []
 
-    def dying(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def dying(*args, **kwargs):
         calls.append(1)
         if len(calls) == after:
             raise Killed
@@ -286,7 +285,7 @@ def test_a_file_is_never_catalogued_without_being_marked_ingested(dataset, alice
                                 files=[(n, io.BytesIO(d)) for n, d in files])
     seen = []
 
-    def kill_after_second(sender, instance, created, **kwargs):  # noqa: ANN001, ANN003, ANN202
+    def kill_after_second(sender, instance, created, **kwargs):
         seen.append(1)
         if len(seen) == 2:
             raise Killed
@@ -322,7 +321,7 @@ def test_a_chunk_run_twice_changes_nothing(dataset, alice, settings, monkeypatch
 
 
 # ---- the stuck-batch sweep ---------------------------------------------------------------
-def _stuck_batch(dataset: Dataset, alice, monkeypatch: pytest.MonkeyPatch, *, minutes_ago: int) -> UploadBatch:  # noqa: ANN001
+def _stuck_batch(dataset: Dataset, alice, monkeypatch: pytest.MonkeyPatch, *, minutes_ago: int) -> UploadBatch:
     batch = upload_batch_create(dataset=dataset, acting_user=alice,
                                 files=[(n, io.BytesIO(d)) for n, d in named(ct_files(1, 3, seed=9))])
     with monkeypatch.context() as patch:
