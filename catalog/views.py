@@ -153,8 +153,7 @@ def upload_batch_retry_view(request: HttpRequest, batch_id: int) -> HttpResponse
 def upload_batch_progress(request: HttpRequest, batch_id: int) -> JsonResponse:
     batch = _access_batch(request, batch_id)
     return JsonResponse({
-        "status": batch.status, "status_label": batch.get_status_display(), "error": batch.error,
-        "done": batch.done_files,
+        "status": batch.status, "status_label": batch.get_status_display(), "done": batch.done_files,
         "total": batch.total_files, "ok": batch.ok_files, "failed": batch.failed_files, "percent": batch.percent,
     })
 
