@@ -6,11 +6,13 @@ a quick, clear refusal, and the real bytes are counted again while extracting.
 from __future__ import annotations
 
 import posixpath
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
-from typing import IO, Iterator
+from typing import IO
 
-from catalog.exceptions import UnsafeArchiveError
+from catalog.exceptions import ArchiveMemberError, UnsafeArchiveError
 
 
 @dataclass(frozen=True)
@@ -61,31 +63,57 @@ def validate_archive(fileobj: IO[bytes], limits: ArchiveLimits) -> int:
     return len(members)
 
 
-class _CountingReader:
-    """Wraps a member stream and stops once more bytes come out than allowed."""
+@dataclass(frozen=True)
+class Member:
+    """One file of an archive. ``index`` is its place among the archive's files (skipped
+    entries excluded): stable from run to run, so a re-run finds what it already did."""
 
-    def __init__(self, stream: IO[bytes], name: str, member_cap: int, budget: list[int]) -> None:
-        self._stream, self._name, self._cap, self._budget = stream, name, member_cap, budget
-        self._read = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._stream.read(n)
-        self._read += len(data)
-        self._budget[0] -= len(data)
-        if self._read > self._cap:
-            raise UnsafeArchiveError(f"zip member {self._name!r} expands past {self._cap} bytes; archive rejected")
-        if self._budget[0] < 0:
-            raise UnsafeArchiveError("zip expands past the total size limit; archive rejected")
-        return data
+    index: int
+    name: str
+    info: zipfile.ZipInfo
 
 
-def iter_members(fileobj: IO[bytes], limits: ArchiveLimits) -> Iterator[tuple[str, IO[bytes]]]:
-    """Yield (member name, capped reader) for each file; re-checks every limit on real bytes."""
-    validate_archive(fileobj, limits)
-    budget = [limits.max_total_bytes]
-    with zipfile.ZipFile(fileobj) as archive:
-        for info in archive.infolist():
-            if _is_skippable(info):
-                continue
-            with archive.open(info) as stream:
-                yield info.filename, _CountingReader(stream, info.filename, limits.max_member_bytes, budget)  # type: ignore[misc]
+def list_members(archive: zipfile.ZipFile) -> list[Member]:
+    files = [info for info in archive.infolist() if not _is_skippable(info)]
+    return [Member(index=i, name=info.filename, info=info) for i, info in enumerate(files)]
+
+
+def copy_member(archive: zipfile.ZipFile, member: Member, out: IO[bytes], *, max_member_bytes: int,
+                budget: list[int], chunk: int = 1024 * 1024) -> int:
+    """Copy one member's real bytes into ``out``; return how many there were.
+
+    Counts what comes out, never trusting the header (HAZARDS.md): more than
+    ``max_member_bytes``, or a size other than the one declared, fails this member
+    (ArchiveMemberError), as do damaged data (bad CRC, broken deflate stream, early end).
+    Spending the archive's whole ``budget`` (one-item list, shared by all members) refuses
+    the archive (UnsafeArchiveError). Messages never quote the member's name: zipfile's own
+    do, and names may hold PHI.
+    """
+    read = 0
+    try:
+        with archive.open(member.info) as stream:
+            while data := stream.read(chunk):
+                read += len(data)
+                budget[0] -= len(data)
+                if read > max_member_bytes:
+                    raise ArchiveMemberError(f"expands past the limit of {max_member_bytes} bytes per file")
+                if budget[0] < 0:
+                    raise UnsafeArchiveError("zip expands past the total size limit; archive rejected")
+                out.write(data)
+    except (ArchiveMemberError, UnsafeArchiveError):
+        raise
+    except zipfile.BadZipFile as exc:
+        damaged = "its data is damaged (CRC check failed)" if "CRC" in str(exc) else "its zip header is damaged"
+        raise ArchiveMemberError(damaged) from None
+    except zlib.error:
+        raise ArchiveMemberError("its compressed data is damaged") from None
+    except EOFError:
+        raise ArchiveMemberError("its data ends early") from None
+    except (RuntimeError, NotImplementedError):
+        raise ArchiveMemberError("it is encrypted or uses an unsupported compression method") from None
+    except (ValueError, OSError, struct.error):
+        raise ArchiveMemberError("it cannot be read from the archive") from None
+    if read != member.info.file_size:
+        # zipfile stops at the end of the stored data without complaint: the header lied.
+        raise ArchiveMemberError(f"its header declares {member.info.file_size} bytes but it holds {read}")
+    return read

@@ -15,3 +15,10 @@ class UnsafeArchiveError(CatalogError):
 
 class ProviderNotApprovedError(CatalogError):
     code = "provider_not_approved"
+
+
+class ArchiveMemberError(CatalogError):
+    """One zip member we cannot extract (damaged data, lying header); the rest goes on.
+    The message names the problem, never the member (names may hold PHI)."""
+
+    code = "bad_archive_member"

@@ -198,17 +198,49 @@ class UploadBatch(models.Model):
     error = models.CharField(max_length=500, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Times a worker started on this batch since it was queued (or retried): the stuck
+    # sweep fails a batch that keeps stopping instead of re-queueing it forever.
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Last time a worker decided a file or expanded a zip member; the stuck sweep reads it.
+    progressed = models.DateTimeField(null=True, blank=True)
+    # When the quarantined originals of a failed batch were removed (retention over): it
+    # can no longer be retried.
+    quarantine_removed = models.DateTimeField(null=True, blank=True)
+
+    # Moved only by catalog.services.upload_batches.upload_batch_transition.
+    TRANSITIONS = {
+        Status.QUEUED: {Status.RUNNING, Status.FAILED},
+        Status.RUNNING: {Status.DONE, Status.FAILED, Status.QUEUED},  # QUEUED: re-queued when stuck
+        Status.FAILED: {Status.QUEUED},  # the provider retries
+        Status.DONE: set(),
+    }
 
     class Meta:
         ordering = ["-created", "-id"]
         verbose_name_plural = "upload batches"
+        indexes = [models.Index(fields=["status", "progressed"], name="upload_batch_status_progress")]
 
     def __str__(self) -> str:
         return f"Upload #{self.pk} into {self.dataset_id}"
 
+    def can_retry(self) -> bool:
+        return self.status == self.Status.FAILED and self.quarantine_removed is None
+
     @property
     def percent(self) -> int:
         return int(100 * self.done_files / self.total_files) if self.total_files else 0
+
+
+class UploadBatchStatusChange(models.Model):
+    batch = models.ForeignKey(UploadBatch, on_delete=models.CASCADE, related_name="status_changes")
+    old_status = models.CharField(max_length=16)
+    new_status = models.CharField(max_length=16)
+    acting_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.CharField(max_length=500, blank=True)  # ids and causes only, never file names
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
 
 
 class UploadFile(models.Model):
@@ -230,9 +262,14 @@ class UploadFile(models.Model):
     instance = models.ForeignKey(Instance, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Counts of de-identification actions (no values): shown to the provider as evidence.
     deid_actions = models.JSONField(default=dict, blank=True)
+    # A zip member: the archive row it came from and its position among the archive's
+    # files. Unique, so expanding an archive again after a crash finds the rows it made.
+    source = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="members")
+    member_index = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["source", "member_index"], name="uniq_upload_member")]
 
     def __str__(self) -> str:
         return self.name

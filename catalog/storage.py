@@ -20,6 +20,10 @@ def quarantine_key(*, provider_id: int, batch_id: int, file_id: int) -> str:
     return f"quarantine/{provider_id}/{batch_id}/{file_id}"
 
 
+def quarantine_batch_prefix(*, provider_id: int, batch_id: int) -> str:
+    return f"quarantine/{provider_id}/{batch_id}"
+
+
 def catalog_key(*, dataset_id: int, study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"catalog/{dataset_id}/{study_uid}/{series_uid}/{sop_uid}.dcm"
 
@@ -44,6 +48,22 @@ def exists(key: str) -> bool:
 def delete(key: str) -> None:
     if key and default_storage.exists(key):
         default_storage.delete(key)
+
+
+def delete_tree(prefix: str) -> int:
+    """Delete every object under ``prefix`` (a folder of our own keys); return how many."""
+    removed, pending = 0, [prefix.rstrip("/")]
+    while pending:
+        folder = pending.pop()
+        try:
+            dirs, files = default_storage.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in files:
+            default_storage.delete(f"{folder}/{name}")
+            removed += 1
+        pending += [f"{folder}/{name}" for name in dirs]
+    return removed
 
 
 def size(key: str) -> int:

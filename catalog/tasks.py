@@ -1,9 +1,18 @@
-"""Thin Celery tasks for ingestion: load by id, call one service."""
+"""Thin Celery tasks for ingestion: load by id, call one service.
+
+The ingestion services end a batch in FAILED with a reason whatever goes wrong, so these
+tasks never raise (a raised error would be logged by Celery with its message, and
+zipfile's and pydicom's messages quote file names).
+"""
 from __future__ import annotations
 
 from celery import shared_task
 
-from catalog.services import upload_batch_ingest, upload_files_ingest
+from catalog.services import (
+    upload_batch_ingest,
+    upload_batches_recover_stuck,
+    upload_files_ingest,
+)
 
 
 @shared_task(acks_late=True)
@@ -14,6 +23,13 @@ def upload_batch_ingest_task(*, batch_id: int) -> None:
 @shared_task(acks_late=True)
 def upload_files_ingest_task(*, batch_id: int, upload_file_ids: list[int]) -> None:
     upload_files_ingest(batch_id=batch_id, upload_file_ids=upload_file_ids)
+
+
+@shared_task(acks_late=True)
+def upload_batches_recover_stuck_task() -> dict[str, list[int]]:
+    """For Celery beat (every few minutes): re-queue or fail batches whose worker died."""
+    result = upload_batches_recover_stuck()
+    return {"requeued": result.requeued, "failed": result.failed, "purged": result.purged}
 
 
 @shared_task(acks_late=True)

@@ -17,5 +17,6 @@ urlpatterns = [
     path("provider/datasets/<int:dataset_id>/", views.dataset_manage, name="dataset_manage"),
     path("provider/datasets/<int:dataset_id>/upload/", views.dataset_upload, name="dataset_upload"),
     path("provider/uploads/<int:batch_id>/", views.upload_batch_detail, name="upload_batch_detail"),
+    path("provider/uploads/<int:batch_id>/retry/", views.upload_batch_retry_view, name="upload_batch_retry"),
     path("provider/uploads/<int:batch_id>/progress/", views.upload_batch_progress, name="upload_batch_progress"),
 ]

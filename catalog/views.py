@@ -21,7 +21,13 @@ from catalog.selectors import (
     dataset_search,
     search_params_from,
 )
-from catalog.services import dataset_create, dataset_submit_for_review, dataset_update, upload_batch_create
+from catalog.services import (
+    dataset_create,
+    dataset_submit_for_review,
+    dataset_update,
+    upload_batch_create,
+    upload_batch_retry,
+)
 from marketplace.exceptions import ApplicationError
 from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
@@ -127,6 +133,20 @@ def upload_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     batch = _access_batch(request, batch_id)
     files = batch.files.exclude(status="ok", is_archive=False).order_by("status", "id")
     return render(request, "catalog/upload_batch.html", {"batch": batch, "problem_files": files})
+
+
+@login_required
+def upload_batch_retry_view(request: HttpRequest, batch_id: int) -> HttpResponse:
+    batch = _access_batch(request, batch_id)
+    if request.method != "POST":
+        return redirect("upload_batch_detail", batch_id=batch.pk)
+    try:
+        upload_batch_retry(batch=batch, acting_user=request.user, ip=client_ip(request))
+    except CatalogError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Ingestion of this upload has started again.")
+    return redirect("upload_batch_detail", batch_id=batch.pk)
 
 
 @login_required

@@ -292,6 +292,15 @@ DOWNLOAD_LINK_SECONDS = env.int("DOWNLOAD_LINK_SECONDS", default=300)
 # Files per worker task when a batch is spread over the worker pool: small enough that
 # every worker process stays busy, large enough to keep queue traffic low.
 INGEST_CHUNK_FILES = env.int("INGEST_CHUNK_FILES", default=25)
+# A running batch with no progress for this long is stuck (its worker died): the sweep
+# (upload_batches_recover_stuck) re-queues it, and fails it after INGEST_MAX_ATTEMPTS starts.
+INGEST_STUCK_MINUTES = env.int("INGEST_STUCK_MINUTES", default=15)
+INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=3)
+# The quarantined originals of a failed batch are kept this long so the provider can retry
+# it; then the sweep removes them and the provider uploads again.
+INGEST_FAILED_RETENTION_HOURS = env.int("INGEST_FAILED_RETENTION_HOURS", default=24)
+# Longest one frame may take to decode (in a child process) when ingestion checks pixel data.
+INGEST_DECODE_TIMEOUT_SECONDS = env.int("INGEST_DECODE_TIMEOUT_SECONDS", default=10)
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY
 

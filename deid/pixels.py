@@ -503,8 +503,8 @@ def _decode_native(ds: Dataset, frames: int) -> Iterator[np.ndarray]:
 
 # ---- compressed data: decode in a child process under a time limit ---------------------------
 
-def _decode_in_child(ds: Dataset, ts: UID, frames: int,
-                     shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+def _decode_in_child(ds: Dataset, ts: UID, frames: int, shape: tuple[int, ...], *,
+                     timeout: float | None = None) -> Iterator[np.ndarray]:
     if DECODER == "deid.pixels:decode_frames":  # the real decoder: is there a plugin?
         from pydicom.pixels import get_decoder
 
@@ -520,10 +520,11 @@ def _decode_in_child(ds: Dataset, ts: UID, frames: int,
         "pixel_data": ds.PixelData,
         "frames": frames,
     }
-    return _run_child(payload, shape)
+    return _run_child(payload, shape, timeout=timeout)
 
 
-def _run_child(payload: dict[str, Any], shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+def _run_child(payload: dict[str, Any], shape: tuple[int, ...], *,
+               timeout: float | None = None) -> Iterator[np.ndarray]:
     fd, path = tempfile.mkstemp(prefix="deid-px-", suffix=".pkl")
     try:
         with os.fdopen(fd, "wb") as fp:
@@ -543,7 +544,7 @@ def _run_child(payload: dict[str, Any], shape: tuple[int, ...]) -> Iterator[np.n
         reader = _Reader(proc.stdout.fileno())
         limit = np.prod(shape) * 8
         for _ in range(payload["frames"]):
-            deadline = time.monotonic() + DECODE_TIMEOUT_SECONDS
+            deadline = time.monotonic() + (timeout or DECODE_TIMEOUT_SECONDS)
             header = reader.line(deadline)
             if "error" in header:
                 raise _fail(str(header["error"]))
