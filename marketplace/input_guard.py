@@ -73,6 +73,8 @@ def amount_from(raw: object, *, field: str) -> Decimal:
     """An amount of money as typed: a finite number from 0 to 9,999,999,999.99 with at most
     two decimal places; anything else is an InvalidInputError naming ``field``."""
     text = str(raw).strip()
+    if not text:
+        raise InvalidInputError(field, "is required.")
     try:
         value = Decimal(text)
     except (InvalidOperation, ValueError):
