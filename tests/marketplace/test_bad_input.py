@@ -186,3 +186,11 @@ def test_only_empty_files_are_refused_by_name(client, alice, dataset) -> None:
     messages = " ".join(str(m) for m in response.context["messages"])
     assert "nothing.dcm" in messages and "empty" in messages
     assert not UploadFile.objects.exists()
+
+
+def test_an_api_validation_error_names_the_field_in_its_message(bob, published_dataset) -> None:
+    response = api(bob).post("/api/orders/", {"dataset_id": published_dataset.pk, "accept_agreement": True,
+                                              "expected_total": "abc"}, format="json")
+    body = response.json()
+    assert body["message"].startswith("Invalid input: expected_total: ")
+    assert body["extra"]["fields"]["expected_total"]
