@@ -194,3 +194,8 @@ def test_an_api_validation_error_names_the_field_in_its_message(bob, published_d
     body = response.json()
     assert body["message"].startswith("Invalid input: expected_total: ")
     assert body["extra"]["fields"]["expected_total"]
+
+
+def test_a_nul_byte_in_the_session_cookie_is_a_400_not_a_database_error(client) -> None:
+    client.cookies["sessionid"] = "abcdefgh\x00ij"
+    assert_refused(client.get("/orders/"), "sessionid")
