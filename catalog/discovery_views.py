@@ -13,6 +13,7 @@ from catalog.services.discovery import (
     cohort_url, data_request_close, data_request_create, data_request_respond,
     saved_search_create, saved_search_delete,
 )
+from marketplace.exceptions import ApplicationError
 from marketplace.models import Organization
 
 
@@ -83,7 +84,7 @@ def data_request_detail(request: HttpRequest, request_id: int) -> HttpResponse:
                                      price_per_study=request.POST.get("price_per_study") or None)
                 messages.success(request, "Answer sent to the researcher.")
             return redirect("data_request_detail", request_id=data_request.pk)
-        except (CatalogError, ValueError) as exc:
+        except (ApplicationError, ValueError) as exc:
             error = getattr(exc, "message", "Choose a dataset from the list.")
     own_datasets = Dataset.objects.filter(provider__in=providers).order_by("title") if providers else []
     context = {"data_request": data_request, "responses": data_request.responses.select_related("provider", "dataset"),

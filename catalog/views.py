@@ -71,7 +71,9 @@ def dataset_new(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, "Dataset created. Upload DICOM files next.")
             return redirect("dataset_manage", dataset_id=dataset.pk)
-    return render(request, "catalog/dataset_form.html", {"form": form})
+    # Reached on POST only when refused: the form names each field's problem.
+    return render(request, "catalog/dataset_form.html", {"form": form},
+                  status=400 if request.method == "POST" else 200)
 
 
 @login_required
@@ -96,7 +98,8 @@ def dataset_manage(request: HttpRequest, dataset_id: int) -> HttpResponse:
         return redirect("dataset_manage", dataset_id=dataset.pk)
     context = {"dataset": dataset, "form": form, "upload_form": UploadForm(),
                "batches": dataset.upload_batches.all()[:20]}
-    return render(request, "catalog/dataset_manage.html", context)
+    return render(request, "catalog/dataset_manage.html", context,
+                  status=400 if request.method == "POST" and form.errors else 200)
 
 
 @login_required
@@ -106,8 +109,12 @@ def dataset_upload(request: HttpRequest, dataset_id: int) -> HttpResponse:
         return redirect("dataset_manage", dataset_id=dataset.pk)
     form = UploadForm(request.POST, request.FILES)
     if not form.is_valid():
-        messages.error(request, "Choose at least one file to upload.")
+        messages.error(request, " ".join(form.errors.get("files", ["Choose at least one file to upload."])))
         return redirect("dataset_manage", dataset_id=dataset.pk)
+    # An empty file is refused by name; the others upload.
+    if form.empty_names:
+        more = f" and {len(form.empty_names) - 20} more" if len(form.empty_names) > 20 else ""
+        messages.error(request, f"Not uploaded, empty (0 bytes): {', '.join(form.empty_names[:20])}{more}.")
     files = [(f.name, f) for f in form.cleaned_data["files"]]
     try:
         batch = upload_batch_create(dataset=dataset, files=files, acting_user=request.user, ip=client_ip(request))

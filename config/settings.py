@@ -330,3 +330,17 @@ LOGGING = {
 ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
 ELASTICSEARCH_INDEX = env.str("ELASTICSEARCH_INDEX", default="marketplace-studies")
 SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="memory")
+
+# --- Bad input (marketplace/input_guard.py, marketplace/parsers.py) ----------------------
+# NUL bytes and lone surrogates in any parameter, form field, file name or cookie are a
+# 400 naming it (placed before sessions: a NUL session cookie would reach SQL). API JSON
+# bodies are capped in size and depth, and refuse NaN/Infinity and the same characters.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
+                  "marketplace.input_guard.BadInputMiddleware")
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "marketplace.parsers.SafeJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+API_MAX_JSON_DEPTH = 32

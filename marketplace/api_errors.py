@@ -29,8 +29,21 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if response is None:
         return None
     if isinstance(exc, drf_exceptions.ValidationError):
-        response.data = {"message": "Invalid input.", "code": "invalid", "extra": {"fields": response.data}}
+        response.data = {"message": _first_problem(response.data), "code": "invalid",
+                         "extra": {"fields": response.data}}
     else:
         detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
         response.data = {"message": str(detail), "code": getattr(detail, "code", "error"), "extra": {}}
     return response
+
+
+def _first_problem(errors: Any, path: str = "") -> str:
+    """"Invalid input: expected_total: A valid number is required." (the first field named)."""
+    while isinstance(errors, (dict, list)) and errors:
+        if isinstance(errors, dict):
+            key, errors = next(iter(errors.items()))
+            if key != "non_field_errors":
+                path = f"{path}.{key}" if path else str(key)
+        else:
+            errors = errors[0]
+    return f"Invalid input: {path}: {errors}" if path else f"Invalid input: {errors}"

@@ -106,7 +106,9 @@ def order_place(
     quote = order_quote(dataset=dataset, criteria=criteria)
     if quote.study_count == 0:
         raise EmptyOrderError("No studies match this selection; remove a criterion and try again.")
-    if expected_total is not None and Decimal(expected_total) != quote.total.amount:
+    # is_finite() first: comparing a signalling NaN raises InvalidOperation.
+    if expected_total is not None and (not Decimal(expected_total).is_finite()
+                                       or Decimal(expected_total) != quote.total.amount):
         raise OrderError("The price changed since you saw it; review the new quote.", code="price_changed")
     order = Order.objects.create(
         buyer=buyer, dataset=dataset, criteria=quote.criteria, study_count=quote.study_count,

@@ -1,8 +1,6 @@
 """Ordering pages: quote with filters, accept the agreement, confirm; the buyer's orders."""
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -16,6 +14,7 @@ from catalog.selectors import (
     datasets_for_provider_user,
 )
 from marketplace.exceptions import ApplicationError
+from marketplace.input_guard import amount_from
 from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
 from marketplace.selectors import provider_organizations_for_user
@@ -52,10 +51,8 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
         error = "Ordering is unavailable: no data use agreement is configured. Please contact the marketplace."
     if request.method == "POST" and not error:
         try:
-            expected = Decimal(request.POST.get("expected_total", ""))
-        except InvalidOperation:
-            expected = None
-        try:
+            # The price the buyer saw; refused when missing or unreadable, never skipped.
+            expected = amount_from(request.POST.get("expected_total", ""), field="expected_total")
             order = order_place(buyer=request.user, dataset=dataset, criteria=criteria,
                                 accept_agreement=request.POST.get("accept") == "on", dua_template=dua,
                                 expected_total=expected, ip=client_ip(request))

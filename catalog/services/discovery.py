@@ -1,7 +1,7 @@
 """Saved searches (and the notices when new data matches them) and the data-request board."""
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,6 +12,7 @@ from catalog.exceptions import CatalogError
 from catalog.models import DataRequest, DataRequestResponse, Dataset, SavedSearch
 from catalog.search import InvalidQueryError, search_backend, study_query_from
 from catalog.disclosure import rule_for_dataset
+from marketplace.input_guard import amount_from
 from marketplace.models import Membership, User
 from marketplace.services import audit_record, notification_send
 
@@ -103,14 +104,8 @@ def data_request_respond(*, data_request: DataRequest, responder: User, provider
     offer = (offer or "").strip()[:5000]
     if dataset is None and not offer:
         raise CatalogError("Link one of your datasets or describe your offer.", code="empty_response")
-    price = None
-    if price_per_study not in (None, ""):
-        try:
-            price = Decimal(str(price_per_study))
-        except InvalidOperation:
-            raise CatalogError("The price per study must be a number.", code="bad_price") from None
-        if not price.is_finite() or price < 0:
-            raise CatalogError("The price per study cannot be negative.", code="bad_price")
+    # Whole cents from 0 to numeric(12,2)'s limit, or an InvalidInputError naming the field.
+    price = None if price_per_study in (None, "") else amount_from(price_per_study, field="price_per_study")
     response = DataRequestResponse.objects.create(
         request=data_request, provider_id=provider_id, responder=responder, dataset=dataset,
         offer=offer, price_per_study=price)

@@ -61,7 +61,7 @@ def test_it_creates_a_dataset_through_the_form(alice_client, alice, provider):
 def test_it_refuses_a_negative_price_in_the_form(alice_client):
     response = alice_client.post(reverse("dataset_new"), {"title": "Cheap", "price_per_study": "-1",
                                                           "currency": "USD"})
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert "greater than or equal to 0" in response.content.decode()
     assert not Dataset.objects.filter(title="Cheap").exists()
 
