@@ -51,8 +51,9 @@ def test_the_app_role_is_no_superuser_and_owns_nothing(app_cursor):
 
 
 def test_the_app_role_reads_and_writes_rows_and_appends_audit_events(app_cursor):
-    attempt(app_cursor, "INSERT INTO marketplace_auditevent (actor_label, action, object_type, object_id, detail, "
-                        "created) VALUES ('', 'test', '', '', '{}', now())")
+    attempt(app_cursor, "SELECT pg_advisory_xact_lock(1); "
+                        "INSERT INTO marketplace_auditevent (actor_label, action, object_type, object_id, detail, "
+                        "created, prev_hash, chain_hash) VALUES ('', 'test', '', '', '{}', now(), '', '')")
     app_cursor.execute("SELECT count(*) FROM marketplace_auditevent")
     attempt(app_cursor, "UPDATE marketplace_organization SET name = name")
     attempt(app_cursor, "DELETE FROM marketplace_notification")
