@@ -6,12 +6,13 @@ from django.http import HttpRequest
 
 from catalog.models import Dataset, Series, Study, UploadBatch, UploadFile
 from catalog.services import dataset_publish, dataset_transition
+from marketplace.admin import AuditedModelAdmin
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
+class DatasetAdmin(AuditedModelAdmin):
     list_display = ["title", "provider", "status", "study_count", "instance_count", "price_per_study", "currency"]
     list_filter = ["status", "provider"]
     search_fields = ["title", "description"]
@@ -43,7 +44,7 @@ class DatasetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Study)
-class StudyAdmin(admin.ModelAdmin):
+class StudyAdmin(AuditedModelAdmin):
     list_display = ["study_uid", "dataset", "pseudo_patient_id", "patient_sex", "age_band", "body_part",
                     "instance_count"]
     list_filter = ["patient_sex", "age_band"]
@@ -52,7 +53,7 @@ class StudyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Series)
-class SeriesAdmin(admin.ModelAdmin):
+class SeriesAdmin(AuditedModelAdmin):
     list_display = ["series_uid", "modality", "body_part", "manufacturer", "instance_count"]
     raw_id_fields = ["study"]
 
@@ -66,7 +67,7 @@ class UploadFileInline(admin.TabularInline):
 
 
 @admin.register(UploadBatch)
-class UploadBatchAdmin(admin.ModelAdmin):
+class UploadBatchAdmin(AuditedModelAdmin):
     list_display = ["pk", "dataset", "status", "done_files", "total_files", "ok_files", "failed_files", "created"]
     list_filter = ["status"]
     readonly_fields = ["dataset", "uploaded_by", "status", "total_files", "done_files", "ok_files", "failed_files",

@@ -16,7 +16,7 @@ from django.urls import reverse
 from catalog.search import InvalidQueryError, StudyQuery, study_query_from
 from catalog.search.criteria import cohort_criteria
 from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS
-from catalog.services.queries import count_query_admit
+from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
 from catalog.search.service import (
@@ -59,6 +59,7 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
     found = facets_and_total(query=query, user=request.user, matches=matches)
     cohort = cohort_summary(query=query, user=request.user, matches=matches)
     studies, browsable = browsable_studies(query=query, user=request.user, page=page, matches=matches)
+    study_browse_record(user=request.user, ip=client_ip(request), rows=studies, page=page, where="cohort_builder")
     pages = max(1, min(MAX_STUDY_PAGE, -(-browsable // STUDY_PAGE_SIZE)))
     # Each dataset's row orders exactly the studies counted: the cohort's whole definition.
     order_query = urlencode(cohort_criteria(query), doseq=True)

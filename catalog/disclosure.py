@@ -46,10 +46,11 @@ def effective_threshold(own: int | None) -> int:
 
 
 def entitled_provider_ids(user: User | None) -> set[int] | None:
-    """Providers whose rows the user may count exactly; None: every provider (staff)."""
+    """Providers whose rows the user may count exactly; None: every provider (staff with
+    the permission to view every dataset, superusers; not the bare is_staff flag)."""
     if user is None or not user.is_authenticated:
         return set()
-    if user.is_staff:
+    if user.has_perm("catalog.view_dataset"):  # catalog.selectors.ALL_DATASETS_PERMISSION
         return None
     cached = getattr(user, "_entitled_provider_ids", None)  # one query per request, not per card
     if cached is None:

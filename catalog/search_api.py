@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.search import search_backend, study_query_from
-from catalog.services.queries import count_query_admit
+from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.services import client_ip
 from catalog.search.dimensions import ALL_FILTERS, SORTS
 from catalog.search.service import (
@@ -84,6 +84,7 @@ class StudyListApi(APIView):
         summary = facets_and_total(query=query, user=request.user, backend=backend, matches=matches)
         rows, browsable_count = browsable_studies(query=query, user=request.user, page=page,
                                                   backend=backend, matches=matches)
+        study_browse_record(user=request.user, ip=client_ip(request), rows=rows, page=page, where="api.studies")
         return Response({"count": summary["total"], "page": page, "browsable_count": browsable_count,
                          "results": StudyOutput(rows, many=True).data, "facets": summary["facets"]})
 

@@ -13,6 +13,8 @@ from marketplace.exceptions import NotFoundError
 from marketplace.models import User
 
 MAX_QUERY_CHARS = 200
+# Staff with this permission (or superusers) see every dataset and count exactly.
+ALL_DATASETS_PERMISSION = "catalog.view_dataset"
 
 # facet name → the Dataset array field it filters (provider is filtered by name)
 DATASET_FACETS: dict[str, str] = {
@@ -136,7 +138,9 @@ def access_dataset(*, user: User, dataset_id: int) -> Dataset:
     visible = Q(status=Dataset.Status.PUBLISHED)
     if user.is_authenticated:
         visible |= Q(provider__memberships__user=user)
-        if user.is_staff:
+        # Not the bare is_staff flag: a staff account sees other providers' drafts only
+        # with the permission that shows them in the admin too (superusers have it).
+        if user.has_perm(ALL_DATASETS_PERMISSION):
             visible = Q()
     dataset = qs.filter(visible, pk=dataset_id).distinct().first()
     if dataset is None:

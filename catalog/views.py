@@ -30,7 +30,7 @@ from catalog.services import (
 )
 from marketplace.exceptions import ApplicationError
 from marketplace.selectors import provider_organizations_for_user
-from marketplace.services import client_ip
+from marketplace.services import audit_record, client_ip
 
 
 def dataset_list(request: HttpRequest) -> HttpResponse:
@@ -176,6 +176,8 @@ def dataset_preview_image(request: HttpRequest, dataset_id: int, preview_id: int
     preview = DatasetPreview.objects.filter(pk=preview_id, dataset=dataset).first()
     if preview is None:
         raise Http404("Preview not found.")
+    audit_record(actor=request.user, action="preview.view", obj=dataset, ip=client_ip(request),
+                 detail={"preview_id": preview.pk})
     response = FileResponse(storage.open_read(preview.storage_key), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response

@@ -46,11 +46,20 @@ __all__ = [
     "postgres_pid",
     "redis_pid",
     "kill_process",
+    "owner_url",
+    "APP_ROLE",
+    "OWNER_ROLE",
 ]
 
 DATABASE_NAME = "marketplace"
 POSTGRES_SUPERUSER = "postgres"
 POSTGRES_SYSTEM_USER = "embedded_postgres"  # only used when running as root
+# Django never connects as the superuser. The owner role runs migrations and owns the
+# database and its tables; the app role (requests, workers) is granted row access only,
+# and on the audit table only SELECT and INSERT (marketplace/database.py grants it after
+# every migrate). Trust authentication on 127.0.0.1: no passwords on a dev machine.
+OWNER_ROLE = "marketplace_owner"
+APP_ROLE = "marketplace_app"
 HOST = "127.0.0.1"
 START_TIMEOUT = 60  # seconds
 
@@ -210,8 +219,19 @@ def kill_process(pid: int, name_prefix: str, sig: int = signal.SIGTERM, timeout:
     return True
 
 
-def _postgres_url(port: int, database: str = DATABASE_NAME) -> str:
-    return f"postgres://{POSTGRES_SUPERUSER}@{HOST}:{port}/{database}"
+def _postgres_url(port: int, database: str = DATABASE_NAME, role: str = APP_ROLE) -> str:
+    return f"postgres://{role}@{HOST}:{port}/{database}"
+
+
+def owner_url(url: str) -> str | None:
+    """The owner role's URL for an embedded server's app-role URL; None for any other URL
+    (a PostgreSQL of your own names its owner in DATABASE_OWNER_URL)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username != APP_ROLE or parts.hostname != HOST or parts.password:
+        return None
+    return urlunsplit(parts._replace(netloc=f"{OWNER_ROLE}@{HOST}:{parts.port}"))
 
 
 def _run_as_kwargs() -> dict:
@@ -329,12 +349,12 @@ def _pg_ctl_start(data_dir: Path, bin_dir: Path, port: int) -> int:
             return -1
 
 
-def _psql(bin_dir: Path, port: int, sql: str) -> subprocess.CompletedProcess:
+def _psql(bin_dir: Path, port: int, sql: str, database: str = "postgres") -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             str(bin_dir / "psql"),
             "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-            "-h", HOST, "-p", str(port), "-U", POSTGRES_SUPERUSER, "-d", "postgres",
+            "-h", HOST, "-p", str(port), "-U", POSTGRES_SUPERUSER, "-d", database,
             "-c", sql,
         ],
         capture_output=True,
@@ -344,28 +364,78 @@ def _psql(bin_dir: Path, port: int, sql: str) -> subprocess.CompletedProcess:
     )
 
 
+# One query: the database exists, is owned by the owner role, and the app role exists.
+_READY_SQL = (
+    f"SELECT count(*) FROM pg_database d WHERE d.datname = '{DATABASE_NAME}' "
+    f"AND pg_get_userbyid(d.datdba) = '{OWNER_ROLE}' "
+    f"AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}')"
+)
+_ROLES_SQL = f"""
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{OWNER_ROLE}') THEN
+    CREATE ROLE {OWNER_ROLE} LOGIN NOSUPERUSER CREATEDB NOCREATEROLE;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+    CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
+  END IF;
+END $$;
+"""
+# A var/postgres made before the roles existed holds tables owned by the superuser: hand
+# them (with their sequences) and our functions to the owner role, so migrations keep working.
+_HAND_OVER_SQL = f"""
+DO $$ DECLARE r record; BEGIN
+  FOR r IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')
+             AND pg_get_userbyid(c.relowner) <> '{OWNER_ROLE}' LOOP
+    EXECUTE format('ALTER TABLE public.%I OWNER TO {OWNER_ROLE}', r.relname);
+  END LOOP;
+  FOR r IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE n.nspname = 'public' AND c.relkind = 'S'
+             AND pg_get_userbyid(c.relowner) <> '{OWNER_ROLE}'
+             AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'i') LOOP
+    EXECUTE format('ALTER SEQUENCE public.%I OWNER TO {OWNER_ROLE}', r.relname);
+  END LOOP;
+  FOR r IN SELECT p.oid::regprocedure AS sig FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> '{OWNER_ROLE}' LOOP
+    EXECUTE format('ALTER FUNCTION %s OWNER TO {OWNER_ROLE}', r.sig);
+  END LOOP;
+END $$;
+"""
+
+
+def _database_ready(bin_dir: Path, port: int) -> bool:
+    check = _psql(bin_dir, port, _READY_SQL)
+    return check.returncode == 0 and check.stdout.strip() == "1"
+
+
 def _ensure_database(bin_dir: Path, port: int, data_dir: Path) -> None:
-    check = _psql(bin_dir, port, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'")
-    if check.returncode == 0 and check.stdout.strip() == "1":
+    """Create the two roles and the database owned by the owner role. Hold the file lock."""
+    if _database_ready(bin_dir, port):
         return
-    if check.returncode == 0:
-        create = _psql(bin_dir, port, f'CREATE DATABASE "{DATABASE_NAME}"')
-        if create.returncode == 0 or "already exists" in create.stderr:
-            return
-        detail = create.stderr.strip().splitlines()[-1:] or [""]
+    steps = [("roles", _ROLES_SQL, "postgres")]
+    exists = _psql(bin_dir, port, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'")
+    if exists.returncode == 0 and exists.stdout.strip() == "1":
+        steps += [("owner", f'ALTER DATABASE "{DATABASE_NAME}" OWNER TO {OWNER_ROLE}', "postgres"),
+                  ("hand over", _HAND_OVER_SQL, DATABASE_NAME)]
     else:
-        detail = check.stderr.strip().splitlines()[-1:] or [""]
-    raise EmbeddedServiceError(
-        f"embedded PostgreSQL is running but database {DATABASE_NAME!r} could not be created "
-        f"({detail[0]}): see {_display(data_dir / 'log')}."
-    )
+        steps.append(("create", f'CREATE DATABASE "{DATABASE_NAME}" OWNER {OWNER_ROLE}', "postgres"))
+    for _name, sql, database in steps:
+        result = _psql(bin_dir, port, sql, database)
+        if result.returncode != 0:
+            detail = result.stderr.strip().splitlines()[-1:] or [""]
+            raise EmbeddedServiceError(
+                f"embedded PostgreSQL is running but database {DATABASE_NAME!r} and its roles could not "
+                f"be set up ({detail[0]}): see {_display(data_dir / 'log')}."
+            )
 
 
 def ensure_postgres(data_dir: Path, *, durable: bool = True) -> str:
     """Start (or reuse) a PostgreSQL server on ``data_dir`` and return its URL.
 
-    Runs initdb on first use, listens on 127.0.0.1 on a free port, creates the
-    ``marketplace`` database and returns ``postgres://postgres@127.0.0.1:<port>/marketplace``.
+    Runs initdb on first use, listens on 127.0.0.1 on a free port, creates the roles
+    ``marketplace_owner`` and ``marketplace_app`` and the ``marketplace`` database owned by
+    the first, and returns the app role's URL
+    ``postgres://marketplace_app@127.0.0.1:<port>/marketplace`` (``owner_url`` gives the other).
     ``durable=False`` turns fsync off (throwaway test servers).
     Safe to call concurrently from several processes; fast when already running.
     """
@@ -373,8 +443,10 @@ def ensure_postgres(data_dir: Path, *, durable: bool = True) -> str:
     bin_dir = _postgres_bin()
 
     info = _running_postgres(data_dir)
-    if info:  # warm path: no lock, no initdb
-        _ensure_database(bin_dir, info["port"], data_dir)
+    if info:  # warm path: one query, no lock, no initdb
+        if not _database_ready(bin_dir, info["port"]):
+            with _file_lock(_lock_path(data_dir)):
+                _ensure_database(bin_dir, info["port"], data_dir)
         return _postgres_url(info["port"])
 
     with _file_lock(_lock_path(data_dir)):

@@ -192,17 +192,31 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # --- Database ----------------------------------------------------------------------------
-if env.str("DATABASE_URL", default=""):
-    DATABASES = {"default": env.db("DATABASE_URL")}
-else:
+# Two roles (README "Database roles"): requests and workers connect as DATABASE_URL, a role
+# that may read and write rows but owns nothing, so it cannot truncate the audit trail or
+# drop its trigger; `manage.py migrate` connects as DATABASE_OWNER_URL (alias "owner"),
+# the role that owns the tables. Without DATABASE_OWNER_URL both are the one DATABASE_URL.
+# The embedded server (no DATABASE_URL) has both roles; its owner URL follows from the
+# app URL, so a child given only DATABASE_URL (make run) migrates as the owner too.
+from config.embedded import owner_url as _embedded_owner_url  # noqa: E402
+
+_database_url = env.str("DATABASE_URL", default="")
+if not _database_url:
     from config.embedded import EmbeddedServiceError, ensure_postgres
 
     try:
-        DATABASES = {"default": env.db_url_config(ensure_postgres(VAR_DIR / "postgres"))}
+        _database_url = ensure_postgres(VAR_DIR / "postgres")
     except EmbeddedServiceError as exc:
         _fail(str(exc))
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["ENGINE"] = "django.db.backends.postgresql"
+_owner_database_url = (env.str("DATABASE_OWNER_URL", default="") or _embedded_owner_url(_database_url)
+                       or _database_url)
+DATABASES = {"default": env.db_url_config(_database_url), "owner": env.db_url_config(_owner_database_url)}
+for _alias in DATABASES.values():
+    _alias["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    _alias["ENGINE"] = "django.db.backends.postgresql"
+# The role granted row access after every migrate: the default alias's user, unless named
+# (the test run connects as the owner, so its flushes may TRUNCATE, and names the app role).
+DATABASE_APP_ROLE = env.str("DATABASE_APP_ROLE", default="") or DATABASES["default"].get("USER", "")
 
 # --- Celery / Redis ----------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

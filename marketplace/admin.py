@@ -1,19 +1,89 @@
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
 from django.contrib import admin, messages
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
+from django.utils import timezone
 
 from marketplace.models import AuditEvent, Membership, Organization, User
-from marketplace.services import client_ip, organization_approve
+from marketplace.services import audit_record, client_ip, organization_approve
 
 admin.site.site_header = "Imaging data marketplace — administration"
 
 
+class AuditedModelAdmin(admin.ModelAdmin):
+    """Every admin deletion lands in the audit trail (tests/marketplace/test_audit_admin.py
+    checks that every registered admin that may delete derives from this)."""
+
+    def log_deletions(self, request: HttpRequest, queryset: Any) -> Any:
+        # Called by the delete view and the "delete selected" action, before the deletion,
+        # inside the same request: ids only, never the object's text.
+        for obj in queryset:
+            audit_record(actor=request.user, action="admin.delete", obj=obj, ip=client_ip(request),
+                         detail={"model": obj._meta.label_lower})
+        return super().log_deletions(request, queryset)
+
+
+def _powers(user: User) -> dict[str, Any]:
+    return {
+        "is_active": user.is_active, "is_staff": user.is_staff, "is_superuser": user.is_superuser,
+        "groups": sorted(user.groups.values_list("pk", flat=True)),
+        "permissions": sorted(user.user_permissions.values_list("pk", flat=True)),
+    }
+
+
 @admin.register(User)
-class MarketplaceUserAdmin(UserAdmin):
-    pass
+class MarketplaceUserAdmin(AuditedModelAdmin, UserAdmin):
+    """Staff, superuser, active, group and permission changes are audited (who gave whom
+    which powers), with the values before and after."""
+
+    def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
+        before = _powers(User.objects.get(pk=obj.pk)) if change and obj.pk else None
+        request._audit_powers_before = before  # read in save_related, after the m2m are saved
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        before = getattr(request, "_audit_powers_before", None)
+        after = _powers(form.instance)
+        if before is None:
+            if after["is_staff"] or after["is_superuser"] or after["groups"] or after["permissions"]:
+                audit_record(actor=request.user, action="user.powers_change", obj=form.instance,
+                             ip=client_ip(request), detail={"before": None, "after": after})
+            return
+        if before != after:
+            changed = [key for key in after if before[key] != after[key]]
+            audit_record(actor=request.user, action="user.powers_change", obj=form.instance, ip=client_ip(request),
+                         detail={"changed": changed, "before": before, "after": after})
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class AuditedGroupAdmin(AuditedModelAdmin, GroupAdmin):
+    """A group's permissions are staff powers too."""
+
+    def save_model(self, request: HttpRequest, obj: Group, form: Any, change: bool) -> None:
+        request._audit_group_before = (sorted(Group.objects.get(pk=obj.pk).permissions.values_list("pk", flat=True))
+                                       if change and obj.pk else [])
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        before = getattr(request, "_audit_group_before", [])
+        after = sorted(form.instance.permissions.values_list("pk", flat=True))
+        if before != after:
+            audit_record(actor=request.user, action="group.permissions_change", obj=form.instance,
+                         ip=client_ip(request), detail={"before": before, "after": after})
 
 
 class MembershipInline(admin.TabularInline):
@@ -23,7 +93,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedModelAdmin):
     list_display = ["name", "kind", "country", "is_approved", "created"]
     list_filter = ["kind", ("approved_at", admin.EmptyFieldListFilter)]
     search_fields = ["name"]
@@ -42,14 +112,48 @@ class OrganizationAdmin(admin.ModelAdmin):
         self.message_user(request, f"Approved {queryset.count()} organization(s).", messages.SUCCESS)
 
 
+EXPORT_FIELDS = ["id", "created", "actor_id", "actor_label", "action", "object_type", "object_id", "ip_address",
+                 "detail", "prev_hash", "chain_hash"]
+
+
+def _export_rows(queryset: QuerySet[AuditEvent]) -> Iterator[dict[str, Any]]:
+    for event in queryset.order_by("id").iterator(chunk_size=2000):
+        row = {name: getattr(event, name) for name in EXPORT_FIELDS}
+        row["created"] = event.created.isoformat(timespec="microseconds")
+        yield row
+
+
+def _csv_lines(queryset: QuerySet[AuditEvent]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for row in _export_rows(queryset):
+        row["detail"] = json.dumps(row["detail"], sort_keys=True)
+        writer.writerow(row)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _json_chunks(queryset: QuerySet[AuditEvent]) -> Iterator[str]:
+    yield "["
+    for i, row in enumerate(_export_rows(queryset)):
+        yield ("," if i else "") + "\n" + json.dumps(row, sort_keys=True)
+    yield "\n]\n"
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the table refuses updates and deletes anyway (database trigger)."""
+    """Read-only: the table refuses updates and deletes anyway (database trigger). Staff
+    who may view audit events ("Can view audit event", or superusers) export the selected events, oldest
+    first with their chain hashes, as CSV or JSON; each export is itself audited."""
 
     list_display = ["created", "actor_label", "action", "object_type", "object_id", "ip_address"]
     list_filter = ["action", "object_type"]
     search_fields = ["actor_label", "action", "object_id"]
     date_hierarchy = "created"
+    actions = ["export_csv", "export_json"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -59,3 +163,26 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_staff and request.user.has_perm(
+            "marketplace.view_auditevent")
+
+    @admin.action(description="Export selected events as CSV", permissions=["export"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> StreamingHttpResponse:
+        return self._export(request, queryset, "csv", _csv_lines(queryset), "text/csv")
+
+    @admin.action(description="Export selected events as JSON", permissions=["export"])
+    def export_json(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> StreamingHttpResponse:
+        return self._export(request, queryset, "json", _json_chunks(queryset), "application/json")
+
+    def _export(self, request: HttpRequest, queryset: QuerySet[AuditEvent], kind: str, body: Iterator[str],
+                content_type: str) -> StreamingHttpResponse:
+        audit_record(actor=request.user, action="audit.export", ip=client_ip(request),
+                     detail={"format": kind, "events": queryset.count()})
+        response = StreamingHttpResponse(body, content_type=content_type)
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = f'attachment; filename="audit-{stamp}.{kind}"'
+        return response
+
+

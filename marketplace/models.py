@@ -5,6 +5,7 @@ import secrets
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 
 
 class User(AbstractUser):
@@ -70,7 +71,9 @@ class AuditEvent(models.Model):
     """Append-only record of who did what to which object, when, from where.
 
     UPDATE and DELETE are refused by a database trigger (migration 0002), so not even
-    ORM code or the admin can rewrite history. Details hold ids and counts, never PHI.
+    ORM code or the admin can rewrite history; the application's database role may not
+    TRUNCATE it or drop the trigger (marketplace/database.py), and each event is chained to
+    the previous one by hash (marketplace/audit.py). Details hold ids and counts, never PHI.
     """
 
     actor = models.ForeignKey(
@@ -83,7 +86,11 @@ class AuditEvent(models.Model):
     object_id = models.CharField(max_length=64, blank=True)
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     detail = models.JSONField(default=dict, blank=True)
-    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)  # set before hashing
+    # sha256 over this event's canonical form and the previous event's hash (by id), so a
+    # removed, inserted or edited event breaks the chain (manage.py audit_verify).
+    prev_hash = models.CharField(max_length=64, blank=True)
+    chain_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]

@@ -1,13 +1,15 @@
 """Writes for accounts, organizations and the audit trail."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
+from marketplace.audit import CHAIN_LOCK_KEY, GENESIS, event_hash
 from marketplace.exceptions import ApplicationError
 from marketplace.models import AuditEvent, Membership, Notification, Organization, User
 
@@ -20,6 +22,7 @@ def client_ip(request: HttpRequest | None) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
+@transaction.atomic
 def audit_record(
     *,
     actor: User | None,
@@ -28,16 +31,30 @@ def audit_record(
     ip: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one audit event. `detail` must hold ids and counts only, never PHI."""
-    return AuditEvent.objects.create(
-        actor=actor if actor is not None and actor.is_authenticated else None,
-        actor_label=actor.get_username() if actor is not None and actor.is_authenticated else "",
+    """Append one audit event, chained by hash to the one before it. `detail` must hold ids
+    and counts only, never PHI."""
+    # Two concurrent inserts reading the same last hash would fork the chain: a transaction
+    # lock serialises appenders until commit, so the last event read here is the one before
+    # ours (a rolled-back event never becomes anyone's predecessor).
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+    prev = AuditEvent.objects.order_by("-id").values_list("chain_hash", flat=True).first() or GENESIS
+    known = actor is not None and actor.is_authenticated
+    event = AuditEvent(
+        actor=actor if known else None,
+        actor_label=actor.get_username() if known else "",
         action=action,
         object_type=obj._meta.label_lower if obj is not None else "",
         object_id=str(obj.pk) if obj is not None else "",
-        ip_address=ip,
-        detail=detail or {},
+        ip_address=AuditEvent._meta.get_field("ip_address").to_python(ip),  # as PostgreSQL gives it back
+        # What the database will give back (jsonb): hash exactly what verification reads.
+        detail=json.loads(json.dumps(detail or {})),
+        created=timezone.now(),
+        prev_hash=prev,
     )
+    event.chain_hash = event_hash(event, prev)
+    event.save(force_insert=True)
+    return event
 
 
 @transaction.atomic

@@ -52,8 +52,10 @@ class Order(models.Model):
 
     TRANSITIONS = {
         Status.AWAITING_APPROVAL: {Status.APPROVED, Status.REJECTED, Status.CANCELLED},
-        Status.APPROVED: {Status.DELIVERING},
-        Status.DELIVERING: {Status.DELIVERED},
+        # Until the data is delivered an order can still be cancelled (by an admin, with a
+        # reason, or when its dataset is withdrawn); delivered data follows its licence.
+        Status.APPROVED: {Status.DELIVERING, Status.CANCELLED},
+        Status.DELIVERING: {Status.DELIVERED, Status.CANCELLED},
         Status.DELIVERED: set(),
         Status.REJECTED: set(),
         Status.CANCELLED: set(),

@@ -170,3 +170,24 @@ def contract_decide(
 
         delivery_create(order=locked.order, acting_user=acting_user)
     return locked
+
+
+@transaction.atomic
+def order_cancel(*, order: Order, acting_user: User, reason: str, ip: str | None = None) -> Order:
+    """An admin cancels an order not yet delivered, giving a reason; its delivery stops
+    (failed, with the reason) and none of its files is ever served. Orders are never
+    deleted: cancelling is the way out."""
+    reason = reason.strip()
+    if not reason:
+        raise OrderError("Give a reason when cancelling an order.", code="reason_required")
+    before = Order.objects.select_for_update().get(pk=order.pk).status
+    locked = order_transition(order=order, to=Order.Status.CANCELLED, acting_user=acting_user, reason=reason)
+    if before != Order.Status.CANCELLED:
+        audit_record(actor=acting_user, action="order.cancel", obj=locked, ip=ip,
+                     detail={"from": before, "reason": reason})
+        # Against the import direction, like contract_decide: the cancellation and the
+        # stopped delivery are one transaction.
+        from workspaces.services import delivery_stop
+
+        delivery_stop(order=locked, reason=f"Order cancelled: {reason}")
+    return locked

@@ -4,7 +4,8 @@ Loaded early with ``-p embedded_services`` (pytest.ini: ``pythonpath = . tests``
 ``addopts = -p embedded_services``). At IMPORT time, before pytest-django
 configures Django, it starts:
 
-* a throwaway PostgreSQL (fsync off) if DATABASE_URL is not set,
+* a throwaway PostgreSQL (fsync off) if DATABASE_URL is not set, connected to as its
+  owner role (DATABASE_APP_ROLE names the app role that migrate grants),
 * a throwaway Redis if REDIS_URL is not set,
 * and points VAR_DIR at a temp dir if VAR_DIR is not set,
 
@@ -34,10 +35,12 @@ if str(_REPO) not in sys.path:  # pytest.ini's `pythonpath = .` normally does th
     sys.path.insert(0, str(_REPO))
 
 from config.embedded import (  # noqa: E402
+    APP_ROLE,
     EmbeddedServiceError,
     ensure_postgres,
     ensure_redis,
     stop_postgres,
+    owner_url,
     stop_redis,
 )
 
@@ -80,7 +83,12 @@ def _start() -> None:
             os.environ["VAR_DIR"] = str(var_dir)
         if need_db:
             STARTED["postgres"] = _ROOT / "pg"
-            os.environ["DATABASE_URL"] = ensure_postgres(_ROOT / "pg", durable=False)
+            # The test run connects as the owner role: pytest-django creates the test
+            # database and transactional tests flush with TRUNCATE, both owner's rights.
+            # The app role is still granted after migrate, so tests/marketplace/
+            # test_database_roles.py can connect as it and prove what it may not do.
+            os.environ["DATABASE_URL"] = owner_url(ensure_postgres(_ROOT / "pg", durable=False))
+            os.environ.setdefault("DATABASE_APP_ROLE", APP_ROLE)
         if need_redis:
             STARTED["redis"] = _ROOT / "redis"
             os.environ["REDIS_URL"] = ensure_redis(_ROOT / "redis", durable=False)

@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from catalog import storage
-from catalog.models import Instance
+from catalog.models import Dataset, Instance
 from marketplace.exceptions import NotFoundError, PermissionDeniedError
 from marketplace.models import User
 from marketplace.services import audit_record
@@ -46,11 +46,48 @@ def _instances_for(order: Order):  # noqa: ANN202 - a queryset of Instance
     )
 
 
+# How many files are copied between two checks that the order may still be delivered.
+STOP_CHECK_EVERY = 200
+
+
+def _stop_reason(order_id: int, *, lock: bool = False) -> str:
+    """Why this order's delivery must not finish ("" if it may): a cancelled order, or a
+    dataset withdrawn from publication (to draft or review) before the data was delivered."""
+    orders = Order.objects.select_related("dataset")
+    if lock:  # the same row lock dataset_transition takes: withdrawal and completion serialise
+        orders = orders.select_for_update(of=("self", "dataset"))
+    order = orders.get(pk=order_id)
+    if order.status in (Order.Status.CANCELLED, Order.Status.REJECTED):
+        return "The order was cancelled before its data was delivered."
+    if order.dataset.status != Dataset.Status.PUBLISHED:
+        return "The dataset was withdrawn by its provider before its data was delivered."
+    return ""
+
+
+@transaction.atomic
+def delivery_stop(*, order: Order, reason: str) -> bool:
+    """End a delivery not yet done as FAILED with the reason (links need DONE, so none of
+    its files is served) and cancel its order if still open. True if one was stopped."""
+    stopped = Delivery.objects.filter(
+        order=order, status__in=[Delivery.Status.QUEUED, Delivery.Status.RUNNING]
+    ).update(status=Delivery.Status.FAILED, error=reason[:500], finished=timezone.now())
+    locked = Order.objects.select_for_update().get(pk=order.pk)
+    if locked.status in (Order.Status.APPROVED, Order.Status.DELIVERING):
+        order_transition(order=locked, to=Order.Status.CANCELLED, acting_user=None, reason=reason)
+    if stopped:
+        delivery = Delivery.objects.get(order=order)
+        audit_record(actor=None, action="delivery.stopped", obj=delivery,
+                     detail={"order_id": order.pk, "reason": reason[:200]})
+    return bool(stopped)
+
+
 def delivery_run(*, delivery_id: int) -> Delivery | None:
     """Copy the order's instances into the workspace and write the manifest.
 
     Safe to run twice or after a worker died mid-way: files already copied are skipped
     (unique per delivery and instance) and the manifest is rewritten from the rows.
+    Stops as FAILED, with the reason, when the order was cancelled or the dataset withdrawn
+    before the delivery finished (checked before, during and, under lock, at the end).
     """
     claimed = Delivery.objects.filter(
         pk=delivery_id, status__in=[Delivery.Status.QUEUED, Delivery.Status.RUNNING]
@@ -59,6 +96,10 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
         logger.info("delivery %s is gone or finished; nothing to do", delivery_id)
         return None
     delivery = Delivery.objects.select_related("order").get(pk=delivery_id)
+    reason = _stop_reason(delivery.order_id)
+    if reason:
+        delivery_stop(order=delivery.order, reason=reason)
+        return Delivery.objects.get(pk=delivery_id)
     if delivery.order.status == Order.Status.APPROVED:  # a re-run finds it delivering or delivered
         order_transition(order=delivery.order, to=Order.Status.DELIVERING, acting_user=None)
     instances = _instances_for(delivery.order)
@@ -66,13 +107,24 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
         total_files=instances.count(), done_files=delivery.files.count())
 
     done = set(delivery.files.values_list("instance_id", flat=True))
-    for instance in instances.exclude(pk__in=done).iterator(chunk_size=500):
+    for copied, instance in enumerate(instances.exclude(pk__in=done).iterator(chunk_size=500), start=1):
+        if copied % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
+            delivery_stop(order=delivery.order, reason=reason)
+            return Delivery.objects.get(pk=delivery_id)
         _copy_instance(delivery, instance)
 
     delivery.refresh_from_db()
     _write_manifest(delivery)
-    Delivery.objects.filter(pk=delivery_id).update(status=Delivery.Status.DONE, finished=timezone.now())
-    order_transition(order=delivery.order, to=Order.Status.DELIVERED, acting_user=None)
+    with transaction.atomic():
+        reason = _stop_reason(delivery.order_id, lock=True)
+        if reason:
+            delivery_stop(order=delivery.order, reason=reason)
+            return Delivery.objects.get(pk=delivery_id)
+        finished = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.RUNNING).update(
+            status=Delivery.Status.DONE, finished=timezone.now())
+        if not finished:  # stopped meanwhile (order cancelled): it stays FAILED
+            return Delivery.objects.get(pk=delivery_id)
+        order_transition(order=delivery.order, to=Order.Status.DELIVERED, acting_user=None)
     delivery.refresh_from_db()
     audit_record(actor=None, action="delivery.done", obj=delivery,
                  detail={"order_id": delivery.order_id, "files": delivery.done_files, "bytes": delivery.total_bytes})

@@ -293,5 +293,6 @@ def test_every_status_has_a_row_in_the_transition_table():
 
 
 @pytest.mark.parametrize("status", list(Order.Status))
-def test_only_orders_awaiting_approval_can_be_cancelled(bare_order, status):
-    assert bare_order(status).can_cancel() is (status == Order.Status.AWAITING_APPROVAL)
+def test_only_orders_not_yet_delivered_or_closed_can_be_cancelled(bare_order, status):
+    assert bare_order(status).can_cancel() is (status in (
+        Order.Status.AWAITING_APPROVAL, Order.Status.APPROVED, Order.Status.DELIVERING))
