@@ -5,7 +5,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from marketplace.models import AuditEvent, Membership, Organization, User
+from marketplace.models import AuditEvent, Invitation, Membership, Organization, User
 from marketplace.services import client_ip, organization_approve
 
 admin.site.site_header = "Imaging data marketplace — administration"
@@ -13,7 +13,22 @@ admin.site.site_header = "Imaging data marketplace — administration"
 
 @admin.register(User)
 class MarketplaceUserAdmin(UserAdmin):
-    pass
+    readonly_fields = ["terms_version", "terms_accepted_at"]
+    fieldsets = [*UserAdmin.fieldsets, ("Terms of use", {"fields": ["terms_version", "terms_accepted_at"]})]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Read-only: invitations are made by owners and answered by the invitee."""
+
+    list_display = ["organization", "email", "role", "created", "accepted_at", "declined_at"]
+    search_fields = ["organization__name", "email"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class MembershipInline(admin.TabularInline):

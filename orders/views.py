@@ -16,6 +16,7 @@ from catalog.selectors import (
     datasets_for_provider_user,
 )
 from marketplace.exceptions import ApplicationError
+from marketplace.guards import require_verified_email
 from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
 from marketplace.selectors import provider_organizations_for_user
@@ -56,6 +57,7 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
         except InvalidOperation:
             expected = None
         try:
+            require_verified_email(user=request.user)
             order = order_place(buyer=request.user, dataset=dataset, criteria=criteria,
                                 accept_agreement=request.POST.get("accept") == "on", dua_template=dua,
                                 expected_total=expected, ip=client_ip(request))
