@@ -12,7 +12,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from marketplace.exceptions import ApplicationError, NotFoundError
-from marketplace.models import AuditEvent, Invitation, Membership, Notification, Organization, User
+from marketplace.models import (
+    AuditEvent,
+    Invitation,
+    Membership,
+    Notification,
+    Organization,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 

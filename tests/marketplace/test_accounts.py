@@ -10,7 +10,7 @@ from django.db import DatabaseError, transaction
 from django.test import Client, RequestFactory
 from django.urls import reverse
 
-from marketplace.models import AuditEvent, Membership, Organization, User
+from marketplace.models import AuditEvent, Membership, User
 from marketplace.services import audit_record, organization_approve
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,11 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from marketplace.demo_accounts import demo_account_ready, demo_totp_code, demo_two_factor
+from marketplace.demo_accounts import (
+    demo_account_ready,
+    demo_totp_code,
+    demo_two_factor,
+)
 from marketplace.models import User
 
 pytestmark = pytest.mark.django_db

@@ -10,10 +10,10 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.test import Client
 from django.urls import reverse
+from factories.accounts import totp_code
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from factories.accounts import totp_code
 from marketplace.models import AuditEvent, Membership
 from orders.models import Order
 

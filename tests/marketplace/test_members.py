@@ -8,7 +8,12 @@ from django.urls import reverse
 
 from marketplace.exceptions import ApplicationError, NotFoundError
 from marketplace.models import AuditEvent, Invitation, Membership, Organization
-from marketplace.services import INVITATION_SENT_MESSAGE, invitation_accept, invitation_create, invitation_decline
+from marketplace.services import (
+    INVITATION_SENT_MESSAGE,
+    invitation_accept,
+    invitation_create,
+    invitation_decline,
+)
 
 pytestmark = pytest.mark.django_db
 
