@@ -296,6 +296,80 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
+# --- Accounts (django-allauth, allauth.mfa) ----------------------------------------------
+# Every interactive login goes through allauth's form (the admin's login page redirects to
+# it), so one place enforces e-mail verification, rate limits and the second factor.
+INSTALLED_APPS += ["allauth", "allauth.account", "allauth.mfa"]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                  "allauth.account.middleware.AccountMiddleware")
+# Staff and provider-organization owners are sent to set up TOTP before anything else.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.messages.middleware.MessageMiddleware") + 1,
+                  "marketplace.middleware.RequireTwoFactorMiddleware")
+AUTHENTICATION_BACKENDS = [
+    "allauth.account.auth_backends.AuthenticationBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+LOGIN_URL = "login"  # allauth's login view, also mounted at /login/
+ACCOUNT_ADAPTER = "marketplace.adapter.AccountAdapter"
+ACCOUNT_FORMS = {"signup": "marketplace.forms.SignUpForm"}
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+# No username at sign-up (it is generated): the sign-up form then has nothing to answer
+# "this name is taken" about. With mandatory verification and enumeration prevention, a
+# taken e-mail gets the same "check your e-mail" page (and a mail to its owner).
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_CHANGE_EMAIL = True  # one address per account; a new one replaces it once verified
+ACCOUNT_LOGOUT_ON_PASSWORD_CHANGE = False
+ACCOUNT_SESSION_REMEMBER = False
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "MedImage Exchange: "
+# Failed logins: per account (any spelling of it: username or e-mail, see the adapter) and
+# per address; while over the limit even the right password is refused.
+ACCOUNT_LOGIN_FAILED_RATE = env_rate("ACCOUNT_LOGIN_FAILED_RATE", "5/hour")
+ACCOUNT_LOGIN_FAILED_IP_RATE = env_rate("ACCOUNT_LOGIN_FAILED_IP_RATE", "20/hour")
+
+
+def _allauth_rate(rate: str, key: str) -> str:
+    """"5/hour" -> allauth's "5/3600s/key"."""
+    count, unit = rate.split("/")
+    seconds = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[unit]
+    return f"{count}/{seconds}s/{key}"
+
+
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": f"{_allauth_rate(ACCOUNT_LOGIN_FAILED_IP_RATE, 'ip')},{_allauth_rate(ACCOUNT_LOGIN_FAILED_RATE, 'key')}",
+    "login": "30/m/ip",
+    "signup": "10/m/ip",
+    "reset_password": "10/m/ip,3/m/key",
+    "reset_password_from_key": "20/m/ip",
+    "change_password": "5/m/user",
+    "manage_email": "10/m/user",
+    "reauthenticate": "10/m/user",
+    "confirm_email": "1/180s/key",
+}
+MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
+MFA_TOTP_ISSUER = "MedImage Exchange"
+# Version of the terms of use a new account accepts (stored on the user with the time).
+TERMS_VERSION = env.str("TERMS_VERSION", default="2026-12")
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# API: sessions only (no HTTP Basic: a password per request, outside every login limit);
+# tokens come later. Anonymous callers are throttled per address, users per account.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["rest_framework.authentication.SessionAuthentication"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "rest_framework.throttling.AnonRateThrottle",
+    "rest_framework.throttling.UserRateThrottle",
+]
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "anon": env_rate("API_ANON_RATE", "600/hour"),
+    "user": env_rate("API_USER_RATE", "6000/hour"),
+}
+
 # --- Marketplace -------------------------------------------------------------------------
 # Upload limits: a zip may not expand past these (zip bombs), nor hold more members.
 UPLOAD_MAX_FILE_BYTES = env.int("UPLOAD_MAX_FILE_BYTES", default=512 * 1024 * 1024)

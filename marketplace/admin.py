@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
-from marketplace.models import AuditEvent, Membership, Organization, User
+from marketplace.models import AuditEvent, Invitation, Membership, Organization, User
 from marketplace.services import audit_record, client_ip, organization_approve
 
 admin.site.site_header = "Imaging data marketplace — administration"
@@ -44,6 +44,9 @@ def _powers(user: User) -> dict[str, Any]:
 class MarketplaceUserAdmin(AuditedModelAdmin, UserAdmin):
     """Staff, superuser, active, group and permission changes are audited (who gave whom
     which powers), with the values before and after."""
+
+    readonly_fields = ["terms_version", "terms_accepted_at"]
+    fieldsets = [*UserAdmin.fieldsets, ("Terms of use", {"fields": ["terms_version", "terms_accepted_at"]})]
 
     def save_model(self, request: HttpRequest, obj: User, form: Any, change: bool) -> None:
         before = _powers(User.objects.get(pk=obj.pk)) if change and obj.pk else None
@@ -84,6 +87,20 @@ class AuditedGroupAdmin(AuditedModelAdmin, GroupAdmin):
         if before != after:
             audit_record(actor=request.user, action="group.permissions_change", obj=form.instance,
                          ip=client_ip(request), detail={"before": before, "after": after})
+
+
+@admin.register(Invitation)
+class InvitationAdmin(AuditedModelAdmin):
+    """Read-only: invitations are made by owners and answered by the invitee."""
+
+    list_display = ["organization", "email", "role", "created", "accepted_at", "declined_at"]
+    search_fields = ["organization__name", "email"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 class MembershipInline(admin.TabularInline):
@@ -186,3 +203,15 @@ class AuditEventAdmin(admin.ModelAdmin):
         return response
 
 
+
+
+def audit_every_admin(site: admin.AdminSite = admin.site) -> None:
+    """Admins registered by other packages (allauth's e-mail addresses, authenticators...)
+    get the same deletion audit: each is re-registered as an audited subclass of itself.
+    Called from MarketplaceConfig.ready, after the admin has imported every admin module."""
+    for model, model_admin in list(site._registry.items()):
+        if isinstance(model_admin, AuditedModelAdmin):
+            continue
+        audited = type(f"Audited{type(model_admin).__name__}", (AuditedModelAdmin, type(model_admin)), {})
+        site.unregister(model)
+        site.register(model, audited)

@@ -1,39 +1,34 @@
 from __future__ import annotations
 
+from allauth.account.forms import SignupForm as AllauthSignupForm
 from django import forms
-from django.contrib.auth.password_validation import validate_password
+from django.conf import settings
+from django.http import HttpRequest
 
 from marketplace.models import Membership, Organization, User
+from marketplace.services import client_ip, user_terms_accept
 
 
-class SignUpForm(forms.Form):
-    username = forms.CharField(max_length=150)
-    email = forms.EmailField()
-    password = forms.CharField(widget=forms.PasswordInput, help_text="At least 10 characters, not a common password.")
-    organization_name = forms.CharField(max_length=200, label="Organization")
-    organization_kind = forms.ChoiceField(choices=Organization.Kind.choices, label="I represent",
-                                          widget=forms.RadioSelect, initial=Organization.Kind.BUYER)
+class SignUpForm(AllauthSignupForm):
+    """allauth's sign-up (e-mail and password; no username, no organization: those would
+    tell a stranger which names exist) plus acceptance of the terms of use."""
 
-    def clean_username(self) -> str:
-        username = self.cleaned_data["username"]
-        if User.objects.filter(username__iexact=username).exists():
-            raise forms.ValidationError("This username is taken.")
-        return username
+    accept_terms = forms.BooleanField(
+        required=True, label="I accept the terms of use and the data protection notice",
+        error_messages={"required": "Please accept the terms of use to create an account."})
 
-    def clean_email(self) -> str:
-        email = self.cleaned_data["email"].lower()
-        if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError("An account with this email already exists.")
-        return email
-
-    def clean(self) -> dict:
-        data = super().clean()
-        if data.get("password"):
-            validate_password(data["password"], User(username=data.get("username", ""), email=data.get("email", "")))
-        return data
+    def custom_signup(self, request: HttpRequest, user: User) -> None:
+        user_terms_accept(user=user, version=settings.TERMS_VERSION, ip=client_ip(request))
 
 
-class MemberAddForm(forms.Form):
+class OrganizationCreateForm(forms.Form):
+    name = forms.CharField(max_length=200, label="Organization name")
+    kind = forms.ChoiceField(choices=Organization.Kind.choices, label="It is a", widget=forms.RadioSelect,
+                             initial=Organization.Kind.BUYER)
+    country = forms.CharField(max_length=2, required=False, label="Country (ISO code, optional)")
+
+
+class InvitationForm(forms.Form):
     organization = forms.IntegerField(widget=forms.HiddenInput)
-    email = forms.EmailField(label="Email of an existing account")
+    email = forms.EmailField(label="E-mail address to invite")
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)

@@ -1,17 +1,27 @@
 """Writes for accounts, organizations and the audit trail."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
 from marketplace.audit import CHAIN_LOCK_KEY, GENESIS, event_hash
-from marketplace.exceptions import ApplicationError
-from marketplace.models import AuditEvent, Membership, Notification, Organization, User
+from marketplace.exceptions import ApplicationError, NotFoundError
+from marketplace.models import (
+    AuditEvent,
+    Invitation,
+    Membership,
+    Notification,
+    Organization,
+    User,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,26 +67,41 @@ def audit_record(
     return event
 
 
-@transaction.atomic
-def user_sign_up(
-    *,
-    username: str,
-    email: str,
-    password: str,
-    organization_name: str,
-    organization_kind: str,
-    ip: str | None = None,
-) -> User:
-    """Create a user and the organization they own (a provider starts unapproved)."""
-    if Organization.objects.filter(name__iexact=organization_name).exists():
-        raise ApplicationError("An organization with this name already exists; ask its owner to add you.",
-                               code="organization_exists")
-    user = User.objects.create_user(username=username, email=email, password=password)
-    org = Organization.objects.create(name=organization_name, kind=organization_kind)
-    Membership.objects.create(user=user, organization=org, role=Membership.Role.OWNER)
-    audit_record(actor=user, action="user.sign_up", obj=user, ip=ip,
-                 detail={"organization_id": org.pk, "kind": organization_kind})
+def login_fingerprint(login: str) -> str:
+    """A keyed hash of a typed login (username or e-mail): failed logins are attacker-
+    supplied text, so the audit trail keeps this instead, enough to group attempts."""
+    normalized = login.strip().lower().encode("utf-8", "replace")
+    return hmac.new(settings.SECRET_KEY.encode(), b"login:" + normalized, hashlib.sha256).hexdigest()[:24]
+
+
+def user_terms_accept(*, user: User, version: str, ip: str | None = None) -> User:
+    """Record that the user accepted the terms of use of this version (at sign-up)."""
+    user.terms_version = version
+    user.terms_accepted_at = timezone.now()
+    user.save(update_fields=["terms_version", "terms_accepted_at"])
+    audit_record(actor=user, action="user.terms_accept", obj=user, ip=ip, detail={"version": version})
     return user
+
+
+@transaction.atomic
+def organization_create(
+    *, name: str, kind: str, country: str = "", acting_user: User, ip: str | None = None
+) -> Organization:
+    """The acting user creates an organization and becomes its owner (a provider starts
+    unapproved; its owners must set up a second factor)."""
+    name = name.strip()
+    if kind not in Organization.Kind.values:
+        raise ApplicationError("Unknown organization kind.", code="bad_kind")
+    if not name:
+        raise ApplicationError("An organization needs a name.", code="bad_name")
+    if Organization.objects.filter(name__iexact=name).exists():
+        # Names are unique and shown on datasets; this tells a signed-in, verified user no
+        # more than the catalog does.
+        raise ApplicationError("Please choose another name for the organization.", code="organization_exists")
+    org = Organization.objects.create(name=name, kind=kind, country=country.upper()[:2])
+    Membership.objects.create(user=acting_user, organization=org, role=Membership.Role.OWNER)
+    audit_record(actor=acting_user, action="organization.create", obj=org, ip=ip, detail={"kind": kind})
+    return org
 
 
 @transaction.atomic
@@ -91,26 +116,95 @@ def organization_approve(*, organization: Organization, acting_user: User, ip: s
     return org
 
 
+INVITATION_SENT_MESSAGE = ("Invitation recorded. If {email} belongs to an account, its owner will see it "
+                           "after signing in; otherwise they can sign up with that address and accept it.")
+
+
 @transaction.atomic
-def membership_add(
+def invitation_create(
     *, organization: Organization, email: str, role: str, acting_user: User, ip: str | None = None
-) -> Membership:
-    """An owner adds an existing user (by email) to the organization, or changes their role."""
+) -> Invitation:
+    """An owner invites an e-mail address. Answers alike whether or not an account uses the
+    address (nothing here reveals which e-mails exist); the person accepts or declines."""
     if not Membership.objects.filter(organization=organization, user=acting_user,
                                      role=Membership.Role.OWNER).exists():
-        raise ApplicationError("Only an owner can add members.", code="not_owner")
+        raise ApplicationError("Only an owner can invite members.", code="not_owner")
     if role not in Membership.Role.values:
-        raise ApplicationError(f"Unknown role {role!r}.", code="bad_role")
-    user = User.objects.filter(email__iexact=email.strip()).first()
-    if user is None:
-        raise ApplicationError("No account uses this email; ask the person to sign up first.", code="no_such_user")
-    if user == acting_user and role != Membership.Role.OWNER:
-        raise ApplicationError("You cannot remove your own owner role.", code="last_owner")
-    membership, _ = Membership.objects.update_or_create(
-        organization=organization, user=user, defaults={"role": role})
-    audit_record(actor=acting_user, action="membership.add", obj=organization, ip=ip,
-                 detail={"user_id": user.pk, "role": role})
+        raise ApplicationError("Unknown role.", code="bad_role")
+    email = email.strip().lower()
+    if not email or "@" not in email or "\x00" in email:
+        raise ApplicationError("Enter an e-mail address.", code="bad_email")
+    invitation = (Invitation.objects.select_for_update()
+                  .filter(organization=organization, email__iexact=email,
+                          accepted_at__isnull=True, declined_at__isnull=True).first())
+    if invitation is None:
+        invitation = Invitation.objects.create(organization=organization, email=email, role=role,
+                                               invited_by=acting_user)
+    elif invitation.role != role:
+        invitation.role = role
+        invitation.save(update_fields=["role"])
+    audit_record(actor=acting_user, action="invitation.create", obj=organization, ip=ip,
+                 detail={"invitation_id": invitation.pk, "role": role})
+    invitation_id = invitation.pk
+    transaction.on_commit(lambda: _invitation_send(invitation_id=invitation_id))
+    return invitation
+
+
+def _invitation_send(*, invitation_id: int) -> None:
+    from django.core.mail import send_mail
+
+    invitation = Invitation.objects.select_related("organization").filter(pk=invitation_id).first()
+    if invitation is None:
+        return
+    message = f"You are invited to join {invitation.organization.name} as {invitation.get_role_display().lower()}."
+    user = User.objects.filter(email__iexact=invitation.email).first()
+    if user is not None:
+        notification_send(user=user, message=message, url="/organization/")
+        return
+    try:
+        send_mail(subject="MedImage Exchange: invitation", from_email=None, recipient_list=[invitation.email],
+                  message=f"{message}\n\nSign up with this e-mail address, then accept it on the "
+                          f"Organization page.", fail_silently=False)
+    except Exception:  # noqa: BLE001 - mail is best effort; the invitation is stored
+        logger.warning("invitation e-mail %s failed", invitation_id)
+
+
+def _invitation_for_invitee(*, invitation_id: int, acting_user: User) -> Invitation:
+    # One answer for "no such invitation", "not yours" and "already answered".
+    from marketplace.selectors import invitations_for_user
+
+    invitation = invitations_for_user(user=acting_user).select_for_update(of=("self",)).filter(
+        pk=invitation_id).first()
+    if invitation is None:
+        raise NotFoundError("Invitation not found.")
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, invitation_id: int, acting_user: User, ip: str | None = None) -> Membership:
+    """The invitee (signed in, with the invited address verified) joins the organization.
+    An existing owner stays owner."""
+    invitation = _invitation_for_invitee(invitation_id=invitation_id, acting_user=acting_user)
+    membership, created = Membership.objects.get_or_create(
+        organization=invitation.organization, user=acting_user, defaults={"role": invitation.role})
+    if not created and invitation.role == Membership.Role.OWNER and membership.role != Membership.Role.OWNER:
+        membership.role = Membership.Role.OWNER
+        membership.save(update_fields=["role"])
+    invitation.accepted_at = timezone.now()
+    invitation.save(update_fields=["accepted_at"])
+    audit_record(actor=acting_user, action="invitation.accept", obj=invitation.organization, ip=ip,
+                 detail={"invitation_id": invitation.pk, "role": membership.role})
     return membership
+
+
+@transaction.atomic
+def invitation_decline(*, invitation_id: int, acting_user: User, ip: str | None = None) -> Invitation:
+    invitation = _invitation_for_invitee(invitation_id=invitation_id, acting_user=acting_user)
+    invitation.declined_at = timezone.now()
+    invitation.save(update_fields=["declined_at"])
+    audit_record(actor=acting_user, action="invitation.decline", obj=invitation.organization, ip=ip,
+                 detail={"invitation_id": invitation.pk})
+    return invitation
 
 
 def notification_send(*, user: User, message: str, url: str = "") -> Notification:

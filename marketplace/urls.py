@@ -1,13 +1,19 @@
-from django.contrib.auth import views as auth_views
+from allauth.account import views as account_views
 from django.urls import path
+from django.views.generic import RedirectView
 
 from marketplace import views
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("signup/", views.sign_up, name="signup"),
-    path("login/", auth_views.LoginView.as_view(template_name="marketplace/login.html"), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The old addresses stay: log in and out are allauth's views, sign-up moved.
+    path("signup/", RedirectView.as_view(pattern_name="account_signup", query_string=True), name="signup"),
+    path("login/", account_views.login, name="login"),
+    path("logout/", account_views.logout, name="logout"),
+    path("account/", views.account_settings, name="account_settings"),
     path("organization/", views.organization_members, name="organization_members"),
+    path("organization/new/", views.organization_new, name="organization_new"),
+    path("organization/invitations/<int:invitation_id>/<str:answer>/", views.invitation_answer,
+         name="invitation_answer"),
     path("notifications/", views.notification_list, name="notifications"),
 ]

@@ -1,16 +1,31 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from catalog.selectors import published_datasets
 from marketplace.exceptions import ApplicationError
-from marketplace.forms import MemberAddForm, SignUpForm
-from marketplace.selectors import organizations_for_user
-from marketplace.services import client_ip, membership_add, notifications_mark_read, user_sign_up
+from marketplace.forms import InvitationForm, OrganizationCreateForm
+from marketplace.guards import require_verified_email
+from marketplace.selectors import (
+    invitations_for_user,
+    organizations_for_user,
+    user_email_verified,
+    user_has_two_factor,
+    user_requires_two_factor,
+)
+from marketplace.services import (
+    INVITATION_SENT_MESSAGE,
+    client_ip,
+    invitation_accept,
+    invitation_create,
+    invitation_decline,
+    notifications_mark_read,
+    organization_create,
+)
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -21,37 +36,77 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "marketplace/home.html", context)
 
 
-def sign_up(request: HttpRequest) -> HttpResponse:
-    form = SignUpForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            user = user_sign_up(**form.cleaned_data, ip=client_ip(request))
-        except ApplicationError as exc:
-            form.add_error(None, exc.message)
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(request, "Welcome! Your account is ready.")
-            return redirect("home")
-    return render(request, "marketplace/signup.html", {"form": form})
+@login_required
+def account_settings(request: HttpRequest) -> HttpResponse:
+    user = request.user
+    context = {
+        "email_verified": user_email_verified(user=user),
+        "two_factor": user_has_two_factor(user=user),
+        "two_factor_required": user_requires_two_factor(user=user),
+        "organizations": organizations_for_user(user=user),
+    }
+    return render(request, "marketplace/account_settings.html", context)
 
 
 @login_required
 def organization_members(request: HttpRequest) -> HttpResponse:
+    """The user's organizations (owners invite by e-mail), invitations to accept, and a form
+    to create an organization."""
     organizations = organizations_for_user(user=request.user).prefetch_related("memberships__user")
-    form = MemberAddForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        org = organizations.filter(pk=form.cleaned_data["organization"]).first()
-        try:
-            if org is None:
-                raise ApplicationError("Organization not found.")
-            membership_add(organization=org, email=form.cleaned_data["email"], role=form.cleaned_data["role"],
-                           acting_user=request.user, ip=client_ip(request))
-        except ApplicationError as exc:
-            messages.error(request, exc.message)
+    form = InvitationForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            org = organizations.filter(pk=form.cleaned_data["organization"]).first()
+            try:
+                if org is None:
+                    raise ApplicationError("Only an owner can invite members.")
+                invitation_create(organization=org, email=form.cleaned_data["email"],
+                                  role=form.cleaned_data["role"], acting_user=request.user, ip=client_ip(request))
+            except ApplicationError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, INVITATION_SENT_MESSAGE.format(email=form.cleaned_data["email"]))
         else:
-            messages.success(request, "Member added.")
+            messages.error(request, "Enter an e-mail address and a role.")
         return redirect("organization_members")
-    return render(request, "marketplace/organization.html", {"organizations": organizations, "form": form})
+    owned = set(organizations.filter(memberships__user=request.user, memberships__role="owner")
+                .values_list("pk", flat=True))
+    context = {
+        "organizations": organizations, "owned": owned, "invitations": invitations_for_user(user=request.user),
+        "create_form": OrganizationCreateForm(),
+    }
+    return render(request, "marketplace/organization.html", context)
+
+
+@login_required
+@require_POST
+def organization_new(request: HttpRequest) -> HttpResponse:
+    form = OrganizationCreateForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise ApplicationError("Enter a name and choose what kind of organization it is.")
+        require_verified_email(user=request.user)
+        org = organization_create(**form.cleaned_data, acting_user=request.user, ip=client_ip(request))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        note = " An administrator approves providers before they publish." if org.is_provider else ""
+        messages.success(request, f"{org.name} created; you are its owner.{note}")
+    return redirect("organization_members")
+
+
+@login_required
+@require_POST
+def invitation_answer(request: HttpRequest, invitation_id: int, answer: str) -> HttpResponse:
+    if answer not in ("accept", "decline"):
+        raise Http404
+    if answer == "accept":
+        membership = invitation_accept(invitation_id=invitation_id, acting_user=request.user, ip=client_ip(request))
+        messages.success(request, f"You joined {membership.organization.name}.")
+    else:
+        invitation_decline(invitation_id=invitation_id, acting_user=request.user, ip=client_ip(request))
+        messages.info(request, "Invitation declined.")
+    return redirect("organization_members")
 
 
 @login_required

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from catalog.search.criteria import COHORT_KEYS
 from catalog.selectors import access_dataset
 from marketplace.exceptions import ApplicationError
+from marketplace.guards import require_verified_email
 from marketplace.services import client_ip
 from orders.selectors import access_order, active_dua_template, orders_for_buyer
 from orders.services import order_place, quote_for_buyer
@@ -93,6 +94,7 @@ class OrderListCreateApi(APIView):
         serializer = self.Input(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        require_verified_email(user=request.user)
         dataset = access_dataset(user=request.user, dataset_id=data["dataset_id"])
         dua = active_dua_template()
         if dua is None:

@@ -14,6 +14,7 @@ from catalog.selectors import (
     datasets_for_provider_user,
 )
 from marketplace.exceptions import ApplicationError
+from marketplace.guards import require_verified_email
 from marketplace.input_guard import amount_from
 from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
@@ -51,6 +52,7 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
         error = "Ordering is unavailable: no data use agreement is configured. Please contact the marketplace."
     if request.method == "POST" and not error:
         try:
+            require_verified_email(user=request.user)
             # The price the buyer saw; refused when missing or unreadable, never skipped.
             expected = amount_from(request.POST.get("expected_total", ""), field="expected_total")
             order = order_place(buyer=request.user, dataset=dataset, criteria=criteria,

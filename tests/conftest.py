@@ -4,6 +4,10 @@ alice   — owner of the approved provider "Alpha Imaging"
 bob     — researcher in the buyer organization "Bravo AI"
 charlie — another researcher (Charlie AI), who must see nothing of Bob's
 admin   — staff superuser
+
+Users made here have a verified e-mail address; those whose role requires a second factor
+(staff, provider owners) have a TOTP authenticator with TEST_TOTP_SECRET (`totp_code()`
+gives its current code for logging in through the pages).
 """
 from __future__ import annotations
 
@@ -13,7 +17,18 @@ from decimal import Decimal
 import pytest
 
 from catalog.synthetic import write_zip
+from factories.accounts import ready_account
 from factories.dicom import ct_files
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(request):
+    # The cache is a real Redis shared by every test: no rate-limit budget (logins, API
+    # throttles, quotes) or used TOTP code carries over from one test to the next.
+    if request.config.pluginmanager.hasplugin("django"):
+        from django.core.cache import cache
+
+        cache.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +50,8 @@ def tiny_threshold(settings):
 def admin_user(db):
     from marketplace.models import User
 
-    return User.objects.create_superuser(username="admin", email="admin@example.org", password="admin-pass-123")
+    user = User.objects.create_superuser(username="admin", email="admin@example.org", password="admin-pass-123")
+    return ready_account(user, two_factor=True)
 
 
 @pytest.fixture
@@ -51,6 +67,7 @@ def make_member(db):
             Organization.objects.filter(pk=org.pk).update(approved_at=timezone.now())
             org.refresh_from_db()
         Membership.objects.create(user=user, organization=org, role=Membership.Role.OWNER)
+        ready_account(user, two_factor=kind == Organization.Kind.PROVIDER)
         return user, org
 
     return make

@@ -15,6 +15,7 @@ import pytest
 from django.db import connection
 
 from catalog.synthetic import write_zip
+from factories.accounts import totp_code
 from factories.dicom import ct_files
 from e2e.worker import celery_worker
 
@@ -42,18 +43,25 @@ def browser():
         instance.close()
 
 
-def _log_in(browser, base: str, username: str, password: str):  # noqa: ANN001, ANN202
+def _log_in(browser, base: str, username: str, password: str, *, path: str = "/login/",  # noqa: ANN001, ANN202
+            lands: str = "/"):
+    """Log in through the page; staff and provider owners then type their TOTP code."""
     page = browser.new_context(accept_downloads=True).new_page()
     page.set_default_timeout(30_000)
-    page.goto(f"{base}/login/")
-    page.fill("input[name=username]", username)
+    page.goto(f"{base}{path}")
+    page.fill("input[name=login]", username)
     page.fill("input[name=password]", password)
     page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    page.wait_for_load_state()
+    if "/2fa/authenticate/" in page.url:
+        page.fill("input[name=code]", totp_code())
+        page.click("main button[type=submit]")
+    page.wait_for_url(f"{base}{lands}")
     return page
 
 
-def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_user, dua, tmp_path, browser):
+def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_user, dua, tmp_path,
+                                               browser):
     # `browser` comes last: the other fixtures write to the database before Playwright's loop starts.
     base = live_server.url
     archive = tmp_path / "chest-ct.zip"
@@ -81,11 +89,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         provider.wait_for_selector("text=Waiting for an administrator")
 
         # Admin: publish in Django admin.
-        admin = browser.new_context().new_page()
-        admin.goto(f"{base}/admin/login/")
-        admin.fill("#id_username", "admin")
-        admin.fill("#id_password", "admin-pass-123")
-        admin.click("input[type=submit]")
+        admin = _log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
         admin.goto(f"{base}/admin/catalog/dataset/")
         admin.check("input[name=_selected_action]")
         admin.select_option("select[name=action]", "publish")

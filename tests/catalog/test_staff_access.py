@@ -12,6 +12,8 @@ from catalog.selectors import access_dataset
 from marketplace.exceptions import NotFoundError
 from marketplace.models import AuditEvent, User
 
+from factories.accounts import ready_account
+
 pytestmark = pytest.mark.django_db
 
 
@@ -19,7 +21,7 @@ pytestmark = pytest.mark.django_db
 def staff(make_member) -> User:
     user, _ = make_member("sam", "Support Desk", "buyer")
     User.objects.filter(pk=user.pk).update(is_staff=True)
-    return User.objects.get(pk=user.pk)
+    return ready_account(User.objects.get(pk=user.pk), two_factor=True)  # staff need a second factor
 
 
 def test_a_staff_account_without_permissions_sees_no_draft_dataset(staff, dataset, charlie):

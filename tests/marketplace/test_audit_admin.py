@@ -17,6 +17,8 @@ from marketplace.models import AuditEvent, Organization, User
 from marketplace.services import audit_record
 from orders.models import Contract, DuaTemplate, Order
 
+from factories.accounts import ready_account
+
 pytestmark = pytest.mark.django_db
 
 
@@ -114,6 +116,7 @@ def test_an_admin_exports_the_selected_events_as_csv_and_json_with_their_hashes(
 def test_a_staff_account_without_permissions_cannot_export(client, make_member):
     staff, _ = make_member("sam", "Staff Org", "buyer")
     User.objects.filter(pk=staff.pk).update(is_staff=True)
+    ready_account(staff, two_factor=True)  # staff must have a second factor to get anywhere
     event = audit_record(actor=None, action="test.secret")
     client.force_login(staff)
     response = _export(client, "export_csv", [event.pk])

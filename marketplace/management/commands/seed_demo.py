@@ -3,6 +3,11 @@
 The DICOM goes through the real path: zip upload into quarantine, de-identification with
 verification, catalogue rows, admin publication. Safe to run twice (existing demo data is
 kept). Logins are printed and written to VAR_DIR/demo_logins.txt.
+
+Demo accounts have verified e-mail addresses and accepted terms. Those whose role needs a
+second factor (admin, the provider owners) get a TOTP authenticator and recovery codes;
+their secrets and codes go into demo_logins.txt (local demo data only), and
+`manage.py demo_totp_code USER` prints the current code.
 """
 from __future__ import annotations
 
@@ -16,9 +21,15 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from catalog.models import Dataset
-from catalog.services import dataset_create, dataset_publish, dataset_submit_for_review, upload_batch_create
+from catalog.services import (
+    dataset_create,
+    dataset_publish,
+    dataset_submit_for_review,
+    upload_batch_create,
+)
 from catalog.services.ingestion import upload_batch_ingest
 from catalog.synthetic import DEMO_SPECS, generate_demo_dataset, write_zip
+from marketplace.demo_accounts import demo_account_ready, demo_two_factor
 from marketplace.models import Membership, Organization, User
 from marketplace.services import organization_approve
 
@@ -56,13 +67,23 @@ class Command(BaseCommand):
             org, owner = providers[DATASET_OWNER.get(index, 0)]
             self._dataset(spec, index, org, owner, admin)
 
-        logins = (
-            "Demo logins (password for all: %s)\n"
-            "  admin       — Django admin at /admin/ (approve providers, publish datasets, approve contracts)\n"
-            "  provider1   — Northbridge Radiology (provider)\n"
-            "  provider2   — Lakeside Imaging Network (provider)\n"
-            "  researcher  — Acme AI Research (buyer)\n" % PASSWORD
-        )
+        lines = [
+            f"Demo logins (password for all: {PASSWORD}; log in with the username or the e-mail)",
+            "  admin       — Django admin at /admin/ (approve providers, publish datasets, approve contracts)",
+            "  provider1   — Northbridge Radiology (provider)",
+            "  provider2   — Lakeside Imaging Network (provider)",
+            "  researcher  — Acme AI Research (buyer)",
+            "",
+            "admin, provider1 and provider2 need a second factor after the password. Either",
+            "  - run `.venv/bin/python manage.py demo_totp_code USER` and type the 6 digits it prints, or",
+            "  - add the secret below to an authenticator app (or open the otpauth link), or",
+            "  - type one of the recovery codes (each works once).",
+        ]
+        for user in (admin, *(owner for _, owner in providers)):
+            secret, uri, codes = demo_two_factor(user)
+            lines += ["", f"  {user.username}: TOTP secret {secret}", f"    {uri}",
+                      f"    recovery codes: {' '.join(codes)}"]
+        logins = "\n".join(lines) + "\n"
         Path(settings.VAR_DIR).mkdir(parents=True, exist_ok=True)
         (Path(settings.VAR_DIR) / "demo_logins.txt").write_text(logins)
         self.stdout.write(logins)
@@ -74,7 +95,7 @@ class Command(BaseCommand):
                 user = User.objects.create_superuser(username=username, email=email, password=PASSWORD)
             else:
                 user = User.objects.create_user(username=username, email=email, password=PASSWORD)
-        return user
+        return demo_account_ready(user)
 
     def _org(self, user: User, name: str, kind: str, country: str) -> Organization:
         org, _ = Organization.objects.get_or_create(name=name, defaults={"kind": kind, "country": country})
