@@ -301,7 +301,7 @@ INGEST_FAIR_RETRY_SECONDS = env_int("INGEST_FAIR_RETRY_SECONDS", 5, minimum=1, m
 INGEST_PROVIDER_SLOT_SECONDS = env_int("INGEST_PROVIDER_SLOT_SECONDS", 180, minimum=10, maximum=86400)
 # Deliveries: one "running" without progress (a copied file) for this long is re-queued by
 # the sweep, at most DELIVERY_MAX_RESTARTS times, then failed with the reason.
-DELIVERY_STUCK_SECONDS = env_int("DELIVERY_STUCK_SECONDS", 45, minimum=5, maximum=86400)
+DELIVERY_STUCK_SECONDS = env_int("DELIVERY_STUCK_SECONDS", 30, minimum=5, maximum=86400)
 DELIVERY_MAX_RESTARTS = env_int("DELIVERY_MAX_RESTARTS", 3, minimum=0, maximum=100)
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.m
 
 EXTRA_FILES = 400
 KILL_AFTER = 40
-# Shortened for the test; `make run` uses the settings' defaults (45 s, 15 s): README "Workers".
+# Shortened for the test; `make run` uses the settings' defaults (30 s, 15 s): README "Workers".
 STUCK_SECONDS = os.environ.get("KILL_TEST_STUCK_SECONDS", "5")
 SWEEP_SECONDS = os.environ.get("KILL_TEST_SWEEP_SECONDS", "2")
 
