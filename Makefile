@@ -1,7 +1,7 @@
 # Marketplace developer entry points. Works on a bare machine: PostgreSQL and Redis
 # come from wheels (config/embedded.py) unless DATABASE_URL / REDIS_URL are set.
 #
-#   make run    the site at http://127.0.0.1:8000/ plus a Celery worker (Ctrl-C stops all)
+#   make run    the site at http://127.0.0.1:8000/, a Celery worker per queue and beat (Ctrl-C stops all)
 #   make test   the test suite (throwaway PostgreSQL/Redis, moto S3)
 #   make clean  stop the embedded services and delete var/
 

@@ -7,7 +7,10 @@ zipfile's and pydicom's messages quote file names).
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
+from catalog.fairness import provider_slot
+from catalog.models import UploadBatch
 from catalog.services import (
     upload_batch_ingest,
     upload_batches_recover_stuck,
@@ -20,9 +23,15 @@ def upload_batch_ingest_task(*, batch_id: int) -> None:
     upload_batch_ingest(batch_id=batch_id, parallel=True)
 
 
-@shared_task(acks_late=True)
-def upload_files_ingest_task(*, batch_id: int, upload_file_ids: list[int]) -> None:
-    upload_files_ingest(batch_id=batch_id, upload_file_ids=upload_file_ids)
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def upload_files_ingest_task(self, *, batch_id: int, upload_file_ids: list[int]) -> None:  # noqa: ANN001
+    provider_id = UploadBatch.objects.filter(pk=batch_id).values_list("dataset__provider_id", flat=True).first()
+    if provider_id is None:
+        return
+    with provider_slot(provider_id) as held:
+        if not held:  # this provider already has its share of ingest processes: queue behind the others
+            raise self.retry(countdown=settings.INGEST_FAIR_RETRY_SECONDS)
+        upload_files_ingest(batch_id=batch_id, upload_file_ids=upload_file_ids)
 
 
 @shared_task(acks_late=True)

@@ -6,10 +6,14 @@
 2. PostgreSQL and Redis are started from wheels (config.embedded) unless
    DATABASE_URL / REDIS_URL are set; the URLs are exported to every child.
 3. migrate, seed_demo (first start only: marker VAR_DIR/.seeded), collectstatic.
-4. runserver (HOST/PORT, default 127.0.0.1:8000) and a Celery worker run as
-   children.
-5. On Ctrl-C / SIGTERM, or when any child dies, all children are terminated and
-   the embedded PostgreSQL and Redis are stopped (they outlive us otherwise).
+4. runserver (HOST/PORT, default 127.0.0.1:8000), one Celery worker per queue
+   (WORKER_POOLS: ingest, delivery, housekeeping, each with its own concurrency)
+   and Celery beat (the stuck-job sweeps) run as children.
+5. A worker or beat that dies is started again after a backoff (1 s, doubling to
+   30 s; reset once it ran for a minute), and the rest keep running. Work it held
+   resumes through the stuck-job sweeps (settings: DELIVERY_STUCK_SECONDS).
+6. On Ctrl-C / SIGTERM, or when the web server dies, all children are terminated
+   and the embedded PostgreSQL and Redis are stopped (they outlive us otherwise).
 
 No Django imports: Django runs only in the children.
 """
@@ -28,7 +32,11 @@ from pathlib import Path
 from config import embedded
 
 REPO = Path(__file__).resolve().parent.parent
-CELERY_QUEUES = "ingest,delivery,celery"
+# (queue, worker processes): two cores shared with the web server, so ingestion (CPU-bound
+# de-identification) gets two, delivery (server-side copies, I/O) two, housekeeping one.
+WORKER_POOLS = [("ingest", 2), ("delivery", 2), ("housekeeping", 1)]
+RESTART_BACKOFF = (1.0, 30.0)  # first delay, cap (seconds); doubles per quick death
+STABLE_AFTER = 60.0  # a child that ran this long starts again with the first delay
 SEED_MARKER = ".seeded"
 DEMO_LOGINS = "demo_logins.txt"
 
@@ -94,16 +102,36 @@ def setup_commands(python: str, seed: bool) -> list[tuple[str, list[str]]]:
     return steps
 
 
-def child_commands(python: str, host: str, port: int) -> list[tuple[str, list[str]]]:
-    """The long-running children: web server and Celery worker."""
-    return [
-        ("web", [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
-        (
-            "worker",
-            [python, "-m", "celery", "-A", "config", "worker",
-             "-Q", CELERY_QUEUES, "-c", "2", "--loglevel=INFO"],
-        ),
-    ]
+@dataclass(frozen=True)
+class ChildSpec:
+    name: str
+    argv: list[str]
+    restart: bool  # start it again when it dies (workers, beat); the web server's death stops all
+
+
+def worker_command(python: str, queue: str, concurrency: int) -> list[str]:
+    return [python, "-m", "celery", "-A", "config", "worker", "-Q", queue, "-c", str(concurrency),
+            "-n", f"{queue}@%h", "--without-gossip", "--without-mingle", "--loglevel=INFO"]
+
+
+def beat_command(python: str, var_dir: Path) -> list[str]:
+    return [python, "-m", "celery", "-A", "config", "beat", "-s", str(var_dir / "celerybeat-schedule"),
+            "--loglevel=INFO"]
+
+
+def child_commands(python: str, host: str, port: int, var_dir: Path = REPO / "var") -> list[ChildSpec]:
+    """The long-running children: web server, one worker per queue, beat."""
+    children = [ChildSpec("web", [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"], restart=False)]
+    for queue, concurrency in WORKER_POOLS:
+        children.append(ChildSpec(f"worker-{queue}", worker_command(python, queue, concurrency), restart=True))
+    children.append(ChildSpec("beat", beat_command(python, var_dir), restart=True))
+    return children
+
+
+def restart_delay(quick_deaths: int, backoff: tuple[float, float] = RESTART_BACKOFF) -> float:
+    """Seconds before the next start of a child that died `quick_deaths` times in a row."""
+    first, cap = backoff
+    return min(cap, first * 2 ** max(0, quick_deaths - 1))
 
 
 def site_url(host: str, port: int) -> str:
@@ -177,40 +205,76 @@ def run_step(name: str, argv: list[str], env: dict[str, str], cwd: Path = REPO) 
 
 
 class Supervisor:
-    """Runs children in their own process groups; stops them all together."""
+    """Runs children in their own process groups; restarts the restartable ones when they
+    die (with backoff, logged); stops them all together."""
 
-    def __init__(self, env: dict[str, str], cwd: Path = REPO):
+    def __init__(self, env: dict[str, str], cwd: Path = REPO, backoff: tuple[float, float] = RESTART_BACKOFF,
+                 stable_after: float = STABLE_AFTER):
         self.env = env
         self.cwd = cwd
+        self.backoff = backoff
+        self.stable_after = stable_after
         self.children: dict[str, subprocess.Popen] = {}
+        self.specs: dict[str, ChildSpec] = {}
+        self.started_at: dict[str, float] = {}
+        self.quick_deaths: dict[str, int] = {}
+        self.pending: dict[str, float] = {}  # name -> monotonic time of its next start
         self.stop_requested: str | None = None
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], restart: bool = False) -> subprocess.Popen:
+        self.specs[name] = ChildSpec(name, argv, restart)
         try:
             proc = subprocess.Popen(argv, env=self.env, cwd=self.cwd, start_new_session=True)
         except OSError as exc:
             raise DevServerError(f"{name} could not start ({exc}).") from None
         self.children[name] = proc
+        self.started_at[name] = time.monotonic()
         return proc
 
     def dead_child(self) -> tuple[str, int] | None:
+        """A child that died and will not be started again."""
         for name, proc in self.children.items():
             code = proc.poll()
-            if code is not None:
+            if code is not None and not self.specs[name].restart:
                 return name, code
+        return None
+
+    def check(self) -> str | None:
+        """One supervision pass: schedule restarts of dead restartable children, start those
+        whose backoff is over; the reason to stop everything, or None."""
+        now = time.monotonic()
+        for name, proc in list(self.children.items()):
+            code = proc.poll()
+            if code is None or name in self.pending:
+                continue
+            if not self.specs[name].restart:
+                return f"{name} exited with code {code}"
+            # The main process is gone; its pool processes may not be: clear the group.
+            _signal_group(proc, signal.SIGKILL)
+            ran = now - self.started_at[name]
+            self.quick_deaths[name] = 1 if ran >= self.stable_after else self.quick_deaths.get(name, 0) + 1
+            delay = restart_delay(self.quick_deaths[name], self.backoff)
+            self.pending[name] = now + delay
+            log(f"{name} (pid {proc.pid}) exited with code {code} after {ran:.0f} s; starting it again in {delay:.0f} s")
+        for name, when in list(self.pending.items()):
+            if when <= now and not self.stop_requested:
+                del self.pending[name]
+                spec = self.specs[name]
+                proc = self.start(name, spec.argv, spec.restart)
+                log(f"{name} started again (pid {proc.pid})")
         return None
 
     def request_stop(self, signum, _frame=None) -> None:
         self.stop_requested = signal.Signals(signum).name
 
     def wait(self, poll: float = 0.2) -> str:
-        """Block until a stop is requested or a child exits; returns the reason."""
+        """Supervise until a stop is requested or a child that is not restarted exits; returns the reason."""
         while True:
             if self.stop_requested:
                 return f"received {self.stop_requested}"
-            dead = self.dead_child()
-            if dead:
-                return f"{dead[0]} exited with code {dead[1]}"
+            reason = self.check()
+            if reason:
+                return reason
             time.sleep(poll)
 
     def wait_for_port(self, host: str, port: int, timeout: float = 60) -> bool:
@@ -227,6 +291,7 @@ class Supervisor:
 
     def terminate_all(self, timeout: float = 10) -> None:
         """SIGTERM every child's process group, then SIGKILL what is left after timeout."""
+        self.pending.clear()
         for proc in self.children.values():
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGTERM)
@@ -284,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "seed_demo":
                 mark_seeded(var_dir)
 
-        for name, cmd in child_commands(python, host, port):
-            supervisor.start(name, cmd)
+        for child in child_commands(python, host, port, var_dir):
+            supervisor.start(child.name, child.argv, child.restart)
         if supervisor.wait_for_port(host, port):
             logins = var_dir / DEMO_LOGINS
             print(

@@ -236,14 +236,60 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_DEFAULT_QUEUE = "housekeeping"
+# Three queues, each served by its own worker pool (config/devserver.py, docker-compose.yml):
+# ingest (de-identification, CPU), delivery (copies, I/O), housekeeping (beat jobs, stats,
+# notifications). Exact names are matched before patterns.
 CELERY_TASK_ROUTES = {
-    "catalog.tasks.*": {"queue": "ingest"},
-    "workspaces.tasks.*": {"queue": "delivery"},
+    "catalog.tasks.upload_batch_ingest_task": {"queue": "ingest"},
+    "catalog.tasks.upload_files_ingest_task": {"queue": "ingest"},
+    "catalog.tasks.*": {"queue": "housekeeping"},
+    "workspaces.tasks.delivery_run_task": {"queue": "delivery"},
+    "workspaces.tasks.*": {"queue": "housekeeping"},
 }
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=3000)
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=3600)
+# (soft, hard) time limits in seconds for every task of a queue (config/celery.py applies
+# them). Ingest: one chunk of INGEST_CHUNK_FILES files, each decode capped at
+# DEID_DECODE_TIMEOUT_SECONDS, or one archive expansion. Delivery: one time slice; a
+# delivery that reaches its soft limit re-queues itself and continues where it stopped.
+CELERY_QUEUE_TIME_LIMITS = {
+    "ingest": (env_int("INGEST_SOFT_TIME_LIMIT", 900, minimum=10, maximum=86400),
+               env_int("INGEST_TIME_LIMIT", 960, minimum=20, maximum=86400)),
+    "delivery": (env_int("DELIVERY_SOFT_TIME_LIMIT", 600, minimum=10, maximum=86400),
+                 env_int("DELIVERY_TIME_LIMIT", 660, minimum=20, maximum=86400)),
+    "housekeeping": (env_int("HOUSEKEEPING_SOFT_TIME_LIMIT", 120, minimum=10, maximum=86400),
+                     env_int("HOUSEKEEPING_TIME_LIMIT", 150, minimum=20, maximum=86400)),
+}
+for _queue, (_soft, _hard) in CELERY_QUEUE_TIME_LIMITS.items():
+    if _soft >= _hard:
+        _fail(f"The soft time limit of the {_queue} queue must be below its hard limit ({_soft} >= {_hard}).")
+# Redis hands an unacknowledged task to another worker only after visibility_timeout: it
+# must outlast the longest task, or a task still running is started a second time. Work
+# whose worker died is picked up sooner by the stuck-job sweeps below (beat), not by this.
+# The restore sweep runs every 5 s instead of every 10 s x 10 calls (HAZARDS.md: 106 s).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": max(hard for _soft, hard in CELERY_QUEUE_TIME_LIMITS.values()) + 60,
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+}
+CELERY_TASK_SOFT_TIME_LIMIT = CELERY_QUEUE_TIME_LIMITS["housekeeping"][0]  # tasks outside any route
+CELERY_TASK_TIME_LIMIT = CELERY_QUEUE_TIME_LIMITS["housekeeping"][1]
+# Periodic jobs (celery beat, one process: `make run` and docker-compose start it). Sent by
+# name: beat imports no task module, and a name no worker knows is logged and dropped by
+# the worker (catalog.tasks.upload_batches_recover_stuck_task arrives with its own branch).
+# `expires`: a sweep nobody ran in time is skipped, never piled up.
+STUCK_SWEEP_SECONDS = env_int("STUCK_SWEEP_SECONDS", 15, minimum=1, maximum=3600)
+CELERY_BEAT_SCHEDULE = {
+    "deliveries-recover-stuck": {
+        "task": "workspaces.tasks.deliveries_recover_stuck_task",
+        "schedule": float(STUCK_SWEEP_SECONDS),
+        "options": {"queue": "housekeeping", "expires": STUCK_SWEEP_SECONDS},
+    },
+    "upload-batches-recover-stuck": {
+        "task": "catalog.tasks.upload_batches_recover_stuck_task",
+        "schedule": 60.0,
+        "options": {"queue": "housekeeping", "expires": 60},
+    },
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Object storage ----------------------------------------------------------------------
@@ -389,6 +435,20 @@ INGEST_MAX_ATTEMPTS = env.int("INGEST_MAX_ATTEMPTS", default=3)
 INGEST_FAILED_RETENTION_HOURS = env.int("INGEST_FAILED_RETENTION_HOURS", default=24)
 # Longest one frame may take to decode (in a child process) when ingestion checks pixel data.
 INGEST_DECODE_TIMEOUT_SECONDS = env.int("INGEST_DECODE_TIMEOUT_SECONDS", default=10)
+# A pixel decode (compressed data, in a child process) is killed after this many seconds:
+# one provider's hostile files cost at most this each, never a worker for long.
+DEID_DECODE_TIMEOUT_SECONDS = env_int("DEID_DECODE_TIMEOUT_SECONDS", 10, minimum=1, maximum=600)
+# Fair ingestion: one provider holds at most this many ingest worker processes at once; its
+# further chunks wait (re-queued after INGEST_FAIR_RETRY_SECONDS) so other providers' uploads
+# get the remaining processes. A slot a killed worker never released lapses after
+# INGEST_PROVIDER_SLOT_SECONDS (a longer chunk then briefly shares its provider's slot).
+INGEST_PROVIDER_SLOTS = env_int("INGEST_PROVIDER_SLOTS", 1, minimum=1, maximum=64)
+INGEST_FAIR_RETRY_SECONDS = env_int("INGEST_FAIR_RETRY_SECONDS", 5, minimum=1, maximum=600)
+INGEST_PROVIDER_SLOT_SECONDS = env_int("INGEST_PROVIDER_SLOT_SECONDS", 180, minimum=10, maximum=86400)
+# Deliveries: one "running" without progress (a copied file) for this long is re-queued by
+# the sweep, at most DELIVERY_MAX_RESTARTS times, then failed with the reason.
+DELIVERY_STUCK_SECONDS = env_int("DELIVERY_STUCK_SECONDS", 30, minimum=5, maximum=86400)
+DELIVERY_MAX_RESTARTS = env_int("DELIVERY_MAX_RESTARTS", 3, minimum=0, maximum=100)
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY
 

@@ -265,10 +265,50 @@ def test_plugin_starts_throwaway_services_and_cleans_up(tmp_path):
 
 
 def test_devserver_child_commands():
-    cmds = dict(devserver.child_commands("/py", "0.0.0.0", 8123))
-    assert cmds["web"] == ["/py", "manage.py", "runserver", "0.0.0.0:8123", "--noreload"]
-    assert cmds["worker"][:6] == ["/py", "-m", "celery", "-A", "config", "worker"]
-    assert cmds["worker"][cmds["worker"].index("-Q") + 1] == "ingest,delivery,celery"
+    children = {c.name: c for c in devserver.child_commands("/py", "0.0.0.0", 8123, Path("/v"))}
+    assert children["web"].argv == ["/py", "manage.py", "runserver", "0.0.0.0:8123", "--noreload"]
+    assert not children["web"].restart
+    assert set(children) == {"web", "worker-ingest", "worker-delivery", "worker-housekeeping", "beat"}
+    for queue, concurrency in (("ingest", "2"), ("delivery", "2"), ("housekeeping", "1")):
+        argv = children[f"worker-{queue}"].argv
+        assert argv[:6] == ["/py", "-m", "celery", "-A", "config", "worker"] and children[f"worker-{queue}"].restart
+        assert argv[argv.index("-Q") + 1] == queue and argv[argv.index("-c") + 1] == concurrency
+    assert children["beat"].argv[5] == "beat" and "/v/celerybeat-schedule" in children["beat"].argv
+    assert children["beat"].restart
+
+
+def test_devserver_restart_backoff_doubles_up_to_a_cap():
+    assert [devserver.restart_delay(n, (1, 30)) for n in (1, 2, 3, 4, 5, 6, 9)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+def test_supervisor_restarts_a_dead_worker_and_keeps_the_others(tmp_path, capsys):
+    sup = devserver.Supervisor(dict(os.environ), cwd=tmp_path, backoff=(0.2, 1.0))
+    web = sup.start("web", ["sleep", "300"])
+    worker = sup.start("worker", ["sh", "-c", "sleep 300 & wait"], restart=True)
+    os.killpg(worker.pid, signal.SIGKILL)  # the whole worker: main process and children
+    deadline = time.monotonic() + 10
+    while sup.children["worker"].pid == worker.pid or sup.children["worker"].poll() is not None:
+        assert sup.check() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert web.poll() is None
+    err = capsys.readouterr().err
+    assert f"worker (pid {worker.pid}) exited with code -9" in err and "worker started again" in err
+    # dies again at once: the next start waits longer
+    os.killpg(sup.children["worker"].pid, signal.SIGKILL)
+    sup.children["worker"].wait()
+    assert sup.check() is None
+    assert sup.pending["worker"] - time.monotonic() > 0.25
+    sup.terminate_all(timeout=5)
+    assert web.poll() is not None
+
+
+def test_supervisor_stops_everyone_when_the_web_server_dies(tmp_path):
+    sup = devserver.Supervisor(dict(os.environ), cwd=tmp_path)
+    sup.start("worker", ["sleep", "300"], restart=True)
+    sup.start("web", [sys.executable, "-c", "import sys; sys.exit(4)"])
+    assert sup.wait(poll=0.05) == "web exited with code 4"
+    sup.terminate_all(timeout=5)
+    assert sup.children["worker"].poll() is not None
 
 
 def test_devserver_setup_commands_seed_only_first_time(tmp_path):

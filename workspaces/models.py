@@ -26,6 +26,23 @@ class Delivery(models.Model):
     error = models.CharField(max_length=500, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # Last sign of life: set when the delivery is queued or claimed and after every copied
+    # file. A "running" delivery whose mark is older than DELIVERY_STUCK_SECONDS lost its worker.
+    progressed = models.DateTimeField(null=True, blank=True)
+    # Fencing token: every claim by a worker takes the next number, and a run stops as soon as
+    # the row no longer carries its number (it was re-queued, failed, or taken over).
+    run_number = models.PositiveIntegerField(default=0)
+    # Automatic restarts after a lost worker since the last manual restart (DELIVERY_MAX_RESTARTS).
+    restarts = models.PositiveIntegerField(default=0)
+
+    # The only moves delivery_transition allows. RUNNING -> QUEUED is a restart (a lost
+    # worker, a time slice used up, or an admin); FAILED -> QUEUED only by an admin.
+    TRANSITIONS = {
+        Status.QUEUED: {Status.RUNNING, Status.FAILED},
+        Status.RUNNING: {Status.QUEUED, Status.DONE, Status.FAILED},
+        Status.FAILED: {Status.QUEUED},
+        Status.DONE: set(),
+    }
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -58,3 +75,18 @@ class DeliveryFile(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class DeliveryStatusChange(models.Model):
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="status_changes")
+    old_status = models.CharField(max_length=16)
+    new_status = models.CharField(max_length=16)
+    acting_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.old_status} → {self.new_status}"

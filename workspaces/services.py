@@ -5,21 +5,23 @@ import csv
 import io
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from catalog import storage
 from catalog.models import Dataset, Instance
-from marketplace.exceptions import NotFoundError, PermissionDeniedError
+from marketplace.exceptions import InvalidTransitionError, NotFoundError, PermissionDeniedError
 from marketplace.models import User
 from marketplace.services import audit_record
 from orders.models import Order
 from orders.services import order_transition
-from workspaces.models import Delivery, DeliveryFile
+from workspaces.exceptions import DeliveryError
+from workspaces.models import Delivery, DeliveryFile, DeliveryStatusChange
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +33,145 @@ _SIGNING_SALT = "workspaces.download"
 @transaction.atomic
 def delivery_create(*, order: Order, acting_user: User | None) -> Delivery:
     """Record the delivery and queue the copy once the transaction commits. Idempotent."""
-    delivery, created = Delivery.objects.get_or_create(order=order, defaults={"user_id": order.buyer_id})
+    delivery, created = Delivery.objects.get_or_create(
+        order=order, defaults={"user_id": order.buyer_id, "progressed": timezone.now()})
     if created:
-        from workspaces.tasks import delivery_run_task
-
-        transaction.on_commit(lambda: delivery_run_task.delay(delivery_id=delivery.pk))
+        _enqueue_after_commit(delivery.pk)
     return delivery
+
+
+def _enqueue_after_commit(delivery_id: int) -> None:
+    from workspaces.tasks import delivery_run_task
+
+    transaction.on_commit(lambda: delivery_run_task.delay(delivery_id=delivery_id))
+
+
+@transaction.atomic
+def delivery_transition(*, delivery: Delivery, to: str, acting_user: User | None, reason: str = "") -> Delivery:
+    """The one service that moves a delivery (Delivery.TRANSITIONS). Locks the row, writes a
+    DeliveryStatusChange, returns quietly when the delivery is already there. Queues nothing:
+    callers that re-queue work also send the task (delivery_restart, deliveries_recover_stuck)."""
+    locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    if locked.status == to:
+        return locked
+    if to not in Delivery.TRANSITIONS[locked.status]:
+        raise InvalidTransitionError(
+            f"Delivery of order #{locked.order_id} cannot move from {locked.get_status_display()} "
+            f"to {Delivery.Status(to).label}.")
+    old, now = locked.status, timezone.now()
+    locked.status = to
+    fields = ["status"]
+    if to == Delivery.Status.RUNNING:
+        locked.run_number += 1  # fences off any older run of this delivery
+        locked.progressed = now
+        fields += ["run_number", "progressed"]
+    elif to == Delivery.Status.QUEUED:
+        locked.progressed, locked.error, locked.finished = now, "", None
+        fields += ["progressed", "error", "finished"]
+    elif to == Delivery.Status.DONE:
+        locked.finished, locked.error = now, ""
+        fields += ["finished", "error"]
+    elif to == Delivery.Status.FAILED:
+        locked.finished, locked.error = now, reason[:500]
+        fields += ["finished", "error"]
+    locked.save(update_fields=fields)
+    DeliveryStatusChange.objects.create(delivery=locked, old_status=old, new_status=to, acting_user=acting_user,
+                                        reason=reason)
+    return locked
+
+
+@transaction.atomic
+def delivery_restart(*, delivery: Delivery, acting_user: User, reason: str) -> Delivery:
+    """Admin: queue a failed or stuck delivery again. Files already copied are kept; a run
+    still going stops at its next file (its run number no longer matches)."""
+    if not reason.strip():
+        raise DeliveryError("Give a reason for restarting a delivery.", code="reason_required")
+    delivery = delivery_transition(delivery=delivery, to=Delivery.Status.QUEUED, acting_user=acting_user,
+                                   reason=reason.strip())
+    Delivery.objects.filter(pk=delivery.pk).update(restarts=0)  # a fresh allowance of automatic restarts
+    _enqueue_after_commit(delivery.pk)
+    audit_record(actor=acting_user, action="delivery.restart", obj=delivery,
+                 detail={"order_id": delivery.order_id, "reason": reason.strip()})
+    return delivery
+
+
+@transaction.atomic
+def delivery_fail(*, delivery: Delivery, acting_user: User, reason: str) -> Delivery:
+    """Admin: stop a queued or running delivery for good, with the reason shown to staff."""
+    if not reason.strip():
+        raise DeliveryError("Give a reason for failing a delivery.", code="reason_required")
+    delivery = delivery_transition(delivery=delivery, to=Delivery.Status.FAILED, acting_user=acting_user,
+                                   reason=reason.strip())
+    audit_record(actor=acting_user, action="delivery.fail", obj=delivery,
+                 detail={"order_id": delivery.order_id, "reason": reason.strip()})
+    return delivery
+
+
+def delivery_continue(*, delivery_id: int) -> None:
+    """A run that used up its time slice (the delivery queue's soft limit): queue the rest."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+        if delivery is None or delivery.status != Delivery.Status.RUNNING:
+            return
+        delivery_transition(delivery=delivery, to=Delivery.Status.QUEUED, acting_user=None,
+                            reason="Time slice used up; continuing in a new task.")
+        _enqueue_after_commit(delivery_id)
+
+
+def _recover_locked(delivery: Delivery, *, quiet_seconds: int) -> Delivery:
+    """A running delivery (row locked by the caller) whose worker stopped: back to QUEUED,
+    or FAILED once it used up DELIVERY_MAX_RESTARTS."""
+    if delivery.restarts >= settings.DELIVERY_MAX_RESTARTS:
+        return delivery_transition(
+            delivery=delivery, to=Delivery.Status.FAILED, acting_user=None,
+            reason=f"No progress for {quiet_seconds} s after {delivery.restarts} automatic restart(s); "
+                   "restart it from the admin once the cause is fixed.")
+    delivery = delivery_transition(
+        delivery=delivery, to=Delivery.Status.QUEUED, acting_user=None,
+        reason=f"No progress for {quiet_seconds} s (worker lost?); restart "
+               f"{delivery.restarts + 1} of {settings.DELIVERY_MAX_RESTARTS}.")
+    Delivery.objects.filter(pk=delivery.pk).update(restarts=F("restarts") + 1)
+    return delivery
+
+
+def _quiet_seconds(delivery: Delivery) -> int:
+    if delivery.progressed is None:
+        return settings.DELIVERY_STUCK_SECONDS
+    return int((timezone.now() - delivery.progressed).total_seconds())
+
+
+def _stuck(delivery: Delivery) -> bool:
+    return delivery.status == Delivery.Status.RUNNING and _quiet_seconds(delivery) >= settings.DELIVERY_STUCK_SECONDS
+
+
+SWEEP_BATCH = 200
+
+
+def deliveries_recover_stuck() -> dict[str, int]:
+    """Beat job: deliveries "running" without progress for DELIVERY_STUCK_SECONDS lost their
+    worker. Re-queue them (their copied files are kept) or fail them after
+    DELIVERY_MAX_RESTARTS, each with a status change saying why. At most SWEEP_BATCH per
+    call (a few ms each); the next sweep takes the rest."""
+    stale_before = timezone.now() - timedelta(seconds=settings.DELIVERY_STUCK_SECONDS)
+    candidates = list(
+        Delivery.objects.filter(status=Delivery.Status.RUNNING)
+        .filter(Q(progressed__lt=stale_before) | Q(progressed__isnull=True))
+        .values_list("pk", flat=True)[:SWEEP_BATCH])
+    counts = {"requeued": 0, "failed": 0}
+    for pk in candidates:
+        with transaction.atomic():
+            # Locked and checked again: the run may have copied a file since the query.
+            delivery = Delivery.objects.select_for_update().filter(pk=pk).first()
+            if delivery is None or not _stuck(delivery):
+                continue
+            delivery = _recover_locked(delivery, quiet_seconds=_quiet_seconds(delivery))
+            if delivery.status == Delivery.Status.QUEUED:
+                _enqueue_after_commit(pk)
+                counts["requeued"] += 1
+            else:
+                counts["failed"] += 1
+            logger.warning("delivery %s had no progress; now %s", pk, delivery.status)
+    return counts
 
 
 def _instances_for(order: Order):  # noqa: ANN202 - a queryset of Instance
@@ -68,9 +203,11 @@ def _stop_reason(order_id: int, *, lock: bool = False) -> str:
 def delivery_stop(*, order: Order, reason: str) -> bool:
     """End a delivery not yet done as FAILED with the reason (links need DONE, so none of
     its files is served) and cancel its order if still open. True if one was stopped."""
-    stopped = Delivery.objects.filter(
-        order=order, status__in=[Delivery.Status.QUEUED, Delivery.Status.RUNNING]
-    ).update(status=Delivery.Status.FAILED, error=reason[:500], finished=timezone.now())
+    delivery = Delivery.objects.select_for_update().filter(
+        order=order, status__in=[Delivery.Status.QUEUED, Delivery.Status.RUNNING]).first()
+    stopped = delivery is not None
+    if stopped:  # through the one transition service: a history row, the reason, the end time
+        delivery_transition(delivery=delivery, to=Delivery.Status.FAILED, acting_user=None, reason=reason[:500])
     locked = Order.objects.select_for_update().get(pk=order.pk)
     if locked.status in (Order.Status.APPROVED, Order.Status.DELIVERING):
         order_transition(order=locked, to=Order.Status.CANCELLED, acting_user=None, reason=reason)
@@ -81,20 +218,40 @@ def delivery_stop(*, order: Order, reason: str) -> bool:
     return bool(stopped)
 
 
+def _delivery_claim(delivery_id: int) -> tuple[Delivery, int] | None:
+    """Take a queued delivery, or a running one whose worker is gone (the broker handed the
+    task back), for this run. Returns the delivery and this run's number, or None."""
+    with transaction.atomic():
+        # The lock makes two workers handed the same delivery claim it one after the other;
+        # the second then finds it running with fresh progress and leaves it.
+        delivery = Delivery.objects.select_for_update().filter(pk=delivery_id).first()
+        if delivery is None:
+            logger.info("delivery %s is gone; nothing to do", delivery_id)
+            return None
+        if _stuck(delivery):
+            delivery = _recover_locked(delivery, quiet_seconds=_quiet_seconds(delivery))
+        if delivery.status != Delivery.Status.QUEUED:
+            logger.info("delivery %s is %s; nothing to do", delivery_id, delivery.status)
+            return None
+        delivery = delivery_transition(delivery=delivery, to=Delivery.Status.RUNNING, acting_user=None,
+                                       reason=f"Claimed by a worker (run {delivery.run_number + 1}).")
+        return delivery, delivery.run_number
+
+
 def delivery_run(*, delivery_id: int) -> Delivery | None:
     """Copy the order's instances into the workspace and write the manifest.
 
-    Safe to run twice or after a worker died mid-way: files already copied are skipped
-    (unique per delivery and instance) and the manifest is rewritten from the rows.
+    Safe to run twice, concurrently, or after a worker died mid-way: only one run holds the
+    delivery (run_number), files already recorded are skipped (unique per delivery and
+    instance), and after a crash an object already at its key with the right sha256 is not
+    copied again. The manifest is rewritten from the rows.
     Stops as FAILED, with the reason, when the order was cancelled or the dataset withdrawn
     before the delivery finished (checked before, during and, under lock, at the end).
     """
-    claimed = Delivery.objects.filter(
-        pk=delivery_id, status__in=[Delivery.Status.QUEUED, Delivery.Status.RUNNING]
-    ).update(status=Delivery.Status.RUNNING)
-    if not claimed:
-        logger.info("delivery %s is gone or finished; nothing to do", delivery_id)
+    claimed = _delivery_claim(delivery_id)
+    if claimed is None:
         return None
+    delivery, run_number = claimed
     delivery = Delivery.objects.select_related("order").get(pk=delivery_id)
     reason = _stop_reason(delivery.order_id)
     if reason:
@@ -103,46 +260,56 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     if delivery.order.status == Order.Status.APPROVED:  # a re-run finds it delivering or delivered
         order_transition(order=delivery.order, to=Order.Status.DELIVERING, acting_user=None)
     instances = _instances_for(delivery.order)
+    copied = delivery.files.aggregate(files=Count("pk"), bytes=Sum("size_bytes"))
     Delivery.objects.filter(pk=delivery_id).update(
-        total_files=instances.count(), done_files=delivery.files.count())
+        total_files=instances.count(), done_files=copied["files"], total_bytes=copied["bytes"] or 0)
+    # A resumed delivery may find the file it was copying when its worker died.
+    resumed = copied["files"] > 0
 
     done = set(delivery.files.values_list("instance_id", flat=True))
-    for copied, instance in enumerate(instances.exclude(pk__in=done).iterator(chunk_size=500), start=1):
-        if copied % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
+    for count, instance in enumerate(instances.exclude(pk__in=done).iterator(chunk_size=500), start=1):
+        if count % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
             delivery_stop(order=delivery.order, reason=reason)
             return Delivery.objects.get(pk=delivery_id)
-        _copy_instance(delivery, instance)
+        if not _copy_instance(delivery, instance, run_number=run_number, check_existing=resumed):
+            logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
+            return None
 
-    delivery.refresh_from_db()
-    _write_manifest(delivery)
     with transaction.atomic():
         reason = _stop_reason(delivery.order_id, lock=True)
         if reason:
             delivery_stop(order=delivery.order, reason=reason)
             return Delivery.objects.get(pk=delivery_id)
-        finished = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.RUNNING).update(
-            status=Delivery.Status.DONE, finished=timezone.now())
-        if not finished:  # stopped meanwhile (order cancelled): it stays FAILED
-            return Delivery.objects.get(pk=delivery_id)
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.status != Delivery.Status.RUNNING or delivery.run_number != run_number:
+            logger.info("delivery %s: run %s was superseded before the manifest", delivery_id, run_number)
+            return None
+        _write_manifest(delivery)
+        delivery = delivery_transition(delivery=delivery, to=Delivery.Status.DONE, acting_user=None,
+                                       reason=f"{delivery.done_files} files copied.")
         order_transition(order=delivery.order, to=Order.Status.DELIVERED, acting_user=None)
-    delivery.refresh_from_db()
     audit_record(actor=None, action="delivery.done", obj=delivery,
                  detail={"order_id": delivery.order_id, "files": delivery.done_files, "bytes": delivery.total_bytes})
     return delivery
 
 
-def _copy_instance(delivery: Delivery, instance: Instance) -> None:
+def _copy_instance(delivery: Delivery, instance: Instance, *, run_number: int, check_existing: bool) -> bool:
+    """Copy one file and record it; False when this run no longer holds the delivery."""
     study, series = instance.series.study, instance.series
     path = f"{study.study_uid}/{series.series_uid}/{instance.sop_uid}.dcm"
     key = f"{delivery.prefix}/{path}"
-    storage.copy(instance.storage_key, key)
+    if not (check_existing and storage.exists(key) and storage.sha256_of(key) == instance.sha256):
+        storage.copy(instance.storage_key, key)
     try:
-        DeliveryFile.objects.create(delivery=delivery, instance=instance, path=path, storage_key=key,
-                                    size_bytes=instance.size_bytes, sha256=instance.sha256)
+        with transaction.atomic():
+            DeliveryFile.objects.create(delivery=delivery, instance=instance, path=path, storage_key=key,
+                                        size_bytes=instance.size_bytes, sha256=instance.sha256)
     except IntegrityError:
-        return  # a concurrent run copied it first; the object is the same
-    Delivery.objects.filter(pk=delivery.pk).update(
-        done_files=F("done_files") + 1, total_bytes=F("total_bytes") + instance.size_bytes)
+        return True  # a concurrent run copied it first; the object is the same
+    # The progress mark doubles as the fence: 0 rows means another run, or an admin, took over.
+    return bool(Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RUNNING, run_number=run_number).update(
+        done_files=F("done_files") + 1, total_bytes=F("total_bytes") + instance.size_bytes,
+        progressed=timezone.now()))
 
 
 def _write_manifest(delivery: Delivery) -> None:

@@ -27,7 +27,7 @@ def celery_worker(settings_dict: dict, *, timeout: float = 60.0) -> Iterator[sub
     env = dict(os.environ, DATABASE_URL=_database_url(settings_dict), PYTHONUNBUFFERED="1")
     log = tempfile.NamedTemporaryFile(prefix="celery-worker-", suffix=".log", delete=False)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,delivery,celery",
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "ingest,delivery,housekeeping",
          "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )

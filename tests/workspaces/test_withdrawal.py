@@ -52,11 +52,12 @@ def test_a_delivery_withdrawn_while_copying_stops_and_its_links_404(client, bob,
     copy = workspace_services._copy_instance
     calls = []
 
-    def copy_then_withdraw(delivery, instance):  # noqa: ANN001, ANN202
-        copy(delivery, instance)
+    def copy_then_withdraw(delivery, instance, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        copied = copy(delivery, instance, **kwargs)
         calls.append(instance.pk)
         if len(calls) == 1:
             withdraw(published_dataset, admin_user)
+        return copied
 
     monkeypatch.setattr(workspace_services, "_copy_instance", copy_then_withdraw)
     delivery = delivery_run(delivery_id=approved.pk)

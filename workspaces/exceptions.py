@@ -1,0 +1,8 @@
+"""Delivery errors; their messages are safe to show to staff and users."""
+from __future__ import annotations
+
+from marketplace.exceptions import ApplicationError
+
+
+class DeliveryError(ApplicationError):
+    code = "delivery_error"
