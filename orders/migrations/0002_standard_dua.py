@@ -21,13 +21,15 @@ STANDARD_DUA = """STANDARD DATA USE AGREEMENT (version 1.0)
 
 
 def create(apps, schema_editor):
+    # On the connection migrate runs on (the owner role): the app role has no rights yet.
     DuaTemplate = apps.get_model("orders", "DuaTemplate")
-    DuaTemplate.objects.get_or_create(
+    DuaTemplate.objects.using(schema_editor.connection.alias).get_or_create(
         version="1.0", defaults={"title": "Standard data use agreement", "text": STANDARD_DUA, "is_active": True})
 
 
 def remove(apps, schema_editor):
-    apps.get_model("orders", "DuaTemplate").objects.filter(version="1.0").delete()
+    apps.get_model("orders", "DuaTemplate").objects.using(schema_editor.connection.alias).filter(
+        version="1.0").delete()
 
 
 class Migration(migrations.Migration):

@@ -116,3 +116,40 @@ def test_settings_pick_the_app_role_for_requests_and_the_owner_for_migrations(en
                             env={**base, **env}, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[-2] == shown
+
+
+def test_a_fresh_database_migrates_as_the_owner_while_the_app_role_has_no_rights_yet(
+        django_db_setup, django_db_blocker) -> None:  # noqa: ANN001
+    """What `make run` does on a new machine: migrate (data migrations included) must use the
+    owner's connection; the app role is granted row access only after it."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+    from pathlib import Path
+
+    db = settings.DATABASES["default"]
+    if not settings.DATABASE_APP_ROLE or settings.DATABASE_APP_ROLE == db["USER"]:
+        pytest.skip("no separate app role: set DATABASE_APP_ROLE to a role that is not the test user")
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    owner = psycopg2.connect(host=db["HOST"], port=db["PORT"], dbname=db["NAME"], user=db["USER"],
+                             password=db.get("PASSWORD") or None)
+    owner.autocommit = True
+    owner.cursor().execute(f'CREATE DATABASE "{name}"')
+
+    def url(user: str) -> str:
+        return f"postgres://{user}@{db['HOST']}:{db['PORT']}/{name}"
+
+    try:
+        env = {**os.environ, "DATABASE_URL": url(settings.DATABASE_APP_ROLE), "DATABASE_OWNER_URL": url(db["USER"])}
+        root = Path(__file__).resolve().parents[2]
+        result = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=root, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        check = subprocess.run([sys.executable, "manage.py", "shell", "-v", "0", "-c",
+                                "from orders.models import DuaTemplate; print(DuaTemplate.objects.count())"],
+                               cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert check.stdout.strip() == "1", check.stderr[-2000:]  # read as the app role
+    finally:
+        owner.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        owner.close()
