@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from deid import DeidError, MalformedDicomError, NotDicomError, Options, deidentify_file
+from deid import DeidError, Options, deidentify_file
 
 KEY = b"hostile-files-key-0123456789abcd"
 ROOT = Path(__file__).resolve().parents[2]

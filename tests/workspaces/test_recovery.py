@@ -2,7 +2,6 @@
 admin restart/fail with a reason, and a resumed run that copies no file twice."""
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import timedelta
 
