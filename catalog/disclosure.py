@@ -1,8 +1,8 @@
 """The one disclosure rule: every count of studies or patients shown to a person passes here.
 
 - No shown cell of 1..threshold-1 (DISCLOSURE_THRESHOLD, default 11; a dataset may raise it)
-  to anyone not entitled to the rows. Entitled: staff, and members of the provider of
-  every dataset the answer counts. An answer that mixes entitled and other datasets is
+  to anyone not entitled to the rows. Entitled: superusers and staff allowed to view every
+  dataset, and members of the provider of every dataset the answer counts. An answer that mixes entitled and other datasets is
   treated as an outsider's: an exact own part next to a shown total would give the rest.
 - Complementary suppression: within one partition (the rows of a facet, a chart, the
   datasets of a cohort), a hidden cell never stands alone and the hidden cells together
