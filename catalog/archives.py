@@ -1,6 +1,7 @@
 """Safe handling of uploaded zip archives.
 
-Never trust the central directory's sizes (HAZARDS.md): the listing is checked up front for
+Never trust the central directory's sizes (a member whose header lies about its size, or
+with a bad CRC, lists fine and fails only when read): the listing is checked up front for
 a quick, clear refusal, and the real bytes are counted again while extracting.
 """
 from __future__ import annotations
@@ -82,7 +83,7 @@ def copy_member(archive: zipfile.ZipFile, member: Member, out: IO[bytes], *, max
                 budget: list[int], chunk: int = 1024 * 1024) -> int:
     """Copy one member's real bytes into ``out``; return how many there were.
 
-    Counts what comes out, never trusting the header (HAZARDS.md): more than
+    Counts what comes out, never trusting the header (it may lie about the size): more than
     ``max_member_bytes``, or a size other than the one declared, fails this member
     (ArchiveMemberError), as do damaged data (bad CRC, broken deflate stream, early end).
     Spending the archive's whole ``budget`` (one-item list, shared by all members) refuses

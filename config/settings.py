@@ -232,7 +232,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-# A killed worker must not lose a task (HAZARDS.md): acknowledge late, requeue on loss.
+# A killed worker must not lose a task (Celery acknowledges early by default): acknowledge
+# late, requeue on loss.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -265,7 +266,7 @@ for _queue, (_soft, _hard) in CELERY_QUEUE_TIME_LIMITS.items():
 # Redis hands an unacknowledged task to another worker only after visibility_timeout: it
 # must outlast the longest task, or a task still running is started a second time. Work
 # whose worker died is picked up sooner by the stuck-job sweeps below (beat), not by this.
-# The restore sweep runs every 5 s instead of every 10 s x 10 calls (HAZARDS.md: 106 s).
+# The restore sweep runs every 5 s instead of every 10 s x 10 calls (a whole-worker kill took 106 s to recover with the defaults).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": max(hard for _soft, hard in CELERY_QUEUE_TIME_LIMITS.values()) + 60,
     "unacked_restore_interval": 5,
@@ -303,7 +304,7 @@ if S3_BUCKET:
             "access_key": env_secret("S3_ACCESS_KEY_ID") or None,
             "secret_key": env_secret("S3_SECRET_ACCESS_KEY") or None,
             "region_name": env.str("S3_REGION", default="us-east-1"),
-            # HAZARDS.md: storages defaults to SigV2, 1 h links and silent overwrite.
+            # django-storages defaults to SigV2, 1 h links and silent overwrite.
             "signature_version": "s3v4",
             "querystring_expire": 300,
             "file_overwrite": True,  # keys are our own ids; re-ingest must replace, not rename

@@ -37,7 +37,7 @@ Source = str | os.PathLike[str] | BinaryIO | IO[bytes]
 PREAMBLE_LEN = 128
 # Values larger than this stay on disk until written (pixel data is never decoded).
 DEFER_SIZE = 256 * 1024
-# Deflated data sets: a 4 MB upload can inflate to 4 GiB (HAZARDS.md).
+# Deflated data sets: a 4 MB upload can inflate to 4 GiB (pydicom reads it all into memory).
 MAX_INFLATED_BYTES = 512 * 1024 * 1024
 _INFLATE_STEP = 4 * 1024 * 1024
 MAX_DEPTH = 32

@@ -11,7 +11,7 @@ size, ...) select a screen layout, rectangles name where its text sits. First ma
 
 Decoding: native (uncompressed) pixel data is read in-process, frame by frame (numpy,
 bounded). Compressed pixel data is decoded in a child process under a time limit, since
-decoders can loop forever on hostile input (HAZARDS.md: pydicom 3.0.2 and a 52-byte JPEG
+decoders can loop forever on hostile input (pydicom 3.0.2 loops on a 52-byte JPEG
 2000 stream); the child is killed when a frame takes longer than DECODE_TIMEOUT_SECONDS.
 The child is a plain subprocess (not multiprocessing), so this also works inside
 daemonic worker processes such as Celery's prefork pool.

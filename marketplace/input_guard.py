@@ -1,7 +1,7 @@
 """The one place that refuses text PostgreSQL cannot store, and amounts it cannot hold.
 
 PostgreSQL refuses NUL bytes in text (a 500 wherever a parameter reaches SQL) and a
-lone surrogate cannot be encoded to UTF-8 at all (HAZARDS.md, "Bad input"). Rather than
+lone surrogate cannot be encoded to UTF-8 at all. Rather than
 a check in each of forty views, ``BadInputMiddleware`` refuses every request whose query
 parameters, form fields, uploaded file names or cookies hold one, with a 400 naming the
 parameter; the API's JSON bodies get the same check in ``marketplace.parsers``.

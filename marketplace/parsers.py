@@ -2,7 +2,7 @@
 
 DRF's JSONParser reads the whole stream (DATA_UPLOAD_MAX_MEMORY_SIZE does not apply to
 it), lets 100,000 nested "[" raise RecursionError (a 500), and accepts NaN and Infinity
-(HAZARDS.md, "Bad input"). Every refusal is a 400 in the API's error envelope naming the
+(Python's json module does). Every refusal is a 400 in the API's error envelope naming the
 field, e.g. ``criteria.q[0]: contains a NUL byte``.
 """
 from __future__ import annotations

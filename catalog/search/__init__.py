@@ -1,4 +1,4 @@
-"""Study-level search, facet counts and cohorts (issue 4). PostgreSQL is the backend here;
+"""Study-level search, facet counts and cohorts. PostgreSQL is the backend here;
 ``search_backend()`` is the one place that picks it."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The storage layer against a moto S3 server over HTTP (the production backend's path).
 
-moto ignores presigned-URL expiry and signatures (HAZARDS.md): expiry of our own links is
+moto ignores presigned-URL expiry and signatures: expiry of our own links is
 tested in tests/workspaces, not here.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ message. Never another exception type, never a hang. Everything is generated her
 
 Decision recorded in deid/README.md: a data set without the 128-byte preamble and DICM
 prefix is refused ("not a DICOM file: no DICM prefix"), since pydicom's force=True
-reading of such input also "reads" text files (HAZARDS.md).
+reading of such input also "reads" text files.
 """
 
 from __future__ import annotations

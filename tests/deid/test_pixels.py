@@ -512,7 +512,7 @@ def _children() -> set[int]:
 
 def test_the_52_byte_jpeg2000_hang_is_cut_off_by_the_time_limit(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # HAZARDS.md: a JP2 header whose next box has length 0 loops pydicom forever.
+    # pydicom 3.0.2: a JP2 header whose next box has length 0 loops pydicom forever.
     codestream = b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00\x00\x00\x00ftyp" + b"\x00" * 32
     assert len(codestream) == 52
     ds = compressed(JPEG2000, [codestream])
