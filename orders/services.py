@@ -12,8 +12,7 @@ from django.utils import timezone
 from catalog.disclosure import BelowThresholdError, effective_threshold, require_disclosable
 from catalog.models import Dataset
 from catalog.search.criteria import cohort_criteria, cohort_from, describe
-from catalog.search.dimensions import StudyQuery
-from catalog.search.service import cohort_study_ids
+from catalog.search.service import cohort_study_ids, dataset_study_count
 from marketplace.exceptions import ApplicationError, InvalidTransitionError
 from marketplace.ratelimit import rate_limit_hit, requester_key
 from marketplace.models import User
@@ -51,10 +50,10 @@ def order_quote(*, dataset: Dataset, criteria: Any = None) -> Quote:
     is shown: the difference would give the count of those left out)."""
     query = cohort_from(criteria or {})
     ids = cohort_study_ids(query=query, dataset_id=dataset.pk)
-    whole = len(ids) if not cohort_criteria(query) else len(cohort_study_ids(query=StudyQuery(),
-                                                                              dataset_id=dataset.pk))
+    whole_dataset = not cohort_criteria(query)
+    whole = len(ids) if whole_dataset else dataset_study_count(dataset_id=dataset.pk)
     require_disclosable(count=len(ids), threshold=effective_threshold(dataset.disclosure_threshold),
-                        whole_dataset=not cohort_criteria(query), dataset_total=whole)
+                        whole_dataset=whole_dataset, dataset_total=whole)
     unit = Money(dataset.price_per_study, dataset.currency)
     return Quote(dataset_id=dataset.pk, criteria=cohort_criteria(query), study_count=len(ids), unit_price=unit,
                  total=unit.times(len(ids)), study_ids=tuple(ids))

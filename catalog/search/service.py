@@ -260,6 +260,13 @@ def cohort_study_ids(*, query: StudyQuery, dataset_id: int,
     return backend.study_ids(scoped, [dataset_id])
 
 
+def dataset_study_count(*, dataset_id: int, backend: PostgresSearch | None = None) -> int:
+    """How many studies of a published dataset can be ordered (its total as the search counts
+    it), without reading their ids."""
+    matches = study_matches(StudyQuery(dataset_ids=[dataset_id]), backend, facets=False)
+    return matches.per_dataset().get(dataset_id, 0)
+
+
 def relax_suggestions(*, query: StudyQuery, user: User | None,
                       backend: PostgresSearch | None = None) -> list[dict[str, Any]]:
     """For an empty result: how many studies each active filter would give back if it
