@@ -15,15 +15,15 @@ _LABELS = {"F": "Female", "M": "Male", "O": "Other", "": "Not recorded"}
 def _chart(chart: dict[str, Any], rule: Rule) -> dict[str, Any]:
     rows = chart["rows"]
     shown = rule.partition({i: row["count"] for i, row in enumerate(rows)})
-    largest = max([rule.threshold, *(row["count"] for i, row in enumerate(rows) if is_shown(shown[i]))])
+    largest = max([1, *(row["count"] for i, row in enumerate(rows) if is_shown(shown[i]))])
     out = []
     for i, row in enumerate(rows):
         out.append({
             "label": _LABELS.get(row["value"], row["value"]) if chart["key"] == "patient_sex"
             else (row["value"] or "Not recorded"),
             "count": shown[i],
-            # A hidden bar is drawn as if it held the threshold: no width tells its count.
-            "width": round(100 * (row["count"] if is_shown(shown[i]) else rule.threshold) / largest, 1),
+            # A hidden row has no bar: no width may tell its count, nor suggest one.
+            "width": round(100 * row["count"] / largest, 1) if is_shown(shown[i]) else 0,
         })
     # Age bands and years keep their natural order; hidden rows of the others go last.
     if chart["key"] not in ("age_band", "study_year"):

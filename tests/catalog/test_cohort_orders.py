@@ -231,6 +231,10 @@ CHIP = re.compile(r'<span class="chip">(.*?)</span> <a href="\?([^"]*)"[^>]*>rem
 
 
 def _amount(html_text: str) -> int | None:
+    """The quoted number of studies; 0 where the page says none matches; None: no quote."""
+    if 'id="quote-empty"' in html_text:
+        assert "Place order" not in html_text
+        return 0
     found = re.findall(r"<b>(\d+)</b> studies", html_text)
     assert len(found) <= 1
     return int(found[0]) if found else None
