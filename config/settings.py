@@ -463,6 +463,10 @@ DISCLOSURE_THRESHOLD = env_int("DISCLOSURE_THRESHOLD", 11, minimum=1, maximum=10
 QUOTE_RATE = env_rate("QUOTE_RATE", "120/hour")
 COUNT_QUERY_RATE = env_rate("COUNT_QUERY_RATE", "1200/hour")
 
+# The platform's share of each sale in basis points (1/100 %), unless the provider has its
+# own (Organization.platform_fee_bps).
+PLATFORM_FEE_BPS = env_int("PLATFORM_FEE_BPS", 1500, minimum=0, maximum=10000)
+
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 
 # --- Logging: ids only, never PHI --------------------------------------------------------

@@ -36,6 +36,14 @@ class Organization(models.Model):
     # gets the same pseudonym in every upload of this provider, and another provider's
     # pseudonyms cannot be linked to it.
     deid_secret = models.CharField(max_length=64, default=_new_deid_secret, editable=False)
+    # Buyers: an admin checked that this is an academic institution (academic discounts).
+    academic_verified_at = models.DateTimeField(null=True, blank=True)
+    # Providers: the platform's fee in basis points (1/100 %) when it differs from
+    # settings.PLATFORM_FEE_BPS, and the Stripe Connect account their shares go to.
+    platform_fee_bps = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Platform fee for this provider in basis points (1500 = 15 %); "
+                                         "empty: the marketplace default.")
+    stripe_account_id = models.CharField(max_length=64, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -51,6 +59,10 @@ class Organization(models.Model):
     @property
     def is_approved(self) -> bool:
         return self.approved_at is not None
+
+    @property
+    def is_verified_academic(self) -> bool:
+        return self.kind == self.Kind.BUYER and self.academic_verified_at is not None
 
 
 class Membership(models.Model):
