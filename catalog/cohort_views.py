@@ -68,6 +68,7 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
     empty = cohort["total_studies"] == 0
     context = {
         "query": query, "error": error, "cohort": cohort, "total": found["total"],
+        "cohort_criteria": cohort_criteria(query),
         "facets": [(name, _label(name), found["facets"][name]) for name in FACET_ORDER
                    if found["facets"].get(name)],
         "active": [(name, _label(name), value) for name, values in query.filters.items() for value in values],

@@ -247,6 +247,7 @@ CELERY_TASK_ROUTES = {
     "catalog.tasks.*": {"queue": "housekeeping"},
     "workspaces.tasks.delivery_run_task": {"queue": "delivery"},
     "workspaces.tasks.*": {"queue": "housekeeping"},
+    "orders.tasks.*": {"queue": "housekeeping"},
 }
 # (soft, hard) time limits in seconds for every task of a queue (config/celery.py applies
 # them). Ingest: one chunk of INGEST_CHUNK_FILES files, each decode capped at
@@ -289,6 +290,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "catalog.tasks.upload_batches_recover_stuck_task",
         "schedule": 60.0,
         "options": {"queue": "housekeeping", "expires": 60},
+    },
+    "provider-transfers-retry": {
+        "task": "orders.tasks.providers_retry_failed_task",
+        "schedule": 600.0,
+        "options": {"queue": "housekeeping", "expires": 600},
     },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -466,6 +472,15 @@ COUNT_QUERY_RATE = env_rate("COUNT_QUERY_RATE", "1200/hour")
 # The platform's share of each sale in basis points (1/100 %), unless the provider has its
 # own (Organization.platform_fee_bps).
 PLATFORM_FEE_BPS = env_int("PLATFORM_FEE_BPS", 1500, minimum=0, maximum=10000)
+# Invoices: "<prefix>-<year>-<number>", due this many days after issue.
+INVOICE_NUMBER_PREFIX = env.str("INVOICE_NUMBER_PREFIX", default="MIX")
+INVOICE_DUE_DAYS = env_int("INVOICE_DUE_DAYS", 30, minimum=1, maximum=365)
+# Printed on invoices: who bills (the platform) and how to pay it.
+PLATFORM_LEGAL_NAME = env.str("PLATFORM_LEGAL_NAME", default="MedImage Exchange (demo)")
+PLATFORM_ADDRESS = env.str("PLATFORM_ADDRESS", default="1 Example Street, 00000 Example City")
+PLATFORM_TAX_ID = env.str("PLATFORM_TAX_ID", default="")
+PLATFORM_PAYMENT_DETAILS = env.str("PLATFORM_PAYMENT_DETAILS",
+                                   default="Pay through the Stripe invoice link, quoting the invoice number.")
 
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 

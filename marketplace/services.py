@@ -224,3 +224,14 @@ def notification_send(*, user: User, message: str, url: str = "") -> Notificatio
 
 def notifications_mark_read(*, user: User) -> int:
     return Notification.objects.filter(user=user, read_at__isnull=True).update(read_at=timezone.now())
+
+
+def notify_staff(*, message: str, url: str = "") -> int:
+    """Tell every active staff member who may change orders (superusers included)."""
+    staff = User.objects.filter(is_active=True, is_staff=True)
+    sent = 0
+    for user in staff:
+        if user.has_perm("orders.change_order"):
+            notification_send(user=user, message=message, url=url)
+            sent += 1
+    return sent

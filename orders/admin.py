@@ -9,8 +9,24 @@ from django.http import HttpRequest
 from marketplace.admin import AuditedModelAdmin
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
-from orders.models import Contract, DuaTemplate, Order, OrderStatusChange
-from orders.services import contract_decide, order_cancel
+from orders.currency import format_money
+from orders.invoicing import invoice_settle, invoice_void
+from orders.models import (
+    Contract,
+    DuaTemplate,
+    Invoice,
+    Order,
+    OrderLine,
+    OrderStatusChange,
+    Payment,
+    ProviderTransfer,
+    Refund,
+    StripeEvent,
+)
+from orders.payouts import providers_pay, transfer_mark_paid_outside
+from orders.refunds import order_refund
+from orders.services import contract_decide, credit_approve, order_cancel
+from orders.webhooks import event_process
 
 
 class DecisionActionForm(ActionForm):
@@ -31,13 +47,13 @@ class ContractAdmin(AuditedModelAdmin):
     def buyer(self, obj: Contract) -> str:
         return str(obj.order.buyer)
 
-    @admin.display(description="Dataset")
+    @admin.display(description="Datasets")
     def dataset(self, obj: Contract) -> str:
-        return str(obj.order.dataset)
+        return obj.order.title
 
     @admin.display(description="Total")
     def total(self, obj: Contract) -> str:
-        return f"{obj.order.total} {obj.order.currency}"
+        return format_money(obj.order.total_minor, obj.order.currency)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -68,39 +84,223 @@ class ContractAdmin(AuditedModelAdmin):
                               messages.SUCCESS)
 
 
-class OrderStatusChangeInline(admin.TabularInline):
-    model = OrderStatusChange
+def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, action, done_label: str) -> None:
+    """Run an action per row; each failure is reported with its reason, the rest go on."""
+    done = 0
+    for obj in queryset:
+        try:
+            action(obj)
+            done += 1
+        except ApplicationError as exc:
+            modeladmin.message_user(request, f"{obj}: {exc.message}", messages.ERROR)
+    if done:
+        modeladmin.message_user(request, f"{done_label}: {done}.", messages.SUCCESS)
+
+
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
-    readonly_fields = ["old_status", "new_status", "acting_user", "reason", "created"]
     can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class OrderStatusChangeInline(ReadOnlyInline):
+    model = OrderStatusChange
+    fields = readonly_fields = ["field", "old_status", "new_status", "acting_user", "reason", "created"]
+
+
+class OrderLineInline(ReadOnlyInline):
+    model = OrderLine
+    fields = readonly_fields = ["dataset", "provider", "study_count", "pricing_model", "amount",
+                                "refunded_minor", "licence_ends", "access_ended_at"]
+
+    @admin.display(description="Amount")
+    def amount(self, obj: OrderLine) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+
+class PaymentInline(ReadOnlyInline):
+    model = Payment
+    fields = readonly_fields = ["amount_minor", "currency", "status", "stripe_payment_intent", "stripe_charge",
+                                "error", "created"]
+
+
+class RefundInline(ReadOnlyInline):
+    model = Refund
+    fields = readonly_fields = ["line", "amount_minor", "currency", "reason", "acting_user", "stripe_refund",
+                                "created"]
+
+
+class TransferInline(ReadOnlyInline):
+    model = ProviderTransfer
+    fields = readonly_fields = ["provider", "amount_minor", "currency", "status", "stripe_transfer",
+                                "reversed_minor", "error", "created"]
 
 
 @admin.register(Order)
 class OrderAdmin(AuditedModelAdmin):
-    list_display = ["pk", "buyer", "dataset", "study_count", "total", "currency", "payment_method", "status", "created"]
-    list_filter = ["status", "payment_method"]
-    readonly_fields = ["buyer", "dataset", "criteria", "study_count", "unit_price", "total", "currency",
-                       "payment_method", "status"]
-    exclude = ["studies"]
-    inlines = [OrderStatusChangeInline]
+    list_display = ["pk", "buyer", "buyer_organization", "title", "total", "payment_method", "status",
+                    "payment_status", "fulfilment_status", "created"]
+    list_filter = ["status", "payment_status", "fulfilment_status", "payment_method"]
+    search_fields = ["pk", "buyer__username", "buyer__email", "buyer_organization__name", "po_number"]
+    readonly_fields = ["buyer", "buyer_organization", "currency", "total_minor", "payment_method", "po_number",
+                       "status", "payment_status", "fulfilment_status", "credit_approved_at", "credit_approved_by",
+                       "flag_reason"]
+    inlines = [OrderLineInline, PaymentInline, RefundInline, TransferInline, OrderStatusChangeInline]
     action_form = DecisionActionForm
-    actions = ["cancel"]
+    actions = ["cancel", "approve_credit", "refund", "pay_providers"]
+
+    @admin.display(description="Total")
+    def total(self, obj: Order) -> str:
+        return format_money(obj.total_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # orders come from checkout
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # orders are cancelled with a reason (below), never deleted
 
-    @admin.action(description="Cancel selected orders not yet delivered (type a reason first)")
+    @admin.action(description="Cancel selected orders not yet delivered (type a reason first; paid ones are refunded)")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         reason = request.POST.get("reason", "")
+        _each(self, request, queryset, lambda o: order_cancel(order=o, acting_user=request.user, reason=reason,
+                                                               ip=client_ip(request)), "Cancelled")
+
+    @admin.action(description="Approve credit terms (invoiced orders are delivered before payment)")
+    def approve_credit(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        _each(self, request, queryset, lambda o: credit_approve(order=o, acting_user=request.user,
+                                                                 ip=client_ip(request)), "Credit approved")
+
+    @admin.action(description="Refund selected orders in full (type a reason first; access ends)")
+    def refund(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        reason = request.POST.get("reason", "")
+        _each(self, request, queryset, lambda o: order_refund(order=o, line=None, reason=reason,
+                                                               acting_user=request.user, ip=client_ip(request)),
+              "Refunded")
+
+    @admin.action(description="Send the providers' transfers now (paid orders)")
+    def pay_providers(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
+        _each(self, request, queryset, lambda o: providers_pay(order_id=o.pk), "Transfers sent or queued")
+
+
+@admin.register(OrderLine)
+class OrderLineAdmin(AuditedModelAdmin):
+    list_display = ["__str__", "provider", "study_count", "pricing_model", "amount", "refunded_minor",
+                    "access_ended_at"]
+    list_filter = ["pricing_model", "provider"]
+    exclude = ["studies"]
+    readonly_fields = [f.name for f in OrderLine._meta.fields]
+    action_form = DecisionActionForm
+    actions = ["refund_line"]
+
+    @admin.display(description="Amount")
+    def amount(self, obj: OrderLine) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Refund selected lines (type a reason first; their access ends)")
+    def refund_line(self, request: HttpRequest, queryset: QuerySet[OrderLine]) -> None:
+        reason = request.POST.get("reason", "")
+        _each(self, request, queryset, lambda line: order_refund(order=line.order, line=line, reason=reason,
+                                                                  acting_user=request.user, ip=client_ip(request)),
+              "Refunded lines")
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(AuditedModelAdmin):
+    list_display = ["number", "order", "po_number", "issued", "due", "amount", "status", "settled_at"]
+    list_filter = ["status"]
+    search_fields = ["number", "po_number"]
+    readonly_fields = [f.name for f in Invoice._meta.fields]
+    action_form = DecisionActionForm
+    actions = ["mark_paid", "void"]
+
+    @admin.display(description="Amount")
+    def amount(self, obj: Invoice) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Mark paid (type how it was paid, e.g. the bank reference)")
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        reason = request.POST.get("reason", "")
+        _each(self, request, queryset, lambda i: invoice_settle(invoice=i, acting_user=request.user, reason=reason,
+                                                                 ip=client_ip(request)), "Marked paid")
+
+    @admin.action(description="Void unpaid invoices (type a reason first; the order is cancelled)")
+    def void(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        reason = request.POST.get("reason", "")
+        _each(self, request, queryset, lambda i: invoice_void(invoice=i, acting_user=request.user, reason=reason,
+                                                               ip=client_ip(request)), "Voided")
+
+
+@admin.register(ProviderTransfer)
+class ProviderTransferAdmin(AuditedModelAdmin):
+    list_display = ["order", "provider", "amount", "status", "stripe_transfer", "reversed_minor", "created"]
+    list_filter = ["status", "provider"]
+    readonly_fields = [f.name for f in ProviderTransfer._meta.fields]
+    action_form = DecisionActionForm
+    actions = ["mark_paid_outside", "retry"]
+
+    @admin.display(description="Amount")
+    def amount(self, obj: ProviderTransfer) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Mark paid outside Stripe (type the bank reference first)")
+    def mark_paid_outside(self, request: HttpRequest, queryset: QuerySet[ProviderTransfer]) -> None:
+        reason = request.POST.get("reason", "")
+        _each(self, request, queryset, lambda t: transfer_mark_paid_outside(
+            transfer=t, acting_user=request.user, reason=reason, ip=client_ip(request)), "Marked paid")
+
+    @admin.action(description="Send again through Stripe")
+    def retry(self, request: HttpRequest, queryset: QuerySet[ProviderTransfer]) -> None:
+        _each(self, request, queryset, lambda t: providers_pay(order_id=t.order_id), "Retried")
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(AuditedModelAdmin):
+    list_display = ["event_id", "type", "status", "attempts", "received", "processed"]
+    list_filter = ["status", "type"]
+    search_fields = ["event_id"]
+    readonly_fields = [f.name for f in StripeEvent._meta.fields]
+    actions = ["replay"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.action(description="Handle failed events again")
+    def replay(self, request: HttpRequest, queryset: QuerySet[StripeEvent]) -> None:
         done = 0
-        for order in queryset:
+        for event in queryset.filter(status=StripeEvent.Status.FAILED):
             try:
-                order_cancel(order=order, acting_user=request.user, reason=reason, ip=client_ip(request))
+                event_process(event)
                 done += 1
-            except ApplicationError as exc:
-                self.message_user(request, f"Order #{order.pk}: {exc.message}", messages.ERROR)
+            except Exception as exc:  # noqa: BLE001 - shown to the admin; kept on the row
+                self.message_user(request, f"{event}: {type(exc).__name__}: {exc}", messages.ERROR)
         if done:
-            self.message_user(request, f"Cancelled {done} order(s).", messages.SUCCESS)
+            self.message_user(request, f"Handled {done} event(s).", messages.SUCCESS)
 
 
 @admin.register(DuaTemplate)

@@ -1,5 +1,6 @@
-"""Orders API: quote, place (accepting the agreement), list and read one's own orders.
-Quotes and orders below the disclosure threshold are refused (catalog/disclosure.py)."""
+"""Orders API: quote a dataset's cohort, fill the cart, check out (accepting the
+agreement), list and read one's own orders. Quotes and orders below the disclosure
+threshold are refused (catalog/disclosure.py). Money is integer minor units plus currency."""
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
@@ -14,8 +15,11 @@ from catalog.selectors import access_dataset
 from marketplace.exceptions import ApplicationError
 from marketplace.guards import require_verified_email
 from marketplace.services import client_ip
+from orders.cart import cart_add, cart_quote, cart_remove
+from orders.checkout import checkout
+from orders.models import Order
+from orders.quotes import quote_for_buyer
 from orders.selectors import access_order, active_dua_template, orders_for_buyer
-from orders.services import order_place, quote_for_buyer
 
 
 class CriteriaField(serializers.DictField):
@@ -25,83 +29,148 @@ class CriteriaField(serializers.DictField):
     child = serializers.JSONField()
 
 
+class PriceLineOutput(serializers.Serializer):
+    label = serializers.CharField()
+    amount_minor = serializers.IntegerField()
+
+
 class QuoteOutput(serializers.Serializer):
-    dataset_id = serializers.IntegerField()
+    dataset_id = serializers.IntegerField(source="dataset.pk")
     criteria = CriteriaField()
     criteria_words = serializers.ListField(child=serializers.DictField(), help_text="Every criterion in words")
     study_count = serializers.IntegerField()
-    unit_price = serializers.DecimalField(max_digits=12, decimal_places=2, source="unit_price.amount")
-    total = serializers.DecimalField(max_digits=12, decimal_places=2, source="total.amount")
-    currency = serializers.CharField(source="total.currency")
+    image_count = serializers.IntegerField()
+    held_excluded = serializers.IntegerField(help_text="Studies left out: your organization holds them already")
+    pricing_model = serializers.CharField(source="price.model")
+    breakdown = PriceLineOutput(source="price.lines", many=True)
+    total_minor = serializers.IntegerField()
+    currency = serializers.CharField()
+
+
+class CartOutput(serializers.Serializer):
+    lines = QuoteOutput(many=True)
+    problems = serializers.SerializerMethodField()
+    currency = serializers.CharField(allow_null=True)
+    total_minor = serializers.SerializerMethodField()
+
+    def get_problems(self, quote) -> list[dict]:  # noqa: ANN001
+        return [{"dataset_id": i, "title": t, "message": m} for i, t, m in quote.problems]
+
+    def get_total_minor(self, quote) -> int | None:  # noqa: ANN001
+        return None if quote.mixed_currencies else quote.total_minor
+
+
+class OrderLineOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    dataset_id = serializers.IntegerField()
+    provider = serializers.CharField(source="provider.name")
+    criteria = CriteriaField()
+    study_count = serializers.IntegerField()
+    pricing_model = serializers.CharField()
+    price_snapshot = serializers.JSONField()
+    amount_minor = serializers.IntegerField()
+    refunded_minor = serializers.IntegerField()
+    licence_ends = serializers.DateTimeField(allow_null=True)
+    access_ended_at = serializers.DateTimeField(allow_null=True)
 
 
 class OrderOutput(serializers.Serializer):
     id = serializers.IntegerField()
-    dataset_id = serializers.IntegerField()
-    criteria = CriteriaField()
-    study_count = serializers.IntegerField()
-    unit_price = serializers.DecimalField(max_digits=12, decimal_places=2)
-    total = serializers.DecimalField(max_digits=12, decimal_places=2)
+    lines = OrderLineOutput(many=True)
+    total_minor = serializers.IntegerField()
     currency = serializers.CharField()
     payment_method = serializers.CharField()
     status = serializers.CharField()
+    payment_status = serializers.CharField()
+    fulfilment_status = serializers.CharField()
     contract_status = serializers.CharField(source="contract.status")
     dua_version = serializers.CharField(source="contract.template_version")
+    invoice_number = serializers.SerializerMethodField()
     created = serializers.DateTimeField()
+
+    def get_invoice_number(self, order: Order) -> str | None:
+        invoice = getattr(order, "invoice", None)
+        return invoice.number if invoice else None
+
+
+class QuoteInput(serializers.Serializer):
+    dataset_id = serializers.IntegerField()
+    criteria = CriteriaField(required=False, default=dict,
+                             help_text=f"The cohort: {', '.join(COHORT_KEYS)} (as in /api/cohorts/)")
 
 
 class QuoteApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    class Input(serializers.Serializer):
-        class Meta:
-            ref_name = "QuoteInput"
-
-        dataset_id = serializers.IntegerField()
-        criteria = CriteriaField(required=False, default=dict,
-                                 help_text=f"The cohort: {', '.join(COHORT_KEYS)} (as in /api/cohorts/)")
-
-    @extend_schema(request=Input, responses=QuoteOutput)
+    @extend_schema(request=QuoteInput, responses=QuoteOutput)
     def post(self, request: Request) -> Response:
-        data = self._input(request)
+        serializer = QuoteInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
         dataset = access_dataset(user=request.user, dataset_id=data["dataset_id"])
-        quote = quote_for_buyer(user=request.user, dataset=dataset, criteria=data["criteria"],
-                                ip=client_ip(request))
+        quote = quote_for_buyer(user=request.user, dataset=dataset, criteria=data["criteria"], ip=client_ip(request))
         return Response(QuoteOutput(quote).data)
 
-    def _input(self, request: Request) -> dict:
-        serializer = self.Input(data=request.data)
+
+class CartApi(APIView):
+    """GET the cart priced now; POST {dataset_id, criteria} puts a cohort of one dataset in
+    it (replacing that dataset's line); DELETE ?dataset_id= removes it."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=CartOutput)
+    def get(self, request: Request) -> Response:
+        return Response(CartOutput(cart_quote(buyer=request.user)).data)
+
+    @extend_schema(request=QuoteInput, responses={201: CartOutput})
+    def post(self, request: Request) -> Response:
+        serializer = QuoteInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
+        data = serializer.validated_data
+        dataset = access_dataset(user=request.user, dataset_id=data["dataset_id"])
+        cart_add(buyer=request.user, dataset=dataset, criteria=data["criteria"], ip=client_ip(request))
+        return Response(CartOutput(cart_quote(buyer=request.user)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=CartOutput)
+    def delete(self, request: Request) -> Response:
+        dataset_id = request.query_params.get("dataset_id", "")
+        if not dataset_id.isdigit():
+            raise ApplicationError("Give the dataset_id of the line to remove.", code="dataset_id")
+        cart_remove(buyer=request.user, dataset_id=int(dataset_id))
+        return Response(CartOutput(cart_quote(buyer=request.user)).data)
+
+
+class CheckoutInput(serializers.Serializer):
+    accept_agreement = serializers.BooleanField(help_text="You accept the active data use agreement")
+    payment_method = serializers.ChoiceField(choices=Order.PaymentMethod.choices)
+    expected_total_minor = serializers.IntegerField(min_value=0, help_text="The cart total you saw (GET /api/cart/)")
+    expected_currency = serializers.CharField(max_length=3)
+    po_number = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
 
 
 class OrderListCreateApi(APIView):
     permission_classes = [IsAuthenticated]
 
-    class Input(QuoteApi.Input):
-        class Meta:
-            ref_name = "OrderInput"
-
-        accept_agreement = serializers.BooleanField(help_text="You accept the active data use agreement")
-        expected_total = serializers.DecimalField(max_digits=12, decimal_places=2, required=False)
-
     @extend_schema(responses=OrderOutput(many=True))
     def get(self, request: Request) -> Response:
-        return Response(OrderOutput(orders_for_buyer(user=request.user), many=True).data)
+        orders = orders_for_buyer(user=request.user).prefetch_related("lines__provider")
+        return Response(OrderOutput(orders, many=True).data)
 
-    @extend_schema(request=Input, responses={201: OrderOutput})
+    @extend_schema(request=CheckoutInput, responses={201: OrderOutput})
     def post(self, request: Request) -> Response:
-        serializer = self.Input(data=request.data)
+        """Check out the cart: one order with a line per dataset."""
+        serializer = CheckoutInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         require_verified_email(user=request.user)
-        dataset = access_dataset(user=request.user, dataset_id=data["dataset_id"])
         dua = active_dua_template()
         if dua is None:
             raise ApplicationError("No data use agreement is configured.", code="no_agreement")
-        order = order_place(buyer=request.user, dataset=dataset, criteria=data["criteria"],
-                            accept_agreement=data["accept_agreement"], dua_template=dua,
-                            expected_total=data.get("expected_total"), ip=client_ip(request))
+        order = checkout(buyer=request.user, payment_method=data["payment_method"],
+                         accept_agreement=data["accept_agreement"], dua_template=dua,
+                         expected_total_minor=data["expected_total_minor"],
+                         expected_currency=data["expected_currency"].upper(), po_number=data["po_number"],
+                         ip=client_ip(request))
         return Response(OrderOutput(order).data, status=status.HTTP_201_CREATED)
 
 

@@ -1,9 +1,13 @@
+"""Carts, orders with one line per dataset, their contract, payments, invoices, refunds,
+provider transfers and the Stripe events that move them. Money is integer minor units of
+one ISO 4217 currency per order (orders/currency.py formats it)."""
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
 
 from catalog.models import Dataset, Study
+from marketplace.models import Organization
 
 
 class DuaTemplate(models.Model):
@@ -23,43 +27,83 @@ class DuaTemplate(models.Model):
         return f"{self.title} v{self.version}"
 
 
+class Cart(models.Model):
+    """One open cart per buyer; checking out turns its items into one order."""
+
+    buyer = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="cart")
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Cart of {self.buyer}"
+
+
+class CartItem(models.Model):
+    """A cohort's studies of one dataset, as the cohort builder counts them; priced again
+    at checkout (the buyer confirms the total they saw)."""
+
+    cart = models.ForeignKey(Cart, on_delete=models.CASCADE, related_name="items")
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    criteria = models.JSONField(default=dict, blank=True)
+    # Studies the buyer's organization already holds under a live licence are left out
+    # unless the buyer includes them knowingly.
+    include_held = models.BooleanField(default=False)
+    added = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["added", "id"]
+        constraints = [models.UniqueConstraint(fields=["cart", "dataset"], name="one_cart_item_per_dataset")]
+
+
 class Order(models.Model):
+    """What a buyer committed to. Its own status, its payment status and its fulfilment
+    status move separately, each through its transition table (orders/transitions.py);
+    the contract decision lives on Contract and the copy's progress on the Delivery."""
+
     class Status(models.TextChoices):
-        AWAITING_APPROVAL = "awaiting_approval", "Awaiting contract approval"
-        APPROVED = "approved", "Approved"
-        DELIVERING = "delivering", "Delivering"
-        DELIVERED = "delivered", "Delivered"
-        REJECTED = "rejected", "Rejected"
+        OPEN = "open", "Open"
+        COMPLETED = "completed", "Completed"
         CANCELLED = "cancelled", "Cancelled"
+
+    class PaymentStatus(models.TextChoices):
+        NOT_REQUIRED = "not_required", "Free"
+        UNPAID = "unpaid", "Awaiting payment"
+        PROCESSING = "processing", "Payment processing"
+        FAILED = "failed", "Payment failed"
+        PAID = "paid", "Paid"
+        PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+        REFUNDED = "refunded", "Refunded"
+        FLAGGED = "flagged", "Held for review"
+        VOID = "void", "Void"
+
+    class FulfilmentStatus(models.TextChoices):
+        UNFULFILLED = "unfulfilled", "Not started"
+        FULFILLING = "fulfilling", "Delivering"
+        FULFILLED = "fulfilled", "Delivered"
+        STOPPED = "stopped", "Stopped"
 
     class PaymentMethod(models.TextChoices):
         FREE = "free", "Free"
+        CARD = "card", "Card"
         INVOICE = "invoice", "Invoice"
 
     buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
-    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="orders")
-    # The filter the buyer chose (whole dataset = {}); studies below are the snapshot.
-    criteria = models.JSONField(default=dict, blank=True)
-    studies = models.ManyToManyField(Study, related_name="+", blank=True)
-    study_count = models.PositiveIntegerField()
-    # Price snapshot: never recomputed from today's dataset price.
-    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
-    total = models.DecimalField(max_digits=12, decimal_places=2)
+    buyer_organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.PROTECT,
+                                           related_name="orders")
     currency = models.CharField(max_length=3)
+    total_minor = models.BigIntegerField(default=0)
     payment_method = models.CharField(max_length=16, choices=PaymentMethod.choices)
-    status = models.CharField(max_length=24, choices=Status.choices, default=Status.AWAITING_APPROVAL, db_index=True)
+    po_number = models.CharField("purchase order number", max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    payment_status = models.CharField(max_length=24, choices=PaymentStatus.choices, db_index=True, default="unpaid")
+    fulfilment_status = models.CharField(max_length=16, choices=FulfilmentStatus.choices,
+                                         default=FulfilmentStatus.UNFULFILLED, db_index=True)
+    # Invoiced orders are delivered on credit once an admin approved the terms.
+    credit_approved_at = models.DateTimeField(null=True, blank=True)
+    credit_approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                           on_delete=models.SET_NULL, related_name="+")
+    # Why a payment was held (an amount or currency that did not match the order).
+    flag_reason = models.CharField(max_length=300, blank=True)
     created = models.DateTimeField(auto_now_add=True)
-
-    TRANSITIONS = {
-        Status.AWAITING_APPROVAL: {Status.APPROVED, Status.REJECTED, Status.CANCELLED},
-        # Until the data is delivered an order can still be cancelled (by an admin, with a
-        # reason, or when its dataset is withdrawn); delivered data follows its licence.
-        Status.APPROVED: {Status.DELIVERING, Status.CANCELLED},
-        Status.DELIVERING: {Status.DELIVERED, Status.CANCELLED},
-        Status.DELIVERED: set(),
-        Status.REJECTED: set(),
-        Status.CANCELLED: set(),
-    }
 
     class Meta:
         ordering = ["-created", "-id"]
@@ -67,12 +111,77 @@ class Order(models.Model):
     def __str__(self) -> str:
         return f"Order #{self.pk}"
 
-    def can_cancel(self) -> bool:
-        return Order.Status.CANCELLED in self.TRANSITIONS[self.status]
+    @property
+    def transfer_group(self) -> str:
+        return f"order_{self.pk}"
+
+    @property
+    def title(self) -> str:
+        """The datasets in words: "Chest CT" or "Chest CT and 2 more datasets"."""
+        titles = [line.dataset.title for line in self.lines.all()]
+        if not titles:
+            return ""
+        more = len(titles) - 1
+        return titles[0] if not more else f"{titles[0]} and {more} more dataset{'s' if more > 1 else ''}"
+
+    @property
+    def study_count(self) -> int:
+        return sum(line.study_count for line in self.lines.all())
+
+
+class OrderLine(models.Model):
+    """One dataset of an order: its provider, its exact studies, its plan and the price
+    and licence as they were when the order was placed (never recomputed)."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="order_lines")
+    provider = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sold_lines")
+    criteria = models.JSONField(default=dict, blank=True)
+    studies = models.ManyToManyField(Study, related_name="+", blank=True)
+    study_count = models.PositiveIntegerField()
+    image_count = models.PositiveIntegerField(default=0)
+    # Studies left out because the buyer's organization already held them.
+    held_excluded = models.PositiveIntegerField(default=0)
+    pricing_model = models.CharField(max_length=16)
+    price_snapshot = models.JSONField(default=dict)  # the breakdown line by line
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    licence_type = models.CharField(max_length=16, blank=True)
+    licence_text = models.TextField(blank=True)
+    # Subscriptions end; other licences are perpetual (None).
+    licence_ends = models.DateTimeField(null=True, blank=True)
+    refunded_minor = models.BigIntegerField(default=0)
+    access_ended_at = models.DateTimeField(null=True, blank=True)
+    access_end_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["order", "dataset"], name="one_line_per_dataset"),
+            models.CheckConstraint(condition=models.Q(amount_minor__gte=0), name="line_amount_not_negative"),
+            models.CheckConstraint(condition=models.Q(refunded_minor__gte=0)
+                                   & models.Q(refunded_minor__lte=models.F("amount_minor")),
+                                   name="line_refund_within_amount"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order #{self.order_id} · {self.dataset}"
+
+    @property
+    def has_access(self) -> bool:
+        return self.access_ended_at is None
 
 
 class OrderStatusChange(models.Model):
+    """History of every move of an order's status, payment status or fulfilment status."""
+
+    class Field(models.TextChoices):
+        STATUS = "status", "Order"
+        PAYMENT = "payment_status", "Payment"
+        FULFILMENT = "fulfilment_status", "Fulfilment"
+
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="status_changes")
+    field = models.CharField(max_length=24, choices=Field.choices, default=Field.STATUS)
     old_status = models.CharField(max_length=24)
     new_status = models.CharField(max_length=24)
     acting_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
@@ -105,3 +214,125 @@ class Contract(models.Model):
     def __str__(self) -> str:
         return f"Contract for order #{self.order_id} ({self.template_version})"
 
+
+class Payment(models.Model):
+    """One attempt to take the order's money by card (a Stripe PaymentIntent). The order
+    counts as paid only when Stripe's signed webhook says this intent succeeded."""
+
+    class Status(models.TextChoices):
+        PROCESSING = "processing", "Processing"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="payments")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    stripe_payment_intent = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    stripe_charge = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROCESSING)
+    error = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+
+class Invoice(models.Model):
+    """The platform's numbered invoice for an order paid on credit."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Unpaid"
+        PAID = "paid", "Paid"
+        VOID = "void", "Void"
+
+    order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="invoice")
+    number = models.CharField(max_length=32, unique=True)
+    po_number = models.CharField(max_length=64, blank=True)
+    issued = models.DateField()
+    due = models.DateField()
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN, db_index=True)
+    stripe_invoice = models.CharField(max_length=64, blank=True)
+    hosted_url = models.URLField(max_length=500, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    settled_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    settle_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-issued", "-id"]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class Refund(models.Model):
+    """Money given back by an admin, with a reason: the whole order or one line."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="refunds")
+    line = models.ForeignKey(OrderLine, null=True, blank=True, on_delete=models.PROTECT, related_name="refunds")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=300)
+    acting_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    stripe_refund = models.CharField(max_length=64, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [models.CheckConstraint(condition=models.Q(amount_minor__gt=0), name="refund_positive")]
+
+
+class ProviderTransfer(models.Model):
+    """A provider's net share of one order, sent to its Stripe Connect account (one per
+    provider per order, tied to the charge and the order's transfer group) or paid
+    outside Stripe (the admin's payout CSV)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PAID = "paid", "Transferred"
+        FAILED = "failed", "Failed"
+        OUTSIDE_STRIPE = "outside", "Paid outside Stripe"
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="transfers")
+    provider = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="transfers")
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    stripe_transfer = models.CharField(max_length=64, blank=True)
+    reversed_minor = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.CharField(max_length=300, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [models.UniqueConstraint(fields=["order", "provider"], name="one_transfer_per_provider_order")]
+
+
+class StripeEvent(models.Model):
+    """Every webhook event Stripe sent, stored once (its id is unique) before it is
+    handled; the handler's outcome is kept so a failure can be read and replayed."""
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received"
+        STARTED = "started", "Started"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        IGNORED = "ignored", "Ignored"
+
+    event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=100, db_index=True)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED, db_index=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    received = models.DateTimeField(auto_now_add=True)
+    processed = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"

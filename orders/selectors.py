@@ -1,17 +1,19 @@
-"""Order reads and the permission-checking fetch."""
+"""Order reads and the permission-checking fetches."""
 from __future__ import annotations
 
-from decimal import Decimal
+from collections import defaultdict
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 
 from marketplace.exceptions import NotFoundError
-from marketplace.models import User
-from orders.models import DuaTemplate, Order
+from marketplace.models import Organization, User
+from orders.currency import format_money
+from orders.ledger import services as ledger
+from orders.models import DuaTemplate, Invoice, Order, OrderLine, ProviderTransfer
 
 
 def orders_for_buyer(*, user: User) -> QuerySet[Order]:
-    return Order.objects.filter(buyer=user).select_related("dataset__provider", "contract", "delivery")
+    return Order.objects.filter(buyer=user).select_related("contract", "delivery", "invoice")
 
 
 def access_order(*, user: User, order_id: int) -> Order:
@@ -24,19 +26,56 @@ def access_order(*, user: User, order_id: int) -> Order:
     return order
 
 
+def access_invoice(*, user: User, order_id: int) -> Invoice:
+    """The invoice of an order for its buyer, for members of a provider on it, and for
+    staff allowed to view orders."""
+    if not user.is_authenticated:
+        raise NotFoundError("Invoice not found.")
+    visible = Q(order__buyer=user) | Q(order__lines__provider__memberships__user=user)
+    if user.has_perm("orders.view_order"):
+        visible = Q()
+    invoice = Invoice.objects.filter(visible, order_id=order_id).select_related("order").distinct().first()
+    if invoice is None:
+        raise NotFoundError("Invoice not found.")
+    return invoice
+
+
 def active_dua_template() -> DuaTemplate | None:
     return DuaTemplate.objects.filter(is_active=True).order_by("-created").first()
 
 
-def sales_for_provider_user(*, user: User) -> QuerySet[Order]:
-    return Order.objects.filter(dataset__provider__memberships__user=user).select_related("dataset").distinct()
-
-
-def revenue_for_provider_user(*, user: User) -> list[tuple[str, Decimal]]:
-    """(currency, total) of the approved and delivered sales of the user's organizations."""
-    sold = Order.objects.filter(
-        dataset__provider__memberships__user=user,
-        status__in=[Order.Status.APPROVED, Order.Status.DELIVERING, Order.Status.DELIVERED],
-    ).distinct()
-    return list(Order.objects.filter(pk__in=sold.values("pk")).values_list("currency")
-                .annotate(total=Sum("total")).order_by("currency"))
+def provider_sales_summary(*, user: User) -> dict:
+    """For the provider dashboard: each of the user's provider organizations with its
+    ledger balances and monthly series per currency, its sold lines, per-dataset totals and
+    transfers. Money from the ledger, so it agrees with payouts and refunds."""
+    providers = list(Organization.objects.filter(kind=Organization.Kind.PROVIDER, memberships__user=user).distinct())
+    lines = (OrderLine.objects.filter(provider__in=providers).select_related("order", "dataset")
+             .order_by("-order__created", "-id"))
+    accounts = []
+    for provider in providers:
+        currencies = sorted(set(OrderLine.objects.filter(provider=provider).values_list("currency", flat=True)))
+        for currency in currencies:
+            balances = ledger.provider_balances(provider, currency)
+            months = ledger.provider_monthly(provider, currency)
+            peak = max([max(m["net"], m["transferred"]) for m in months] + [1])
+            accounts.append({
+                "provider": provider, "currency": currency,
+                "balances": {k: format_money(v, currency) for k, v in balances.items()},
+                "owes": balances["receivable"] > 0,
+                "months": [{**m, "net_display": format_money(m["net"], currency),
+                            "transferred_display": format_money(m["transferred"], currency),
+                            "net_width": round(100 * m["net"] / peak), "transferred_width":
+                                round(100 * m["transferred"] / peak)} for m in months],
+            })
+    per_dataset = defaultdict(lambda: {"lines": 0, "gross": 0})
+    for row in (OrderLine.objects.filter(provider__in=providers).exclude(order__status=Order.Status.CANCELLED)
+                .values("dataset__title", "currency").annotate(lines=Count("id"), gross=Sum("amount_minor"),
+                                                                refunded=Sum("refunded_minor"))):
+        key = (row["dataset__title"], row["currency"])
+        per_dataset[key] = {"lines": row["lines"],
+                            "gross": format_money(row["gross"] - row["refunded"], row["currency"])}
+    return {
+        "sales": lines[:30], "accounts": accounts,
+        "per_dataset": [{"title": t, "currency": c, **v} for (t, c), v in sorted(per_dataset.items())],
+        "transfers": ProviderTransfer.objects.filter(provider__in=providers).select_related("order")[:30],
+    }

@@ -1,192 +1,154 @@
-"""Orders and contracts: quote, place (accepting the data use agreement), admin decision."""
+"""Order decisions: the admin's contract decision, credit terms for invoiced orders,
+cancellation, and the gate that releases an order for delivery once every condition holds.
+
+Placing orders is in orders/checkout.py, prices in orders/quotes.py, money in
+orders/payments.py (card), orders/invoicing.py, orders/refunds.py and orders/payouts.py."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
-
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.disclosure import BelowThresholdError, effective_threshold, require_disclosable
-from catalog.models import Dataset
-from catalog.search.criteria import cohort_criteria, cohort_from, describe
-from catalog.search.service import cohort_study_ids, dataset_study_count
-from marketplace.exceptions import ApplicationError, InvalidTransitionError
-from marketplace.ratelimit import rate_limit_hit, requester_key
+from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import User
 from marketplace.services import audit_record
-from orders.exceptions import AgreementNotAcceptedError, EmptyOrderError, OrderError
-from orders.models import Contract, DuaTemplate, Order, OrderStatusChange
-from orders.money import Money
+from orders.exceptions import OrderError
+from orders.models import Contract, Order
+from orders.transitions import can_move, order_move
+
+F, P, S = Order.FulfilmentStatus, Order.PaymentStatus, Order.Status
+FIELD_STATUS, FIELD_PAYMENT, FIELD_FULFILMENT = "status", "payment_status", "fulfilment_status"
+
+# quote_for_buyer and line_quote live in orders/quotes.py; re-exported for callers.
+from orders.quotes import line_quote, quote_for_buyer  # noqa: E402,F401
 
 
-@dataclass(frozen=True)
-class Quote:
-    dataset_id: int
-    criteria: dict[str, list[str]]  # the cohort's whole definition (catalog/search/criteria.py)
-    study_count: int
-    unit_price: Money
-    total: Money
-    study_ids: tuple[int, ...] = field(default=(), repr=False)
-
-    @property
-    def is_free(self) -> bool:
-        return self.total.amount == 0
-
-    @property
-    def criteria_words(self) -> list[dict[str, str]]:
-        return describe(cohort_from(self.criteria))
-
-
-def order_quote(*, dataset: Dataset, criteria: Any = None) -> Quote:
-    """Price = the studies of this dataset the cohort counts × the price per study.
-
-    ``criteria`` is the cohort's definition (keywords, filters, price range); the studies
-    are taken exactly as the cohort builder counts them. Refused (BelowThresholdError)
-    for 1 to threshold-1 studies (that price would give the count), and where the
-    selection leaves out 1 to threshold-1 of the dataset's studies (the dataset's total
-    is shown: the difference would give the count of those left out)."""
-    query = cohort_from(criteria or {})
-    ids = cohort_study_ids(query=query, dataset_id=dataset.pk)
-    whole_dataset = not cohort_criteria(query)
-    whole = len(ids) if whole_dataset else dataset_study_count(dataset_id=dataset.pk)
-    require_disclosable(count=len(ids), threshold=effective_threshold(dataset.disclosure_threshold),
-                        whole_dataset=whole_dataset, dataset_total=whole)
-    unit = Money(dataset.price_per_study, dataset.currency)
-    return Quote(dataset_id=dataset.pk, criteria=cohort_criteria(query), study_count=len(ids), unit_price=unit,
-                 total=unit.times(len(ids)), study_ids=tuple(ids))
-
-
-def quote_for_buyer(*, user: User, dataset: Dataset, criteria: Any = None, ip: str | None = None) -> Quote:
-    """A quote asked for by a person: within their QUOTE_RATE, and audited (quotes of
-    nested selections could be differenced; the trail shows who tried)."""
-    rate_limit_hit(scope="quote", key=requester_key(user=user, ip=ip), rate=settings.QUOTE_RATE, what="quotes")
-    try:
-        quote = order_quote(dataset=dataset, criteria=criteria)
-    except BelowThresholdError:
-        audit_record(actor=user, action="quote.refused", obj=dataset, ip=ip,
-                     detail={"criteria": _criteria_for_audit(criteria), "reason": "below_threshold"})
-        raise
-    audit_record(actor=user, action="quote.request", obj=dataset, ip=ip,
-                 detail={"criteria": quote.criteria, "studies": quote.study_count})
-    return quote
-
-
-def _criteria_for_audit(criteria: Any) -> Any:
-    try:
-        return cohort_criteria(cohort_from(criteria or {}))
-    except ApplicationError:
-        return {}
+def money_settled(order: Order) -> bool:
+    """Delivery may start: free, paid (by the verified webhook or an admin), or invoiced
+    on credit an admin approved (and the invoice not void)."""
+    if order.payment_status in (P.NOT_REQUIRED, P.PAID):
+        return True
+    return (order.payment_method == Order.PaymentMethod.INVOICE and order.credit_approved_at is not None
+            and order.payment_status == P.UNPAID)
 
 
 @transaction.atomic
-def order_place(
-    *,
-    buyer: User,
-    dataset: Dataset,
-    criteria: Any,
-    accept_agreement: bool,
-    dua_template: DuaTemplate,
-    expected_total: Decimal | None = None,
-    ip: str | None = None,
-) -> Order:
-    """Create an order for the cohort's studies of this dataset and its contract (awaiting
-    an admin).
+def order_release(*, order: Order, acting_user: User | None = None) -> bool:
+    """Start the delivery when the contract is approved and the money is settled; pay the
+    providers their shares once the money is in. Safe to call after every event (a
+    webhook, a decision): it acts once. True if it started the delivery now."""
+    locked = Order.objects.select_for_update().select_related("contract").get(pk=order.pk)
+    if locked.status != S.OPEN or locked.fulfilment_status != F.UNFULFILLED:
+        return False
+    if locked.contract.status != Contract.Status.APPROVED or not money_settled(locked):
+        return False
+    order_move(order=locked, field=FIELD_FULFILMENT, to=F.FULFILLING, acting_user=acting_user,
+               reason="Contract approved and payment settled")
+    # workspaces builds on orders: the release and its delivery are one transaction.
+    from workspaces.services import delivery_create
 
-    `expected_total` is the price the buyer saw; if the price changed meanwhile the order is
-    refused rather than charged differently.
-    """
-    if dataset.status != Dataset.Status.PUBLISHED:
-        raise OrderError("This dataset is not available for ordering.", code="not_published")
-    if not accept_agreement:
-        raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
-    quote = order_quote(dataset=dataset, criteria=criteria)
-    if quote.study_count == 0:
-        raise EmptyOrderError("No studies match this selection; remove a criterion and try again.")
-    # is_finite() first: comparing a signalling NaN raises InvalidOperation.
-    if expected_total is not None and (not Decimal(expected_total).is_finite()
-                                       or Decimal(expected_total) != quote.total.amount):
-        raise OrderError("The price changed since you saw it; review the new quote.", code="price_changed")
-    order = Order.objects.create(
-        buyer=buyer, dataset=dataset, criteria=quote.criteria, study_count=quote.study_count,
-        unit_price=quote.unit_price.amount, total=quote.total.amount, currency=quote.total.currency,
-        payment_method=Order.PaymentMethod.FREE if quote.is_free else Order.PaymentMethod.INVOICE,
-    )
-    order.studies.set(quote.study_ids)
-    Contract.objects.create(
-        order=order, template=dua_template, template_version=dua_template.version, text=dua_template.text,
-        accepted_by=buyer, accepted_at=timezone.now(), accepted_ip=ip,
-    )
-    OrderStatusChange.objects.create(order=order, old_status="", new_status=order.status, acting_user=buyer)
-    audit_record(actor=buyer, action="order.place", obj=order, ip=ip, detail={
-        "dataset_id": dataset.pk, "studies": quote.study_count, "total": str(quote.total.amount),
-        "currency": quote.total.currency, "dua_version": dua_template.version, "criteria": quote.criteria,
-    })
-    return order
+    delivery_create(order=locked, acting_user=acting_user)
+    if locked.payment_status == P.PAID:
+        from orders.payouts import providers_pay_later
+
+        providers_pay_later(order=locked)
+    return True
 
 
-@transaction.atomic
-def order_transition(*, order: Order, to: str, acting_user: User | None, reason: str = "") -> Order:
-    """The one service that moves an order. Locks the row; quiet if already there."""
-    locked = Order.objects.select_for_update().get(pk=order.pk)
-    if locked.status == to:
-        return locked
-    if to not in Order.TRANSITIONS[locked.status]:
-        raise InvalidTransitionError(
-            f"Order #{locked.pk} cannot move from {locked.get_status_display()} to {Order.Status(to).label}.")
-    old = locked.status
-    locked.status = to
-    locked.save(update_fields=["status"])
-    OrderStatusChange.objects.create(order=locked, old_status=old, new_status=to, acting_user=acting_user,
-                                     reason=reason)
-    return locked
+def order_complete_if_done(*, order: Order) -> None:
+    """Completed: delivered and the money settled for good (paid or free)."""
+    locked = Order.objects.get(pk=order.pk)
+    if (locked.status == S.OPEN and locked.fulfilment_status == F.FULFILLED
+            and locked.payment_status in (P.PAID, P.NOT_REQUIRED, P.PARTIALLY_REFUNDED)):
+        order_move(order=locked, field=FIELD_STATUS, to=S.COMPLETED, reason="Delivered and paid")
 
 
 @transaction.atomic
 def contract_decide(
     *, contract: Contract, approve: bool, acting_user: User, reason: str = "", ip: str | None = None
 ) -> Contract:
-    """Admin approval or rejection of a contract; approval starts the delivery."""
+    """Admin approval or rejection of a contract. Approval releases the order when its
+    money is settled; rejection cancels it (and refunds what was paid)."""
     # Lock so two admins deciding at once cannot both act (one approves, one rejects).
     locked = Contract.objects.select_for_update().select_related("order").get(pk=contract.pk)
     if locked.status != Contract.Status.PENDING:
         raise InvalidTransitionError(f"This contract was already {locked.get_status_display().lower()}.")
     if not approve and not reason.strip():
         raise OrderError("Give a reason when rejecting a contract.", code="reason_required")
+    if approve and locked.order.status != S.OPEN:
+        raise InvalidTransitionError(f"Order #{locked.order_id} is {locked.order.get_status_display().lower()}.")
     locked.status = Contract.Status.APPROVED if approve else Contract.Status.REJECTED
     locked.decided_by, locked.decided_at, locked.decision_reason = acting_user, timezone.now(), reason.strip()
     locked.save(update_fields=["status", "decided_by", "decided_at", "decision_reason"])
-    order_transition(order=locked.order, to=Order.Status.APPROVED if approve else Order.Status.REJECTED,
-                     acting_user=acting_user, reason=reason)
     audit_record(actor=acting_user, action="contract.approve" if approve else "contract.reject", obj=locked, ip=ip,
                  detail={"order_id": locked.order_id, "reason": reason.strip()})
     if approve:
-        # The one call against the import direction (workspaces builds on orders): an
-        # approved contract must start its delivery in the same transaction.
-        from workspaces.services import delivery_create
-
-        delivery_create(order=locked.order, acting_user=acting_user)
+        order_release(order=locked.order, acting_user=acting_user)
+    else:
+        order_cancel(order=locked.order, acting_user=acting_user, reason=f"Contract rejected: {reason.strip()}",
+                     ip=ip)
     return locked
 
 
 @transaction.atomic
-def order_cancel(*, order: Order, acting_user: User, reason: str, ip: str | None = None) -> Order:
-    """An admin cancels an order not yet delivered, giving a reason; its delivery stops
-    (failed, with the reason) and none of its files is ever served. Orders are never
+def credit_approve(*, order: Order, acting_user: User, ip: str | None = None) -> Order:
+    """An admin grants credit terms to an invoiced order: it may be delivered before the
+    invoice is paid (the invoice stays due)."""
+    locked = Order.objects.select_for_update().get(pk=order.pk)
+    if locked.payment_method != Order.PaymentMethod.INVOICE:
+        raise OrderError("Only orders paid by invoice are delivered on credit.", code="not_invoice")
+    if locked.status != S.OPEN or locked.payment_status not in (P.UNPAID, P.PAID):
+        raise OrderError(f"Order #{locked.pk} is {locked.get_status_display().lower()} "
+                         f"({locked.get_payment_status_display().lower()}).", code="credit_not_possible")
+    if locked.credit_approved_at is None:
+        locked.credit_approved_at, locked.credit_approved_by = timezone.now(), acting_user
+        locked.save(update_fields=["credit_approved_at", "credit_approved_by"])
+        audit_record(actor=acting_user, action="order.credit_approve", obj=locked, ip=ip,
+                     detail={"total_minor": locked.total_minor, "currency": locked.currency})
+    order_release(order=locked, acting_user=acting_user)
+    return locked
+
+
+@transaction.atomic
+def order_cancel(*, order: Order, acting_user: User | None, reason: str, ip: str | None = None) -> Order:
+    """Cancel an order, giving a reason: its delivery stops (none of its files is served
+    again), an open invoice is voided and money taken by card is refunded. Orders are never
     deleted: cancelling is the way out."""
     reason = reason.strip()
     if not reason:
         raise OrderError("Give a reason when cancelling an order.", code="reason_required")
-    before = Order.objects.select_for_update().get(pk=order.pk).status
-    locked = order_transition(order=order, to=Order.Status.CANCELLED, acting_user=acting_user, reason=reason)
-    if before != Order.Status.CANCELLED:
-        audit_record(actor=acting_user, action="order.cancel", obj=locked, ip=ip,
-                     detail={"from": before, "reason": reason})
-        # Against the import direction, like contract_decide: the cancellation and the
-        # stopped delivery are one transaction.
-        from workspaces.services import delivery_stop
+    locked = Order.objects.select_for_update().get(pk=order.pk)
+    if locked.status == S.CANCELLED:
+        return locked
+    if not can_move(locked, FIELD_STATUS, S.CANCELLED) or locked.status == S.COMPLETED:
+        raise InvalidTransitionError(
+            f"Order #{locked.pk} was delivered; refund it instead (its access then ends).")
+    before = locked.status
+    if locked.payment_status in (P.PAID, P.PARTIALLY_REFUNDED, P.FLAGGED):
+        from orders.refunds import order_refund
 
-        delivery_stop(order=locked, reason=f"Order cancelled: {reason}")
+        # The refund cancels the order itself once everything is given back.
+        order_refund(order=locked, line=None, reason=reason, acting_user=acting_user, ip=ip)
+        locked.refresh_from_db()
+    if locked.status != S.CANCELLED:
+        locked = order_move(order=locked, field=FIELD_STATUS, to=S.CANCELLED, acting_user=acting_user, reason=reason)
+    _stop_everything(locked, reason=reason, acting_user=acting_user)
+    audit_record(actor=acting_user, action="order.cancel", obj=locked, ip=ip, detail={"from": before, "reason": reason})
     return locked
+
+
+def _stop_everything(order: Order, *, reason: str, acting_user: User | None) -> None:
+    if can_move(order, FIELD_PAYMENT, P.VOID):
+        order_move(order=order, field=FIELD_PAYMENT, to=P.VOID, acting_user=acting_user, reason=reason)
+    if order.payment_method == Order.PaymentMethod.INVOICE:
+        from orders.invoicing import invoice_void_for_cancelled
+
+        invoice_void_for_cancelled(order=order, reason=reason, acting_user=acting_user)
+    if can_move(order, FIELD_FULFILMENT, F.STOPPED):
+        order_move(order=order, field=FIELD_FULFILMENT, to=F.STOPPED, acting_user=acting_user, reason=reason)
+    order.lines.filter(access_ended_at__isnull=True).update(access_ended_at=timezone.now(),
+                                                            access_end_reason=reason[:300])
+    # Against the import direction, like order_release: cancellation and the stopped
+    # delivery are one transaction.
+    from workspaces.services import delivery_stop
+
+    delivery_stop(order=order, reason=f"Order cancelled: {reason}")

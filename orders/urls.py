@@ -4,7 +4,14 @@ from orders import views
 
 urlpatterns = [
     path("datasets/<int:dataset_id>/order/", views.order_new, name="order_new"),
+    path("cart/", views.cart, name="cart"),
+    path("cart/add-cohort/", views.cart_add_whole_cohort, name="cart_add_cohort"),
+    path("cart/checkout/", views.cart_checkout, name="cart_checkout"),
     path("orders/", views.order_list, name="order_list"),
     path("provider/", views.provider_dashboard, name="provider_dashboard"),
     path("orders/<int:order_id>/", views.order_detail, name="order_detail"),
+    path("orders/<int:order_id>/pay/", views.order_pay, name="order_pay"),
+    path("orders/<int:order_id>/status/", views.order_status, name="order_status"),
+    path("orders/<int:order_id>/invoice.pdf", views.invoice_download, name="invoice_download"),
+    path("payments/stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
 ]

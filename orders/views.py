@@ -1,72 +1,72 @@
-"""Ordering pages: quote with filters, accept the agreement, confirm; the buyer's orders."""
+"""Ordering pages: a dataset's quote, the cart, checkout, the order with its payment and
+invoice, and the provider's sales. Business rules live in the services they call."""
 from __future__ import annotations
 
+import json
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from catalog.disclosure import BelowThresholdError
 from catalog.search.criteria import InvalidQueryError, cohort_criteria, cohort_from, describe
-from catalog.selectors import (
-    access_dataset,
-    dataset_study_breakdown,
-    datasets_for_provider_user,
-)
+from catalog.selectors import access_dataset, dataset_study_breakdown, datasets_for_provider_user
 from marketplace.exceptions import ApplicationError
 from marketplace.guards import require_verified_email
-from marketplace.input_guard import amount_from
 from marketplace.ratelimit import RateLimitedError
-from marketplace.services import client_ip
 from marketplace.selectors import provider_organizations_for_user
+from marketplace.services import client_ip
+from orders import stripe_gateway
+from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items, cart_quote, cart_remove
+from orders.checkout import checkout, payment_methods_for
+from orders.exceptions import OrderError
+from orders.invoice_pdf import invoice_pdf_bytes
+from orders.models import Order
+from orders.payments import card_pay, card_setup
+from orders.quotes import quote_for_buyer
 from orders.selectors import (
+    access_invoice,
     access_order,
     active_dua_template,
     orders_for_buyer,
-    revenue_for_provider_user,
-    sales_for_provider_user,
+    provider_sales_summary,
 )
-from orders.services import order_place, quote_for_buyer
-
+from orders.webhooks import event_process, event_store
 
 CRITERIA_ERRORS = (InvalidQueryError, BelowThresholdError, RateLimitedError)
+NOT_CRITERIA = ("csrfmiddlewaretoken", "accept", "expected_total", "action")
 
 
 @login_required
 def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
     """The quote for a cohort's studies of one dataset: every criterion in words (each can
-    be removed), the price, the agreement. The cohort travels whole in the URL and form."""
+    be removed), the price line by line; "Add to cart" keeps the cohort whole."""
     dataset = access_dataset(user=request.user, dataset_id=dataset_id)
     data = request.POST if request.method == "POST" else request.GET
-    dua = active_dua_template()
     error, status, quote, retry_after = "", 200, None, None
     criteria: dict[str, list[str]] = {}
     try:
-        criteria = cohort_criteria(cohort_from({k: v for k, v in data.lists()
-                                                if k not in ("csrfmiddlewaretoken", "accept", "expected_total")}))
+        criteria = cohort_criteria(cohort_from({k: v for k, v in data.lists() if k not in NOT_CRITERIA}))
         quote = quote_for_buyer(user=request.user, dataset=dataset, criteria=criteria, ip=client_ip(request))
     except CRITERIA_ERRORS as exc:
         error, status = exc.message, exc.status
         retry_after = exc.extra.get("retry_after")
-    if dua is None:
-        error = "Ordering is unavailable: no data use agreement is configured. Please contact the marketplace."
     if request.method == "POST" and not error:
         try:
-            require_verified_email(user=request.user)
-            # The price the buyer saw; refused when missing or unreadable, never skipped.
-            expected = amount_from(request.POST.get("expected_total", ""), field="expected_total")
-            order = order_place(buyer=request.user, dataset=dataset, criteria=criteria,
-                                accept_agreement=request.POST.get("accept") == "on", dua_template=dua,
-                                expected_total=expected, ip=client_ip(request))
+            cart_add(buyer=request.user, dataset=dataset, criteria=criteria, ip=client_ip(request))
         except ApplicationError as exc:
             error, status = exc.message, exc.status
         else:
-            messages.success(request, "Order placed. An administrator reviews the agreement before delivery.")
-            return redirect("order_detail", order_id=order.pk)
+            messages.success(request, f"{dataset.title} is in your cart.")
+            return redirect("cart")
     breakdown = dataset_study_breakdown(dataset=dataset, user=request.user)
     checkboxes = {(facet["key"], row["value"]) for facet in breakdown for row in facet["rows"] if row["orderable"]}
     context = {
-        "dataset": dataset, "quote": quote, "dua": dua, "error": error, "criteria": criteria,
+        "dataset": dataset, "quote": quote, "error": error, "criteria": criteria,
         "words": describe(cohort_from(criteria)), "breakdown": breakdown,
         # Criteria without a checkbox here (other kinds, or values this dataset lacks) travel as
         # hidden fields, so "Update price" keeps them.
@@ -79,20 +79,157 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
 
 
 @login_required
+def cart(request: HttpRequest) -> HttpResponse:
+    """The cart: each dataset's line priced now, what cannot be ordered and why, and the
+    checkout form (payment method, purchase order number, the agreement)."""
+    error, status = "", 200
+    if request.method == "POST":
+        action, dataset_id = request.POST.get("action", ""), request.POST.get("dataset_id", "")
+        if dataset_id.isdigit() and action == "remove":
+            cart_remove(buyer=request.user, dataset_id=int(dataset_id))
+        elif dataset_id.isdigit() and action in ("include_held", "exclude_held"):
+            cart_include_held(buyer=request.user, dataset_id=int(dataset_id), include=action == "include_held")
+        else:
+            error, status = "That change to the cart was not understood.", 400
+        if not error:
+            return redirect("cart")
+    items = cart_items(request.user)
+    quote = cart_quote(buyer=request.user, items=items)
+    include_held = {item.dataset_id for item in items if item.include_held}
+    total = None if quote.mixed_currencies or not quote.lines else quote.total_minor
+    context = {
+        "quote": quote, "error": error, "dua": active_dua_template(), "include_held": include_held,
+        "methods": payment_methods_for(buyer=request.user, total_minor=total) if total is not None else [],
+        "method_labels": dict(Order.PaymentMethod.choices),
+    }
+    return render(request, "orders/cart.html", context, status=status)
+
+
+@login_required
+@require_POST
+def cart_add_whole_cohort(request: HttpRequest) -> HttpResponse:
+    try:
+        added = cart_add_cohort(buyer=request.user, ip=client_ip(request),
+                                criteria={k: v for k, v in request.POST.lists() if k not in NOT_CRITERIA})
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect(f"{request.META.get('HTTP_REFERER') or '/cohorts/'}")
+    messages.success(request, f"{len(added)} dataset(s) of this cohort are in your cart.")
+    return redirect("cart")
+
+
+@login_required
+@require_POST
+def cart_checkout(request: HttpRequest) -> HttpResponse:
+    dua = active_dua_template()
+    try:
+        if dua is None:
+            raise OrderError("Ordering is unavailable: no data use agreement is configured.", code="no_agreement")
+        require_verified_email(user=request.user)
+        expected = request.POST.get("expected_total_minor", "")
+        order = checkout(
+            buyer=request.user, payment_method=request.POST.get("payment_method", ""),
+            accept_agreement=request.POST.get("accept") == "on", dua_template=dua,
+            expected_total_minor=int(expected) if expected.isdigit() and len(expected) < 19 else None,
+            expected_currency=request.POST.get("expected_currency") or None,
+            po_number=request.POST.get("po_number", ""), ip=client_ip(request))
+    except ApplicationError as exc:
+        if exc.code == "empty_order":
+            latest = orders_for_buyer(user=request.user).first()
+            if latest is not None:  # a second click after the order was placed
+                return redirect("order_detail", order_id=latest.pk)
+        messages.error(request, exc.message)
+        return redirect("cart")
+    messages.success(request, _placed_message(order))
+    return redirect("order_detail", order_id=order.pk)
+
+
+def _placed_message(order: Order) -> str:
+    if order.payment_method == Order.PaymentMethod.CARD:
+        return "Order placed. Pay by card below; an administrator then reviews the agreement before delivery."
+    if order.payment_method == Order.PaymentMethod.INVOICE:
+        return "Order placed and invoiced. An administrator reviews the agreement and the credit terms."
+    return "Order placed. An administrator reviews the agreement before delivery."
+
+
+@login_required
 def order_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "orders/order_list.html", {"orders": orders_for_buyer(user=request.user)})
+    orders = orders_for_buyer(user=request.user).prefetch_related("lines__dataset")
+    return render(request, "orders/order_list.html", {"orders": orders})
 
 
 @login_required
 def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
     order = access_order(user=request.user, order_id=order_id)
-    return render(request, "orders/order_detail.html",
-                  {"order": order, "words": describe(cohort_from(order.criteria))})
+    context = {"order": order, "lines": [(line, describe(cohort_from(line.criteria))) for line in order.lines.all()],
+               "history": order.status_changes.all(), "pay": None}
+    if order.payment_method == Order.PaymentMethod.CARD and order.status == Order.Status.OPEN and \
+            order.payment_status in (Order.PaymentStatus.UNPAID, Order.PaymentStatus.FAILED):
+        try:
+            context["pay"] = {"client_secret": card_setup(order=order, buyer=request.user),
+                              "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+                              "js_url": settings.STRIPE_JS_URL}
+        except ApplicationError as exc:
+            context["pay_error"] = exc.message
+    return render(request, "orders/order_detail.html", context)
+
+
+@login_required
+@require_POST
+def order_pay(request: HttpRequest, order_id: int) -> JsonResponse:
+    """The card form's submit (JSON): charge the order once; the answer says what the
+    browser does next. Paid is decided by the webhook, never here."""
+    order = access_order(user=request.user, order_id=order_id)
+    try:
+        body = json.loads(request.body or b"{}")
+        payment_method = body.get("payment_method", "") if isinstance(body, dict) else ""
+        step = card_pay(order=order, buyer=request.user, payment_method=str(payment_method)[:100],
+                        ip=client_ip(request))
+    except ValueError:
+        return JsonResponse({"error": "The card form sent something unreadable; reload the page."}, status=400)
+    except ApplicationError as exc:
+        return JsonResponse({"error": exc.message, "code": exc.code}, status=exc.status)
+    return JsonResponse({"status": step.status, "client_secret": step.client_secret, "message": step.message})
+
+
+@login_required
+def order_status(request: HttpRequest, order_id: int) -> JsonResponse:
+    order = access_order(user=request.user, order_id=order_id)
+    return JsonResponse({"status": order.status, "payment_status": order.payment_status,
+                         "payment_status_label": order.get_payment_status_display(),
+                         "fulfilment_status": order.fulfilment_status})
+
+
+@login_required
+def invoice_download(request: HttpRequest, order_id: int) -> HttpResponse:
+    """The invoice as a PDF, for the buyer and for members of the providers it names."""
+    invoice = access_invoice(user=request.user, order_id=order_id)
+    response = HttpResponse(invoice_pdf_bytes(invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
+    return response
+
+
+@csrf_exempt
+@require_POST
+def stripe_webhook(request: HttpRequest) -> HttpResponse:
+    """Stripe's events: the signature is checked on the raw body, the event stored once
+    by its id, then handled. 400 for a bad signature; 500 (Stripe retries) when handling
+    failed."""
+    try:
+        event = stripe_gateway.verify_webhook(request.body, request.headers.get("Stripe-Signature", ""))
+    except stripe_gateway.WebhookSignatureError:
+        return HttpResponse("invalid signature", status=400, content_type="text/plain")
+    stored, _ = event_store(event)
+    try:
+        event_process(stored)
+    except Exception:  # noqa: BLE001 - recorded on the event row; Stripe delivers it again
+        return HttpResponse("handler failed; will retry", status=500, content_type="text/plain")
+    return HttpResponse("ok", content_type="text/plain")
 
 
 @login_required
 def provider_dashboard(request: HttpRequest) -> HttpResponse:
-    """The provider's datasets, sales and revenue (here because it reads orders)."""
+    """The provider's datasets, sales, fees, net earnings, balance and transfers."""
     organizations = provider_organizations_for_user(user=request.user)
     if not organizations.exists():
         messages.info(request, "Only members of a provider organization can publish data.")
@@ -100,7 +237,8 @@ def provider_dashboard(request: HttpRequest) -> HttpResponse:
     context = {
         "organizations": organizations,
         "datasets": datasets_for_provider_user(user=request.user).order_by("-created"),
-        "sales": sales_for_provider_user(user=request.user)[:20],
-        "revenue": revenue_for_provider_user(user=request.user),
+        **provider_sales_summary(user=request.user),
     }
     return render(request, "orders/provider_dashboard.html", context)
+
+

@@ -144,13 +144,12 @@ def published_dataset(dataset, ingest, publish):
 @pytest.fixture
 def deliver(admin_user, dua):
     """Order a whole dataset, approve the contract and run the delivery in-process."""
-    from orders.services import contract_decide, order_place
+    from factories.orders import approve_for_delivery, place_order
     from workspaces.models import Delivery
     from workspaces.services import delivery_run
 
     def run(dataset, buyer):
-        order = order_place(buyer=buyer, dataset=dataset, criteria={}, accept_agreement=True, dua_template=dua)
-        contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+        order = approve_for_delivery(place_order(buyer, dataset, dua), admin_user)
         return delivery_run(delivery_id=Delivery.objects.get(order=order).pk)
 
     return run

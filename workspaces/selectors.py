@@ -11,7 +11,7 @@ from workspaces.models import Delivery
 def deliveries_for_user(*, user: User) -> QuerySet[Delivery]:
     if not user.is_authenticated:
         return Delivery.objects.none()
-    return Delivery.objects.filter(user=user).select_related("order__dataset")
+    return Delivery.objects.filter(user=user).select_related("order").prefetch_related("order__lines__dataset")
 
 
 def access_delivery(*, user: User, delivery_id: int) -> Delivery:

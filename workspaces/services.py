@@ -18,8 +18,8 @@ from catalog.models import Dataset, Instance
 from marketplace.exceptions import InvalidTransitionError, NotFoundError, PermissionDeniedError
 from marketplace.models import User
 from marketplace.services import audit_record
-from orders.models import Order
-from orders.services import order_transition
+from orders.models import Order, OrderLine
+from orders.transitions import order_move
 from workspaces.exceptions import DeliveryError
 from workspaces.models import Delivery, DeliveryFile, DeliveryStatusChange
 
@@ -174,9 +174,15 @@ def deliveries_recover_stuck() -> dict[str, int]:
     return counts
 
 
+def _held_studies(order: Order):  # noqa: ANN202 - a queryset of study ids
+    """Studies of the order's lines whose access has not ended (refunds end a line's access)."""
+    return OrderLine.studies.through.objects.filter(
+        orderline__order=order, orderline__access_ended_at__isnull=True).values("study_id")
+
+
 def _instances_for(order: Order):  # noqa: ANN202 - a queryset of Instance
     return (
-        Instance.objects.filter(series__study__in=order.studies.all())
+        Instance.objects.filter(series__study__in=_held_studies(order))
         .select_related("series__study").order_by("id")
     )
 
@@ -186,36 +192,72 @@ STOP_CHECK_EVERY = 200
 
 
 def _stop_reason(order_id: int, *, lock: bool = False) -> str:
-    """Why this order's delivery must not finish ("" if it may): a cancelled order, or a
-    dataset withdrawn from publication (to draft or review) before the data was delivered."""
-    orders = Order.objects.select_related("dataset")
-    if lock:  # the same row lock dataset_transition takes: withdrawal and completion serialise
-        orders = orders.select_for_update(of=("self", "dataset"))
+    """Why this order's delivery must not finish ("" if it may): a cancelled order, or one
+    of its datasets withdrawn from publication (to draft or review) before delivery."""
+    orders = Order.objects.all()
+    if lock:  # the same row locks dataset_transition takes: withdrawal and completion serialise
+        orders = orders.select_for_update()
     order = orders.get(pk=order_id)
-    if order.status in (Order.Status.CANCELLED, Order.Status.REJECTED):
+    if order.status == Order.Status.CANCELLED:
         return "The order was cancelled before its data was delivered."
-    if order.dataset.status != Dataset.Status.PUBLISHED:
-        return "The dataset was withdrawn by its provider before its data was delivered."
+    datasets = Dataset.objects.filter(order_lines__order_id=order_id, order_lines__access_ended_at__isnull=True)
+    if lock:
+        datasets = Dataset.objects.select_for_update().filter(pk__in=list(datasets.values_list("pk", flat=True)))
+    withdrawn = [d.title for d in datasets if d.status != Dataset.Status.PUBLISHED]
+    if withdrawn:
+        return f"The dataset {withdrawn[0]!r} was withdrawn by its provider before its data was delivered."
     return ""
+
+
+def _halt(order: Order, reason: str) -> None:
+    """A withdrawn dataset cancels the open order (which stops the delivery and gives the
+    money back); an order already cancelled only has its delivery stopped."""
+    from orders.services import order_cancel
+
+    if Order.objects.get(pk=order.pk).status == Order.Status.OPEN:
+        order_cancel(order=order, acting_user=None, reason=reason)
+    else:
+        delivery_stop(order=order, reason=reason)
 
 
 @transaction.atomic
 def delivery_stop(*, order: Order, reason: str) -> bool:
     """End a delivery not yet done as FAILED with the reason (links need DONE, so none of
-    its files is served) and cancel its order if still open. True if one was stopped."""
+    its files is served). The order itself is moved by its own services. True if one was
+    stopped."""
     delivery = Delivery.objects.select_for_update().filter(
         order=order, status__in=[Delivery.Status.QUEUED, Delivery.Status.RUNNING]).first()
-    stopped = delivery is not None
-    if stopped:  # through the one transition service: a history row, the reason, the end time
-        delivery_transition(delivery=delivery, to=Delivery.Status.FAILED, acting_user=None, reason=reason[:500])
-    locked = Order.objects.select_for_update().get(pk=order.pk)
-    if locked.status in (Order.Status.APPROVED, Order.Status.DELIVERING):
-        order_transition(order=locked, to=Order.Status.CANCELLED, acting_user=None, reason=reason)
-    if stopped:
-        delivery = Delivery.objects.get(order=order)
-        audit_record(actor=None, action="delivery.stopped", obj=delivery,
-                     detail={"order_id": order.pk, "reason": reason[:200]})
-    return bool(stopped)
+    if delivery is None:
+        return False
+    # Through the one transition service: a history row, the reason, the end time.
+    delivery = delivery_transition(delivery=delivery, to=Delivery.Status.FAILED, acting_user=None,
+                                   reason=reason[:500])
+    audit_record(actor=None, action="delivery.stopped", obj=delivery,
+                 detail={"order_id": order.pk, "reason": reason[:200]})
+    return True
+
+
+@transaction.atomic
+def delivery_remove_lines(*, order: Order, line_ids: list[int], reason: str) -> int:
+    """Refunded or ended lines: their files leave the workspace (objects and rows, so no
+    link serves them again) and the manifest is rewritten. Returns files removed."""
+    delivery = Delivery.objects.select_for_update().filter(order=order).first()
+    if delivery is None or not line_ids:
+        return 0
+    studies = OrderLine.studies.through.objects.filter(orderline_id__in=line_ids).values("study_id")
+    files = list(delivery.files.filter(instance__series__study__in=studies))
+    for f in files:
+        storage.delete(f.storage_key)
+    removed = DeliveryFile.objects.filter(pk__in=[f.pk for f in files]).delete()[0]
+    if removed:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            done_files=F("done_files") - removed, total_files=F("total_files") - removed,
+            total_bytes=F("total_bytes") - sum(f.size_bytes for f in files))
+        if delivery.status == Delivery.Status.DONE:
+            _write_manifest(delivery)
+        audit_record(actor=None, action="delivery.files_removed", obj=delivery,
+                     detail={"order_id": order.pk, "lines": line_ids, "files": removed, "reason": reason[:200]})
+    return removed
 
 
 def _delivery_claim(delivery_id: int) -> tuple[Delivery, int] | None:
@@ -255,10 +297,8 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     delivery = Delivery.objects.select_related("order").get(pk=delivery_id)
     reason = _stop_reason(delivery.order_id)
     if reason:
-        delivery_stop(order=delivery.order, reason=reason)
+        _halt(delivery.order, reason)
         return Delivery.objects.get(pk=delivery_id)
-    if delivery.order.status == Order.Status.APPROVED:  # a re-run finds it delivering or delivered
-        order_transition(order=delivery.order, to=Order.Status.DELIVERING, acting_user=None)
     instances = _instances_for(delivery.order)
     copied = delivery.files.aggregate(files=Count("pk"), bytes=Sum("size_bytes"))
     Delivery.objects.filter(pk=delivery_id).update(
@@ -269,7 +309,7 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     done = set(delivery.files.values_list("instance_id", flat=True))
     for count, instance in enumerate(instances.exclude(pk__in=done).iterator(chunk_size=500), start=1):
         if count % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
-            delivery_stop(order=delivery.order, reason=reason)
+            _halt(delivery.order, reason)
             return Delivery.objects.get(pk=delivery_id)
         if not _copy_instance(delivery, instance, run_number=run_number, check_existing=resumed):
             logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
@@ -278,16 +318,25 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     with transaction.atomic():
         reason = _stop_reason(delivery.order_id, lock=True)
         if reason:
-            delivery_stop(order=delivery.order, reason=reason)
+            _halt(delivery.order, reason)
             return Delivery.objects.get(pk=delivery_id)
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         if delivery.status != Delivery.Status.RUNNING or delivery.run_number != run_number:
             logger.info("delivery %s: run %s was superseded before the manifest", delivery_id, run_number)
             return None
+        # A line refunded while the copy ran: its files go before the manifest is written.
+        ended = list(OrderLine.objects.filter(order_id=delivery.order_id, access_ended_at__isnull=False)
+                     .values_list("pk", flat=True))
+        delivery_remove_lines(order=delivery.order, line_ids=ended, reason="Access ended during the delivery")
+        delivery.refresh_from_db()
         _write_manifest(delivery)
         delivery = delivery_transition(delivery=delivery, to=Delivery.Status.DONE, acting_user=None,
                                        reason=f"{delivery.done_files} files copied.")
-        order_transition(order=delivery.order, to=Order.Status.DELIVERED, acting_user=None)
+        order_move(order=delivery.order, field="fulfilment_status", to=Order.FulfilmentStatus.FULFILLED,
+                   reason=f"{delivery.done_files} files delivered")
+        from orders.services import order_complete_if_done
+
+        order_complete_if_done(order=delivery.order)
     audit_record(actor=None, action="delivery.done", obj=delivery,
                  detail={"order_id": delivery.order_id, "files": delivery.done_files, "bytes": delivery.total_bytes})
     return delivery

@@ -80,8 +80,10 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
         assert [d["id"] for d in api["results"]] == [dataset.pk]
         quote_page = researcher_web.get(f"/datasets/{dataset.pk}/order/").content.decode()
         assert "150.00" in quote_page  # 12 studies × 12.50
-        response = researcher_web.post(f"/datasets/{dataset.pk}/order/",
-                                       {"accept": "on", "expected_total": "150.00"})
+        response = researcher_web.post(f"/datasets/{dataset.pk}/order/", {})  # into the cart
+        assert response.status_code == 302
+        response = researcher_web.post("/cart/checkout/", {"accept": "on", "expected_total_minor": "15000",
+                                                           "expected_currency": "USD", "payment_method": "invoice"})
         assert response.status_code == 302
         order = Order.objects.get(buyer=bob)
         assert order.contract.status == Contract.Status.PENDING
@@ -90,10 +92,13 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
         response = admin_web.post("/admin/orders/contract/", {
             "action": "approve", "_selected_action": [order.contract.pk], "reason": ""})
         assert response.status_code == 302
+        response = admin_web.post("/admin/orders/order/", {
+            "action": "approve_credit", "_selected_action": [order.pk], "reason": ""})
+        assert response.status_code == 302
         delivery = wait_for(lambda: Delivery.objects.filter(order=order, status=Delivery.Status.DONE).first(),
                             what="worker delivery")
         order.refresh_from_db()
-        assert order.status == Order.Status.DELIVERED
+        assert order.fulfilment_status == Order.FulfilmentStatus.FULFILLED
 
     # Download through signed links; every file's sha256 matches the manifest.
     page = researcher_web.get("/workspace/").content.decode()

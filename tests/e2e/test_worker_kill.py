@@ -22,7 +22,7 @@ from catalog import storage
 from catalog.models import Instance
 from config import devserver
 from e2e.worker import _database_url, wait_for
-from orders.services import contract_decide, order_place
+from factories.orders import approve_for_delivery, place_order
 from workspaces.models import Delivery, DeliveryStatusChange
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("tiny_threshold")]
@@ -73,8 +73,7 @@ def supervised_workers(tmp_path):
 def test_a_killed_delivery_worker_is_restarted_and_the_delivery_completes_exactly_once(
         published_dataset, bob, admin_user, dua, supervised_workers):
     _more_instances(published_dataset, EXTRA_FILES)
-    order = order_place(buyer=bob, dataset=published_dataset, criteria={}, accept_agreement=True, dua_template=dua)
-    contract_decide(contract=order.contract, approve=True, acting_user=admin_user)  # queues the delivery
+    order = approve_for_delivery(place_order(bob, published_dataset, dua), admin_user)  # queues the delivery
     delivery = Delivery.objects.get(order=order)
 
     wait_for(lambda: Delivery.objects.get(pk=delivery.pk).done_files >= KILL_AFTER, timeout=60, interval=0.02,

@@ -127,9 +127,9 @@ def test_a_staff_account_without_permissions_cannot_export(client, make_member):
 # ---- orders: cancelled with a reason, never deleted --------------------------------------
 @pytest.fixture
 def order(published_dataset, bob, dua, tiny_threshold) -> Order:
-    from orders.services import order_place
+    from factories.orders import place_order
 
-    return order_place(buyer=bob, dataset=published_dataset, criteria={}, accept_agreement=True, dua_template=dua)
+    return place_order(bob, published_dataset, dua)
 
 
 def test_orders_and_contracts_cannot_be_deleted_in_the_admin(admin_client, order):
@@ -146,11 +146,13 @@ def test_the_admin_cancels_an_order_only_with_a_reason(admin_client, admin_user,
     url = reverse("admin:orders_order_changelist")
     admin_client.post(url, {"action": "cancel", "_selected_action": [order.pk], "reason": " "})
     order.refresh_from_db()
-    assert order.status == Order.Status.AWAITING_APPROVAL
+    assert order.status == Order.Status.OPEN
     admin_client.post(url, {"action": "cancel", "_selected_action": [order.pk], "reason": "Buyer withdrew"})
     order.refresh_from_db()
     assert order.status == Order.Status.CANCELLED
-    change = order.status_changes.last()
-    assert (change.new_status, change.reason, change.acting_user) == ("cancelled", "Buyer withdrew", admin_user)
+    change = order.status_changes.get(field="status", new_status="cancelled")
+    assert (change.reason, change.acting_user) == ("Buyer withdrew", admin_user)
+    assert order.status_changes.get(field="payment_status", new_status="void").reason == "Buyer withdrew"
     event = AuditEvent.objects.get(action="order.cancel")
-    assert event.detail == {"from": "awaiting_approval", "reason": "Buyer withdrew"}
+    assert event.detail == {"from": "open", "reason": "Buyer withdrew"}
+    assert order.invoice.status == "void"

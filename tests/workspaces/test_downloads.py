@@ -12,7 +12,7 @@ from django.urls import reverse
 from catalog import storage
 from marketplace.models import AuditEvent
 from orders.models import Order
-from orders.services import contract_decide, order_place
+from factories.orders import approve_for_delivery, place_order
 from workspaces.models import Delivery
 from workspaces.services import MANIFEST_NAME, download_token_make, delivery_run
 
@@ -24,13 +24,12 @@ LINK = re.compile(r'<a href="(/workspace/download/[^"/]+/)">([^<]+)</a>')
 @pytest.fixture
 def delivery(published_dataset, bob, admin_user, dua) -> Delivery:
     """Bob's order, approved by an admin and delivered by the worker (in-process)."""
-    order = order_place(buyer=bob, dataset=published_dataset, criteria={}, accept_agreement=True, dua_template=dua)
-    contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+    order = approve_for_delivery(place_order(bob, published_dataset, dua), admin_user)
     delivery = Delivery.objects.get(order=order)
     delivery_run(delivery_id=delivery.pk)
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.DONE
-    assert Order.objects.get(pk=order.pk).status == Order.Status.DELIVERED
+    assert Order.objects.get(pk=order.pk).fulfilment_status == Order.FulfilmentStatus.FULFILLED
     return delivery
 
 

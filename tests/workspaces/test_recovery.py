@@ -11,7 +11,7 @@ from django.utils import timezone
 from catalog import storage
 from marketplace.exceptions import InvalidTransitionError
 from orders.models import Order
-from orders.services import contract_decide, order_place
+from factories.orders import approve_for_delivery, place_order
 from workspaces import services
 from workspaces.exceptions import DeliveryError
 from workspaces.models import Delivery, DeliveryStatusChange
@@ -31,8 +31,7 @@ S = Delivery.Status
 @pytest.fixture
 def delivery(published_dataset, bob, admin_user, dua) -> Delivery:
     """Bob's approved order: a queued delivery of 6 files (no worker runs in these tests)."""
-    order = order_place(buyer=bob, dataset=published_dataset, criteria={}, accept_agreement=True, dua_template=dua)
-    contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+    order = approve_for_delivery(place_order(bob, published_dataset, dua), admin_user)
     return Delivery.objects.get(order=order)
 
 
@@ -135,7 +134,7 @@ def test_a_resumed_run_copies_no_recorded_file_again_and_every_checksum_is_right
     assert os.stat(storage.default_storage.path(in_flight)).st_mtime_ns == in_flight_mtime
     for f in delivery.files.all():
         assert storage.sha256_of(f.storage_key) == f.sha256 == f.instance.sha256
-    assert Order.objects.get(pk=delivery.order_id).status == Order.Status.DELIVERED
+    assert Order.objects.get(pk=delivery.order_id).fulfilment_status == Order.FulfilmentStatus.FULFILLED
     reasons = list(DeliveryStatusChange.objects.filter(delivery=delivery).values_list("new_status", "reason"))
     assert reasons[1][0] == S.QUEUED and "No progress" in reasons[1][1]
 

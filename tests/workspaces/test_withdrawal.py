@@ -10,7 +10,8 @@ from catalog.models import Dataset
 from catalog.services import dataset_transition
 from marketplace.models import AuditEvent
 from orders.models import Order
-from orders.services import contract_decide, order_cancel, order_place
+from factories.orders import approve_for_delivery, place_order
+from orders.services import order_cancel
 from workspaces import services as workspace_services
 from workspaces.models import Delivery
 from workspaces.services import MANIFEST_NAME, delivery_run, download_token_make
@@ -21,8 +22,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
 @pytest.fixture
 def approved(published_dataset, bob, admin_user, dua) -> Delivery:
     """Bob's order approved; its delivery queued, not yet run."""
-    order = order_place(buyer=bob, dataset=published_dataset, criteria={}, accept_agreement=True, dua_template=dua)
-    contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+    order = approve_for_delivery(place_order(bob, published_dataset, dua), admin_user)
     return Delivery.objects.get(order=order)
 
 

@@ -1,0 +1,100 @@
+"""Checkout: the cart becomes one order with a line per dataset, its contract, and (for
+institutions) its invoice. The total the buyer accepted is the total charged: any change
+of price or plan since the cart page refuses the checkout instead."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from marketplace.models import User
+from marketplace.services import audit_record
+from orders.cart import cart_for, cart_items, cart_quote
+from orders.exceptions import AgreementNotAcceptedError, EmptyOrderError, OrderError
+from orders.models import Cart, Contract, DuaTemplate, Order, OrderLine, OrderStatusChange
+from orders.quotes import MixedCurrenciesError, buyer_organization
+from orders.stripe_gateway import stripe_enabled
+
+SUBSCRIPTION_TERM = timedelta(days=365)
+MAX_PO_NUMBER = 64
+
+
+def payment_methods_for(*, buyer: User, total_minor: int) -> list[str]:
+    """What this buyer may pay this total with: nothing for free carts; card when Stripe is
+    configured; invoice for members of a buyer organization (institutions pay on credit)."""
+    if total_minor == 0:
+        return [Order.PaymentMethod.FREE]
+    methods = []
+    if stripe_enabled():
+        methods.append(Order.PaymentMethod.CARD)
+    if buyer_organization(buyer) is not None:
+        methods.append(Order.PaymentMethod.INVOICE)
+    return methods
+
+
+@transaction.atomic
+def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_template: DuaTemplate,
+             expected_total_minor: int | None, expected_currency: str | None = None, po_number: str = "",
+             ip: str | None = None) -> Order:
+    """Turn the buyer's cart into an order. The cart row is locked: a double-clicked
+    checkout finds the cart empty the second time and places nothing twice."""
+    cart = Cart.objects.select_for_update().get(pk=cart_for(buyer).pk)
+    items = cart_items(buyer)
+    if not items:
+        raise EmptyOrderError("Your cart is empty.")
+    if not accept_agreement:
+        raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
+    quote = cart_quote(buyer=buyer, items=items)
+    if quote.problems:
+        _, title, message = quote.problems[0]
+        raise OrderError(f"{title}: {message} Remove it from the cart or change its selection.",
+                         code="cart_item_unavailable")
+    if quote.mixed_currencies:
+        raise MixedCurrenciesError(quote.currencies)
+    if expected_total_minor is None or expected_total_minor != quote.total_minor or (
+            expected_currency and expected_currency != quote.currency):
+        raise OrderError("The price changed since you saw it; review the new total.", code="price_changed")
+    allowed = payment_methods_for(buyer=buyer, total_minor=quote.total_minor)
+    if payment_method not in allowed:
+        names = ", ".join(Order.PaymentMethod(m).label.lower() for m in allowed) or "none"
+        raise OrderError(f"This order cannot be paid by {payment_method or 'that method'}; choose one of: {names}.",
+                         code="payment_method")
+    po_number = (po_number or "").strip()
+    if len(po_number) > MAX_PO_NUMBER:
+        raise OrderError(f"The purchase order number is longer than {MAX_PO_NUMBER} characters.", code="po_number")
+    free = payment_method == Order.PaymentMethod.FREE
+    order = Order.objects.create(
+        buyer=buyer, buyer_organization=buyer_organization(buyer), currency=quote.currency,
+        total_minor=quote.total_minor, payment_method=payment_method, po_number=po_number,
+        payment_status=Order.PaymentStatus.NOT_REQUIRED if free else Order.PaymentStatus.UNPAID,
+    )
+    now = timezone.now()
+    for line in quote.lines:
+        dataset = line.dataset
+        created = OrderLine.objects.create(
+            order=order, dataset=dataset, provider_id=dataset.provider_id, criteria=line.criteria,
+            study_count=line.study_count, image_count=line.image_count, held_excluded=line.held_excluded,
+            pricing_model=line.price.model, price_snapshot=line.price.snapshot(), amount_minor=line.total_minor,
+            currency=line.currency, licence_type=dataset.licence_type, licence_text=dataset.licence_text,
+            licence_ends=now + SUBSCRIPTION_TERM if line.price.model == "subscription" else None,
+        )
+        created.studies.set(line.study_ids)
+    Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
+                            text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
+    for field, value in ((OrderStatusChange.Field.STATUS, order.status),
+                         (OrderStatusChange.Field.PAYMENT, order.payment_status),
+                         (OrderStatusChange.Field.FULFILMENT, order.fulfilment_status)):
+        OrderStatusChange.objects.create(order=order, field=field, old_status="", new_status=value, acting_user=buyer)
+    cart.items.all().delete()
+    audit_record(actor=buyer, action="order.place", obj=order, ip=ip, detail={
+        "lines": [{"dataset_id": line.dataset.pk, "studies": line.study_count, "amount_minor": line.total_minor,
+                   "model": line.price.model, "criteria": line.criteria} for line in quote.lines],
+        "total_minor": order.total_minor, "currency": order.currency, "payment_method": payment_method,
+        "dua_version": dua_template.version,
+    })
+    if payment_method == Order.PaymentMethod.INVOICE:
+        from orders.invoicing import invoice_issue
+
+        invoice_issue(order=order, acting_user=buyer)
+    return order
