@@ -294,15 +294,20 @@ def build_app(localstripe_base: str, localstripe_pid: int | None = None):
                 raise StripeApiError(502, f"localstripe answered {upstream.status} to GET {path}.", type="api_error")
             return await upstream.json()
 
-    def restore_transfer_group(obj: Any) -> None:
+    def as_stripe_returns_it(obj: Any, expand_charge: bool) -> None:
+        """PaymentIntents as Stripe's current API returns them: with their transfer_group,
+        latest_charge an id unless expanded, no ``charges`` list (removed from the API in 2022)."""
         if isinstance(obj, dict):
             if obj.get("object") == "payment_intent":
                 obj["transfer_group"] = transfer_groups.get(obj.get("id"))
+                obj.pop("charges", None)
+                if isinstance(obj.get("latest_charge"), dict) and not expand_charge:
+                    obj["latest_charge"] = obj["latest_charge"]["id"]
             for value in obj.values():
-                restore_transfer_group(value)
+                as_stripe_returns_it(value, expand_charge)
         elif isinstance(obj, list):
             for value in obj:
-                restore_transfer_group(value)
+                as_stripe_returns_it(value, expand_charge)
 
     async def proxy(request):
         body = await request.read()
@@ -324,7 +329,8 @@ def build_app(localstripe_base: str, localstripe_pid: int | None = None):
                     data["error"]["type"] = "card_error"  # localstripe calls every error invalid_request_error
                 if group is not None and data.get("object") == "payment_intent" and status == 200:
                     transfer_groups[data["id"]] = group
-                restore_transfer_group(data)
+                asked = request.query_string + body.decode(errors="replace")
+                as_stripe_returns_it(data, expand_charge="latest_charge" in asked and "expand" in asked)
                 payload = json.dumps(data, indent=2, sort_keys=True).encode()
         return web.Response(status=status, body=payload, headers=headers, content_type=content_type)
 
