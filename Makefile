@@ -35,7 +35,7 @@ test: $(VENV)/.installed-dev
 
 clean:
 	@if [ -x $(PY) ] && [ -d var ]; then \
-	  $(PY) -c 'from pathlib import Path; from config.embedded import stop_postgres, stop_redis; stop_postgres(Path("var/postgres")); stop_redis(Path("var/redis"))' \
+	  $(PY) -c 'from pathlib import Path; from config.embedded import stop_postgres, stop_redis; from config.stripe_local import stop_stripe_local; stop_postgres(Path("var/postgres")); stop_redis(Path("var/redis")); stop_stripe_local(Path("var/stripe"))' \
 	  || echo "make clean: could not stop the embedded services cleanly" >&2; \
 	fi
 	rm -rf var

@@ -5,6 +5,11 @@
 1. VAR_DIR (default <repo>/var) is created.
 2. PostgreSQL and Redis are started from wheels (config.embedded) unless
    DATABASE_URL / REDIS_URL are set; the URLs are exported to every child.
+   Unless STRIPE_SECRET_KEY is set, a local server speaking Stripe's API
+   (config.stripe_local, under VAR_DIR/stripe) is started too, its webhooks go to
+   the web server's /payments/stripe/webhook/, and every child gets STRIPE_SECRET_KEY,
+   STRIPE_PUBLISHABLE_KEY, STRIPE_WEBHOOK_SECRET (kept in VAR_DIR/stripe/webhook_secret),
+   STRIPE_API_BASE and STRIPE_JS_URL pointing at it.
 3. migrate, seed_demo (first start only: marker VAR_DIR/.seeded), collectstatic.
 4. runserver (HOST/PORT, default 127.0.0.1:8000), one Celery worker per queue
    (WORKER_POOLS: ingest, delivery, housekeeping, each with its own concurrency)
@@ -13,7 +18,8 @@
    30 s; reset once it ran for a minute), and the rest keep running. Work it held
    resumes through the stuck-job sweeps (settings: DELIVERY_STUCK_SECONDS).
 6. On Ctrl-C / SIGTERM, or when the web server dies, all children are terminated
-   and the embedded PostgreSQL and Redis are stopped (they outlive us otherwise).
+   and the embedded PostgreSQL and Redis are stopped (they outlive us otherwise),
+   and the local Stripe server.
 
 No Django imports: Django runs only in the children.
 """
@@ -29,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from config import embedded
+from config import embedded, stripe_local
 
 REPO = Path(__file__).resolve().parent.parent
 # (queue, worker processes): two cores shared with the web server, so ingestion (CPU-bound
@@ -38,6 +44,10 @@ WORKER_POOLS = [("ingest", 2), ("delivery", 2), ("housekeeping", 1)]
 RESTART_BACKOFF = (1.0, 30.0)  # first delay, cap (seconds); doubles per quick death
 STABLE_AFTER = 60.0  # a child that ran this long starts again with the first delay
 SEED_MARKER = ".seeded"
+# Keys for the local Stripe server (it accepts any sk_/pk_ key); not secrets.
+LOCAL_STRIPE_SECRET_KEY = "sk_test_local_" + "0" * 24
+LOCAL_STRIPE_PUBLISHABLE_KEY = "pk_test_local_" + "0" * 24
+STRIPE_WEBHOOK_PATH = "payments/stripe/webhook/"
 DEMO_LOGINS = "demo_logins.txt"
 
 
@@ -63,6 +73,29 @@ def embedded_plan(env: dict[str, str]) -> list[str]:
     if not env.get("REDIS_URL"):
         plan.append("redis")
     return plan
+
+
+def stripe_plan(env: dict[str, str]) -> bool:
+    """Start the local Stripe server (config/stripe_local.py) unless the environment names real keys."""
+    return not env.get("STRIPE_SECRET_KEY")
+
+
+def local_webhook_secret(var_dir: Path) -> str:
+    """The local Stripe server's webhook signing secret, made once and kept in VAR_DIR across restarts."""
+    path = var_dir / "stripe" / "webhook_secret"
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("whsec_" + secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def stripe_env(api_base: str, js_url: str, webhook_secret: str) -> dict[str, str]:
+    """What every child needs to use the local Stripe server."""
+    return {"STRIPE_SECRET_KEY": LOCAL_STRIPE_SECRET_KEY, "STRIPE_PUBLISHABLE_KEY": LOCAL_STRIPE_PUBLISHABLE_KEY,
+            "STRIPE_WEBHOOK_SECRET": webhook_secret, "STRIPE_API_BASE": api_base, "STRIPE_JS_URL": js_url}
 
 
 def bind_address(env: dict[str, str]) -> tuple[str, int]:
@@ -151,6 +184,7 @@ class EmbeddedServices:
     var_dir: Path
     started: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
+    stripe: stripe_local.StripeLocal | None = None
 
     def start(self, plan: list[str]) -> dict[str, str]:
         urls = {}
@@ -164,6 +198,14 @@ class EmbeddedServices:
             self._remember("redis", embedded.redis_pid(self.var_dir / "redis"))
         return urls
 
+    def start_stripe(self, webhook_url: str) -> dict[str, str]:
+        """The local Stripe server under var_dir/stripe, sending its webhooks to webhook_url; its settings."""
+        self.started.append("stripe")
+        self.stripe = stripe_local.start_stripe_local(self.var_dir / "stripe")
+        secret = local_webhook_secret(self.var_dir)
+        self.stripe.register_webhook(webhook_url, secret)
+        return stripe_env(self.stripe.api_base, self.stripe.js_url, secret)
+
     def _remember(self, name: str, pid: int | None) -> None:
         if pid:
             self.pids[name] = pid
@@ -171,6 +213,11 @@ class EmbeddedServices:
     def stop(self) -> None:
         while self.started:
             name = self.started.pop()
+            if name == "stripe":
+                if self.stripe is not None:
+                    stripe_local.stop_stripe_local(self.stripe)
+                    self.stripe = None
+                continue
             try:
                 if name == "postgres":
                     embedded.stop_postgres(self.var_dir / "postgres")
@@ -341,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         if plan:
             log(f"starting embedded {' and '.join(plan)} in {var_dir} ...")
         urls = services.start(plan)
+        if stripe_plan(env):
+            log(f"starting the local Stripe server in {var_dir / 'stripe'} ...")
+            urls.update(services.start_stripe(site_url(host, port) + STRIPE_WEBHOOK_PATH))
         supervisor.env = child_env(env, urls, var_dir)
 
         seed = needs_seed(var_dir)
@@ -362,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         reason = supervisor.wait()
         log(f"stopping ({reason}) ...")
         return 0 if reason.startswith("received") else 1
-    except (DevServerError, embedded.EmbeddedServiceError) as exc:
+    except (DevServerError, embedded.EmbeddedServiceError, stripe_local.StripeLocalError) as exc:
         log(str(exc))
         return 1
     except KeyboardInterrupt:

@@ -482,6 +482,34 @@ PLATFORM_TAX_ID = env.str("PLATFORM_TAX_ID", default="")
 PLATFORM_PAYMENT_DETAILS = env.str("PLATFORM_PAYMENT_DETAILS",
                                    default="Pay through the Stripe invoice link, quoting the invoice number.")
 
+# --- Payments (Stripe, through orders/stripe_gateway.py) ---------------------------------
+# Without STRIPE_SECRET_KEY payments are off. `make run` and the tests set all five to a
+# local server speaking Stripe's API (config/stripe_local.py); nothing calls the internet then.
+STRIPE_SECRET_KEY = env_secret("STRIPE_SECRET_KEY")
+STRIPE_PUBLISHABLE_KEY = env.str("STRIPE_PUBLISHABLE_KEY", default="")
+STRIPE_WEBHOOK_SECRET = env_secret("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = env.str("STRIPE_API_BASE", default="https://api.stripe.com").rstrip("/")
+STRIPE_JS_URL = env.str("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+if STRIPE_SECRET_KEY and STRIPE_PUBLISHABLE_KEY:
+    # Stripe.js is loaded from its origin, talks to the API and shows its card fields (and
+    # 3-D Secure pages, from hooks.stripe.com at Stripe) in frames.
+    _directives = CONTENT_SECURITY_POLICY["DIRECTIVES"]
+    _stripe_js_origin = _origin(STRIPE_JS_URL)
+    _directives["script-src"] = [*_directives["script-src"], _stripe_js_origin]
+    _directives["connect-src"] = [*_directives["connect-src"], _origin(STRIPE_API_BASE)]
+    _frames = [_stripe_js_origin] + (["https://hooks.stripe.com"] if _stripe_js_origin == "https://js.stripe.com"
+                                     else [])
+    _directives["frame-src"] = [SELF, *_frames]
+
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 
 # --- Logging: ids only, never PHI --------------------------------------------------------

@@ -13,8 +13,9 @@ all under one short ``/tmp/mkt-test-*`` folder, and exports the URLs in
 ``os.environ`` (child processes inherit them). ``pytest_unconfigure`` stops the
 servers and deletes the folder. Set DATABASE_URL / REDIS_URL to use real servers.
 
-Also provides the session fixture ``s3_server``: a moto S3 server over HTTP on
-127.0.0.1, yielding its endpoint URL.
+Also provides the session fixtures ``s3_server`` (a moto S3 server over HTTP on
+127.0.0.1, yielding its endpoint URL) and ``stripe_server`` (a local server speaking
+Stripe's HTTP API, config/stripe_local.py, yielding its ``StripeLocal``).
 
 No Django imports here.
 """
@@ -132,3 +133,18 @@ def s3_server():
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_server(tmp_path_factory):
+    """localstripe behind our stand-in (config/stripe_local.py) on 127.0.0.1; yields its StripeLocal."""
+    from config.stripe_local import StripeLocalError, start_stripe_local, stop_stripe_local
+
+    try:
+        server = start_stripe_local(tmp_path_factory.mktemp("stripe"))
+    except StripeLocalError as exc:
+        pytest.fail(f"could not start the local Stripe server: {exc}")
+    try:
+        yield server
+    finally:
+        stop_stripe_local(server)
