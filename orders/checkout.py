@@ -98,3 +98,46 @@ def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_te
 
         invoice_issue(order=order, acting_user=buyer)
     return order
+
+
+@transaction.atomic
+def sample_take(*, buyer: User, dataset, accept_agreement: bool, dua_template: DuaTemplate,  # noqa: ANN001
+                ip: str | None = None) -> Order:
+    """The dataset's free sample: its first N studies (N set by the provider), for any
+    signed-in user, under the agreement, once per user and dataset. Delivered after the
+    admin's approval like any order, with nothing to pay."""
+    from catalog.models import Dataset
+    from catalog.search.criteria import cohort_from
+    from catalog.search.service import cohort_study_ids
+
+    size = getattr(dataset, "sample_study_count", 0) or 0
+    if dataset.status != Dataset.Status.PUBLISHED or size <= 0:
+        raise OrderError("This dataset offers no free sample.", code="no_sample")
+    if not accept_agreement:
+        raise AgreementNotAcceptedError("You must accept the data use agreement to take the sample.")
+    taken = OrderLine.objects.filter(order__buyer=buyer, dataset=dataset, pricing_model="sample").first()
+    if taken is not None:
+        raise OrderError(f"You already took this dataset's sample (order #{taken.order_id}).", code="sample_taken")
+    ids = sorted(cohort_study_ids(query=cohort_from({}), dataset_id=dataset.pk))[:size]
+    if not ids:
+        raise EmptyOrderError("This dataset has no study to sample yet.")
+    order = Order.objects.create(buyer=buyer, buyer_organization=buyer_organization(buyer), currency=dataset.currency,
+                                 total_minor=0, payment_method=Order.PaymentMethod.FREE,
+                                 payment_status=Order.PaymentStatus.NOT_REQUIRED)
+    line = OrderLine.objects.create(
+        order=order, dataset=dataset, provider_id=dataset.provider_id, study_count=len(ids), pricing_model="sample",
+        price_snapshot={"model": "sample", "currency": dataset.currency, "total_minor": 0,
+                        "lines": [{"label": f"Free sample: {len(ids)} studies", "amount_minor": 0}]},
+        amount_minor=0, currency=dataset.currency, licence_type=dataset.licence_type,
+        licence_text=dataset.licence_text)
+    line.studies.set(ids)
+    now = timezone.now()
+    Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
+                            text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
+    for field, value in ((OrderStatusChange.Field.STATUS, order.status),
+                         (OrderStatusChange.Field.PAYMENT, order.payment_status),
+                         (OrderStatusChange.Field.FULFILMENT, order.fulfilment_status)):
+        OrderStatusChange.objects.create(order=order, field=field, old_status="", new_status=value, acting_user=buyer)
+    audit_record(actor=buyer, action="order.sample", obj=order, ip=ip,
+                 detail={"dataset_id": dataset.pk, "studies": len(ids), "dua_version": dua_template.version})
+    return order

@@ -4,6 +4,7 @@ from orders import views
 
 urlpatterns = [
     path("datasets/<int:dataset_id>/order/", views.order_new, name="order_new"),
+    path("datasets/<int:dataset_id>/sample/", views.sample, name="dataset_sample"),
     path("cart/", views.cart, name="cart"),
     path("cart/add-cohort/", views.cart_add_whole_cohort, name="cart_add_cohort"),
     path("cart/checkout/", views.cart_checkout, name="cart_checkout"),

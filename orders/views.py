@@ -3,6 +3,7 @@ invoice, and the provider's sales. Business rules live in the services they call
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -22,7 +23,7 @@ from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
 from orders import stripe_gateway
 from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items, cart_quote, cart_remove
-from orders.checkout import checkout, payment_methods_for
+from orders.checkout import checkout, payment_methods_for, sample_take
 from orders.exceptions import OrderError
 from orders.invoice_pdf import invoice_pdf_bytes
 from orders.models import Order
@@ -153,6 +154,28 @@ def _placed_message(order: Order) -> str:
 
 
 @login_required
+def sample(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """A dataset's free sample: the agreement, then a free order of its first studies."""
+    dataset = access_dataset(user=request.user, dataset_id=dataset_id)
+    dua, error = active_dua_template(), ""
+    if request.method == "POST":
+        try:
+            if dua is None:
+                raise OrderError("Ordering is unavailable: no data use agreement is configured.",
+                                 code="no_agreement")
+            require_verified_email(user=request.user)
+            order = sample_take(buyer=request.user, dataset=dataset, accept_agreement=request.POST.get("accept") == "on",
+                                dua_template=dua, ip=client_ip(request))
+        except ApplicationError as exc:
+            error = exc.message
+        else:
+            messages.success(request, "Sample ordered. An administrator reviews the agreement before delivery.")
+            return redirect("order_detail", order_id=order.pk)
+    return render(request, "orders/sample.html", {"dataset": dataset, "dua": dua, "error": error},
+                  status=400 if error else 200)
+
+
+@login_required
 def order_list(request: HttpRequest) -> HttpResponse:
     orders = orders_for_buyer(user=request.user).prefetch_related("lines__dataset")
     return render(request, "orders/order_list.html", {"orders": orders})
@@ -171,7 +194,22 @@ def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
                               "js_url": settings.STRIPE_JS_URL}
         except ApplicationError as exc:
             context["pay_error"] = exc.message
-    return render(request, "orders/order_detail.html", context)
+    response = render(request, "orders/order_detail.html", context)
+    if context["pay"]:
+        _allow_stripe_js(response)
+    return response
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _allow_stripe_js(response: HttpResponse) -> None:
+    """The card form loads Stripe.js, which calls Stripe's API and may frame its 3-D
+    Secure page: allowed on this page only, for the origins configured now."""
+    js, api = _origin(settings.STRIPE_JS_URL), _origin(settings.STRIPE_API_BASE)
+    response._csp_update = {"script-src": [js], "connect-src": sorted({js, api}), "frame-src": [js]}
 
 
 @login_required
