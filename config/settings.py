@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "marketplace",
     "catalog",
     "orders",
+    "orders.ledger",
     "workspaces",
 ]
 

@@ -2,8 +2,8 @@
 
 After every migrate the owner role grants the app role (settings.DATABASE_APP_ROLE) row
 access to every table and sequence of the schema, and takes back UPDATE and DELETE on the
-audit table. TRUNCATE, triggers, DDL and ownership are never granted: only the owner
-could empty the audit trail or drop its append-only trigger.
+append-only tables (the audit trail and the ledger). TRUNCATE, triggers, DDL and ownership
+are never granted: only the owner could empty them or drop their append-only triggers.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from django.db import connections
 logger = logging.getLogger(__name__)
 
 AUDIT_TABLE = "marketplace_auditevent"
+# Tables the application may read and add rows to, nothing else.
+APPEND_ONLY_TABLES = (AUDIT_TABLE, "ledger_ledgeraccount", "ledger_ledgertransaction", "ledger_ledgerentry")
 
 
 class DatabaseRoleError(RuntimeError):
@@ -42,8 +44,12 @@ def app_role_grant(*, using: str) -> bool:
         name = connection.ops.quote_name(role)
         cursor.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name}")
         cursor.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {name}")
-        # Append-only for the application: reading and adding events is all it may do.
-        cursor.execute(f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {AUDIT_TABLE} FROM {name}")
+        # Append-only for the application: reading and adding rows is all it may do.
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY(%s)",
+                       [list(APPEND_ONLY_TABLES)])
+        for (table,) in cursor.fetchall():
+            table = connection.ops.quote_name(table)
+            cursor.execute(f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {table} FROM {name}")
     logger.info("granted row access to database role %s", role)
     return True
 
