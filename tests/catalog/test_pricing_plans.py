@@ -292,3 +292,26 @@ def test_the_api_hides_a_derived_list_price_that_would_give_a_hidden_count(clien
     assert row["study_count"] == "suppressed" and row["price_per_study"] is None and row["price"] == "8000.00"
     client.force_login(alice)
     assert client.get(f"/api/datasets/{published_dataset.pk}/").json()["price_per_study"] == "4000.00"
+
+
+# ---- demo data ------------------------------------------------------------------------------
+def test_the_demo_datasets_have_different_plans_without_contradictions() -> None:
+    from catalog.services.pricing import plan_clean
+    from catalog.synthetic import DEMO_SPECS, demo_instance_count
+
+    plans = []
+    for spec in DEMO_SPECS:
+        studies = spec["n_patients"] * spec["studies_per_patient"]
+        plan = plan_clean(licence_type=spec["licence_type"], study_count=studies, **spec["plan"])
+        plans.append(plan)
+        text = spec["licence_text"].lower()
+        if spec["licence_type"] == "commercial":
+            assert "research only" not in text and "non-commercial" not in text, spec["title"]
+        if spec["licence_type"] == "free":
+            assert plan.price_minor == 0, spec["title"]
+        else:
+            assert plan.price_minor > 0, spec["title"]
+        assert demo_instance_count(spec) > 0
+    assert sorted(p.pricing_model for p in plans) == ["flat", "per_image", "per_study", "subscription"]
+    assert any(p.sample_study_count and p.academic_discount_bps for p in plans)
+    assert any(p.volume_tiers for p in plans) and any(p.currency == "JPY" for p in plans)
