@@ -1,10 +1,11 @@
 """Catalog API: dataset search with the same filters and facets as the catalog page."""
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
@@ -12,7 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.disclosure import dataset_counts
+from catalog.disclosure import SUPPRESSED, dataset_counts
+from catalog.models import PricingModel
 from catalog.selectors import (
     DATASET_FACETS,
     access_dataset,
@@ -21,10 +23,14 @@ from catalog.selectors import (
     dataset_study_breakdown,
     search_params_from,
 )
+from orders.currency import from_minor
 
 
 COUNT_HELP = ('A number, or "suppressed" where the disclosure rule hides it (fewer than the threshold, '
               'or withheld so that such a count cannot be worked out from the others)')
+VOLUME_TIERS = inline_serializer("VolumeTier", many=True, fields={
+    "min_studies": serializers.IntegerField(), "discount_bps": serializers.IntegerField(),
+    "discount_percent": serializers.CharField()})
 
 
 class DatasetOutput(serializers.Serializer):
@@ -42,8 +48,19 @@ class DatasetOutput(serializers.Serializer):
     series_count = serializers.SerializerMethodField(help_text=COUNT_HELP)
     instance_count = serializers.SerializerMethodField(help_text=COUNT_HELP)
     total_bytes = serializers.IntegerField()
-    price_per_study = serializers.DecimalField(max_digits=12, decimal_places=2)
+    price_per_study = serializers.SerializerMethodField(help_text=(
+        "List price of one study, derived from the plan (search sorts by it), as a decimal string; null for a "
+        "per-image, flat or subscription plan where the study count is suppressed (it would give the count)"))
+    pricing_model = serializers.ChoiceField(choices=PricingModel.choices)
+    price = serializers.SerializerMethodField(help_text=(
+        "The plan's price as a decimal string in the currency: per study, per image, for the whole dataset "
+        "(flat) or per year (subscription)"))
     currency = serializers.CharField()
+    sample_study_count = serializers.IntegerField(help_text="Studies any signed-in user may take for free (0: none)")
+    academic_discount_percent = serializers.SerializerMethodField(
+        help_text="Discount for verified academic organizations, as a decimal string of percent")
+    volume_tiers = serializers.SerializerMethodField(help_text=(
+        "Per-study and per-image plans: discounts by number of studies ordered, ascending"))
     licence_text = serializers.CharField()
     patient_free_text_kept = serializers.ListField(
         child=serializers.CharField(), help_text="Free-text attributes about patients the provider chose to keep (cleaned)")
@@ -53,6 +70,22 @@ class DatasetOutput(serializers.Serializer):
     def _counts(self, obj: Any) -> dict[str, Any]:
         request = self.context.get("request")
         return dataset_counts(dataset=obj, user=getattr(request, "user", None))
+
+    def get_price_per_study(self, obj: Any) -> str | None:
+        if obj.pricing_model != PricingModel.PER_STUDY and self._counts(obj)["studies"] == SUPPRESSED:
+            return None
+        return f"{obj.price_per_study:.2f}"
+
+    def get_price(self, obj: Any) -> str:
+        return str(from_minor(obj.price_minor, obj.currency))
+
+    def get_academic_discount_percent(self, obj: Any) -> str:
+        return f"{Decimal(obj.academic_discount_bps) / 100:.2f}"
+
+    @extend_schema_field(VOLUME_TIERS)
+    def get_volume_tiers(self, obj: Any) -> list[dict[str, Any]]:
+        return [{"min_studies": t["min_studies"], "discount_bps": t["discount_bps"],
+                 "discount_percent": f"{Decimal(t['discount_bps']) / 100:.2f}"} for t in obj.volume_tiers or []]
 
     def get_patient_count(self, obj: Any) -> int | str:
         return self._counts(obj)["patients"]

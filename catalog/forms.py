@@ -1,17 +1,43 @@
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django import forms
 
 from catalog.exceptions import CatalogError
-from catalog.models import Dataset, LicenceType
-from catalog.services.datasets import check_disclosure_threshold, clean_conditions, patient_free_text_choices
+from catalog.models import Dataset, LicenceType, PricingModel
+from catalog.services.datasets import (
+    check_disclosure_threshold,
+    clean_conditions,
+    patient_free_text_choices,
+)
+from catalog.services.pricing import PlanError, bps_from_percent, plan_clean, price_major
+from orders.currency import ACCEPTED_CURRENCIES
+from orders.pricing import percent_words
+
+# Form fields typed in people's units, and the service arguments they become.
+PLAN_FORM_FIELDS = {"pricing_model": "pricing_model", "price": "price", "currency": "currency",
+                    "sample_study_count": "sample_study_count", "academic_discount": "academic_discount_bps",
+                    "volume_tiers": "volume_tiers"}
 
 
 class DatasetForm(forms.ModelForm):
-    price_per_study = forms.DecimalField(min_value=Decimal("0"), max_digits=12, decimal_places=2,
-                                         initial=Decimal("0.00"))
+    pricing_model = forms.ChoiceField(choices=PricingModel.choices, initial=PricingModel.PER_STUDY, required=False,
+                                      label="Pricing plan")
+    # Text, not DecimalField: the decimals allowed depend on the currency (plan_clean checks).
+    price = forms.CharField(
+        initial="0.00", max_length=40, label="Price",
+        help_text="In the currency below: per study, per image, for the whole dataset (flat) or per year "
+                  "(subscription). 0 on a per-study or per-image plan offers the data for free.")
+    currency = forms.ChoiceField(choices=ACCEPTED_CURRENCIES, initial="USD")
+    sample_study_count = forms.IntegerField(
+        min_value=0, initial=0, required=False, label="Free sample (studies)",
+        help_text="How many studies any signed-in user may take for free; 0 for no sample.")
+    academic_discount = forms.CharField(
+        required=False, initial="0", max_length=20, label="Academic discount (%)",
+        help_text="For buyers whose organization we verified as academic; up to 90 %.")
+    volume_tiers = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3}), label="Volume discounts",
+        help_text='Per-study and per-image plans: one "min studies: percent" per line, ascending, '
+                  'e.g. "100: 10" for 10 % off from 100 studies.')
 
     licence_type = forms.ChoiceField(choices=LicenceType.choices, required=False, initial=LicenceType.ACADEMIC,
                                      label="Licence type")
@@ -27,8 +53,8 @@ class DatasetForm(forms.ModelForm):
 
     class Meta:
         model = Dataset
-        fields = ["title", "description", "licence_type", "licence_text", "price_per_study", "currency",
-                  "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted",
+        fields = ["title", "description", "licence_type", "licence_text", "pricing_model", "price", "currency",
+                  "sample_study_count", "academic_discount", "volume_tiers", "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted",
                   "disclosure_threshold", "patient_free_text_kept"]
         labels = {
             "licence_type": "Licence type",
@@ -41,12 +67,54 @@ class DatasetForm(forms.ModelForm):
         }
         widgets = {"description": forms.Textarea(attrs={"rows": 4}), "licence_text": forms.Textarea(attrs={"rows": 3})}
 
+    field_order = Meta.fields
+
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
         super().__init__(*args, **kwargs)
         self.fields["patient_free_text_kept"].choices = [(k, k) for k in patient_free_text_choices()]
         if self.instance and self.instance.pk:
             self.initial["conditions"] = "\n".join(self.instance.conditions)
+            self.initial["price"] = str(price_major(self.instance))
+            self.initial["academic_discount"] = percent_words(self.instance.academic_discount_bps).rstrip(" %")
+            self.initial["volume_tiers"] = "\n".join(
+                f"{t['min_studies']}: {percent_words(t['discount_bps']).rstrip(' %')}"
+                for t in self.instance.volume_tiers or [])
+
+    def clean_academic_discount(self) -> int:
+        try:
+            return bps_from_percent(self.cleaned_data.get("academic_discount"), field="academic_discount_bps")
+        except PlanError as exc:
+            raise forms.ValidationError(exc.problem) from None
+
+    def clean(self) -> dict:
+        """The plan is checked as a whole (the decimals a price may have depend on its
+        currency; a free licence means a price of 0) by the service's own check."""
+        data = super().clean()
+        if not all(name in data for name in ("pricing_model", "price", "currency", "academic_discount")):
+            return data
+        try:
+            plan = plan_clean(pricing_model=data["pricing_model"], price=data["price"], currency=data["currency"],
+                              licence_type=data.get("licence_type") or LicenceType.ACADEMIC,
+                              sample_study_count=data.get("sample_study_count") or 0,
+                              academic_discount_bps=data["academic_discount"],
+                              volume_tiers=data.get("volume_tiers") or "")
+        except PlanError as exc:
+            field = {v: k for k, v in PLAN_FORM_FIELDS.items()}[exc.field]
+            self.add_error(field, exc.problem)
+            return data
+        data["volume_tiers"], data["sample_study_count"] = plan.volume_tiers, plan.sample_study_count
+        return data
+
+    def service_fields(self, *, changed_only: bool = False) -> dict[str, object]:
+        """cleaned_data as the dataset services' arguments. With ``changed_only``, the fields
+        the provider changed, and the whole plan when any part of it changed (a price is
+        read in its currency)."""
+        names = self.changed_data if changed_only else list(self.cleaned_data)
+        if any(name in PLAN_FORM_FIELDS for name in names):
+            names = [n for n in names if n not in PLAN_FORM_FIELDS] + list(PLAN_FORM_FIELDS)
+        return {PLAN_FORM_FIELDS.get(name, name): self.cleaned_data[name] for name in names
+                if name in self.cleaned_data}
 
     def clean_disclosure_threshold(self) -> int | None:
         value = self.cleaned_data.get("disclosure_threshold")
@@ -55,6 +123,9 @@ class DatasetForm(forms.ModelForm):
         except CatalogError as exc:
             raise forms.ValidationError(exc.message) from None
         return value
+
+    def clean_pricing_model(self) -> str:
+        return self.cleaned_data.get("pricing_model") or PricingModel.PER_STUDY
 
     def clean_licence_type(self) -> str:
         return self.cleaned_data.get("licence_type") or LicenceType.ACADEMIC

@@ -1,7 +1,7 @@
 """Datasets and their de-identified contents. No PHI is ever stored in these tables."""
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -10,12 +10,20 @@ from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
 from marketplace.models import Organization
+from orders.currency import ACCEPTED_CURRENCIES, currency_exponent
 
 
 class LicenceType(models.TextChoices):
     COMMERCIAL = "commercial", "Commercial use"
     ACADEMIC = "academic", "Academic research"
     FREE = "free", "Free / open"
+
+
+class PricingModel(models.TextChoices):
+    PER_STUDY = "per_study", "Per study"
+    PER_IMAGE = "per_image", "Per image"
+    FLAT = "flat", "Flat price for the whole dataset"
+    SUBSCRIPTION = "subscription", "Yearly subscription (includes studies added during the year)"
 
 
 class Dataset(models.Model):
@@ -31,8 +39,21 @@ class Dataset(models.Model):
     # The provider attests that images of kinds known to carry burned-in text (US, secondary
     # capture) hold none in this dataset; without it such images are rejected at ingestion.
     burned_in_risk_accepted = models.BooleanField(default=False)
+    # The pricing plan (orders/pricing.py prices an order line from it). price_minor is in
+    # integer minor units of currency: per study, per image, for the whole dataset (flat) or
+    # per year (subscription).
+    pricing_model = models.CharField(max_length=16, choices=PricingModel.choices, default=PricingModel.PER_STUDY)
+    price_minor = models.BigIntegerField(default=0)
+    currency = models.CharField(max_length=3, choices=ACCEPTED_CURRENCIES, default="USD")
+    # Studies any signed-in user may take for free (0: no sample).
+    sample_study_count = models.PositiveIntegerField(default=0)
+    # For buyer organizations an admin verified as academic; 100 bps = 1 %.
+    academic_discount_bps = models.PositiveSmallIntegerField(default=0)
+    # [{"min_studies": 100, "discount_bps": 1000}, ...], ascending (per-study and per-image plans).
+    volume_tiers = models.JSONField(default=list, blank=True)
+    # Derived from the plan, never typed: the list price of one study that search filters and
+    # sorts by (catalog.services.pricing.list_price_per_study).
     price_per_study = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
-    currency = models.CharField(max_length=3, default="USD")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     licence_type = models.CharField(max_length=16, choices=LicenceType.choices, default=LicenceType.ACADEMIC)
     country = models.CharField(max_length=64, blank=True, help_text="Where the data was acquired (country or region).")
@@ -79,9 +100,24 @@ class Dataset(models.Model):
             GinIndex(fields=["modalities"], name="dataset_modalities_gin"),
             GinIndex(fields=["body_parts"], name="dataset_body_parts_gin"),
         ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(price_minor__gte=0), name="dataset_price_minor_not_negative"),
+            models.CheckConstraint(condition=models.Q(academic_discount_bps__lte=9000),
+                                   name="dataset_academic_discount_at_most_90_percent"),
+        ]
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # A row inserted with a price per study and no plan price (fixtures, the admin, scripts)
+        # is a per-study plan at that price.
+        if (self._state.adding and self.pricing_model == PricingModel.PER_STUDY and not self.price_minor
+                and self.price_per_study):
+            exponent = currency_exponent(self.currency)
+            self.price_minor = int((Decimal(self.price_per_study).scaleb(exponent)).quantize(
+                Decimal(1), rounding=ROUND_HALF_UP))
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
 
     @property
     def modality_summary(self) -> str:

@@ -641,7 +641,8 @@ DEMO_SPECS: list[dict] = [
         ),
         "modality": "CT",
         "body_part": "CHEST",
-        "price_per_study": "45.00",
+        # Priced per study, with a volume discount for orders of 20 studies or more.
+        "plan": {"pricing_model": "per_study", "price": "45.00", "currency": "USD", "volume_tiers": "20: 5"},
         # Every demo dataset holds more studies than the disclosure threshold (11), so its
         # counts show and it can be ordered, as a real dataset for sale would.
         "n_patients": 24,
@@ -652,7 +653,9 @@ DEMO_SPECS: list[dict] = [
         "columns": 96,
         "scanners": [("SIEMENS", "SOMATOM Force"), ("GE MEDICAL SYSTEMS", "Revolution CT")],
         "tags": ["lung", "screening", "thorax"],
-        "license": "research-only",
+        "licence_type": "commercial",
+        "licence_text": "Commercial use, including training and validating models for commercial products. "
+                        "Standard data use agreement applies.",
     },
     {
         "slug": "mr-brain-knee",
@@ -664,7 +667,9 @@ DEMO_SPECS: list[dict] = [
         "modality": "MR",
         "body_part": "BRAIN",
         "body_parts": ["BRAIN", "KNEE"],
-        "price_per_study": "60.00",
+        # Priced per image, with a free sample and an academic discount.
+        "plan": {"pricing_model": "per_image", "price": "1.50", "currency": "EUR", "sample_study_count": 2,
+                 "academic_discount_bps": 2000},
         "n_patients": 24,  # 12 brain and 12 knee studies: each group can be counted and ordered
         "studies_per_patient": 1,
         "n_series": 2,
@@ -673,7 +678,8 @@ DEMO_SPECS: list[dict] = [
         "columns": 96,
         "scanners": [("Philips", "Ingenia 1.5T"), ("Philips", "Ingenia 3.0T")],
         "tags": ["neuro", "musculoskeletal"],
-        "license": "research-only",
+        "licence_type": "academic",
+        "licence_text": "Non-commercial academic research only. Standard data use agreement applies.",
     },
     {
         "slug": "cr-chest-radiographs",
@@ -684,7 +690,8 @@ DEMO_SPECS: list[dict] = [
         ),
         "modality": "CR",
         "body_part": "CHEST",
-        "price_per_study": "8.50",
+        # One price for the whole dataset.
+        "plan": {"pricing_model": "flat", "price": "2500.00", "currency": "USD"},
         "n_patients": 20,
         "studies_per_patient": 2,
         "n_series": 1,
@@ -693,7 +700,9 @@ DEMO_SPECS: list[dict] = [
         "columns": 128,
         "scanners": [("Agfa", "CR 85-X"), ("Carestream Health", "DRX-Evolution")],
         "tags": ["chest x-ray", "classification"],
-        "license": "commercial",
+        "licence_type": "commercial",
+        "licence_text": "Commercial use, including training and validating models for commercial products. "
+                        "Standard data use agreement applies.",
     },
     {
         "slug": "us-abdomen",
@@ -704,7 +713,8 @@ DEMO_SPECS: list[dict] = [
         ),
         "modality": "US",
         "body_part": "ABDOMEN",
-        "price_per_study": "20.00",
+        # A yearly subscription: the dataset and the exams added to it during the year.
+        "plan": {"pricing_model": "subscription", "price": "1200000", "currency": "JPY"},
         "n_patients": 16,
         "studies_per_patient": 1,
         "n_series": 1,
@@ -713,7 +723,8 @@ DEMO_SPECS: list[dict] = [
         "columns": 128,
         "scanners": [("GE Healthcare", "LOGIQ E10"), ("GE Healthcare", "LOGIQ E9")],
         "tags": ["abdomen", "liver", "kidney"],
-        "license": "commercial",
+        "licence_type": "academic",
+        "licence_text": "Non-commercial academic research only. Standard data use agreement applies.",
     },
 ]
 

@@ -65,7 +65,7 @@ def dataset_new(request: HttpRequest) -> HttpResponse:
     form = DatasetForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            dataset = dataset_create(provider=org, acting_user=request.user, **form.cleaned_data)
+            dataset = dataset_create(provider=org, acting_user=request.user, **form.service_fields())
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
@@ -82,8 +82,7 @@ def dataset_manage(request: HttpRequest, dataset_id: int) -> HttpResponse:
     form = DatasetForm(request.POST or None, instance=dataset, prefix="ds")
     if request.method == "POST" and "save" in request.POST and form.is_valid():
         try:
-            dataset_update(dataset=dataset, acting_user=request.user,
-                           **{k: form.cleaned_data[k] for k in form.changed_data})
+            dataset_update(dataset=dataset, acting_user=request.user, **form.service_fields(changed_only=True))
         except ApplicationError as exc:
             messages.error(request, exc.message)
         else:

@@ -1,6 +1,7 @@
 """Dataset life cycle: draft → in review → published (admin), with an audit record per move."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from decimal import Decimal
 
 from django.conf import settings
@@ -8,10 +9,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from catalog.exceptions import CatalogError, ProviderNotApprovedError
-from catalog.models import Dataset, LicenceType
+from catalog.models import Dataset, LicenceType, PricingModel
+from catalog.services.pricing import PlanError, dataset_list_price, plan_clean, plan_of
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import Organization, User
 from marketplace.services import audit_record
+from orders.currency import from_minor
+
+
+PLAN_FIELDS = ("pricing_model", "price", "currency", "sample_study_count", "academic_discount_bps", "volume_tiers")
 
 
 @transaction.atomic
@@ -22,8 +28,13 @@ def dataset_create(
     title: str,
     description: str = "",
     licence_text: str = "",
-    price_per_study: Decimal = Decimal("0.00"),
+    pricing_model: str = PricingModel.PER_STUDY,
+    price: Decimal | str | int | None = None,
     currency: str = "USD",
+    sample_study_count: int = 0,
+    academic_discount_bps: int = 0,
+    volume_tiers: object = (),
+    price_per_study: Decimal | None = None,
     burned_in_risk_accepted: bool = False,
     licence_type: str = "academic",
     country: str = "",
@@ -32,32 +43,55 @@ def dataset_create(
     disclosure_threshold: int | None = None,
     patient_free_text_kept: object = (),
 ) -> Dataset:
+    """A draft dataset. ``price`` is the plan's price in major units of ``currency``
+    (catalog.services.pricing.plan_clean checks the plan); ``price_per_study`` alone is
+    shorthand for a per-study plan at that price."""
     if not provider.is_provider:
         raise CatalogError("Only provider organizations can create datasets.", code="not_a_provider")
-    if price_per_study < 0:
-        raise CatalogError("The price per study cannot be negative.", code="negative_price")
     if licence_type not in LicenceType.values:
         raise CatalogError(f"Unknown licence type; use one of {', '.join(LicenceType.values)}.",
                            code="bad_licence")
+    price = _plan_price(pricing_model, price, price_per_study)
+    plan = plan_clean(pricing_model=pricing_model, price=Decimal("0") if price is None else price,
+                      currency=currency, licence_type=licence_type, sample_study_count=sample_study_count,
+                      academic_discount_bps=academic_discount_bps, volume_tiers=volume_tiers)
     check_disclosure_threshold(disclosure_threshold)
     patient_free_text_kept = clean_patient_free_text(patient_free_text_kept)
-    dataset = Dataset.objects.create(
+    dataset = Dataset(
         provider=provider, created_by=acting_user, title=title, description=description,
-        licence_text=licence_text, price_per_study=price_per_study, currency=currency.upper(),
-        burned_in_risk_accepted=burned_in_risk_accepted, licence_type=licence_type,
+        licence_text=licence_text, burned_in_risk_accepted=burned_in_risk_accepted, licence_type=licence_type,
         country=" ".join(country.split())[:64], conditions=clean_conditions(conditions),
         allow_study_browsing=allow_study_browsing, disclosure_threshold=disclosure_threshold,
-        patient_free_text_kept=patient_free_text_kept,
+        patient_free_text_kept=patient_free_text_kept, **asdict(plan),
     )
-    audit_record(actor=acting_user, action="dataset.create", obj=dataset)
+    dataset.price_per_study = dataset_list_price(dataset)
+    dataset.save()
+    audit_record(actor=acting_user, action="dataset.create", obj=dataset,
+                 detail={"plan": plan.as_audit(), "price_per_study": str(dataset.price_per_study)})
     return dataset
+
+
+def _plan_price(pricing_model: str, price: object, price_per_study: object) -> object:
+    """``price``, or ``price_per_study`` given for a per-study plan (its former meaning)."""
+    if price_per_study is None:
+        return price
+    if price is not None:
+        raise PlanError("price", "give the plan's price, not price_per_study (derived from the plan).")
+    if pricing_model != PricingModel.PER_STUDY:
+        raise PlanError("price", "price_per_study sets a per-study plan's price; give price for this plan.")
+    return price_per_study
 
 
 @transaction.atomic
 def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> Dataset:
-    allowed = {"title", "description", "licence_text", "price_per_study", "currency", "burned_in_risk_accepted",
+    """Change a dataset's details or pricing plan. Plan fields (``PLAN_FIELDS``; ``price``
+    in major units, ``price_per_study`` as shorthand for a per-study plan's price) are
+    checked together with the values they leave unchanged, and the list price per study is
+    derived again. The audit event holds the old and new plan."""
+    allowed = {"title", "description", "licence_text", "price_per_study", "burned_in_risk_accepted",
                "licence_type", "country", "conditions", "allow_study_browsing", "disclosure_threshold",
-               "patient_free_text_kept"}
+               "patient_free_text_kept", *PLAN_FIELDS}
+    given = sorted(fields)
     unknown = set(fields) - allowed
     if unknown:
         raise CatalogError(f"These fields cannot be changed: {', '.join(sorted(unknown))}.", code="bad_fields")
@@ -70,16 +104,39 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
         check_disclosure_threshold(fields["disclosure_threshold"])  # type: ignore[arg-type]
     if "patient_free_text_kept" in fields:
         fields["patient_free_text_kept"] = clean_patient_free_text(fields["patient_free_text_kept"])
-    price = fields.get("price_per_study")
-    if price is not None and Decimal(str(price)) < 0:
-        raise CatalogError("The price per study cannot be negative.", code="negative_price")
-    old_price = dataset.price_per_study
+    # The stored row, not the instance given (a bound ModelForm has already set its fields).
+    stored = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    old_plan, old_price = plan_of(stored), stored.price_per_study
+    plan_changes = {k: fields.pop(k) for k in (*PLAN_FIELDS, "price_per_study") if k in fields}
+    if plan_changes or "licence_type" in fields:
+        model = str(plan_changes.get("pricing_model", stored.pricing_model))
+        price = _plan_price(model, plan_changes.get("price"), plan_changes.get("price_per_study"))
+        currency = str(plan_changes.get("currency", stored.currency))
+        if price is None:
+            # The price as it stands; a change of currency keeps the amount in major units.
+            price = from_minor(stored.price_minor, stored.currency)
+        plan = plan_clean(
+            pricing_model=model, price=price, currency=currency,
+            licence_type=str(fields.get("licence_type", stored.licence_type)),
+            sample_study_count=plan_changes.get("sample_study_count", stored.sample_study_count),
+            academic_discount_bps=plan_changes.get("academic_discount_bps", stored.academic_discount_bps),
+            volume_tiers=plan_changes.get("volume_tiers", stored.volume_tiers),
+            study_count=stored.study_count if stored.status == Dataset.Status.PUBLISHED else None,
+        )
+        fields.update(asdict(plan))
     for name, value in fields.items():
         setattr(dataset, name, value)
-    dataset.save(update_fields=list(fields))
-    detail: dict[str, object] = {"fields": sorted(fields)}
-    if "price_per_study" in fields:
-        detail.update(old_price=str(old_price), new_price=str(dataset.price_per_study))
+    changed = sorted(fields)
+    if plan_changes or "licence_type" in fields:
+        dataset.study_count, dataset.instance_count = stored.study_count, stored.instance_count
+        dataset.price_per_study = dataset_list_price(dataset)
+        changed.append("price_per_study")
+    dataset.save(update_fields=changed)
+    detail: dict[str, object] = {"fields": given}
+    new_plan = plan_of(dataset)
+    if new_plan != old_plan or dataset.price_per_study != old_price:
+        detail.update(old_plan=old_plan.as_audit(), new_plan=new_plan.as_audit(),
+                      old_price=str(old_price), new_price=str(dataset.price_per_study))
     if "disclosure_threshold" in fields:
         detail.update(disclosure_threshold=dataset.disclosure_threshold)
     if "patient_free_text_kept" in fields:
@@ -151,6 +208,9 @@ def dataset_transition(
     if to == Dataset.Status.IN_REVIEW and locked.instance_count == 0:
         raise CatalogError("Upload at least one image before submitting the dataset for review.",
                            code="empty_dataset")
+    if to in (Dataset.Status.IN_REVIEW, Dataset.Status.PUBLISHED) and locked.sample_study_count > locked.study_count:
+        raise PlanError("sample_study_count", f"{locked.sample_study_count:,} studies is more than the dataset "
+                                              f"holds ({locked.study_count:,}); lower the free sample first.")
     if to == Dataset.Status.PUBLISHED:
         if not locked.provider.is_approved:
             raise ProviderNotApprovedError(

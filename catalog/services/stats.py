@@ -11,6 +11,7 @@ from catalog.models import Dataset, Instance, Series, Study
 from catalog.search.keywords import postings_refresh
 from catalog.search.postgres import condition_label
 from catalog.search.snapshots import snapshot_refresh
+from catalog.services.pricing import dataset_refresh_list_price
 from catalog.services.statistics import dataset_refresh_previews, dataset_statistics
 
 
@@ -56,6 +57,7 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
         modalities=modalities, body_parts=distinct("body_part"), sexes=distinct("patient_sex"),
         age_bands=distinct("age_band"), manufacturers=distinct("manufacturer"),
     )
+    dataset_refresh_list_price(dataset_id=dataset_id)  # per image, flat and yearly plans follow the counts
     dataset_statistics(dataset_id=dataset_id)  # the dataset page's charts
     dataset_refresh_previews(dataset_id=dataset_id)
     dataset = dataset_refresh_search(dataset_id=dataset_id)

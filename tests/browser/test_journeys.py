@@ -77,7 +77,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         provider.click("text=New dataset")
         provider.fill("input[name=title]", "Browser chest CT")
         provider.fill("textarea[name=description]", "Chest CT uploaded through the browser")
-        provider.fill("input[name=price_per_study]", "15.00")
+        provider.fill("input[name=price]", "15.00")
         provider.click("text=Create dataset")
         provider.set_input_files("input[name=files]", [str(archive), str(junk)])
         provider.click("button:has-text('Upload')")

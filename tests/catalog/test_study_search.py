@@ -292,13 +292,13 @@ def test_providers_describe_conditions_licence_and_browsing_in_the_form(client, 
     client.force_login(alice)
     response = client.post("/provider/datasets/new/", {
         "title": "Lung nodules", "description": "CT", "licence_type": "commercial", "licence_text": "x",
-        "price_per_study": "5", "currency": "EUR", "country": "NZ", "allow_study_browsing": "on",
+        "price": "5", "currency": "EUR", "country": "NZ", "allow_study_browsing": "on",
         "conditions": "icd10:R91.1|Solitary pulmonary nodule\nSCT:427359005|Pulmonary nodule"})
     assert response.status_code == 302
     dataset = Dataset.objects.get(title="Lung nodules")
     assert dataset.conditions == ["ICD10:R91.1|Solitary pulmonary nodule", "SCT:427359005|Pulmonary nodule"]
     assert dataset.licence_type == "commercial" and dataset.allow_study_browsing and dataset.country == "NZ"
-    bad = client.post("/provider/datasets/new/", {"title": "x", "licence_type": "academic", "price_per_study": "1",
+    bad = client.post("/provider/datasets/new/", {"title": "x", "licence_type": "academic", "price": "1",
                                                   "currency": "USD", "conditions": "pneumonia"})
     assert bad.status_code == 400 and "is not SCHEME:CODE|Label" in bad.content.decode()
 

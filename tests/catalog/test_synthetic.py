@@ -211,10 +211,10 @@ def test_demo_specs_shape():
     assert {s["modality"] for s in DEMO_SPECS} == {"CT", "MR", "CR", "US"}
     total = 0
     for s in DEMO_SPECS:
-        for key in ("title", "description", "modality", "body_part", "price_per_study",
+        for key in ("title", "description", "modality", "body_part", "plan", "licence_type", "licence_text",
                     "n_patients", "studies_per_patient", "n_series", "n_instances"):
             assert key in s, key
-        assert Decimal(s["price_per_study"]) > 0
+        assert Decimal(s["plan"]["price"]) > 0
         total += s["n_patients"] * s["studies_per_patient"] * s["n_series"] * s["n_instances"]
     assert 200 <= total <= 500
 

@@ -46,7 +46,7 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
         # Provider creates a dataset and uploads a zip plus two bad files.
         response = provider_web.post("/provider/datasets/new/", {
             "title": "E2E chest CT", "description": "Chest CT for the end-to-end test", "licence_text": "research",
-            "price_per_study": "12.50", "currency": "USD"})
+            "price": "12.50", "currency": "USD"})
         assert response.status_code == 302, response.content[:500]
         dataset = Dataset.objects.get(title="E2E chest CT")
         upload = [SimpleUploadedFile("studies.zip", write_zip(files), content_type="application/zip"),

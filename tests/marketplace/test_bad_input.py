@@ -160,10 +160,10 @@ def test_a_data_request_answer_with_a_price_in_cents_is_stored(client, alice, op
 @pytest.mark.parametrize("price", ["1e10", "10.1234567891", "sNaN", "1e400", "-0.001"])
 def test_the_dataset_form_refuses_a_bad_price_naming_the_field(client, alice, provider, price) -> None:
     client.force_login(alice)
-    response = client.post(reverse("dataset_new"), {"title": "Knee MRI", "price_per_study": price,
+    response = client.post(reverse("dataset_new"), {"title": "Knee MRI", "price": price,
                                                     "currency": "EUR"})
     assert response.status_code == 400
-    assert "price_per_study" in response.context["form"].errors
+    assert "price" in response.context["form"].errors
     assert not Dataset.objects.filter(title="Knee MRI").exists()
 
 

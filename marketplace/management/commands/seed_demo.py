@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import os
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -39,15 +38,16 @@ PROVIDERS = [
     ("provider1", "provider1@northbridge.example", "Northbridge Radiology", "US"),
     ("provider2", "provider2@lakeside.example", "Lakeside Imaging Network", "DE"),
 ]
-# Licence, region, conditions and browsing for the demo datasets (same order as DEMO_SPECS).
+# Region, conditions and browsing for the demo datasets (same order as DEMO_SPECS, which
+# hold each one's licence and pricing plan).
 DEMO_SEARCH_ATTRIBUTES = [
-    {"licence_type": "commercial", "country": "NZ", "allow_study_browsing": True,
+    {"country": "NZ", "allow_study_browsing": True,
      "conditions": ["ICD10:R91.1|Solitary pulmonary nodule", "ICD10:C34.9|Lung cancer"]},
-    {"licence_type": "academic", "country": "DE", "allow_study_browsing": True,
+    {"country": "DE", "allow_study_browsing": True,
      "conditions": ["ICD10:S83.2|Meniscus tear", "ICD10:G43.9|Migraine"]},
-    {"licence_type": "free", "country": "US", "allow_study_browsing": False,
+    {"country": "US", "allow_study_browsing": False,
      "conditions": ["ICD10:J18.9|Pneumonia"]},
-    {"licence_type": "academic", "country": "JP", "allow_study_browsing": False,
+    {"country": "JP", "allow_study_browsing": False,
      "conditions": ["ICD10:K80.2|Gallstones"]},
 ]
 # Which provider publishes which demo dataset (index into DEMO_SPECS).
@@ -115,8 +115,7 @@ class Command(BaseCommand):
         with transaction.atomic():
             dataset = dataset_create(
                 provider=org, acting_user=owner, title=spec["title"], description=spec["description"],
-                licence_text=f"Licence: {spec.get('license', 'research-only')}. Standard data use agreement applies.",
-                price_per_study=Decimal(spec["price_per_study"]),
+                licence_type=spec["licence_type"], licence_text=spec["licence_text"], **spec["plan"],
                 **DEMO_SEARCH_ATTRIBUTES[index % len(DEMO_SEARCH_ATTRIBUTES)],
             )
         archive = io.BytesIO(write_zip(generate_demo_dataset(spec, seed=100 + index)))
