@@ -36,7 +36,7 @@ def order_release(*, order: Order, acting_user: User | None = None) -> bool:
     """Start the delivery when the contract is approved and the money is settled; pay the
     providers their shares once the money is in. Safe to call after every event (a
     webhook, a decision): it acts once. True if it started the delivery now."""
-    locked = Order.objects.select_for_update().select_related("contract").get(pk=order.pk)
+    locked = Order.objects.select_for_update(of=("self",)).select_related("contract").get(pk=order.pk)
     if locked.status != S.OPEN or locked.fulfilment_status != F.UNFULFILLED:
         return False
     if locked.contract.status != Contract.Status.APPROVED or not money_settled(locked):
