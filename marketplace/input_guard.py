@@ -88,6 +88,24 @@ def amount_from(raw: object, *, field: str) -> Decimal:
     return value.quantize(Decimal("0.01")) + 0  # "-0" -> 0.00
 
 
+# Ten trillion in any currency's minor units; more than any order here could cost.
+MAX_MINOR_AMOUNT = 10**16
+
+
+def minor_amount_from(raw: object, *, field: str) -> int:
+    """An amount in a currency's minor units (cents), as a form sends it: digits only, from 0
+    to MAX_MINOR_AMOUNT; anything else is an InvalidInputError naming ``field``."""
+    text = str(raw).strip()
+    if not text:
+        raise InvalidInputError(field, "is required.")
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_MINOR_AMOUNT)):
+        raise InvalidInputError(field, f"must be a whole number of cents such as 1250 (got {text[:20]!r}).")
+    value = int(text)
+    if value > MAX_MINOR_AMOUNT:
+        raise InvalidInputError(field, f"must be from 0 to {MAX_MINOR_AMOUNT:,}.")
+    return value
+
+
 class BadInputMiddleware:
     """Refuse NUL bytes and lone surrogates in any query parameter, form field, uploaded
     file name or cookie with a 400 that names it (JSON for /api/, a short page otherwise).

@@ -14,6 +14,7 @@ from catalog.search.criteria import COHORT_KEYS
 from catalog.selectors import access_dataset
 from marketplace.exceptions import ApplicationError
 from marketplace.guards import require_verified_email
+from marketplace.input_guard import MAX_MINOR_AMOUNT
 from marketplace.services import client_ip
 from orders.cart import cart_add, cart_quote, cart_remove
 from orders.checkout import checkout
@@ -143,7 +144,8 @@ class CartApi(APIView):
 class CheckoutInput(serializers.Serializer):
     accept_agreement = serializers.BooleanField(help_text="You accept the active data use agreement")
     payment_method = serializers.ChoiceField(choices=Order.PaymentMethod.choices)
-    expected_total_minor = serializers.IntegerField(min_value=0, help_text="The cart total you saw (GET /api/cart/)")
+    expected_total_minor = serializers.IntegerField(min_value=0, max_value=MAX_MINOR_AMOUNT,
+                                                    help_text="The cart total you saw (GET /api/cart/), in cents")
     expected_currency = serializers.CharField(max_length=3)
     po_number = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
 

@@ -18,6 +18,7 @@ from catalog.search.criteria import InvalidQueryError, cohort_criteria, cohort_f
 from catalog.selectors import access_dataset, dataset_study_breakdown, datasets_for_provider_user
 from marketplace.exceptions import ApplicationError
 from marketplace.guards import require_verified_email
+from marketplace.input_guard import InvalidInputError, bad_input_response, minor_amount_from
 from marketplace.ratelimit import RateLimitedError
 from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
@@ -124,14 +125,18 @@ def cart_add_whole_cohort(request: HttpRequest) -> HttpResponse:
 def cart_checkout(request: HttpRequest) -> HttpResponse:
     dua = active_dua_template()
     try:
+        # The total the buyer saw; refused when missing or unreadable, never skipped.
+        expected = minor_amount_from(request.POST.get("expected_total_minor", ""), field="expected_total_minor")
+    except InvalidInputError as exc:
+        return bad_input_response(request, exc)
+    try:
         if dua is None:
             raise OrderError("Ordering is unavailable: no data use agreement is configured.", code="no_agreement")
         require_verified_email(user=request.user)
-        expected = request.POST.get("expected_total_minor", "")
         order = checkout(
             buyer=request.user, payment_method=request.POST.get("payment_method", ""),
             accept_agreement=request.POST.get("accept") == "on", dua_template=dua,
-            expected_total_minor=int(expected) if expected.isdigit() and len(expected) < 19 else None,
+            expected_total_minor=expected,
             expected_currency=request.POST.get("expected_currency") or None,
             po_number=request.POST.get("po_number", ""), ip=client_ip(request))
     except ApplicationError as exc:

@@ -233,7 +233,7 @@ CHIP = re.compile(r'<span class="chip">(.*?)</span> <a href="\?([^"]*)"[^>]*>rem
 def _amount(html_text: str) -> int | None:
     """The quoted number of studies; 0 where the page says none matches; None: no quote."""
     if 'id="quote-empty"' in html_text:
-        assert "Place order" not in html_text
+        assert "Add to cart" not in html_text
         return 0
     found = re.findall(r"<b>(\d+)</b> studies", html_text)
     assert len(found) <= 1
@@ -316,17 +316,21 @@ def test_placing_the_order_stores_the_cohort_and_its_studies(client, described, 
     expected = oracle_ids(dataset, COHORT)
     assert len(expected) >= THRESHOLD and refusal(dataset, COHORT, len(expected)) is None
     criteria = cohort_criteria(cohort_from(COHORT))
-    total = dataset.price_per_study * len(expected)
+    total_minor = round(dataset.price_per_study * 100) * len(expected)
     link = f"/datasets/{dataset.pk}/order/"
     page = client.get(link, COHORT).content.decode()
-    assert f'name="expected_total" value="{total}"' in page
-    response = client.post(link, {**COHORT, "accept": "on", "expected_total": str(total)})
+    assert f"<b>{len(expected)}</b> studies" in page
+    response = client.post(link, COHORT)  # into the cart, with the cohort's whole definition
     assert response.status_code == 302, response.content.decode()[:2000]
+    assert f'name="expected_total_minor" value="{total_minor}"' in client.get("/cart/").content.decode()
+    response = client.post("/cart/checkout/", {"accept": "on", "expected_total_minor": str(total_minor),
+                                               "expected_currency": dataset.currency, "payment_method": "invoice"})
     order = Order.objects.get(buyer=bob)
     assert response["Location"] == f"/orders/{order.pk}/"
-    assert order.criteria == criteria
-    assert set(order.studies.values_list("pk", flat=True)) == expected
-    assert order.study_count == len(expected) and order.total == total
+    line = order.lines.get()
+    assert line.criteria == criteria
+    assert set(line.studies.values_list("pk", flat=True)) == expected
+    assert line.study_count == len(expected) and order.total_minor == total_minor
     # The order's page says what was ordered, criterion by criterion.
     detail = client.get(f"/orders/{order.pk}/").content.decode()
     for word in describe(cohort_from(criteria)):

@@ -25,6 +25,7 @@ from catalog.search.snapshots import snapshot_refresh
 from catalog.services.statistics import dataset_statistics
 from catalog.services.stats import studies_refresh_search_vector
 from marketplace.models import Notification, Organization
+from orders.models import CartItem
 
 pytestmark = pytest.mark.django_db
 
@@ -210,9 +211,10 @@ def test_quotes_and_orders_of_small_selections_are_refused_with_the_reason(world
     page = api.get(f"/datasets/{rare.pk}/order/", {"sex": "M"})
     assert page.status_code == 400
     text = page.content.decode()
-    assert "fewer than 11 studies" in text and "Place order" not in text and "8.50 USD" not in text
-    posted = api.post(f"/datasets/{rare.pk}/order/", {"sex": "M", "accept": "on", "expected_total": "8.50"})
-    assert posted.status_code == 400 and not rare.orders.exists()
+    assert "fewer than 11 studies" in text and "Add to cart" not in text and "8.50 USD" not in text
+    posted = api.post(f"/datasets/{rare.pk}/order/", {"sex": "M"})  # "Add to cart"
+    assert posted.status_code == 400 and not rare.order_lines.exists()
+    assert not CartItem.objects.filter(dataset=rare).exists()
 
 
 def test_a_saved_search_notice_never_carries_a_small_count(world, bob) -> None:
@@ -300,16 +302,26 @@ RAW_NUMBERS_ALLOWED = {
     ("catalog/upload_batch.html", "batch.total_files"): "the provider's own upload",
     ("orders/provider_dashboard.html", "d.study_count"): "the provider's own dataset",
     ("orders/provider_dashboard.html", "d.instance_count"): "the provider's own dataset",
-    ("orders/provider_dashboard.html", "total"): "revenue",
-    ("orders/provider_dashboard.html", "o.study_count"): "a sale of the provider's own data",
-    ("orders/provider_dashboard.html", "o.total"): "revenue",
-    ("orders/order_list.html", "o.study_count"): "the buyer's own order",
-    ("orders/order_list.html", "o.total"): "price",
-    ("orders/order_detail.html", "order.study_count"): "the buyer's own order",
-    ("orders/order_detail.html", "order.total"): "price",
+    ("orders/provider_dashboard.html", "line.study_count"): "a sale of the provider's own data",
+    ("orders/provider_dashboard.html", "account.provider.pk"): "an id ('account' is not a count)",
+    ("orders/provider_dashboard.html", "account.provider.name"): "a name",
+    ("orders/provider_dashboard.html", "account.currency"): "a currency code",
+    ("orders/provider_dashboard.html", "account.balances.earned_gross"): "the provider's own money",
+    ("orders/provider_dashboard.html", "account.balances.fees"): "the provider's own money",
+    ("orders/provider_dashboard.html", "account.balances.net"): "the provider's own money",
+    ("orders/provider_dashboard.html", "account.balances.transferred"): "the provider's own money",
+    ("orders/provider_dashboard.html", "account.balances.payable"): "the provider's own money",
+    ("orders/provider_dashboard.html", "account.balances.receivable"): "the provider's own money",
+    ("orders/order_list.html", "o.total_minor|money:o.currency"): "price of the buyer's own order",
+    ("orders/order_detail.html", "line.study_count"): "the buyer's own order",
+    ("orders/order_detail.html", "order.total_minor|money:order.currency"): "price of the buyer's own order",
     ("orders/order_new.html", "quote.study_count"): "a quote exists only at or above the threshold",
-    ("orders/order_new.html", "quote.total"): "price of such a quote",
-    ("orders/order_new.html", "quote.total.amount"): "price of such a quote",
+    ("orders/order_new.html", "quote.image_count"): "images of such a quote (not a count of people)",
+    ("orders/order_new.html", "quote.total_display"): "price of such a quote",
+    ("orders/cart.html", "line.total_display"): "price of a quote at or above the threshold",
+    ("orders/cart.html", "quote.total_display"): "sum of such prices",
+    ("orders/cart.html", "quote.total_minor"): "sum of such prices",
+    ("orders/sample.html", "dataset.sample_study_count"): "the sample size the provider published",
     ("workspaces/workspace.html", "delivery.total_files"): "the buyer's own delivery",
     ("workspaces/workspace.html", "delivery.total_bytes|filesizeformat"): "size",
     ("workspaces/delivery_files.html", "delivery.total_bytes|filesizeformat"): "size",

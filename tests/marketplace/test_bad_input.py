@@ -70,30 +70,37 @@ def test_a_nul_byte_in_a_saved_search_name_is_a_400_naming_the_field(client, bob
     assert not SavedSearch.objects.exists()
 
 
-# ---- the order page's expected total -----------------------------------------------------
-@pytest.mark.parametrize("expected", ["sNaN", "NaN", "abc", "Infinity", "1e400", "20.001"])
+# ---- the checkout's expected total -------------------------------------------------------
+def checkout_form(expected) -> dict:  # noqa: ANN001
+    return {"accept": "on", "expected_total_minor": expected, "expected_currency": "USD", "payment_method": "invoice"}
+
+
+@pytest.mark.parametrize("expected", ["sNaN", "NaN", "abc", "Infinity", "1e400", "20.00", "-1", "",
+                                      "２０００", "9" * 40])
 def test_an_unparsable_expected_total_is_refused_not_skipped(client, bob, published_dataset, dua,
                                                              expected) -> None:
     client.force_login(bob)
-    response = client.post(reverse("order_new", args=[published_dataset.pk]),
-                           {"accept": "on", "expected_total": expected})
-    assert_refused(response, "expected_total")
+    client.post(reverse("order_new", args=[published_dataset.pk]), {})  # into the cart
+    response = client.post(reverse("cart_checkout"), checkout_form(expected))
+    assert_refused(response, "expected_total_minor")
     assert not Order.objects.exists()
 
 
-def test_the_order_page_still_places_an_order_at_the_expected_total(client, bob, published_dataset, dua) -> None:
+def test_the_checkout_still_places_an_order_at_the_expected_total(client, bob, published_dataset, dua) -> None:
     client.force_login(bob)
-    response = client.post(reverse("order_new", args=[published_dataset.pk]),
-                           {"accept": "on", "expected_total": "20.00"})
+    client.post(reverse("order_new", args=[published_dataset.pk]), {})
+    response = client.post(reverse("cart_checkout"), checkout_form("2000"))
     assert response.status_code == 302
-    assert Order.objects.get().total == Decimal("20.00")
+    assert Order.objects.get().total_minor == 2000
 
 
-@pytest.mark.parametrize("expected", ["sNaN", "NaN", "abc", "Infinity", "1e400", 1e300])
+@pytest.mark.parametrize("expected", ["sNaN", "NaN", "abc", "Infinity", "1e400", 1e300, -5, "20.5"])
 def test_the_order_api_refuses_a_bad_expected_total_naming_it(bob, published_dataset, dua, expected) -> None:
-    response = api(bob).post("/api/orders/", {"dataset_id": published_dataset.pk, "accept_agreement": True,
-                                              "expected_total": expected}, format="json")
-    assert_refused(response, "expected_total")
+    api(bob).post("/api/cart/", {"dataset_id": published_dataset.pk}, format="json")
+    response = api(bob).post("/api/orders/", {"accept_agreement": True, "payment_method": "invoice",
+                                              "expected_currency": "USD", "expected_total_minor": expected},
+                             format="json")
+    assert_refused(response, "expected_total_minor")
     assert not Order.objects.exists()
 
 
@@ -128,7 +135,7 @@ def test_a_json_string_with_a_nul_or_lone_surrogate_is_a_400_naming_the_field(bo
 
 
 def test_nan_in_json_is_refused(bob, published_dataset) -> None:
-    body = '{"dataset_id": %d, "accept_agreement": true, "expected_total": NaN}' % published_dataset.pk
+    body = '{"accept_agreement": true, "payment_method": "invoice", "expected_total_minor": NaN}'
     assert_refused(api(bob).post("/api/orders/", body, content_type="application/json"), "NaN")
 
 
@@ -189,11 +196,12 @@ def test_only_empty_files_are_refused_by_name(client, alice, dataset) -> None:
 
 
 def test_an_api_validation_error_names_the_field_in_its_message(bob, published_dataset) -> None:
-    response = api(bob).post("/api/orders/", {"dataset_id": published_dataset.pk, "accept_agreement": True,
-                                              "expected_total": "abc"}, format="json")
+    response = api(bob).post("/api/orders/", {"accept_agreement": True, "payment_method": "invoice",
+                                              "expected_currency": "USD", "expected_total_minor": "abc"},
+                             format="json")
     body = response.json()
-    assert body["message"].startswith("Invalid input: expected_total: ")
-    assert body["extra"]["fields"]["expected_total"]
+    assert body["message"].startswith("Invalid input: expected_total_minor: ")
+    assert body["extra"]["fields"]["expected_total_minor"]
 
 
 def test_a_nul_byte_in_the_session_cookie_is_a_400_not_a_database_error(client) -> None:

@@ -215,18 +215,19 @@ def test_an_unverified_e_mail_cannot_order_on_the_page_or_the_api(published_data
     EmailAddress.objects.filter(user=bob).update(verified=False)
     client = Client()
     client.force_login(bob)
-    response = client.post(reverse("order_new", args=[published_dataset.pk]),
-                           {"accept": "on", "expected_total": "20.00"})
-    assert response.status_code == 403
+    client.post(reverse("order_new", args=[published_dataset.pk]), {})  # a cart is fine
+    response = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "2000",
+                                                      "expected_currency": "USD", "payment_method": "invoice"},
+                           follow=True)
     assert "Please verify your e-mail address before ordering" in response.content.decode()
     api = APIClient()
     api.force_login(bob)
-    response = api.post("/api/orders/", {"dataset_id": published_dataset.pk, "accept_agreement": True},
-                        format="json")
+    body = {"accept_agreement": True, "payment_method": "invoice", "expected_total_minor": 2000,
+            "expected_currency": "USD"}
+    response = api.post("/api/orders/", body, format="json")
     assert response.status_code == 403 and response.json()["code"] == "email_not_verified"
     assert not Order.objects.exists()
 
     EmailAddress.objects.filter(user=bob).update(verified=True)
-    response = api.post("/api/orders/", {"dataset_id": published_dataset.pk, "accept_agreement": True},
-                        format="json")
+    response = api.post("/api/orders/", body, format="json")
     assert response.status_code == 201

@@ -74,9 +74,10 @@ def test_quotes_are_limited_per_account_and_each_one_is_audited(
 
     events = AuditEvent.objects.filter(action="quote.request", actor=bob).order_by("id")
     assert [e.detail for e in events] == [
-        {"criteria": {}, "studies": 2},
-        {"criteria": {"modality": ["CT"]}, "studies": 2},
-        {"criteria": {"body_part": ["CHEST"], "price_max": ["100"]}, "studies": 2},
+        {"criteria": {}, "studies": 2, "total_minor": 2000, "currency": "USD"},
+        {"criteria": {"modality": ["CT"]}, "studies": 2, "total_minor": 2000, "currency": "USD"},
+        {"criteria": {"body_part": ["CHEST"], "price_max": ["100"]}, "studies": 2, "total_minor": 2000,
+         "currency": "USD"},
     ]
     assert {(e.object_type, e.object_id, e.ip_address) for e in events} == {
         ("catalog.dataset", str(published_dataset.pk), "127.0.0.1")}
