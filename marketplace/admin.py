@@ -14,7 +14,8 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from marketplace.models import AuditEvent, Invitation, Membership, Organization, User
-from marketplace.services import audit_record, client_ip, organization_approve
+from marketplace.exceptions import ApplicationError
+from marketplace.services import audit_record, client_ip, organization_approve, organization_verify_academic
 
 admin.site.site_header = "Imaging data marketplace — administration"
 
@@ -111,12 +112,56 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Organization)
 class OrganizationAdmin(AuditedModelAdmin):
-    list_display = ["name", "kind", "country", "is_approved", "created"]
-    list_filter = ["kind", ("approved_at", admin.EmptyFieldListFilter)]
+    list_display = ["name", "kind", "country", "is_approved", "is_verified_academic", "payouts", "created"]
+    list_filter = ["kind", ("approved_at", admin.EmptyFieldListFilter),
+                   ("academic_verified_at", admin.EmptyFieldListFilter)]
     search_fields = ["name"]
-    readonly_fields = ["approved_at", "approved_by", "created"]
+    readonly_fields = ["approved_at", "approved_by", "academic_verified_at", "stripe_account_id", "created"]
     inlines = [MembershipInline]
-    actions = ["approve"]
+    actions = ["approve", "verify_academic", "open_stripe_account"]
+
+    @admin.display(boolean=True, description="Academic")
+    def is_verified_academic(self, obj: Organization) -> bool:
+        return obj.is_verified_academic
+
+    @admin.display(description="Payouts")
+    def payouts(self, obj: Organization) -> str:
+        if not obj.is_provider:
+            return "—"
+        return f"Stripe {obj.stripe_account_id}" if obj.stripe_account_id else "outside Stripe (payout CSV)"
+
+    @admin.action(description="Verify selected buyer organizations as academic (academic discounts apply)")
+    def verify_academic(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        done = 0
+        for org in queryset:
+            try:
+                organization_verify_academic(organization=org, acting_user=request.user, ip=client_ip(request))
+                done += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"{org}: {exc.message}", messages.ERROR)
+        if done:
+            self.message_user(request, f"Verified {done} academic organization(s).", messages.SUCCESS)
+
+    @admin.action(description="Open a Stripe Connect account for selected providers (their shares are sent there)")
+    def open_stripe_account(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        # orders builds on marketplace: imported here, where the admin acts, not at module level.
+        from orders.exceptions import PaymentGatewayError
+        from orders.payouts import connected_account_create
+
+        done = 0
+        for org in queryset:
+            if not org.is_provider:
+                self.message_user(request, f"{org}: only providers receive payouts.", messages.ERROR)
+                continue
+            owner = org.memberships.filter(role="owner").select_related("user").first()
+            try:
+                connected_account_create(provider=org, acting_user=request.user,
+                                         email=owner.user.email if owner else request.user.email)
+                done += 1
+            except PaymentGatewayError as exc:
+                self.message_user(request, f"{org}: {exc.message}", messages.ERROR)
+        if done:
+            self.message_user(request, f"Stripe accounts ready for {done} provider(s).", messages.SUCCESS)
 
     @admin.display(boolean=True, description="Approved")
     def is_approved(self, obj: Organization) -> bool:

@@ -116,6 +116,21 @@ def organization_approve(*, organization: Organization, acting_user: User, ip: s
     return org
 
 
+@transaction.atomic
+def organization_verify_academic(*, organization: Organization, acting_user: User,
+                                 ip: str | None = None) -> Organization:
+    """An admin checked that a buyer organization is an academic institution: its members
+    get the academic discounts providers offer. Idempotent."""
+    org = Organization.objects.select_for_update().get(pk=organization.pk)
+    if org.kind != Organization.Kind.BUYER:
+        raise ApplicationError("Only buyer organizations are verified as academic.", code="not_buyer")
+    if org.academic_verified_at is None:
+        org.academic_verified_at = timezone.now()
+        org.save(update_fields=["academic_verified_at"])
+        audit_record(actor=acting_user, action="organization.verify_academic", obj=org, ip=ip)
+    return org
+
+
 INVITATION_SENT_MESSAGE = ("Invitation recorded. If {email} belongs to an account, its owner will see it "
                            "after signing in; otherwise they can sign up with that address and accept it.")
 

@@ -167,3 +167,20 @@ def dua(db):
     text = importlib.import_module("orders.migrations.0002_standard_dua").STANDARD_DUA
     return active_dua_template() or DuaTemplate.objects.create(
         version="1.0", title="Standard data use agreement", text=text)
+
+
+@pytest.fixture
+def second_provider_dataset(make_member, ingest, admin_user):
+    """A dataset of another provider ("Delta Scans"), priced per study in USD, published."""
+    from catalog.services import (
+        dataset_create, dataset_publish, dataset_submit_for_review, upload_batch_create, upload_batch_ingest,
+    )
+
+    dave, delta = make_member("dave", "Delta Scans", "provider")
+    dataset = dataset_create(provider=delta, acting_user=dave, title="Delta brain MR", price_per_study=Decimal("7.25"))
+    batch = upload_batch_create(dataset=dataset, files=[(n, io.BytesIO(d)) for n, d in ct_files(seed=11)],
+                                acting_user=dave)
+    upload_batch_ingest(batch_id=batch.pk)
+    dataset.refresh_from_db()
+    dataset_submit_for_review(dataset=dataset, acting_user=dave)
+    return dataset_publish(dataset=dataset, acting_user=admin_user)
