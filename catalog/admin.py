@@ -17,7 +17,8 @@ class DatasetAdmin(AuditedModelAdmin):
     list_filter = ["status", "provider"]
     search_fields = ["title", "description"]
     readonly_fields = ["status", "published_at", "modalities", "body_parts", "sexes", "age_bands", "manufacturers",
-                       "patient_count", "study_count", "series_count", "instance_count", "total_bytes", "created"]
+                       "patient_count", "study_count", "series_count", "instance_count", "total_bytes", "created",
+                       "price_per_study"]  # derived from the pricing plan
     exclude = ["search_vector"]
     actions = ["publish", "return_to_draft"]
 

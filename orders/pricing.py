@@ -144,7 +144,8 @@ def price_line(terms: PlanTerms, *, study_count: int, image_count: int, academic
 
 
 def plan_words(terms: PlanTerms) -> str:
-    """The plan for people: "45.00 USD per study", "8,000.00 EUR flat for the whole dataset"."""
+    """The plan for people: "45.00 USD per study", "8,000.00 EUR flat for the whole dataset",
+    "12,000.00 USD per year" (a subscription)."""
     price = format_money(terms.price_minor, terms.currency)
     if terms.model == PER_STUDY:
         return "Free" if terms.is_free else f"{price} per study"
@@ -152,7 +153,7 @@ def plan_words(terms: PlanTerms) -> str:
         return "Free" if terms.is_free else f"{price} per image"
     if terms.model == FLAT:
         return f"{price} flat for the whole dataset"
-    return f"{price} per year (a 12-month subscription, renewable, including studies added during the term)"
+    return f"{price} per year"
 
 
 def tier_words(terms: PlanTerms) -> list[str]:

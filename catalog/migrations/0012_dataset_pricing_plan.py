@@ -13,13 +13,13 @@ THREE_DECIMAL = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
 
 def price_minor_from_price_per_study(apps, schema_editor):  # noqa: ANN001, ANN201
     """Existing datasets keep their price: a per-study plan at price_per_study × 10^exponent."""
-    Dataset = apps.get_model("catalog", "Dataset")
-    db = schema_editor.connection.alias  # the migrating (owner) connection, not the app role's
-    for row in Dataset.objects.using(db).only("pk", "price_per_study", "currency").iterator():
+    # The migrating connection (the owner's): another would wait on this transaction's locks.
+    datasets = apps.get_model("catalog", "Dataset").objects.using(schema_editor.connection.alias)
+    for row in list(datasets.only("pk", "price_per_study", "currency")):
         code = (row.currency or "USD").upper()
         exponent = 0 if code in ZERO_DECIMAL else 3 if code in THREE_DECIMAL else 2
         minor = int(Decimal(row.price_per_study).scaleb(exponent).quantize(Decimal(1), rounding=ROUND_HALF_UP))
-        Dataset.objects.using(db).filter(pk=row.pk).update(price_minor=minor, pricing_model="per_study")
+        datasets.filter(pk=row.pk).update(price_minor=minor, pricing_model="per_study")
 
 
 class Migration(migrations.Migration):

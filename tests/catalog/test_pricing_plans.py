@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.apps import apps
+from django.db import connection
 from django.urls import reverse
 
 from catalog.exceptions import CatalogError
@@ -135,7 +136,8 @@ def test_the_data_migration_prices_existing_rows_in_minor_units(provider) -> Non
     usd = Dataset.objects.create(provider=provider, title="usd", price_per_study=Decimal("12.34"))
     jpy = Dataset.objects.create(provider=provider, title="jpy", price_per_study=Decimal("1500.00"), currency="JPY")
     Dataset.objects.filter(pk__in=[usd.pk, jpy.pk]).update(price_minor=0, pricing_model="flat")
-    migration.price_minor_from_price_per_study(apps, None)
+    with connection.schema_editor() as schema_editor:
+        migration.price_minor_from_price_per_study(apps, schema_editor)
     assert Dataset.objects.get(pk=usd.pk).price_minor == 1234
     assert Dataset.objects.get(pk=jpy.pk).price_minor == 1500
     assert set(Dataset.objects.filter(pk__in=[usd.pk, jpy.pk]).values_list("pricing_model", flat=True)) == {
