@@ -55,7 +55,8 @@ class CartOutput(serializers.Serializer):
     total_minor = serializers.SerializerMethodField()
 
     def get_problems(self, quote) -> list[dict]:  # noqa: ANN001
-        return [{"dataset_id": i, "title": t, "message": m} for i, t, m in quote.problems]
+        return [{"dataset_id": p.dataset_id, "title": p.title, "message": p.message, "all_held": p.all_held}
+                for p in quote.problems]
 
     def get_total_minor(self, quote) -> int | None:  # noqa: ANN001
         return None if quote.mixed_currencies else quote.total_minor

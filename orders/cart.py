@@ -15,7 +15,7 @@ from marketplace.ratelimit import rate_limit_hit, requester_key
 from marketplace.services import audit_record
 from orders.exceptions import OrderError
 from orders.models import Cart, CartItem
-from orders.quotes import CartQuote, line_quote
+from orders.quotes import CartProblem, CartQuote, line_quote
 
 MAX_CART_ITEMS = 50
 
@@ -73,18 +73,18 @@ def cart_quote(*, buyer: User, items: list[CartItem] | None = None) -> CartQuote
     lines, problems = [], []
     for item in cart_items(buyer) if items is None else items:
         if item.dataset.status != Dataset.Status.PUBLISHED:
-            problems.append((item.dataset_id, item.dataset.title, "This dataset is no longer available."))
+            problems.append(CartProblem(item.dataset_id, item.dataset.title, "This dataset is no longer available."))
             continue
         try:
             quote = line_quote(dataset=item.dataset, criteria=item.criteria, buyer=buyer,
                                include_held=item.include_held)
         except ApplicationError as exc:
-            problems.append((item.dataset_id, item.dataset.title, exc.message))
+            problems.append(CartProblem(item.dataset_id, item.dataset.title, exc.message))
             continue
         if quote.study_count == 0:
             message = ("Your organization already holds every study of this selection."
                        if quote.held_excluded else "No studies match this selection.")
-            problems.append((item.dataset_id, item.dataset.title, message))
+            problems.append(CartProblem(item.dataset_id, item.dataset.title, message, all_held=bool(quote.held_excluded)))
             continue
         lines.append(quote)
     return CartQuote(lines=tuple(lines), problems=tuple(problems))

@@ -47,8 +47,8 @@ def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_te
         raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
     quote = cart_quote(buyer=buyer, items=items)
     if quote.problems:
-        _, title, message = quote.problems[0]
-        raise OrderError(f"{title}: {message} Remove it from the cart or change its selection.",
+        problem = quote.problems[0]
+        raise OrderError(f"{problem.title}: {problem.message} Remove it from the cart or change its selection.",
                          code="cart_item_unavailable")
     if quote.mixed_currencies:
         raise MixedCurrenciesError(quote.currencies)

@@ -61,10 +61,18 @@ class LineQuote:
 
 
 @dataclass(frozen=True)
+class CartProblem:
+    dataset_id: int
+    title: str
+    message: str
+    all_held: bool = False  # every study is already held: the buyer may include them
+
+
+@dataclass(frozen=True)
 class CartQuote:
     lines: tuple[LineQuote, ...]
-    # (dataset id, dataset title, message) for items that cannot be priced now.
-    problems: tuple[tuple[int, str, str], ...] = ()
+    # Items that cannot be priced now, each with the reason.
+    problems: tuple[CartProblem, ...] = ()
 
     @property
     def currencies(self) -> list[str]:

@@ -88,7 +88,8 @@ def test_studies_the_organization_holds_are_left_out_unless_included(published_d
     Membership.objects.create(user=erin, organization=Organization.objects.get(name="Bravo AI"))
     cart_add(buyer=erin, dataset=published_dataset)
     quote = cart_quote(buyer=erin)
-    assert quote.lines == () and "already holds every study" in quote.problems[0][2]
+    assert quote.lines == () and "already holds every study" in quote.problems[0].message
+    assert quote.problems[0].all_held
     cart_include_held(buyer=erin, dataset_id=published_dataset.pk, include=True)
     [line] = cart_quote(buyer=erin).lines
     assert line.study_count == 2 and line.held_excluded == 0
