@@ -473,6 +473,8 @@ COUNT_QUERY_RATE = env_rate("COUNT_QUERY_RATE", "1200/hour")
 # The platform's share of each sale in basis points (1/100 %), unless the provider has its
 # own (Organization.platform_fee_bps).
 PLATFORM_FEE_BPS = env_int("PLATFORM_FEE_BPS", 1500, minimum=0, maximum=10000)
+# The site's address for links in e-mails (e.g. https://data.example.org); empty: relative links.
+SITE_URL = env.str("SITE_URL", default="")
 # Invoices: "<prefix>-<year>-<number>", due this many days after issue.
 INVOICE_NUMBER_PREFIX = env.str("INVOICE_NUMBER_PREFIX", default="MIX")
 INVOICE_DUE_DAYS = env_int("INVOICE_DUE_DAYS", 30, minimum=1, maximum=365)

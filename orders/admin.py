@@ -306,3 +306,38 @@ class StripeEventAdmin(AuditedModelAdmin):
 @admin.register(DuaTemplate)
 class DuaTemplateAdmin(AuditedModelAdmin):
     list_display = ["title", "version", "is_active", "created"]
+
+
+@admin.register(Payment)
+class PaymentAdmin(AuditedModelAdmin):
+    list_display = ["order", "amount", "status", "stripe_payment_intent", "stripe_charge", "created"]
+    list_filter = ["status"]
+    search_fields = ["stripe_payment_intent", "stripe_charge", "order__pk"]
+    readonly_fields = [f.name for f in Payment._meta.fields]
+
+    @admin.display(description="Amount")
+    def amount(self, obj: Payment) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Refund)
+class RefundAdmin(AuditedModelAdmin):
+    list_display = ["order", "line", "amount", "reason", "acting_user", "stripe_refund", "created"]
+    search_fields = ["stripe_refund", "order__pk", "reason"]
+    readonly_fields = [f.name for f in Refund._meta.fields]
+
+    @admin.display(description="Amount")
+    def amount(self, obj: Refund) -> str:
+        return format_money(obj.amount_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # refunds are made from Orders or Order lines, with a reason
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

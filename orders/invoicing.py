@@ -91,6 +91,9 @@ def invoice_settle(*, invoice: Invoice, acting_user: User | None, reason: str, i
                            reason=f"Invoice {locked.number} paid: {reason}")
     audit_record(actor=acting_user, action="invoice.paid", obj=order, ip=ip,
                  detail={"invoice": locked.number, "reason": reason})
+    from orders.notices import notify_buyer
+
+    notify_buyer(order, f"Invoice {locked.number} for order #{order.pk} is paid. Thank you.")
     from orders.services import order_complete_if_done, order_release
 
     if not order_release(order=order, acting_user=acting_user) and order.fulfilment_status != "unfulfilled":

@@ -10,6 +10,7 @@ from django.utils import timezone
 from marketplace.models import User
 from marketplace.services import audit_record
 from orders import stripe_gateway
+from orders.currency import format_money
 from orders.exceptions import OrderError
 from orders.ledger import services as ledger
 from orders.ledger_posting import line_shares
@@ -101,7 +102,11 @@ def _record_refund(*, order: Order, lines: list[OrderLine], amount: int, reason:
     audit_record(actor=acting_user, action="order.refund", obj=locked, ip=ip, detail={
         "lines": [line.pk for line in lines], "amount_minor": amount, "currency": locked.currency,
         "stripe_refund": stripe_refund_id, "reason": reason})
+    from orders.notices import notify_buyer
     from workspaces.services import delivery_remove_lines
+
+    notify_buyer(locked, f"Order #{locked.pk}: {format_money(amount, locked.currency)} refunded ({reason}); "
+                         "access to the refunded data has ended.")
 
     delivery_remove_lines(order=locked, line_ids=[line.pk for line in lines], reason=f"Refunded: {reason}")
     if everything and locked.status != Order.Status.CANCELLED:

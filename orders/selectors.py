@@ -27,11 +27,12 @@ def access_order(*, user: User, order_id: int) -> Order:
 
 
 def access_invoice(*, user: User, order_id: int) -> Invoice:
-    """The invoice of an order for its buyer, for members of a provider on it, and for
-    staff allowed to view orders."""
+    """The invoice of an order for its buyer and for staff allowed to view orders. Providers
+    see its number and state beside their sale, not the document: it lists the buyer's
+    other purchases and the other providers' prices."""
     if not user.is_authenticated:
         raise NotFoundError("Invoice not found.")
-    visible = Q(order__buyer=user) | Q(order__lines__provider__memberships__user=user)
+    visible = Q(order__buyer=user)
     if user.has_perm("orders.view_order"):
         visible = Q()
     invoice = Invoice.objects.filter(visible, order_id=order_id).select_related("order").distinct().first()
@@ -49,7 +50,7 @@ def provider_sales_summary(*, user: User) -> dict:
     ledger balances and monthly series per currency, its sold lines, per-dataset totals and
     transfers. Money from the ledger, so it agrees with payouts and refunds."""
     providers = list(Organization.objects.filter(kind=Organization.Kind.PROVIDER, memberships__user=user).distinct())
-    lines = (OrderLine.objects.filter(provider__in=providers).select_related("order", "dataset")
+    lines = (OrderLine.objects.filter(provider__in=providers).select_related("order__invoice", "dataset")
              .order_by("-order__created", "-id"))
     accounts = []
     for provider in providers:

@@ -108,6 +108,9 @@ def payment_intent_succeeded(intent: dict[str, Any]) -> None:
     ledger_charge(order=order, reference=f"charge:{intent['id']}")
     audit_record(actor=None, action="payment.succeeded", obj=order,
                  detail={"payment_intent": intent["id"], "amount_minor": amount, "currency": currency})
+    from orders.notices import notify_buyer
+
+    notify_buyer(order, f"Payment received for order #{order.pk}.")
     from orders.services import order_release
 
     order_release(order=order)

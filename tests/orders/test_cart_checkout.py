@@ -105,12 +105,15 @@ def test_an_invoice_is_numbered_downloadable_and_paid_only_with_a_reason(publish
     assert (invoice.amount_minor, invoice.currency, invoice.po_number, invoice.status) == (
         2000, "USD", "PO-2026-17", Invoice.Status.OPEN)
     assert (invoice.due - invoice.issued).days == 30
-    for user, status in ((bob, 200), (alice, 200), (charlie, 404)):  # buyer, provider on it, stranger
+    # The buyer gets the document; the provider sees its number and state on the dashboard.
+    for user, status in ((bob, 200), (alice, 404), (charlie, 404)):
         client.force_login(user)
         response = client.get(reverse("invoice_download", args=[order.pk]))
         assert response.status_code == status
         if status == 200:
             assert response.content.startswith(b"%PDF") and response["Content-Type"] == "application/pdf"
+    client.force_login(alice)
+    assert f"invoice {invoice.number}, unpaid" in client.get(reverse("provider_dashboard")).content.decode()
     with pytest.raises(OrderError):
         invoice_settle(invoice=invoice, acting_user=admin_user, reason=" ")
     invoice_settle(invoice=invoice, acting_user=admin_user, reason="Bank transfer REF-9")

@@ -89,7 +89,8 @@ def two_provider_order(published_dataset, second_provider_dataset, bob, dua, str
 
 
 def test_refunding_one_line_ends_only_that_lines_access(two_provider_order, bob, client, admin_user,
-                                                         stripe_webhooks, second_provider_dataset):
+                                                         stripe_webhooks, second_provider_dataset,
+                                                         django_capture_on_commit_callbacks):
     order = two_provider_order
     card_pay(order=order, buyer=bob, payment_method=card())
     payment = Payment.objects.get(order=order)
@@ -98,7 +99,10 @@ def test_refunding_one_line_ends_only_that_lines_access(two_provider_order, bob,
     delivery = delivery_run(delivery_id=Delivery.objects.get(order=order).pk)
     assert delivery.files.count() == 12
     line = order.lines.get(dataset=second_provider_dataset)
-    [refund] = order_refund(order=order, line=line, reason="Wrong modality", acting_user=admin_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        [refund] = order_refund(order=order, line=line, reason="Wrong modality", acting_user=admin_user)
+    notice = bob.notifications.get(message__contains="refunded")
+    assert "Wrong modality" in notice.message and notice.url.endswith(f"/orders/{order.pk}/")
     assert refund.amount_minor == line.amount_minor and refund.line_id == line.pk
     order.refresh_from_db()
     assert (order.payment_status, order.status) == ("partially_refunded", "completed")
