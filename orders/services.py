@@ -18,9 +18,6 @@ from orders.transitions import can_move, order_move
 F, P, S = Order.FulfilmentStatus, Order.PaymentStatus, Order.Status
 FIELD_STATUS, FIELD_PAYMENT, FIELD_FULFILMENT = "status", "payment_status", "fulfilment_status"
 
-# quote_for_buyer and line_quote live in orders/quotes.py; re-exported for callers.
-from orders.quotes import line_quote, quote_for_buyer  # noqa: E402,F401
-
 
 def money_settled(order: Order) -> bool:
     """Delivery may start: free, paid (by the verified webhook or an admin), or invoiced
