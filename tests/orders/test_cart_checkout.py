@@ -2,13 +2,11 @@
 currency, held studies left out, the accepted total is the total, and invoices."""
 from __future__ import annotations
 
-import io
 from decimal import Decimal
 
 import pytest
 from django.urls import reverse
 
-from factories.dicom import ct_files
 from factories.orders import approve_for_delivery, place_order
 from orders.cart import cart_add, cart_include_held, cart_quote
 from orders.checkout import checkout
@@ -19,23 +17,6 @@ from workspaces.models import Delivery
 from workspaces.services import delivery_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
-
-
-@pytest.fixture
-def second_provider_dataset(make_member, ingest, admin_user):
-    """A dataset of another provider ("Delta Scans"), priced per study in USD, published."""
-    from catalog.services import dataset_create, dataset_publish, dataset_submit_for_review
-
-    dave, delta = make_member("dave", "Delta Scans", "provider")
-    dataset = dataset_create(provider=delta, acting_user=dave, title="Delta brain MR", price_per_study=Decimal("7.25"))
-    from catalog.services import upload_batch_create, upload_batch_ingest
-
-    batch = upload_batch_create(dataset=dataset, files=[(n, io.BytesIO(d)) for n, d in ct_files(seed=11)],
-                                acting_user=dave)
-    upload_batch_ingest(batch_id=batch.pk)
-    dataset.refresh_from_db()
-    dataset_submit_for_review(dataset=dataset, acting_user=dave)
-    return dataset_publish(dataset=dataset, acting_user=admin_user)
 
 
 def test_one_cart_across_two_providers_is_one_order_with_a_line_each(published_dataset, second_provider_dataset,
