@@ -1,6 +1,7 @@
 """Browser journeys for every role, in headless Debian Chromium against a live server and a
 real Celery worker: the provider uploads and submits, the admin publishes and approves, the
-researcher searches, orders and downloads a file whose sha256 matches the manifest.
+researcher searches, fills a cart, checks out by invoice and downloads a file whose sha256
+matches the manifest.
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from e2e.worker import celery_worker
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+
+expect = pytest.importorskip("playwright.sync_api").expect
 
 pytestmark = [
     pytest.mark.browser,
@@ -105,19 +109,41 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         researcher.click("text=Browser chest CT")
         researcher.click("text=Order this data")
         assert "180.00" in researcher.inner_text("#quote-total")  # 12 studies × 15.00
-        researcher.check("input[name=accept]")
-        researcher.click("button:has-text('Place order')")
-        researcher.wait_for_selector("text=Pending admin review")
+        researcher.click("button:has-text('Add to cart')")
+        researcher.wait_for_url(f"{base}/cart/")
+        assert "Browser chest CT" in researcher.inner_text(".cart-line")
+        assert "180.00 USD" in researcher.inner_text("#cart-total")
 
-        # Admin: approve the contract; the worker delivers.
+        # Checkout by invoice, with a purchase order number and the agreement.
+        researcher.check("#checkout input[name=payment_method][value=invoice]")
+        researcher.fill("#checkout input[name=po_number]", "PO-BROWSER-7")
+        researcher.check("#checkout input[name=accept]")
+        researcher.click("#checkout button:has-text('Place order')")
+        researcher.wait_for_url(re.compile(r".*/orders/\d+/$"))
+        order_url = researcher.url
+        assert "Pending admin review" in researcher.inner_text("#order-status")
+        assert "Awaiting payment" in researcher.inner_text("#payment-status")
+        assert "PO PO-BROWSER-7" in researcher.inner_text("#invoice")
+        assert researcher.locator("#card-payment").count() == 0
+
+        # Admin: approve the contract, then the credit terms; the worker delivers.
         admin.goto(f"{base}/admin/orders/contract/")
         admin.check("input[name=_selected_action]")
         admin.select_option("select[name=action]", "approve")
         admin.click("button[name=index]")
         admin.wait_for_selector("text=Approved 1 contract")
+        admin.goto(f"{base}/admin/orders/order/")
+        admin.check("input[name=_selected_action]")
+        admin.select_option("select[name=action]", "approve_credit")
+        admin.click("button[name=index]")
+        admin.wait_for_selector("text=Credit approved: 1")
 
         researcher.goto(f"{base}/workspace/")
         researcher.wait_for_selector("a:has-text('manifest.csv')", timeout=120_000)
+        researcher.goto(order_url)
+        expect(researcher.locator("#order-status")).to_contain_text("Delivered", timeout=30_000)
+        assert "credit terms approved" in researcher.inner_text("#invoice")
+        researcher.goto(f"{base}/workspace/")
 
     with researcher.expect_download() as manifest_download:
         researcher.click("a:has-text('manifest.csv')")
@@ -163,7 +189,8 @@ def test_researcher_builds_a_cohort_without_page_reloads(live_server, bob, study
     page.evaluate("window.__sameDocument = true")
     page.check("input[name=sex][value=F]")
     page.wait_for_url("**/cohorts/?*sex=F*")
-    page.wait_for_function("document.querySelector('#cohort-total').innerText.startsWith('60 studies')")
+    # Locator assertions, not wait_for_function: the page's CSP (script-src 'self') refuses eval.
+    expect(page.locator("#cohort-total")).to_have_text(re.compile(r"^\s*60 studies"), timeout=30_000)
     assert page.evaluate("window.__sameDocument === true")  # updated in place, not reloaded
     assert "180.00 USD" in page.inner_text("#cohort-results")  # 60 studies × 3.00
     # The URL holds the whole query: opening it again shows the same cohort.
@@ -171,13 +198,21 @@ def test_researcher_builds_a_cohort_without_page_reloads(live_server, bob, study
     fresh.goto(page.url)
     assert fresh.inner_text("#cohort-total").startswith("60 studies")
     assert fresh.is_checked("input[name=sex][value=F]")
+    fresh.close()
     # Matching studies a page at a time, in place; a new sort starts again at page 1.
     assert "Page 1 of 3" in page.inner_text("#cohort-studies")
     page.click("#cohort-studies a[rel=next]")
     page.wait_for_url("**/cohorts/?*page=2*")
-    page.wait_for_function("document.querySelector('#cohort-studies').innerText.includes('Page 2 of 3')")
+    expect(page.locator("#cohort-studies")).to_contain_text("Page 2 of 3", timeout=30_000)
     page.select_option("select[name=sort]", "newest")
     page.wait_for_url("**/cohorts/?*sort=newest*")
-    page.wait_for_function("document.querySelector('#cohort-studies').innerText.includes('Page 1 of 3')")
+    expect(page.locator("#cohort-studies")).to_contain_text("Page 1 of 3", timeout=30_000)
     assert "page=" not in page.url.split("sort=newest")[1] and "page=2" not in page.url
     assert page.evaluate("window.__sameDocument === true")
+
+    # The cohort goes to the cart whole: one line, the same studies and price.
+    page.click("button:has-text('Add the whole cohort to the cart')")
+    page.wait_for_url(f"{base}/cart/")
+    line = page.inner_text(f"#cart-line-{study_catalog.pk}")
+    assert "Chest CT cohort" in line and "180.00 USD" in line
+    assert "180.00 USD" in page.inner_text("#cart-total")
