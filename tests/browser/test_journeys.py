@@ -1,6 +1,8 @@
 """Browser journeys for every role, in headless Debian Chromium against a live server and a
 real Celery worker: the provider uploads and submits, the admin publishes and approves, the
-researcher searches, orders and downloads a file whose sha256 matches the manifest.
+researcher searches, fills a cart, checks out (by invoice, or by card against the local
+Stripe server) and downloads a file whose sha256 matches the manifest; each provider sees
+its share.
 """
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import csv
 import hashlib
 import io
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,8 @@ from e2e.worker import celery_worker
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                   "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
+
+expect = pytest.importorskip("playwright.sync_api").expect
 
 pytestmark = [
     pytest.mark.browser,
@@ -105,19 +111,41 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         researcher.click("text=Browser chest CT")
         researcher.click("text=Order this data")
         assert "180.00" in researcher.inner_text("#quote-total")  # 12 studies × 15.00
-        researcher.check("input[name=accept]")
-        researcher.click("button:has-text('Place order')")
-        researcher.wait_for_selector("text=Pending admin review")
+        researcher.click("button:has-text('Add to cart')")
+        researcher.wait_for_url(f"{base}/cart/")
+        assert "Browser chest CT" in researcher.inner_text(".cart-line")
+        assert "180.00 USD" in researcher.inner_text("#cart-total")
 
-        # Admin: approve the contract; the worker delivers.
+        # Checkout by invoice, with a purchase order number and the agreement.
+        researcher.check("#checkout input[name=payment_method][value=invoice]")
+        researcher.fill("#checkout input[name=po_number]", "PO-BROWSER-7")
+        researcher.check("#checkout input[name=accept]")
+        researcher.click("#checkout button:has-text('Place order')")
+        researcher.wait_for_url(re.compile(r".*/orders/\d+/$"))
+        order_url = researcher.url
+        assert "Pending admin review" in researcher.inner_text("#order-status")
+        assert "Awaiting payment" in researcher.inner_text("#payment-status")
+        assert "PO PO-BROWSER-7" in researcher.inner_text("#invoice")
+        assert researcher.locator("#card-payment").count() == 0
+
+        # Admin: approve the contract, then the credit terms; the worker delivers.
         admin.goto(f"{base}/admin/orders/contract/")
         admin.check("input[name=_selected_action]")
         admin.select_option("select[name=action]", "approve")
         admin.click("button[name=index]")
         admin.wait_for_selector("text=Approved 1 contract")
+        admin.goto(f"{base}/admin/orders/order/")
+        admin.check("input[name=_selected_action]")
+        admin.select_option("select[name=action]", "approve_credit")
+        admin.click("button[name=index]")
+        admin.wait_for_selector("text=Credit approved: 1")
 
         researcher.goto(f"{base}/workspace/")
         researcher.wait_for_selector("a:has-text('manifest.csv')", timeout=120_000)
+        researcher.goto(order_url)
+        expect(researcher.locator("#order-status")).to_contain_text("Delivered", timeout=30_000)
+        assert "credit terms approved" in researcher.inner_text("#invoice")
+        researcher.goto(f"{base}/workspace/")
 
     with researcher.expect_download() as manifest_download:
         researcher.click("a:has-text('manifest.csv')")
@@ -163,7 +191,8 @@ def test_researcher_builds_a_cohort_without_page_reloads(live_server, bob, study
     page.evaluate("window.__sameDocument = true")
     page.check("input[name=sex][value=F]")
     page.wait_for_url("**/cohorts/?*sex=F*")
-    page.wait_for_function("document.querySelector('#cohort-total').innerText.startsWith('60 studies')")
+    # Locator assertions, not wait_for_function: the page's CSP (script-src 'self') refuses eval.
+    expect(page.locator("#cohort-total")).to_have_text(re.compile(r"^\s*60 studies"), timeout=30_000)
     assert page.evaluate("window.__sameDocument === true")  # updated in place, not reloaded
     assert "180.00 USD" in page.inner_text("#cohort-results")  # 60 studies × 3.00
     # The URL holds the whole query: opening it again shows the same cohort.
@@ -171,13 +200,176 @@ def test_researcher_builds_a_cohort_without_page_reloads(live_server, bob, study
     fresh.goto(page.url)
     assert fresh.inner_text("#cohort-total").startswith("60 studies")
     assert fresh.is_checked("input[name=sex][value=F]")
+    fresh.close()
     # Matching studies a page at a time, in place; a new sort starts again at page 1.
     assert "Page 1 of 3" in page.inner_text("#cohort-studies")
     page.click("#cohort-studies a[rel=next]")
     page.wait_for_url("**/cohorts/?*page=2*")
-    page.wait_for_function("document.querySelector('#cohort-studies').innerText.includes('Page 2 of 3')")
+    expect(page.locator("#cohort-studies")).to_contain_text("Page 2 of 3", timeout=30_000)
     page.select_option("select[name=sort]", "newest")
     page.wait_for_url("**/cohorts/?*sort=newest*")
-    page.wait_for_function("document.querySelector('#cohort-studies').innerText.includes('Page 1 of 3')")
+    expect(page.locator("#cohort-studies")).to_contain_text("Page 1 of 3", timeout=30_000)
     assert "page=" not in page.url.split("sort=newest")[1] and "page=2" not in page.url
     assert page.evaluate("window.__sameDocument === true")
+
+    # The cohort goes to the cart whole: one line, the same studies and price.
+    page.click("button:has-text('Add the whole cohort to the cart')")
+    page.wait_for_url(f"{base}/cart/")
+    line = page.inner_text(f"#cart-line-{study_catalog.pk}")
+    assert "Chest CT cohort" in line and "180.00 USD" in line
+    assert "180.00 USD" in page.inner_text("#cart-total")
+
+
+PHONE, DESKTOP = {"width": 390, "height": 844}, {"width": 1440, "height": 900}
+
+
+def _screenshots(page, directory: Path, name: str) -> None:  # noqa: ANN001
+    """Full-page screenshots at a phone's and a desktop's width; the page must not scroll
+    sideways on the phone."""
+    page.set_viewport_size(PHONE)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    page.screenshot(path=str(directory / f"{name}-390.png"), full_page=True)
+    assert overflow <= 0, f"{name} scrolls sideways by {overflow} px at 390 px wide ({directory})"
+    page.set_viewport_size(DESKTOP)
+    page.screenshot(path=str(directory / f"{name}-1440.png"), full_page=True)
+
+
+def _reload_until(page, selector: str, text: str, *, timeout: float = 120.0) -> str:  # noqa: ANN001
+    """Reload the page until `selector` contains `text` (pages that do not poll by themselves)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = page.inner_text(selector)
+        if text in shown:
+            return shown
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{selector} never showed {text!r} within {timeout:.0f} s; last: {shown!r}")
+        page.wait_for_timeout(1_000)
+        page.reload()
+
+
+@pytest.fixture
+def alpha_stripe_account(provider, admin_user, stripe_settings):
+    """Alpha Imaging (alice's provider) is paid through a Stripe Connect account."""
+    from orders.payouts import connected_account_create
+
+    return connected_account_create(provider=provider, acting_user=admin_user, email="payouts@alpha.example.org")
+
+
+@pytest.fixture
+def webhooks_to_live_server(live_server, stripe_server, stripe_settings):
+    """The local Stripe server sends its signed events to the live server's webhook view."""
+    url = f"{live_server.url}/payments/stripe/webhook/"
+    secret = stripe_settings.STRIPE_WEBHOOK_SECRET
+    stripe_server.register_webhook(url, secret)
+    yield url
+    # The live server stays up for the session: later tests' events must not reach it.
+    stripe_server.register_webhook(url, secret, events=["none.none"])
+
+
+@pytest.fixture
+def worker_environment(monkeypatch, stripe_settings, tiny_threshold):
+    """The worker is another process: it reads these settings from its environment."""
+    for name in ("STRIPE_SECRET_KEY", "STRIPE_PUBLISHABLE_KEY", "STRIPE_WEBHOOK_SECRET", "STRIPE_API_BASE",
+                 "STRIPE_JS_URL"):
+        monkeypatch.setenv(name, getattr(stripe_settings, name))
+    monkeypatch.setenv("DISCLOSURE_THRESHOLD", "1")
+
+
+def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_share(
+        live_server, bob, alice, admin_user, dua, tiny_threshold, stripe_settings, published_dataset,
+        second_provider_dataset, alpha_stripe_account, webhooks_to_live_server, worker_environment, tmp_path,
+        browser):
+    # `browser` comes last: the other fixtures write to the database before Playwright's loop starts.
+    base = live_server.url
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    alpha, delta = published_dataset, second_provider_dataset  # 2 studies each: 10.00 and 7.25 per study
+    alpha_provider, delta_provider = alpha.provider_id, delta.provider_id
+
+    with celery_worker(connection.settings_dict):
+        # Researcher: a cohort that reaches both providers' datasets, into the cart whole.
+        researcher = _log_in(browser, base, "bob", "pass-1234567")
+        researcher.goto(f"{base}/cohorts/")
+        researcher.check("input[name=modality][value=CT]")
+        researcher.wait_for_url("**/cohorts/?*modality=CT*")
+        expect(researcher.locator("#cohort-results")).to_contain_text("Modality: CT", timeout=30_000)
+        assert researcher.inner_text("#cohort-total").startswith("4 studies")
+        results = researcher.inner_text("#cohort-results")
+        assert "Chest CT screening" in results and "Delta brain MR" in results
+        assert "Alpha Imaging" in results and "Delta Scans" in results
+        researcher.click("button:has-text('Add the whole cohort to the cart')")
+        researcher.wait_for_url(f"{base}/cart/")
+
+        # The cart: a line per dataset with its provider and price, one total.
+        first_line = researcher.inner_text(f"#cart-line-{alpha.pk}")
+        second_line = researcher.inner_text(f"#cart-line-{delta.pk}")
+        assert "Alpha Imaging" in first_line and "20.00 USD" in first_line  # 2 studies × 10.00
+        assert "Delta Scans" in second_line and "14.50 USD" in second_line  # 2 studies × 7.25
+        assert "Modality: CT" in first_line and "Modality: CT" in second_line  # the cohort's criteria
+        assert "34.50 USD" in researcher.inner_text("#cart-total")
+        _screenshots(researcher, shots, "cart")
+
+        # Checkout by card: the order page then holds the card form (localstripe's Stripe.js).
+        researcher.check("#checkout input[name=payment_method][value=card]")
+        researcher.check("#checkout input[name=accept]")
+        researcher.click("#checkout button:has-text('Place order')")
+        researcher.wait_for_url(re.compile(r".*/orders/\d+/$"))
+        order_url = researcher.url
+        order_id = re.search(r"/orders/(\d+)/$", order_url).group(1)
+        assert "Awaiting payment" in researcher.inner_text("#payment-status")
+        assert "34.50 USD" in researcher.inner_text("#order-total")
+        card = researcher.locator("#card-element")
+        expect(card.locator("input[placeholder=number]")).to_be_visible()
+        _screenshots(researcher, shots, "order-card-form")
+
+        card.locator("input[placeholder=number]").fill("4242424242424242")
+        card.locator("input[placeholder=exp_month]").fill("12")
+        card.locator("input[placeholder=exp_year]").fill("34")  # Stripe.js here prepends "20"
+        card.locator("input[placeholder=cvc]").fill("123")
+        card.locator("input[placeholder=postal_code]").fill("10001")
+        researcher.click("#card-submit")
+        # Paid only once Stripe's signed webhook reached the live server; the page finds out itself.
+        expect(researcher.locator("#payment-status")).to_have_text("Paid", timeout=60_000)
+        assert researcher.url == order_url
+        assert researcher.locator("#card-payment").count() == 0
+        assert "Pending admin review" in researcher.inner_text("#order-status")
+        _screenshots(researcher, shots, "order-paid")
+
+        # Admin: approve the contract in Django admin; the worker delivers and pays Alpha.
+        admin = _log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
+        admin.goto(f"{base}/admin/orders/contract/")
+        admin.check("input[name=_selected_action]")
+        admin.select_option("select[name=action]", "approve")
+        admin.click("button[name=index]")
+        admin.wait_for_selector("text=Approved 1 contract")
+
+        researcher.goto(f"{base}/workspace/")
+        researcher.wait_for_selector("a:has-text('manifest.csv')", timeout=120_000)
+        researcher.goto(order_url)
+        expect(researcher.locator("#order-status")).to_contain_text("Delivered", timeout=30_000)
+        assert "Completed" in researcher.inner_text("#order-status")  # delivered and paid
+
+        # Alpha (a Stripe Connect account): its net share, transferred through Stripe.
+        alpha_owner = _log_in(browser, base, "alice", "pass-1234567")
+        alpha_owner.goto(f"{base}/provider/")
+        transfers = "div.card:has(h2:text-is('Transfers to you'))"
+        row = _reload_until(alpha_owner, transfers, "Transferred")
+        assert f"#{order_id}" in row and "17.00 USD" in row  # 20.00 less the 15 % fee (3.00)
+        earnings = alpha_owner.inner_text(f"#earnings-{alpha_provider}-USD")
+        assert "Sales 20.00 USD" in earnings and "platform fees 3.00 USD" in earnings
+        assert "net 17.00 USD" in earnings and "transferred 17.00 USD" in earnings
+        assert "balance owed to you 0.00 USD" in earnings
+        assert "to your Stripe account" in alpha_owner.inner_text("main")
+
+    # Delta (no Stripe account): its net share is owed, paid outside Stripe later.
+    delta_owner = _log_in(browser, base, "dave", "pass-1234567")
+    delta_owner.goto(f"{base}/provider/")
+    earnings = delta_owner.inner_text(f"#earnings-{delta_provider}-USD")
+    assert "Sales 14.50 USD" in earnings and "platform fees 2.18 USD" in earnings  # 15 % of 14.50, rounded
+    assert "net 12.32 USD" in earnings and "transferred 0.00 USD" in earnings
+    assert "balance owed to you 12.32 USD" in earnings
+    # The worker's run for this order (finished before it stopped) left Delta's share pending.
+    pending = delta_owner.inner_text(transfers)
+    assert f"#{order_id}" in pending and "12.32 USD" in pending and "Pending" in pending
+    assert "Transferred" not in pending
+    assert "by bank transfer from the marketplace" in delta_owner.inner_text("main")
