@@ -280,6 +280,8 @@ CELERY_TASK_TIME_LIMIT = CELERY_QUEUE_TIME_LIMITS["housekeeping"][1]
 # name: beat imports no task module, and a name no worker knows is logged and dropped by
 # the worker (catalog.tasks.upload_batches_recover_stuck_task arrives with its own branch).
 # `expires`: a sweep nobody ran in time is skipped, never piled up.
+from celery.schedules import crontab as _crontab  # noqa: E402
+
 STUCK_SWEEP_SECONDS = env_int("STUCK_SWEEP_SECONDS", 15, minimum=1, maximum=3600)
 CELERY_BEAT_SCHEDULE = {
     "deliveries-recover-stuck": {
@@ -296,6 +298,18 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orders.tasks.providers_retry_failed_task",
         "schedule": 600.0,
         "options": {"queue": "housekeeping", "expires": 600},
+    },
+    # Daily (UTC): licence terms that ended lose their access, and buyers hear 30 and 7 days
+    # before the end. A skipped run loses nothing: the next one takes every line due by then.
+    "entitlements-expire": {
+        "task": "orders.tasks.entitlements_expire_task",
+        "schedule": _crontab(hour=2, minute=0),
+        "options": {"queue": "housekeeping", "expires": 6 * 3600},
+    },
+    "entitlements-remind": {
+        "task": "orders.tasks.entitlements_remind_task",
+        "schedule": _crontab(hour=2, minute=30),
+        "options": {"queue": "housekeeping", "expires": 6 * 3600},
     },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -10,6 +10,7 @@ from marketplace.admin import AuditedModelAdmin
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 from orders.currency import format_money
+from orders.entitlements import entitlement_revoke
 from orders.invoicing import invoice_settle, invoice_void
 from orders.models import (
     Contract,
@@ -30,7 +31,7 @@ from orders.webhooks import event_process
 
 
 class DecisionActionForm(ActionForm):
-    reason = forms.CharField(required=False, label="Reason (required to reject or cancel)",
+    reason = forms.CharField(required=False, label="Reason (required to reject, cancel, refund or revoke)",
                              widget=forms.TextInput(attrs={"size": 60}))
 
 
@@ -190,12 +191,12 @@ class OrderAdmin(AuditedModelAdmin):
 @admin.register(OrderLine)
 class OrderLineAdmin(AuditedModelAdmin):
     list_display = ["__str__", "provider", "study_count", "pricing_model", "amount", "refunded_minor",
-                    "access_ended_at"]
+                    "licence_ends", "access_ended_at"]
     list_filter = ["pricing_model", "provider"]
     exclude = ["studies"]
     readonly_fields = [f.name for f in OrderLine._meta.fields]
     action_form = DecisionActionForm
-    actions = ["refund_line"]
+    actions = ["refund_line", "revoke_access"]
 
     @admin.display(description="Amount")
     def amount(self, obj: OrderLine) -> str:
@@ -213,6 +214,13 @@ class OrderLineAdmin(AuditedModelAdmin):
         _each(self, request, queryset, lambda line: order_refund(order=line.order, line=line, reason=reason,
                                                                   acting_user=request.user, ip=client_ip(request)),
               "Refunded lines")
+
+    @admin.action(description="Revoke access (type a reason first)")
+    def revoke_access(self, request: HttpRequest, queryset: QuerySet[OrderLine]) -> None:
+        reason = request.POST.get("reason", "")
+        _each(self, request, queryset, lambda line: entitlement_revoke(line, request.user, reason,
+                                                                        ip=client_ip(request)),
+              "Access revoked")
 
 
 @admin.register(Invoice)

@@ -163,6 +163,9 @@ class OrderLine(models.Model):
                                    & models.Q(refunded_minor__lte=models.F("amount_minor")),
                                    name="line_refund_within_amount"),
         ]
+        # The daily sweeps read the live subscription lines by their end.
+        indexes = [models.Index(fields=["licence_ends"], name="line_live_licence_ends",
+                                condition=models.Q(licence_ends__isnull=False, access_ended_at__isnull=True))]
 
     def __str__(self) -> str:
         return f"Order #{self.order_id} · {self.dataset}"
@@ -170,6 +173,22 @@ class OrderLine(models.Model):
     @property
     def has_access(self) -> bool:
         return self.access_ended_at is None
+
+
+class EntitlementReminder(models.Model):
+    """A notice sent to the buyer before a line's licence term ends, once per line and
+    number of days before the end."""
+
+    line = models.ForeignKey(OrderLine, on_delete=models.CASCADE, related_name="reminders")
+    days_before = models.PositiveSmallIntegerField()
+    sent = models.DateTimeField()
+
+    class Meta:
+        ordering = ["sent", "id"]
+        constraints = [models.UniqueConstraint(fields=["line", "days_before"], name="one_reminder_per_line_and_day")]
+
+    def __str__(self) -> str:
+        return f"{self.line}: {self.days_before} days before the end"
 
 
 class OrderStatusChange(models.Model):

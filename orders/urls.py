@@ -12,6 +12,7 @@ urlpatterns = [
     path("provider/", views.provider_dashboard, name="provider_dashboard"),
     path("orders/<int:order_id>/", views.order_detail, name="order_detail"),
     path("orders/<int:order_id>/pay/", views.order_pay, name="order_pay"),
+    path("orders/<int:order_id>/lines/<int:line_id>/renew/", views.line_renew, name="line_renew"),
     path("orders/<int:order_id>/status/", views.order_status, name="order_status"),
     path("orders/<int:order_id>/invoice.pdf", views.invoice_download, name="invoice_download"),
     path("payments/stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),

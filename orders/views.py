@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -25,6 +25,7 @@ from marketplace.services import client_ip
 from orders import stripe_gateway
 from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items, cart_quote, cart_remove
 from orders.checkout import checkout, payment_methods_for, sample_take
+from orders.entitlements import entitlement_renew, line_renewable
 from orders.exceptions import OrderError
 from orders.invoice_pdf import invoice_pdf_bytes
 from orders.models import Order
@@ -189,8 +190,9 @@ def order_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
     order = access_order(user=request.user, order_id=order_id)
-    context = {"order": order, "lines": [(line, describe(cohort_from(line.criteria))) for line in order.lines.all()],
-               "history": order.status_changes.all(), "pay": None}
+    context = {"order": order, "history": order.status_changes.all(), "pay": None,
+               "lines": [(line, describe(cohort_from(line.criteria)), line_renewable(line))
+                         for line in order.lines.all()]}
     if order.payment_method == Order.PaymentMethod.CARD and order.status == Order.Status.OPEN and \
             order.payment_status in (Order.PaymentStatus.UNPAID, Order.PaymentStatus.FAILED):
         try:
@@ -203,6 +205,23 @@ def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
     if context["pay"]:
         _allow_stripe_js(response)
     return response
+
+
+@login_required
+@require_POST
+def line_renew(request: HttpRequest, order_id: int, line_id: int) -> HttpResponse:
+    """Renew a subscription line: its dataset goes into the cart at today's terms."""
+    order = access_order(user=request.user, order_id=order_id)
+    line = order.lines.filter(pk=line_id).first()
+    if line is None:
+        raise Http404("Order line not found.")
+    try:
+        entitlement_renew(request.user, line, ip=client_ip(request))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return redirect("order_detail", order_id=order.pk)
+    messages.success(request, f"{line.dataset.title} is in your cart at its current price; check out to renew.")
+    return redirect("cart")
 
 
 def _origin(url: str) -> str:
