@@ -483,6 +483,9 @@ DISCLOSURE_THRESHOLD = env_int("DISCLOSURE_THRESHOLD", 11, minimum=1, maximum=10
 # address when anonymous) to slow down differencing attacks; each one is also audited.
 QUOTE_RATE = env_rate("QUOTE_RATE", "120/hour")
 COUNT_QUERY_RATE = env_rate("COUNT_QUERY_RATE", "1200/hour")
+# Failed electronic signatures (a wrong password or TOTP code) per account; past the limit
+# even the right credentials are refused until the window ends.
+SIGNATURE_FAILED_RATE = env_rate("SIGNATURE_FAILED_RATE", "10/hour")
 
 # The platform's share of each sale in basis points (1/100 %), unless the provider has its
 # own (Organization.platform_fee_bps).

@@ -2,8 +2,9 @@
 
 After every migrate the owner role grants the app role (settings.DATABASE_APP_ROLE) row
 access to every table and sequence of the schema, and takes back UPDATE and DELETE on the
-append-only tables (the audit trail and the ledger). TRUNCATE, triggers, DDL and ownership
-are never granted: only the owner could empty them or drop their append-only triggers.
+append-only tables (the audit trail, the ledger and the electronic signatures). TRUNCATE,
+triggers, DDL and ownership are never granted: only the owner could empty them or drop
+their append-only triggers.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 AUDIT_TABLE = "marketplace_auditevent"
 # Tables the application may read and add rows to, nothing else.
-APPEND_ONLY_TABLES = (AUDIT_TABLE, "ledger_ledgeraccount", "ledger_ledgertransaction", "ledger_ledgerentry")
+APPEND_ONLY_TABLES = (AUDIT_TABLE, "ledger_ledgeraccount", "ledger_ledgertransaction", "ledger_ledgerentry",
+                      "orders_signature")
 
 
 class DatabaseRoleError(RuntimeError):

@@ -51,3 +51,16 @@ def rate_limit_hit(*, scope: str, key: str, rate: str, what: str) -> None:
         raise RateLimitedError(
             f"Too many {what}: at most {allowed} per {unit} for {who}. Try again in {wait} seconds.",
             extra={"retry_after": wait})
+
+
+def rate_limit_reached(*, scope: str, key: str, rate: str, what: str) -> None:
+    """RateLimitedError when ``key`` already used up this window's budget of ``scope``;
+    counts nothing (for budgets of failures, counted by rate_limit_hit on each failure)."""
+    allowed, unit, period = parse_rate(rate)
+    now = time.time()
+    window = int(now // period)
+    used = cache.get(f"ratelimit:{scope}:{key}:{window}") or 0
+    if used >= allowed:
+        wait = int((window + 1) * period - now) + 1
+        raise RateLimitedError(f"Too many {what}: at most {allowed} per {unit}. Try again in {wait} seconds.",
+                               extra={"retry_after": wait})

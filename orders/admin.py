@@ -3,8 +3,14 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from marketplace.admin import AuditedModelAdmin
 from marketplace.exceptions import ApplicationError
@@ -22,11 +28,13 @@ from orders.models import (
     Payment,
     ProviderTransfer,
     Refund,
+    Signature,
     StripeEvent,
 )
 from orders.payouts import providers_pay, transfer_mark_paid_outside
 from orders.refunds import order_refund
-from orders.services import contract_decide, credit_approve, order_cancel
+from orders.services import contract_approve_signed, contract_decide, credit_approve, order_cancel
+from orders.signatures import printed_name, record_sha256, signature_manifest, signing_needs_totp
 from orders.webhooks import event_process
 
 
@@ -35,14 +43,26 @@ class DecisionActionForm(ActionForm):
                              widget=forms.TextInput(attrs={"size": 60}))
 
 
+class ContractApprovalForm(forms.Form):
+    password = forms.CharField(label="Your password", strip=False,
+                               widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}))
+    totp_code = forms.CharField(label="Authenticator code", required=False, max_length=16,
+                                widget=forms.TextInput(attrs={"autocomplete": "one-time-code",
+                                                              "inputmode": "numeric"}))
+
+
 @admin.register(Contract)
 class ContractAdmin(AuditedModelAdmin):
+    """Approval is an electronic signature: a form per contract (the "Approve and sign"
+    button on its page) asks the admin's password and TOTP code in the same request.
+    Rejection stays a bulk action with a reason and is not signed."""
+
     list_display = ["order", "buyer", "dataset", "total", "template_version", "status", "accepted_at", "decided_at"]
     list_filter = ["status"]
-    readonly_fields = ["order", "template", "template_version", "text", "accepted_by", "accepted_at", "accepted_ip",
-                       "status", "decided_by", "decided_at", "decision_reason"]
+    readonly_fields = ["approval", "order", "template", "template_version", "text", "accepted_by", "accepted_at",
+                       "accepted_ip", "status", "decided_by", "decided_at", "decision_reason", "signatures"]
     action_form = DecisionActionForm
-    actions = ["approve", "reject"]
+    actions = ["reject"]
 
     @admin.display(description="Buyer")
     def buyer(self, obj: Contract) -> str:
@@ -56,33 +76,104 @@ class ContractAdmin(AuditedModelAdmin):
     def total(self, obj: Contract) -> str:
         return format_money(obj.order.total_minor, obj.order.currency)
 
+    @admin.display(description="Approval")
+    def approval(self, obj: Contract) -> str:
+        if obj.pk is None or obj.status != Contract.Status.PENDING:
+            return "—"
+        url = reverse("admin:orders_contract_approve", args=[obj.pk])
+        return format_html('<a class="button" id="contract-approve" href="{}">Approve and sign…</a>', url)
+
+    @admin.display(description="Electronic signatures")
+    def signatures(self, obj: Contract) -> str:
+        rows = signature_manifest(obj) if obj.pk else []
+        if not rows:
+            return "—"
+        return format_html_join(
+            mark_safe("<br>"), "{} · {} · {} · SHA-256 {} · {}",
+            ((row["signature"].printed_name, row["signature"].get_meaning_display(),
+              row["signature"].signed_at.isoformat(timespec="seconds"), row["signature"].record_sha256,
+              "matches the contract" if row["matches"] else "the contract changed since signing") for row in rows))
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False  # the accepted agreement is a record; an order is cancelled, never deleted
 
-    @admin.action(description="Approve selected contracts (starts delivery)")
-    def approve(self, request: HttpRequest, queryset: QuerySet[Contract]) -> None:
-        self._decide(request, queryset, approve=True)
+    def get_urls(self) -> list:
+        return [path("<int:contract_id>/approve/", self.admin_site.admin_view(self.approve_view),
+                     name="orders_contract_approve"), *super().get_urls()]
+
+    def approve_view(self, request: HttpRequest, contract_id: int) -> HttpResponse:
+        """Approve one contract: the admin signs it (meaning "approval") with their
+        password and TOTP code typed here; the decision follows only a valid signature."""
+        contract = get_object_or_404(Contract.objects.select_related("order", "order__buyer"), pk=contract_id)
+        if not self.has_change_permission(request, contract):
+            raise PermissionDenied
+        change_url = reverse("admin:orders_contract_change", args=[contract.pk])
+        form = ContractApprovalForm(request.POST or None)
+        status = 200
+        if request.method == "POST" and form.is_valid():
+            try:
+                contract_approve_signed(contract=contract, acting_user=request.user,
+                                        password=form.cleaned_data["password"],
+                                        totp_code=form.cleaned_data["totp_code"], ip=client_ip(request))
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = exc.status
+            else:
+                self.message_user(request, f"Approved and signed the contract for order #{contract.order_id}.",
+                                  messages.SUCCESS)
+                return redirect(change_url)
+        elif request.method == "POST":
+            status = 400
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "contract": contract, "form": form,
+            "title": f"Approve the contract for order #{contract.order_id}", "change_url": change_url,
+            "printed_name": printed_name(request.user), "meaning": Signature.Meaning.APPROVAL.label,
+            "record_sha256": record_sha256(contract), "needs_totp": signing_needs_totp(request.user),
+            "total": format_money(contract.order.total_minor, contract.order.currency),
+        }
+        return TemplateResponse(request, "admin/orders/contract/approve.html", context, status=status)
 
     @admin.action(description="Reject selected contracts (type a reason first)")
     def reject(self, request: HttpRequest, queryset: QuerySet[Contract]) -> None:
-        self._decide(request, queryset, approve=False)
-
-    def _decide(self, request: HttpRequest, queryset: QuerySet[Contract], *, approve: bool) -> None:
         reason = request.POST.get("reason", "")
         done = 0
         for contract in queryset:
             try:
-                contract_decide(contract=contract, approve=approve, acting_user=request.user, reason=reason,
+                contract_decide(contract=contract, approve=False, acting_user=request.user, reason=reason,
                                 ip=client_ip(request))
                 done += 1
             except ApplicationError as exc:
                 self.message_user(request, f"Contract for order #{contract.order_id}: {exc.message}", messages.ERROR)
         if done:
-            self.message_user(request, f"{'Approved' if approve else 'Rejected'} {done} contract(s).",
-                              messages.SUCCESS)
+            self.message_user(request, f"Rejected {done} contract(s).", messages.SUCCESS)
+
+
+@admin.register(Signature)
+class SignatureAdmin(AuditedModelAdmin):
+    """Read only: signatures are made by signing, and the database refuses changing or
+    deleting them."""
+
+    list_display = ["signed_at", "printed_name", "meaning", "record_type", "record_id", "short_sha256", "factors",
+                    "ip"]
+    list_filter = ["meaning", "record_type"]
+    search_fields = ["printed_name", "record_id", "record_sha256"]
+    readonly_fields = [f.name for f in Signature._meta.fields]
+
+    @admin.display(description="SHA-256")
+    def short_sha256(self, obj: Signature) -> str:
+        return format_html('<code title="{}">{}…</code>', obj.record_sha256, obj.record_sha256[:12])
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, action, done_label: str) -> None:

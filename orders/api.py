@@ -1,5 +1,5 @@
-"""Orders API: quote a dataset's cohort, fill the cart, check out (accepting the
-agreement), list and read one's own orders. Quotes and orders below the disclosure
+"""Orders API: quote a dataset's cohort, fill the cart, check out (accepting and signing
+the agreement), list and read one's own orders. Quotes and orders below the disclosure
 threshold are refused (catalog/disclosure.py). Money is integer minor units plus currency."""
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from orders.checkout import checkout
 from orders.models import Order
 from orders.quotes import quote_for_buyer
 from orders.selectors import access_order, active_dua_template, orders_for_buyer
+from orders.signatures import signature_manifest
 
 
 class CriteriaField(serializers.DictField):
@@ -88,7 +89,14 @@ class OrderOutput(serializers.Serializer):
     contract_status = serializers.CharField(source="contract.status")
     dua_version = serializers.CharField(source="contract.template_version")
     invoice_number = serializers.SerializerMethodField()
+    signatures = serializers.SerializerMethodField(help_text="The contract's electronic signatures; "
+                                                   "matches: the contract still hashes to what was signed")
     created = serializers.DateTimeField()
+
+    def get_signatures(self, order: Order) -> list[dict]:
+        return [{"printed_name": row["signature"].printed_name, "meaning": row["signature"].meaning,
+                 "signed_at": row["signature"].signed_at.isoformat(), "record_sha256": row["signature"].record_sha256,
+                 "matches": row["matches"]} for row in signature_manifest(order.contract)]
 
     def get_invoice_number(self, order: Order) -> str | None:
         invoice = getattr(order, "invoice", None)
@@ -149,6 +157,11 @@ class CheckoutInput(serializers.Serializer):
                                                     help_text="The cart total you saw (GET /api/cart/), in cents")
     expected_currency = serializers.CharField(max_length=3)
     po_number = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    password = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=False,
+                                     style={"input_type": "password"},
+                                     help_text="Your password, typed again: it signs the agreement")
+    totp_code = serializers.CharField(max_length=16, required=False, allow_blank=True, default="", write_only=True,
+                                      help_text="The current code of your authenticator app, when you have one")
 
 
 class OrderListCreateApi(APIView):
@@ -161,7 +174,8 @@ class OrderListCreateApi(APIView):
 
     @extend_schema(request=CheckoutInput, responses={201: OrderOutput})
     def post(self, request: Request) -> Response:
-        """Check out the cart: one order with a line per dataset."""
+        """Check out the cart: one order with a line per dataset, the agreement signed with
+        your password (and TOTP code when your account has TOTP) sent in this request."""
         serializer = CheckoutInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -173,7 +187,7 @@ class OrderListCreateApi(APIView):
                          accept_agreement=data["accept_agreement"], dua_template=dua,
                          expected_total_minor=data["expected_total_minor"],
                          expected_currency=data["expected_currency"].upper(), po_number=data["po_number"],
-                         ip=client_ip(request))
+                         password=data["password"], totp_code=data["totp_code"], ip=client_ip(request))
         return Response(OrderOutput(order).data, status=status.HTTP_201_CREATED)
 
 

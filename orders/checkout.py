@@ -1,6 +1,7 @@
-"""Checkout: the cart becomes one order with a line per dataset, its contract, and (for
-institutions) its invoice. The total the buyer accepted is the total charged: any change
-of price or plan since the cart page refuses the checkout instead."""
+"""Checkout: the cart becomes one order with a line per dataset, its contract signed by
+the buyer (orders/signatures.py), and (for institutions) its invoice. The total the buyer
+accepted is the total charged: any change of price or plan since the cart page refuses
+the checkout instead."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -12,8 +13,9 @@ from marketplace.models import User
 from marketplace.services import audit_record
 from orders.cart import cart_for, cart_items, cart_quote
 from orders.exceptions import AgreementNotAcceptedError, EmptyOrderError, OrderError
-from orders.models import Cart, Contract, DuaTemplate, Order, OrderLine, OrderStatusChange
+from orders.models import Cart, Contract, DuaTemplate, Order, OrderLine, OrderStatusChange, Signature
 from orders.quotes import MixedCurrenciesError, buyer_organization
+from orders.signatures import CONTRACT, SignerProof, signature_create, signer_check
 from orders.stripe_gateway import stripe_enabled
 
 SUBSCRIPTION_TERM = timedelta(days=365)
@@ -33,18 +35,34 @@ def payment_methods_for(*, buyer: User, total_minor: int) -> list[str]:
     return methods
 
 
-@transaction.atomic
 def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_template: DuaTemplate,
              expected_total_minor: int | None, expected_currency: str | None = None, po_number: str = "",
-             ip: str | None = None) -> Order:
-    """Turn the buyer's cart into an order. The cart row is locked: a double-clicked
-    checkout finds the cart empty the second time and places nothing twice."""
+             password: str | None = None, totp_code: str | None = None, ip: str | None = None) -> Order:
+    """Turn the buyer's cart into an order, signed by the buyer: ``password`` (and
+    ``totp_code`` when the account has TOTP) are checked first, outside the order's
+    transaction so a refusal stays in the audit trail; the order, its contract and the
+    buyer's signature of the contract (meaning "responsibility") are then one transaction.
+    The cart row is locked: a double-clicked checkout finds the cart empty the second time
+    and places nothing twice."""
+    if not cart_items(buyer):
+        raise EmptyOrderError("Your cart is empty.")
+    if not accept_agreement:
+        raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
+    proof = signer_check(user=buyer, password=password, totp_code=totp_code, meaning=Signature.Meaning.RESPONSIBILITY,
+                         record_type=CONTRACT, ip=ip)
+    return _checkout_signed(buyer=buyer, proof=proof, payment_method=payment_method, dua_template=dua_template,
+                            expected_total_minor=expected_total_minor, expected_currency=expected_currency,
+                            po_number=po_number, ip=ip)
+
+
+@transaction.atomic
+def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, dua_template: DuaTemplate,
+                     expected_total_minor: int | None, expected_currency: str | None, po_number: str,
+                     ip: str | None) -> Order:
     cart = Cart.objects.select_for_update().get(pk=cart_for(buyer).pk)
     items = cart_items(buyer)
     if not items:
         raise EmptyOrderError("Your cart is empty.")
-    if not accept_agreement:
-        raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
     quote = cart_quote(buyer=buyer, items=items)
     if quote.problems:
         problem = quote.problems[0]
@@ -80,18 +98,19 @@ def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_te
             licence_ends=now + SUBSCRIPTION_TERM if line.price.model == "subscription" else None,
         )
         created.studies.set(line.study_ids)
-    Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
-                            text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
+    contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
+                                       text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
     for field, value in ((OrderStatusChange.Field.STATUS, order.status),
                          (OrderStatusChange.Field.PAYMENT, order.payment_status),
                          (OrderStatusChange.Field.FULFILMENT, order.fulfilment_status)):
         OrderStatusChange.objects.create(order=order, field=field, old_status="", new_status=value, acting_user=buyer)
     cart.items.all().delete()
+    signature = signature_create(proof=proof, meaning=Signature.Meaning.RESPONSIBILITY, record=contract, ip=ip)
     audit_record(actor=buyer, action="order.place", obj=order, ip=ip, detail={
         "lines": [{"dataset_id": line.dataset.pk, "studies": line.study_count, "amount_minor": line.total_minor,
                    "model": line.price.model, "criteria": line.criteria} for line in quote.lines],
         "total_minor": order.total_minor, "currency": order.currency, "payment_method": payment_method,
-        "dua_version": dua_template.version,
+        "dua_version": dua_template.version, "signature_id": signature.pk,
     })
     if payment_method == Order.PaymentMethod.INVOICE:
         from orders.invoicing import invoice_issue
@@ -100,15 +119,13 @@ def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_te
     return order
 
 
-@transaction.atomic
 def sample_take(*, buyer: User, dataset, accept_agreement: bool, dua_template: DuaTemplate,  # noqa: ANN001
-                ip: str | None = None) -> Order:
+                password: str | None = None, totp_code: str | None = None, ip: str | None = None) -> Order:
     """The dataset's free sample: its first N studies (N set by the provider), for any
-    signed-in user, under the agreement, once per user and dataset. Delivered after the
-    admin's approval like any order, with nothing to pay."""
+    signed-in user, under the agreement, once per user and dataset, signed by the buyer
+    like a checkout. Delivered after the admin's approval like any order, with nothing
+    to pay."""
     from catalog.models import Dataset
-    from catalog.search.criteria import cohort_from
-    from catalog.search.service import cohort_study_ids
 
     size = getattr(dataset, "sample_study_count", 0) or 0
     if dataset.status != Dataset.Status.PUBLISHED or size <= 0:
@@ -118,6 +135,17 @@ def sample_take(*, buyer: User, dataset, accept_agreement: bool, dua_template: D
     taken = OrderLine.objects.filter(order__buyer=buyer, dataset=dataset, pricing_model="sample").first()
     if taken is not None:
         raise OrderError(f"You already took this dataset's sample (order #{taken.order_id}).", code="sample_taken")
+    proof = signer_check(user=buyer, password=password, totp_code=totp_code, meaning=Signature.Meaning.RESPONSIBILITY,
+                         record_type=CONTRACT, ip=ip)
+    return _sample_take_signed(buyer=buyer, proof=proof, dataset=dataset, size=size, dua_template=dua_template, ip=ip)
+
+
+@transaction.atomic
+def _sample_take_signed(*, buyer: User, proof: SignerProof, dataset, size: int,  # noqa: ANN001
+                        dua_template: DuaTemplate, ip: str | None) -> Order:
+    from catalog.search.criteria import cohort_from
+    from catalog.search.service import cohort_study_ids
+
     ids = sorted(cohort_study_ids(query=cohort_from({}), dataset_id=dataset.pk))[:size]
     if not ids:
         raise EmptyOrderError("This dataset has no study to sample yet.")
@@ -132,12 +160,14 @@ def sample_take(*, buyer: User, dataset, accept_agreement: bool, dua_template: D
         licence_text=dataset.licence_text)
     line.studies.set(ids)
     now = timezone.now()
-    Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
-                            text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
+    contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
+                                       text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
     for field, value in ((OrderStatusChange.Field.STATUS, order.status),
                          (OrderStatusChange.Field.PAYMENT, order.payment_status),
                          (OrderStatusChange.Field.FULFILMENT, order.fulfilment_status)):
         OrderStatusChange.objects.create(order=order, field=field, old_status="", new_status=value, acting_user=buyer)
+    signature = signature_create(proof=proof, meaning=Signature.Meaning.RESPONSIBILITY, record=contract, ip=ip)
     audit_record(actor=buyer, action="order.sample", obj=order, ip=ip,
-                 detail={"dataset_id": dataset.pk, "studies": len(ids), "dua_version": dua_template.version})
+                 detail={"dataset_id": dataset.pk, "studies": len(ids), "dua_version": dua_template.version,
+                         "signature_id": signature.pk})
     return order

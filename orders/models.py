@@ -355,3 +355,34 @@ class StripeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.event_id}"
+
+
+class Signature(models.Model):
+    """An electronic signature: who signed (and the name printed with it), what it means,
+    which record, the SHA-256 of that record as it was signed, when (server time) and
+    from where. Made only after the signer typed their password (and their TOTP code when
+    the account has one) in the same request (orders/signatures.py). The table is
+    append-only in the database: UPDATE and DELETE are refused for every client."""
+
+    class Meaning(models.TextChoices):
+        AUTHORSHIP = "authorship", "Authorship"
+        APPROVAL = "approval", "Approval"
+        RESPONSIBILITY = "responsibility", "Responsibility"
+
+    signer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="signatures")
+    printed_name = models.CharField(max_length=300)
+    meaning = models.CharField(max_length=16, choices=Meaning.choices)
+    record_type = models.CharField(max_length=100)
+    record_id = models.CharField(max_length=64)
+    record_sha256 = models.CharField("SHA-256 of the signed record", max_length=64)
+    # What the signer proved in the request: "password" or "password+totp".
+    factors = models.CharField(max_length=32)
+    signed_at = models.DateTimeField()
+    ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["signed_at", "id"]
+        indexes = [models.Index(fields=["record_type", "record_id"], name="signature_record_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.printed_name} · {self.get_meaning_display()} · {self.record_type} #{self.record_id}"

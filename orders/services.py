@@ -12,7 +12,8 @@ from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import User
 from marketplace.services import audit_record
 from orders.exceptions import OrderError
-from orders.models import Contract, Order
+from orders.models import Contract, Order, Signature
+from orders.signatures import CONTRACT, signature_create, signature_verify, signer_check
 from orders.transitions import can_move, order_move
 
 F, P, S = Order.FulfilmentStatus, Order.PaymentStatus, Order.Status
@@ -61,10 +62,14 @@ def order_complete_if_done(*, order: Order) -> None:
 
 @transaction.atomic
 def contract_decide(
-    *, contract: Contract, approve: bool, acting_user: User, reason: str = "", ip: str | None = None
+    *, contract: Contract, approve: bool, acting_user: User, reason: str = "", ip: str | None = None,
+    signature: Signature | None = None,
 ) -> Contract:
-    """Admin approval or rejection of a contract. Approval releases the order when its
-    money is settled; rejection cancels it (and refunds what was paid)."""
+    """Admin approval or rejection of a contract. Approval needs the deciding admin's
+    signature of this contract with the meaning "approval", still matching the contract
+    (contract_approve_signed makes it from the password and TOTP code typed in the same
+    request); rejection needs a reason. Approval releases the order when its money is
+    settled; rejection cancels it (and refunds what was paid)."""
     # Lock so two admins deciding at once cannot both act (one approves, one rejects).
     locked = Contract.objects.select_for_update().select_related("order").get(pk=contract.pk)
     if locked.status != Contract.Status.PENDING:
@@ -73,17 +78,41 @@ def contract_decide(
         raise OrderError("Give a reason when rejecting a contract.", code="reason_required")
     if approve and locked.order.status != S.OPEN:
         raise InvalidTransitionError(f"Order #{locked.order_id} is {locked.order.get_status_display().lower()}.")
+    if approve and (signature is None or signature.signer_id != acting_user.pk
+                    or signature.meaning != Signature.Meaning.APPROVAL or not signature_verify(signature, locked)):
+        raise OrderError("Approving a contract needs your electronic signature of it (password and "
+                         "authenticator code).", code="signature_required")
     locked.status = Contract.Status.APPROVED if approve else Contract.Status.REJECTED
     locked.decided_by, locked.decided_at, locked.decision_reason = acting_user, timezone.now(), reason.strip()
     locked.save(update_fields=["status", "decided_by", "decided_at", "decision_reason"])
+    detail = {"order_id": locked.order_id, "reason": reason.strip()}
+    if signature is not None:
+        detail["signature_id"] = signature.pk
     audit_record(actor=acting_user, action="contract.approve" if approve else "contract.reject", obj=locked, ip=ip,
-                 detail={"order_id": locked.order_id, "reason": reason.strip()})
+                 detail=detail)
     if approve:
         order_release(order=locked.order, acting_user=acting_user)
     else:
         order_cancel(order=locked.order, acting_user=acting_user, reason=f"Contract rejected: {reason.strip()}",
                      ip=ip)
     return locked
+
+
+def contract_approve_signed(*, contract: Contract, acting_user: User, password: str | None, totp_code: str | None,
+                            ip: str | None = None) -> Contract:
+    """An admin approves a contract by signing it (meaning "approval") with the password
+    and TOTP code typed in this request. The credentials are checked first, outside the
+    decision's transaction (a refusal stays in the audit trail and nothing is decided);
+    the signature and the approval are then one transaction."""
+    current = Contract.objects.select_related("order").get(pk=contract.pk)
+    if current.status != Contract.Status.PENDING:
+        raise InvalidTransitionError(f"This contract was already {current.get_status_display().lower()}.")
+    proof = signer_check(user=acting_user, password=password, totp_code=totp_code,
+                         meaning=Signature.Meaning.APPROVAL, record_type=CONTRACT, record_id=str(current.pk), ip=ip)
+    with transaction.atomic():
+        locked = Contract.objects.select_for_update().select_related("order").get(pk=current.pk)
+        signature = signature_create(proof=proof, meaning=Signature.Meaning.APPROVAL, record=locked, ip=ip)
+        return contract_decide(contract=locked, approve=True, acting_user=acting_user, ip=ip, signature=signature)
 
 
 @transaction.atomic

@@ -38,6 +38,7 @@ from orders.selectors import (
     orders_for_buyer,
     provider_sales_summary,
 )
+from orders.signatures import signature_manifest, signing_needs_totp
 from orders.webhooks import event_process, event_store
 
 CRITERIA_ERRORS = (InvalidQueryError, BelowThresholdError, RateLimitedError)
@@ -84,7 +85,8 @@ def order_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
 @login_required
 def cart(request: HttpRequest) -> HttpResponse:
     """The cart: each dataset's line priced now, what cannot be ordered and why, and the
-    checkout form (payment method, purchase order number, the agreement)."""
+    checkout form (payment method, purchase order number, the agreement and the buyer's
+    signature: password, and TOTP code when the account has TOTP)."""
     error, status = "", 200
     if request.method == "POST":
         action, dataset_id = request.POST.get("action", ""), request.POST.get("dataset_id", "")
@@ -103,7 +105,7 @@ def cart(request: HttpRequest) -> HttpResponse:
     context = {
         "quote": quote, "error": error, "dua": active_dua_template(), "include_held": include_held,
         "methods": payment_methods_for(buyer=request.user, total_minor=total) if total is not None else [],
-        "method_labels": dict(Order.PaymentMethod.choices),
+        "method_labels": dict(Order.PaymentMethod.choices), "needs_totp": signing_needs_totp(request.user),
     }
     return render(request, "orders/cart.html", context, status=status)
 
@@ -139,7 +141,8 @@ def cart_checkout(request: HttpRequest) -> HttpResponse:
             accept_agreement=request.POST.get("accept") == "on", dua_template=dua,
             expected_total_minor=expected,
             expected_currency=request.POST.get("expected_currency") or None,
-            po_number=request.POST.get("po_number", ""), ip=client_ip(request))
+            po_number=request.POST.get("po_number", ""), password=request.POST.get("password", ""),
+            totp_code=request.POST.get("totp_code", ""), ip=client_ip(request))
     except ApplicationError as exc:
         if exc.code == "empty_order":
             latest = orders_for_buyer(user=request.user).first()
@@ -171,13 +174,15 @@ def sample(request: HttpRequest, dataset_id: int) -> HttpResponse:
                                  code="no_agreement")
             require_verified_email(user=request.user)
             order = sample_take(buyer=request.user, dataset=dataset, accept_agreement=request.POST.get("accept") == "on",
-                                dua_template=dua, ip=client_ip(request))
+                                dua_template=dua, password=request.POST.get("password", ""),
+                                totp_code=request.POST.get("totp_code", ""), ip=client_ip(request))
         except ApplicationError as exc:
             error = exc.message
         else:
             messages.success(request, "Sample ordered. An administrator reviews the agreement before delivery.")
             return redirect("order_detail", order_id=order.pk)
-    return render(request, "orders/sample.html", {"dataset": dataset, "dua": dua, "error": error},
+    return render(request, "orders/sample.html", {"dataset": dataset, "dua": dua, "error": error,
+                                                  "needs_totp": signing_needs_totp(request.user)},
                   status=400 if error else 200)
 
 
@@ -192,7 +197,8 @@ def order_detail(request: HttpRequest, order_id: int) -> HttpResponse:
     order = access_order(user=request.user, order_id=order_id)
     context = {"order": order, "history": order.status_changes.all(), "pay": None,
                "lines": [(line, describe(cohort_from(line.criteria)), line_renewable(line))
-                         for line in order.lines.all()]}
+                         for line in order.lines.all()],
+               "signatures": signature_manifest(order.contract)}
     if order.payment_method == Order.PaymentMethod.CARD and order.status == Order.Status.OPEN and \
             order.payment_status in (Order.PaymentStatus.UNPAID, Order.PaymentStatus.FAILED):
         try:

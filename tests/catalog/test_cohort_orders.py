@@ -324,7 +324,8 @@ def test_placing_the_order_stores_the_cohort_and_its_studies(client, described, 
     assert response.status_code == 302, response.content.decode()[:2000]
     assert f'name="expected_total_minor" value="{total_minor}"' in client.get("/cart/").content.decode()
     response = client.post("/cart/checkout/", {"accept": "on", "expected_total_minor": str(total_minor),
-                                               "expected_currency": dataset.currency, "payment_method": "invoice"})
+                                               "expected_currency": dataset.currency, "payment_method": "invoice",
+                                               "password": "pass-1234567"})
     order = Order.objects.get(buyer=bob)
     assert response["Location"] == f"/orders/{order.pk}/"
     line = order.lines.get()

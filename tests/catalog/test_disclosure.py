@@ -322,6 +322,7 @@ RAW_NUMBERS_ALLOWED = {
     ("orders/cart.html", "quote.total_display"): "sum of such prices",
     ("orders/cart.html", "quote.total_minor"): "sum of such prices",
     ("orders/sample.html", "dataset.sample_study_count"): "the sample size the provider published",
+    ("admin/orders/contract/approve.html", "total"): "price of the order whose contract staff approve",
     ("workspaces/workspace.html", "delivery.total_files"): "the buyer's own delivery",
     ("workspaces/workspace.html", "delivery.total_bytes|filesizeformat"): "size",
     ("workspaces/delivery_files.html", "delivery.total_bytes|filesizeformat"): "size",

@@ -18,6 +18,7 @@ from django.test import Client
 
 from catalog.models import Dataset, UploadBatch
 from catalog.synthetic import fake_patients, make_instance, to_bytes, write_zip
+from factories.accounts import totp_code
 from factories.dicom import ct_files
 from e2e.worker import celery_worker, wait_for
 from orders.models import Contract, Order
@@ -83,14 +84,15 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
         response = researcher_web.post(f"/datasets/{dataset.pk}/order/", {})  # into the cart
         assert response.status_code == 302
         response = researcher_web.post("/cart/checkout/", {"accept": "on", "expected_total_minor": "15000",
-                                                           "expected_currency": "USD", "payment_method": "invoice"})
+                                                           "expected_currency": "USD", "payment_method": "invoice",
+                                                           "password": "pass-1234567"})
         assert response.status_code == 302
         order = Order.objects.get(buyer=bob)
         assert order.contract.status == Contract.Status.PENDING
 
-        # The admin approves the contract; the worker delivers.
-        response = admin_web.post("/admin/orders/contract/", {
-            "action": "approve", "_selected_action": [order.contract.pk], "reason": ""})
+        # The admin approves the contract by signing it (password and TOTP code); the worker delivers.
+        response = admin_web.post(f"/admin/orders/contract/{order.contract.pk}/approve/", {
+            "password": "admin-pass-123", "totp_code": totp_code()})
         assert response.status_code == 302
         response = admin_web.post("/admin/orders/order/", {
             "action": "approve_credit", "_selected_action": [order.pk], "reason": ""})

@@ -72,7 +72,8 @@ def test_a_nul_byte_in_a_saved_search_name_is_a_400_naming_the_field(client, bob
 
 # ---- the checkout's expected total -------------------------------------------------------
 def checkout_form(expected) -> dict:  # noqa: ANN001
-    return {"accept": "on", "expected_total_minor": expected, "expected_currency": "USD", "payment_method": "invoice"}
+    return {"accept": "on", "expected_total_minor": expected, "expected_currency": "USD", "payment_method": "invoice",
+            "password": "pass-1234567"}
 
 
 @pytest.mark.parametrize("expected", ["sNaN", "NaN", "abc", "Infinity", "1e400", "20.00", "-1", "",
@@ -98,8 +99,8 @@ def test_the_checkout_still_places_an_order_at_the_expected_total(client, bob, p
 def test_the_order_api_refuses_a_bad_expected_total_naming_it(bob, published_dataset, dua, expected) -> None:
     api(bob).post("/api/cart/", {"dataset_id": published_dataset.pk}, format="json")
     response = api(bob).post("/api/orders/", {"accept_agreement": True, "payment_method": "invoice",
-                                              "expected_currency": "USD", "expected_total_minor": expected},
-                             format="json")
+                                              "expected_currency": "USD", "expected_total_minor": expected,
+                                              "password": "pass-1234567"}, format="json")
     assert_refused(response, "expected_total_minor")
     assert not Order.objects.exists()
 
@@ -197,8 +198,8 @@ def test_only_empty_files_are_refused_by_name(client, alice, dataset) -> None:
 
 def test_an_api_validation_error_names_the_field_in_its_message(bob, published_dataset) -> None:
     response = api(bob).post("/api/orders/", {"accept_agreement": True, "payment_method": "invoice",
-                                              "expected_currency": "USD", "expected_total_minor": "abc"},
-                             format="json")
+                                              "expected_currency": "USD", "expected_total_minor": "abc",
+                                              "password": "pass-1234567"}, format="json")
     body = response.json()
     assert body["message"].startswith("Invalid input: expected_total_minor: ")
     assert body["extra"]["fields"]["expected_total_minor"]

@@ -39,7 +39,7 @@ def bobs_order(published_dataset, bob, dua):
 
 def checkout_body(**overrides) -> dict:  # noqa: ANN003
     return {"accept_agreement": True, "payment_method": "invoice", "expected_total_minor": 2000,
-            "expected_currency": "USD", **overrides}
+            "expected_currency": "USD", "password": "pass-1234567", **overrides}
 
 
 # ---- quote -----------------------------------------------------------------------------
@@ -216,7 +216,8 @@ def test_it_shows_an_error_when_the_price_changed_on_the_page(client, published_
     client.force_login(bob)
     client.post(reverse("order_new", args=[published_dataset.pk]), {})
     response = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "500",
-                                                       "payment_method": "invoice"}, follow=True)
+                                                       "payment_method": "invoice", "password": "pass-1234567"},
+                           follow=True)
     assert "The price changed since you saw it" in response.content.decode()
     assert not Order.objects.exists()
 
@@ -229,13 +230,13 @@ def test_it_places_the_order_from_the_cart_page_and_redirects_to_it(client, publ
     assert 'name="expected_total_minor" value="2000"' in cart_page and "Chest CT screening" in cart_page
     response = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "2000",
                                                       "expected_currency": "USD", "payment_method": "invoice",
-                                                      "po_number": "PO-77"})
+                                                      "po_number": "PO-77", "password": "pass-1234567"})
     order = Order.objects.get()
     assert response.status_code == 302
     assert response.url == reverse("order_detail", args=[order.pk])
     assert order.buyer == bob and order.total_minor == 2000 and order.invoice.po_number == "PO-77"
     again = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "2000",
-                                                   "payment_method": "invoice"})
+                                                   "payment_method": "invoice", "password": "pass-1234567"})
     assert again.url == reverse("order_detail", args=[order.pk]) and Order.objects.count() == 1  # double click
 
     page = client.get(response.url).content.decode()

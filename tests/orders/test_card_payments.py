@@ -13,7 +13,7 @@ import time
 import pytest
 from django.urls import reverse
 
-from factories.orders import place_order
+from factories.orders import approval_signature, place_order
 from orders import stripe_gateway as gateway
 from orders.exceptions import OrderError
 from orders.ledger import services as ledger
@@ -87,7 +87,8 @@ def test_an_order_is_paid_only_by_the_verified_webhook(card_order, bob, client, 
     assert ledger.balance(ledger.account_for("cash", "USD")) == cash
     assert card_order.status_changes.filter(field="payment_status", new_status="paid").count() == 1
 
-    contract_decide(contract=card_order.contract, approve=True, acting_user=admin_user)
+    contract_decide(contract=card_order.contract, approve=True, acting_user=admin_user,
+                    signature=approval_signature(card_order.contract, admin_user))
     assert Delivery.objects.filter(order=card_order).exists()
 
 
@@ -124,7 +125,8 @@ def test_a_webhook_with_the_wrong_amount_is_held_and_delivers_nothing(card_order
     assert post_event(client, *signed(event, settings.STRIPE_WEBHOOK_SECRET)).status_code == 200
     card_order.refresh_from_db()
     assert card_order.payment_status == Order.PaymentStatus.FLAGGED and "20" in card_order.flag_reason
-    contract_decide(contract=card_order.contract, approve=True, acting_user=admin_user)
+    contract_decide(contract=card_order.contract, approve=True, acting_user=admin_user,
+                    signature=approval_signature(card_order.contract, admin_user))
     assert not Delivery.objects.filter(order=card_order).exists()
     assert admin_user.notifications.filter(message__contains="held for review").exists()
     assert ledger.balance(ledger.account_for("cash", "USD")) == 0
@@ -143,7 +145,8 @@ def test_a_refund_reverses_the_providers_transfer_and_ends_access(card_order, bo
                                                                    provider, stripe_webhooks, stripe_server):
     connected_account_create(provider=provider, acting_user=admin_user, email="payouts@alpha.example.org")
     pay_and_deliver_webhook(card_order, bob, client, stripe_webhooks)
-    contract_decide(contract=card_order.contract, approve=True, acting_user=admin_user)
+    contract_decide(contract=card_order.contract, approve=True, acting_user=admin_user,
+                    signature=approval_signature(card_order.contract, admin_user))
     [transfer] = providers_pay(order_id=card_order.pk)  # the worker's task, in-process
     assert (transfer.status, transfer.amount_minor) == (ProviderTransfer.Status.PAID, 1700)  # 2000 less 15 %
     assert transfer.stripe_transfer.startswith("tr_")
@@ -175,7 +178,8 @@ def test_a_reversal_the_provider_cannot_cover_becomes_a_receivable_netted_later(
     connected_account_create(provider=provider, acting_user=admin_user, email="payouts@alpha.example.org")
     first = place_order(bob, published_dataset, dua, payment_method="card")
     pay_and_deliver_webhook(first, bob, client, stripe_webhooks)
-    contract_decide(contract=first.contract, approve=True, acting_user=admin_user)
+    contract_decide(contract=first.contract, approve=True, acting_user=admin_user,
+                    signature=approval_signature(first.contract, admin_user))
     providers_pay(order_id=first.pk)
     # The provider paid its Stripe balance out to its bank: nothing left to reverse.
     provider.refresh_from_db()
@@ -189,7 +193,8 @@ def test_a_reversal_the_provider_cannot_cover_becomes_a_receivable_netted_later(
     # The next sale (bob's colleague buys again: his own first order was refunded, nothing is held)
     second = place_order(bob, published_dataset, dua, payment_method="card")
     pay_and_deliver_webhook(second, bob, client, stripe_webhooks)
-    contract_decide(contract=second.contract, approve=True, acting_user=admin_user)
+    contract_decide(contract=second.contract, approve=True, acting_user=admin_user,
+                    signature=approval_signature(second.contract, admin_user))
     [transfer] = providers_pay(order_id=second.pk)
     assert transfer.status == ProviderTransfer.Status.PAID and transfer.stripe_transfer == ""  # all netted
     assert ledger.provider_balances(provider, "USD")["receivable"] == 0

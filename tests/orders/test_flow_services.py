@@ -9,7 +9,7 @@ import io
 import pytest
 
 from catalog import storage
-from factories.orders import approve_for_delivery, place_order
+from factories.orders import approval_signature, approve_for_delivery, place_order
 from marketplace.exceptions import InvalidTransitionError
 from orders.exceptions import OrderError
 from orders.models import Contract, Order
@@ -35,7 +35,8 @@ def test_it_quotes_studies_times_price_and_delivers_matching_files(published_dat
     assert line.provider_id == published_dataset.provider_id and line.amount_minor == 2000
     assert line.studies.count() == 2
 
-    contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+    contract_decide(contract=order.contract, approve=True, acting_user=admin_user,
+                    signature=approval_signature(order.contract, admin_user))
     assert not Delivery.objects.filter(order=order).exists()  # invoiced: waits for the credit terms
     credit_approve(order=order, acting_user=admin_user)
     delivery = Delivery.objects.get(order=order)
@@ -78,7 +79,8 @@ def test_it_rejects_a_contract_only_with_a_reason_and_never_twice(published_data
     assert order.invoice.status == "void"  # the invoice of a rejected order is not owed
     assert not Delivery.objects.filter(order=order).exists()
     with pytest.raises(InvalidTransitionError):
-        contract_decide(contract=order.contract, approve=True, acting_user=admin_user)
+        contract_decide(contract=order.contract, approve=True, acting_user=admin_user,
+                        signature=approval_signature(order.contract, admin_user))
 
 
 @pytest.mark.django_db

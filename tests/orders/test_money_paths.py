@@ -42,17 +42,21 @@ def test_a_free_sample_is_taken_once_under_the_agreement(published_dataset, bob,
     from catalog.services import dataset_update
 
     with pytest.raises(OrderError, match="no free sample"):
-        sample_take(buyer=bob, dataset=published_dataset, accept_agreement=True, dua_template=dua)
+        sample_take(buyer=bob, dataset=published_dataset, accept_agreement=True, dua_template=dua,
+                    password="pass-1234567")
     dataset_update(dataset=published_dataset, acting_user=alice, sample_study_count=1)
     published_dataset.refresh_from_db()
     with pytest.raises(OrderError, match="accept the data use agreement"):
-        sample_take(buyer=bob, dataset=published_dataset, accept_agreement=False, dua_template=dua)
-    order = sample_take(buyer=bob, dataset=published_dataset, accept_agreement=True, dua_template=dua)
+        sample_take(buyer=bob, dataset=published_dataset, accept_agreement=False, dua_template=dua,
+                    password="pass-1234567")
+    order = sample_take(buyer=bob, dataset=published_dataset, accept_agreement=True, dua_template=dua,
+                    password="pass-1234567")
     line = order.lines.get()
     assert (order.total_minor, order.payment_status, line.pricing_model, line.study_count) == (
         0, "not_required", "sample", 1)
     with pytest.raises(OrderError, match="already took"):
-        sample_take(buyer=bob, dataset=published_dataset, accept_agreement=True, dua_template=dua)
+        sample_take(buyer=bob, dataset=published_dataset, accept_agreement=True, dua_template=dua,
+                    password="pass-1234567")
     approve_for_delivery(order, admin_user)
     delivery = delivery_run(delivery_id=Delivery.objects.get(order=order).pk)
     assert delivery.files.count() == 3  # one study of three images
