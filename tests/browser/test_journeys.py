@@ -49,6 +49,32 @@ def browser():
         instance.close()
 
 
+USED_TOTP_CODES: set[str] = set()
+
+
+def _fresh_totp_code() -> str:
+    """A TOTP code not used before (each code works once): waits for the next 30 s period
+    when the current code was already typed."""
+    import time
+
+    while (code := totp_code()) in USED_TOTP_CODES:
+        time.sleep(1)
+    USED_TOTP_CODES.add(code)
+    return code
+
+
+def _approve_and_sign(admin, base: str) -> None:  # noqa: ANN001
+    """The admin approves the newest contract through its signing form (password and a
+    fresh TOTP code in the same request)."""
+    admin.goto(f"{base}/admin/orders/contract/")
+    admin.click("#result_list tbody tr:first-child th a")
+    admin.click("#contract-approve")
+    admin.fill("input[name=password]", "admin-pass-123")
+    admin.fill("input[name=totp_code]", _fresh_totp_code())
+    admin.click("input[value='Approve and sign']")
+    admin.wait_for_selector("text=Approved and signed")
+
+
 def _log_in(browser, base: str, username: str, password: str, *, path: str = "/login/",  # noqa: ANN001, ANN202
             lands: str = "/"):
     """Log in through the page; staff and provider owners then type their TOTP code."""
@@ -60,7 +86,7 @@ def _log_in(browser, base: str, username: str, password: str, *, path: str = "/l
     page.click("main button[type=submit]")
     page.wait_for_load_state()
     if "/2fa/authenticate/" in page.url:
-        page.fill("input[name=code]", totp_code())
+        page.fill("input[name=code]", _fresh_totp_code())
         page.click("main button[type=submit]")
     page.wait_for_url(f"{base}{lands}")
     return page
@@ -120,6 +146,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         researcher.check("#checkout input[name=payment_method][value=invoice]")
         researcher.fill("#checkout input[name=po_number]", "PO-BROWSER-7")
         researcher.check("#checkout input[name=accept]")
+        researcher.fill("#checkout input[name=password]", "pass-1234567")  # the buyer signs
         researcher.click("#checkout button:has-text('Place order')")
         researcher.wait_for_url(re.compile(r".*/orders/\d+/$"))
         order_url = researcher.url
@@ -129,11 +156,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         assert researcher.locator("#card-payment").count() == 0
 
         # Admin: approve the contract, then the credit terms; the worker delivers.
-        admin.goto(f"{base}/admin/orders/contract/")
-        admin.check("input[name=_selected_action]")
-        admin.select_option("select[name=action]", "approve")
-        admin.click("button[name=index]")
-        admin.wait_for_selector("text=Approved 1 contract")
+        _approve_and_sign(admin, base)
         admin.goto(f"{base}/admin/orders/order/")
         admin.check("input[name=_selected_action]")
         admin.select_option("select[name=action]", "approve_credit")
@@ -312,6 +335,7 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
         # Checkout by card: the order page then holds the card form (localstripe's Stripe.js).
         researcher.check("#checkout input[name=payment_method][value=card]")
         researcher.check("#checkout input[name=accept]")
+        researcher.fill("#checkout input[name=password]", "pass-1234567")  # the buyer signs
         researcher.click("#checkout button:has-text('Place order')")
         researcher.wait_for_url(re.compile(r".*/orders/\d+/$"))
         order_url = researcher.url
@@ -337,11 +361,7 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
 
         # Admin: approve the contract in Django admin; the worker delivers and pays Alpha.
         admin = _log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
-        admin.goto(f"{base}/admin/orders/contract/")
-        admin.check("input[name=_selected_action]")
-        admin.select_option("select[name=action]", "approve")
-        admin.click("button[name=index]")
-        admin.wait_for_selector("text=Approved 1 contract")
+        _approve_and_sign(admin, base)
 
         researcher.goto(f"{base}/workspace/")
         researcher.wait_for_selector("a:has-text('manifest.csv')", timeout=120_000)
