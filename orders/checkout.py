@@ -22,6 +22,13 @@ SUBSCRIPTION_TERM = timedelta(days=365)
 MAX_PO_NUMBER = 64
 
 
+def _history_start(order: Order, buyer: User) -> None:
+    """The first history row of each of the new order's three statuses."""
+    OrderStatusChange.objects.bulk_create(
+        OrderStatusChange(order=order, field=field, old_status="", new_status=getattr(order, field), acting_user=buyer)
+        for field in OrderStatusChange.Field.values)
+
+
 def payment_methods_for(*, buyer: User, total_minor: int) -> list[str]:
     """What this buyer may pay this total with: nothing for free carts; card when Stripe is
     configured; invoice for members of a buyer organization (institutions pay on credit)."""
@@ -100,10 +107,7 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
         created.studies.set(line.study_ids)
     contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
                                        text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
-    for field, value in ((OrderStatusChange.Field.STATUS, order.status),
-                         (OrderStatusChange.Field.PAYMENT, order.payment_status),
-                         (OrderStatusChange.Field.FULFILMENT, order.fulfilment_status)):
-        OrderStatusChange.objects.create(order=order, field=field, old_status="", new_status=value, acting_user=buyer)
+    _history_start(order, buyer)
     cart.items.all().delete()
     signature = signature_create(proof=proof, meaning=Signature.Meaning.RESPONSIBILITY, record=contract, ip=ip)
     audit_record(actor=buyer, action="order.place", obj=order, ip=ip, detail={
@@ -162,10 +166,7 @@ def _sample_take_signed(*, buyer: User, proof: SignerProof, dataset, size: int, 
     now = timezone.now()
     contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
                                        text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
-    for field, value in ((OrderStatusChange.Field.STATUS, order.status),
-                         (OrderStatusChange.Field.PAYMENT, order.payment_status),
-                         (OrderStatusChange.Field.FULFILMENT, order.fulfilment_status)):
-        OrderStatusChange.objects.create(order=order, field=field, old_status="", new_status=value, acting_user=buyer)
+    _history_start(order, buyer)
     signature = signature_create(proof=proof, meaning=Signature.Meaning.RESPONSIBILITY, record=contract, ip=ip)
     audit_record(actor=buyer, action="order.sample", obj=order, ip=ip,
                  detail={"dataset_id": dataset.pk, "studies": len(ids), "dua_version": dua_template.version,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-# ISO 4217 currencies whose minor unit is the major unit (exponent 0), and those with
-# three decimal places; every other code has two.
-ZERO_DECIMAL = frozenset({"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX",
-                          "VND", "VUV", "XAF", "XOF", "XPF"})
-THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+# ISO 4217 currencies whose minor unit is not 1/100 of the major unit; every other code has
+# two decimal places. The one table for prices, orders and the ledger.
+EXPONENTS: dict[str, int] = {
+    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
+                     "VUV", "XAF", "XOF", "XPF"], 0),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
+}
 
 # The currencies datasets may be priced in (all settled by Stripe), in the order the form lists them.
 ACCEPTED_CURRENCIES: tuple[tuple[str, str], ...] = (
@@ -31,13 +34,8 @@ class MoneyValueError(ValueError):
 
 
 def currency_exponent(code: str) -> int:
-    """Decimal places of the currency's minor unit: 0 (JPY, KRW…), 3 (BHD, KWD…) or 2."""
-    code = code.upper()
-    if code in ZERO_DECIMAL:
-        return 0
-    if code in THREE_DECIMAL:
-        return 3
-    return 2
+    """Decimal places of the currency's minor unit: 0 (JPY, KRW…), 3 (BHD, KWD…), 4 (CLF) or 2."""
+    return EXPONENTS.get(code.upper(), 2)
 
 
 def to_minor(amount: Decimal | int | str, currency: str) -> int:

@@ -4,13 +4,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-# ISO 4217 currencies whose minor unit is not 1/100 of the major unit.
-_EXPONENTS = {
-    **dict.fromkeys(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
-                     "VUV", "XAF", "XOF", "XPF"], 0),
-    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
-    **dict.fromkeys(["CLF", "UYW"], 4),
-}
+from orders.currency import currency_exponent as _exponent_of
+
 _CODE = re.compile(r"[A-Z]{3}")
 
 
@@ -23,7 +18,7 @@ def normalize_currency(code: str) -> str:
 
 def currency_exponent(code: str) -> int:
     """Digits after the decimal point: 0 for JPY and KRW, 3 for BHD and KWD, 2 for most."""
-    return _EXPONENTS.get(normalize_currency(code), 2)
+    return _exponent_of(normalize_currency(code))
 
 
 def minor_to_major(amount_minor: int, code: str) -> Decimal:
