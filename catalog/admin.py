@@ -6,7 +6,7 @@ from django.http import HttpRequest
 
 from catalog.models import Dataset, Series, Study, UploadBatch, UploadFile
 from catalog.services import dataset_publish, dataset_transition
-from marketplace.admin import AuditedModelAdmin
+from marketplace.admin import AuditedModelAdmin, object_grants
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 
@@ -18,7 +18,8 @@ class DatasetAdmin(AuditedModelAdmin):
     search_fields = ["title", "description"]
     readonly_fields = ["status", "published_at", "modalities", "body_parts", "sexes", "age_bands", "manufacturers",
                        "patient_count", "study_count", "series_count", "instance_count", "total_bytes", "created",
-                       "price_per_study"]  # derived from the pricing plan
+                       "price_per_study",  # derived from the pricing plan
+                       object_grants]
     exclude = ["search_vector"]
     actions = ["publish", "return_to_draft"]
 

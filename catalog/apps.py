@@ -12,3 +12,5 @@ class CatalogConfig(AppConfig):
         import deid.pixels
 
         deid.pixels.DECODE_TIMEOUT_SECONDS = float(settings.DEID_DECODE_TIMEOUT_SECONDS)
+
+        from catalog import receivers  # noqa: F401 - grants a new dataset to its provider

@@ -34,7 +34,7 @@ def _first(value: object) -> float | None:
         return None
 
 
-def render_preview(fp: IO[bytes]) -> tuple[bytes, int, int] | None:
+def render_preview(fp: IO[bytes], *, max_side: int = MAX_SIDE) -> tuple[bytes, int, int] | None:
     """(png, width, height) for a de-identified DICOM file, or None when it gets none."""
     ds = pydicom.dcmread(fp)
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", ""))
@@ -64,7 +64,7 @@ def render_preview(fp: IO[bytes]) -> tuple[bytes, int, int] | None:
     scaled = np.clip((values - low) / max(high - low, 1e-6), 0, 1) * 255
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
         scaled = 255 - scaled
-    step = max(1, int(np.ceil(max(scaled.shape) / MAX_SIDE)))
+    step = max(1, int(np.ceil(max(scaled.shape) / max_side)))
     image = scaled[::step, ::step].astype(np.uint8)
     return png_gray(image), image.shape[1], image.shape[0]
 

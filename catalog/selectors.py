@@ -8,6 +8,7 @@ from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db.models import Count, F, Func, Q, QuerySet
 
 from catalog.exceptions import CatalogError
+from catalog.grants import datasets_managed_by
 from catalog.models import Dataset, Study
 from marketplace.exceptions import NotFoundError
 from marketplace.models import User
@@ -137,7 +138,7 @@ def access_dataset(*, user: User, dataset_id: int) -> Dataset:
     qs = Dataset.objects.select_related("provider")
     visible = Q(status=Dataset.Status.PUBLISHED)
     if user.is_authenticated:
-        visible |= Q(provider__memberships__user=user)
+        visible |= Q(pk__in=datasets_managed_by(user).values("pk"))
         # Not the bare is_staff flag: a staff account sees other providers' drafts only
         # with the permission that shows them in the admin too (superusers have it).
         if user.has_perm(ALL_DATASETS_PERMISSION):
@@ -149,19 +150,15 @@ def access_dataset(*, user: User, dataset_id: int) -> Dataset:
 
 
 def access_dataset_for_write(*, user: User, dataset_id: int) -> Dataset:
-    """A dataset the user may edit and upload into: one of their provider organization."""
-    dataset = (
-        Dataset.objects.select_related("provider")
-        .filter(pk=dataset_id, provider__memberships__user=user).distinct().first()
-        if user.is_authenticated else None
-    )
+    """A dataset the user may edit and upload into: granted to them (their provider organization)."""
+    dataset = datasets_managed_by(user).select_related("provider").filter(pk=dataset_id).first()
     if dataset is None:
         raise NotFoundError("Dataset not found.")
     return dataset
 
 
 def datasets_for_provider_user(*, user: User) -> QuerySet[Dataset]:
-    return Dataset.objects.filter(provider__memberships__user=user).select_related("provider").distinct()
+    return datasets_managed_by(user).select_related("provider")
 
 
 # ---- study-level breakdown of one dataset (dataset and order pages) --------------------

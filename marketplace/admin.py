@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
+from marketplace.grants import ORGANIZATION_GROUP_PREFIX, organization_groups_resync
 from marketplace.models import AuditEvent, Invitation, Membership, Organization, User
 from marketplace.exceptions import ApplicationError
 from marketplace.services import audit_record, client_ip, organization_approve, organization_verify_academic
@@ -33,10 +34,24 @@ class AuditedModelAdmin(admin.ModelAdmin):
         return super().log_deletions(request, queryset)
 
 
+@admin.display(description="Who may do what (per-object grants)")
+def object_grants(obj: Any) -> str:
+    """A readonly admin field: the grants on one object, one holder per line."""
+    from django.utils.html import format_html_join
+
+    from marketplace.grants import who_may
+
+    rows = who_may(obj) if obj.pk else {}
+    if not rows:
+        return "No one (no grants)"
+    return format_html_join("", "<div>{}: {}</div>", ((holder, ", ".join(perms)) for holder, perms in rows.items()))
+
+
 def _powers(user: User) -> dict[str, Any]:
     return {
         "is_active": user.is_active, "is_staff": user.is_staff, "is_superuser": user.is_superuser,
-        "groups": sorted(user.groups.values_list("pk", flat=True)),
+        # Organization groups follow memberships; they are not powers an admin hands out.
+        "groups": sorted(user.groups.exclude(name__startswith=ORGANIZATION_GROUP_PREFIX).values_list("pk", flat=True)),
         "permissions": sorted(user.user_permissions.values_list("pk", flat=True)),
     }
 
@@ -54,8 +69,14 @@ class MarketplaceUserAdmin(AuditedModelAdmin, UserAdmin):
         request._audit_powers_before = before  # read in save_related, after the m2m are saved
         super().save_model(request, obj, form, change)
 
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "groups":
+            kwargs["queryset"] = Group.objects.exclude(name__startswith=ORGANIZATION_GROUP_PREFIX)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         super().save_related(request, form, formsets, change)
+        organization_groups_resync(form.instance)  # the form set the groups it shows, only those
         before = getattr(request, "_audit_powers_before", None)
         after = _powers(form.instance)
         if before is None:

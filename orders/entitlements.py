@@ -173,6 +173,7 @@ def _lock_line(pk: int) -> OrderLine | None:
 def _end_access(line: OrderLine, *, reason: str, acting_user: User | None, now: datetime) -> tuple[int, int]:
     """Mark the line ended and remove its files; stop the order when no line has access
     left. Returns (files removed, 1 if the order was stopped now)."""
+    from workspaces.grants import delivery_grants_end
     from workspaces.services import delivery_remove_lines, delivery_stop
 
     line.access_ended_at, line.access_end_reason = now, reason[:300]
@@ -181,8 +182,10 @@ def _end_access(line: OrderLine, *, reason: str, acting_user: User | None, now: 
     order = line.order
     if order.lines.filter(access_ended_at__isnull=True).exists():
         return files, 0
-    # Nothing left to deliver: a copy still running stops (it would finish an order with no access).
+    # Nothing left to deliver: a copy still running stops (it would finish an order with no
+    # access), and the grants go, so no page or link of this delivery opens again.
     delivery_stop(order=order, reason=f"Access to every line ended: {reason}")
+    delivery_grants_end(order=order, reason=f"Access to every line ended: {reason}", acting_user=acting_user)
     order.refresh_from_db()
     if not can_move(order, "fulfilment_status", Order.FulfilmentStatus.STOPPED):
         return files, 0

@@ -175,6 +175,8 @@ def _stop_everything(order: Order, *, reason: str, acting_user: User | None) -> 
                                                             access_end_reason=reason[:300])
     # Against the import direction, like order_release: cancellation and the stopped
     # delivery are one transaction.
+    from workspaces.grants import delivery_grants_end
     from workspaces.services import delivery_stop
 
     delivery_stop(order=order, reason=f"Order cancelled: {reason}")
+    delivery_grants_end(order=order, reason=f"Order cancelled: {reason}", acting_user=acting_user)

@@ -6,7 +6,7 @@ from django.contrib.admin.helpers import ActionForm
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from marketplace.admin import AuditedModelAdmin
+from marketplace.admin import AuditedModelAdmin, object_grants
 from marketplace.exceptions import ApplicationError
 from workspaces.models import Delivery, DeliveryStatusChange
 from workspaces.services import delivery_fail, delivery_restart
@@ -32,7 +32,7 @@ class DeliveryAdmin(AuditedModelAdmin):
                     "created", "finished"]
     list_filter = ["status"]
     readonly_fields = ["order", "user", "status", "total_files", "done_files", "total_bytes", "manifest_key", "error",
-                       "progressed", "run_number", "restarts", "finished"]
+                       "progressed", "run_number", "restarts", "finished", object_grants]
     inlines = [DeliveryStatusChangeInline]
     action_form = DeliveryActionForm
     actions = ["restart", "fail"]

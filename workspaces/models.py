@@ -47,6 +47,8 @@ class Delivery(models.Model):
     class Meta:
         ordering = ["-created", "-id"]
         verbose_name_plural = "deliveries"
+        # Granted per delivery (workspaces/grants.py); view alone is a view-only licence.
+        permissions = [("download_delivery", "Can download the delivered files")]
 
     def __str__(self) -> str:
         return f"Delivery of order #{self.order_id}"

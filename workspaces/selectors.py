@@ -5,13 +5,15 @@ from django.db.models import QuerySet
 
 from marketplace.exceptions import NotFoundError
 from marketplace.models import User
+from workspaces.grants import deliveries_visible_to
 from workspaces.models import Delivery
 
 
 def deliveries_for_user(*, user: User) -> QuerySet[Delivery]:
     if not user.is_authenticated:
         return Delivery.objects.none()
-    return Delivery.objects.filter(user=user).select_related("order").prefetch_related("order__lines__dataset")
+    # The grant, not the delivery's user column: access ends when the grant is taken back.
+    return deliveries_visible_to(user).select_related("order").prefetch_related("order__lines__dataset")
 
 
 def access_delivery(*, user: User, delivery_id: int) -> Delivery:

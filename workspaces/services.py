@@ -21,6 +21,7 @@ from marketplace.services import audit_record
 from orders.models import Order, OrderLine
 from orders.transitions import order_move
 from workspaces.exceptions import DeliveryError
+from workspaces.grants import deliveries_downloadable_by, delivery_grant_buyer
 from workspaces.models import Delivery, DeliveryFile, DeliveryStatusChange
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def delivery_create(*, order: Order, acting_user: User | None) -> Delivery:
     delivery, created = Delivery.objects.get_or_create(
         order=order, defaults={"user_id": order.buyer_id, "progressed": timezone.now()})
     if created:
+        delivery_grant_buyer(delivery, acting_user=acting_user)
         _enqueue_after_commit(delivery.pk)
     return delivery
 
@@ -402,7 +404,7 @@ def download_grant_check(*, user: User, token: str, ip: str | None = None) -> Do
         raise NotFoundError("File not found.") from None
     if not user.is_authenticated or data.get("u") != user.pk:
         raise NotFoundError("File not found.")
-    delivery = Delivery.objects.filter(pk=data.get("d"), user=user, status=Delivery.Status.DONE).first()
+    delivery = deliveries_downloadable_by(user).filter(pk=data.get("d"), status=Delivery.Status.DONE).first()
     if delivery is None:
         raise NotFoundError("File not found.")
     path = data.get("p")
@@ -414,3 +416,22 @@ def download_grant_check(*, user: User, token: str, ip: str | None = None) -> Do
         raise NotFoundError("File not found.")
     audit_record(actor=user, action="download", obj=delivery, ip=ip, detail={"path": path})
     return DownloadGrant(delivery=delivery, storage_key=key, filename=path.rsplit("/", 1)[-1])
+
+
+VIEWER_MAX_SIDE = 1024
+
+
+def delivery_file_render(*, delivery: Delivery, file_id: int, user: User, ip: str | None = None) -> bytes:
+    """A delivered file as a PNG for the browser (audited as a read of data). The caller
+    checked the view grant; only a finished delivery's own files render."""
+    from catalog.previews import render_preview
+
+    item = delivery.files.filter(pk=file_id).first() if delivery.status == Delivery.Status.DONE else None
+    if item is None:
+        raise NotFoundError("File not found.")
+    with storage.open_read(item.storage_key) as fp:
+        rendered = render_preview(fp, max_side=VIEWER_MAX_SIDE)
+    if rendered is None:
+        raise NotFoundError("This file has no image that can be shown in the browser.")
+    audit_record(actor=user, action="delivery.view", obj=delivery, ip=ip, detail={"file_id": item.pk})
+    return rendered[0]

@@ -26,6 +26,7 @@ from orders.entitlements import (
 from orders.exceptions import OrderError
 from orders.models import EntitlementReminder, Order, OrderLine
 from workspaces.models import Delivery
+from marketplace.grants import who_may
 from workspaces.services import MANIFEST_NAME, delivery_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
@@ -108,12 +109,12 @@ def test_a_subscription_is_reminded_twice_then_ends_and_its_links_die(subscripti
     assert line.access_end_reason == LICENCE_ENDED and line.access_ended_at == ends + timedelta(hours=3)
     assert order.fulfilment_status == Order.FulfilmentStatus.STOPPED
     assert order.status_changes.filter(field="fulfilment_status", new_status="stopped").count() == 1
+    # Every link dies, the manifest's too: the grants on the delivery are gone.
     for path, url in links.items():
-        if path != MANIFEST_NAME:
-            assert bob_client.get(url).status_code == 404, path
-    manifest = b"".join(bob_client.get(links[MANIFEST_NAME]).streaming_content).decode()
-    assert manifest.strip().count("\n") == 0  # the header alone
-    assert set(workspace_links(bob_client)) == {MANIFEST_NAME}
+        assert bob_client.get(url).status_code == 404, path
+    assert workspace_links(bob_client) == {}
+    assert who_may(order.delivery) == {}
+    assert bob_client.get(reverse("delivery_files", args=[order.delivery.pk])).status_code == 404
     ended = bob.notifications.get(message__contains="ended on")
     assert "Chest CT screening" in ended.message and ended.url.endswith(f"/orders/{order.pk}/")
     event = AuditEvent.objects.get(action="entitlement.expire")
@@ -189,7 +190,10 @@ def test_an_admin_revokes_a_line_mid_term_and_both_sides_are_told(subscription_o
     assert line.access_ended_at < line.licence_ends
     assert order.delivery.files.count() == 0
     assert order.fulfilment_status == Order.FulfilmentStatus.STOPPED
-    assert all(bob_client.get(url).status_code == 404 for path, url in links.items() if path != MANIFEST_NAME)
+    assert all(bob_client.get(url).status_code == 404 for url in links.values())
+    removed = AuditEvent.objects.filter(action="grant.remove", object_id=str(order.delivery.pk))
+    assert {e.detail["perms"][0] for e in removed} == {"workspaces.view_delivery", "workspaces.download_delivery"}
+    assert all(e.actor == admin_user and "Takedown" in e.detail["reason"] for e in removed)
     assert "Takedown requested" in bob.notifications.get(message__contains="revoked").message
     provider_notice = alice.notifications.get(message__contains="revoked")
     assert f"order #{order.pk}" in provider_notice.message and provider_notice.url.endswith("/provider/")

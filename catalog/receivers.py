@@ -1,0 +1,17 @@
+"""A new dataset, however it is created (form, API, admin, demo data), is granted to its
+provider's members at once: the grant is what the write checks read."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from catalog.grants import dataset_grant_provider
+from catalog.models import Dataset
+
+
+@receiver(post_save, sender=Dataset, dispatch_uid="catalog.dataset_grant_provider")
+def dataset_created_grant(sender: Any, instance: Dataset, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    if created and not raw:
+        dataset_grant_provider(instance, acting_user=instance.created_by)
