@@ -112,6 +112,8 @@ def offer_terms(offer: Offer) -> LicenceTerms:
 def offer_status_words(offer: Offer) -> str:
     """"Open until …", "Superseded by version N", "Declined: reason", "Expired on …"."""
     when = _date(offer.decided_at or offer.expires_at)
+    if offer.status == S.OPEN and offer.expires_at <= timezone.now():
+        return f"Expired on {_date(offer.expires_at)}"  # the sweep has not marked it yet
     if offer.status == S.OPEN:
         return f"Open until {_date(offer.expires_at)}"
     if offer.status == S.SUPERSEDED:

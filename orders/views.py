@@ -404,7 +404,6 @@ def negotiation_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
 @login_required
 def negotiation_list(request: HttpRequest) -> HttpResponse:
     """My negotiations: the threads of the user's buyer organizations."""
-    offers_expire()
     return render(request, "orders/negotiation_list.html",
                   {"title": "My negotiations", "rows": _negotiation_rows(negotiations_as_buyer(user=request.user)),
                    "as_provider": False})
@@ -413,7 +412,6 @@ def negotiation_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def provider_negotiations(request: HttpRequest) -> HttpResponse:
     """The provider's inbox: requests and counters from buyers on its datasets."""
-    offers_expire()
     return render(request, "orders/negotiation_list.html",
                   {"title": "Negotiations with buyers",
                    "rows": _negotiation_rows(negotiations_as_provider(user=request.user)), "as_provider": True})

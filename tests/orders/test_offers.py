@@ -350,3 +350,73 @@ def test_a_providers_answer_on_the_board_becomes_a_real_offer(bob, alice, publis
     with pytest.raises(OfferError, match="Only members of the provider"):
         negotiation_from_response(response=response, acting_user=charlie, dataset_id=published_dataset.pk,
                                   price_minor=1, currency="USD", terms=OFFERED)
+
+
+# ---- the pages -------------------------------------------------------------------------
+
+def test_the_pages_take_a_request_a_counter_and_an_acceptance_into_the_cart(
+        client, bob, alice, published_dataset, charlie):
+    client.force_login(bob)
+    assert reverse("negotiation_new", args=[published_dataset.pk]) in client.get(
+        reverse("dataset_detail", args=[published_dataset.pk])).content.decode()
+    form = client.get(reverse("negotiation_new", args=[published_dataset.pk]), {"modality": "CT"}).content.decode()
+    assert 'name="modality" value="CT"' in form
+    answer = client.post(reverse("negotiation_new", args=[published_dataset.pk]), {
+        "modality": "CT", "price": "15.00", "currency": "USD", "use": "commercial", "term_months": "24",
+        "seats": "3", "derivative_models": "on", "publication": "on", "territory": "worldwide",
+        "access": "download", "message": "Two years, please."})
+    negotiation = bob.negotiations.get()
+    assert answer.status_code == 302 and answer.url == reverse("negotiation_detail", args=[negotiation.pk])
+    request = negotiation.offers.get()
+    assert (negotiation.criteria, request.price_minor, request.terms["term_months"]) == ({"modality": ["CT"]},
+                                                                                        1500, 24)
+
+    client.force_login(alice)
+    detail = reverse("negotiation_detail", args=[negotiation.pk])
+    refused = client.post(detail, {"price": "20.00", "currency": "USD", "use": "commercial", "term_months": "500"})
+    assert refused.status_code == 400
+    assert "Licence term_months must be between 1 and 120, not 500." in refused.content.decode()
+    negative = client.post(detail, {"price": "-5", "currency": "USD", "use": "research"})
+    assert "The price cannot be negative." in negative.content.decode()
+    client.post(detail, {"price": "20.00", "currency": "USD", "use": "commercial", "term_months": "12",
+                         "seats": "3", "publication": "on"})
+    v1 = negotiation.offers.get(number=1)
+    assert v1.price_minor == 2000 and v1.terms["derivative_models"] is False
+    page = client.get(detail).content.decode()
+    assert "Superseded by version 1" in page and "Withdraw" in page
+
+    client.force_login(bob)
+    page = client.get(detail).content.decode()
+    assert "15.00 USD" in page and "20.00 USD" in page and "2 years" in page and "1 year" in page
+    accepted = client.post(reverse("offer_act", args=[v1.pk]), {"action": "accept"})
+    assert accepted.url == reverse("cart")
+    cart_page = client.get(reverse("cart")).content.decode()
+    assert "At the negotiated offer" in cart_page and "20.00 USD" in cart_page
+    again = client.post(reverse("offer_act", args=[v1.pk]), {"action": "accept"}, follow=True)
+    assert "Version 1 was already accepted." in again.content.decode()
+
+    client.force_login(charlie)
+    assert client.get(detail).status_code == 404
+    assert client.post(detail, {"price": "1", "currency": "USD"}).status_code == 404
+
+
+def test_a_provider_makes_its_board_answer_an_offer_through_the_page(client, bob, alice, charlie,
+                                                                      published_dataset):
+    from catalog.services.discovery import data_request_create, data_request_respond
+
+    data_request = data_request_create(requester=bob, title="Chest CT", description="Low-dose chest CT")
+    response = data_request_respond(data_request=data_request, responder=alice,
+                                    provider_id=published_dataset.provider_id, offer="We have some.")
+    url = reverse("negotiation_from_board", args=[data_request.pk, response.pk])
+    client.force_login(alice)
+    assert url in client.get(reverse("data_request_detail", args=[data_request.pk])).content.decode()
+    answer = client.post(url, {"dataset": str(published_dataset.pk), "price": "99.50", "currency": "USD",
+                               "use": "research", "term_months": "", "seats": ""})
+    negotiation = data_request.negotiations.get()
+    assert answer.url == reverse("negotiation_detail", args=[negotiation.pk])
+    offer = negotiation.offers.get()
+    assert offer.price_minor == 9950 and offer.terms["term_months"] is None and offer.side == "provider"
+    client.force_login(charlie)
+    assert client.get(url).status_code == 404
+    client.force_login(bob)
+    assert "Perpetual" in client.get(answer.url).content.decode()
