@@ -413,7 +413,8 @@ def _offer_withdraw(*, offer_id: int, acting_user: User, ip: str | None) -> Offe
     audit_record(actor=acting_user, action="offer.withdraw", obj=offer, ip=ip, detail=_offer_detail(offer))
     negotiation = offer.negotiation
     _notify(negotiation, to_side=_other(side),
-            message=f"{_side_name(negotiation, side)} withdrew version {offer.number} on “{negotiation.dataset.title}”.")
+            message=f"{_side_name(negotiation, side)} withdrew version {offer.number} on "
+                    f"“{negotiation.dataset.title}”.")
     return offer
 
 

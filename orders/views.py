@@ -489,8 +489,8 @@ def offer_act(request: HttpRequest, offer_id: int) -> HttpResponse:
     if to_cart:
         messages.success(request, "The offer is in your cart at its price and terms; check out to order.")
         return redirect("cart")
-    done = {"accept": "Accepted: the offer is in the researcher's cart.", "decline": "Declined; the other side is told.",
-            "withdraw": "Withdrawn."}
+    done = {"accept": "Accepted: the offer is in the researcher's cart.",
+            "decline": "Declined; the other side is told.", "withdraw": "Withdrawn."}
     messages.success(request, done[action])
     return redirect("negotiation_detail", negotiation_id=result.negotiation_id)
 

@@ -420,3 +420,10 @@ def test_a_provider_makes_its_board_answer_an_offer_through_the_page(client, bob
     assert client.get(url).status_code == 404
     client.force_login(bob)
     assert "Perpetual" in client.get(answer.url).content.decode()
+
+
+def test_staff_see_a_negotiation_in_the_admin_without_changing_it(client, request_v0, admin_user):
+    client.force_login(admin_user)
+    page = client.get(reverse("admin:orders_negotiation_change", args=[request_v0.pk]))
+    assert page.status_code == 200 and "15.00 USD" in page.content.decode()
+    assert client.get(reverse("admin:orders_negotiation_add")).status_code == 403
