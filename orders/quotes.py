@@ -60,6 +60,13 @@ class LineQuote:
     def criteria_words(self) -> list[dict[str, str]]:
         return describe(cohort_from(self.criteria))
 
+    @property
+    def offer_terms(self) -> list[tuple[str, str]]:
+        """The accepted offer's licence terms in words (none for a line at the plan)."""
+        from orders.offers import offer_terms
+
+        return offer_terms(self.offer).describe() if self.offer is not None else []
+
 
 @dataclass(frozen=True)
 class CartProblem:

@@ -392,6 +392,7 @@ def test_the_pages_take_a_request_a_counter_and_an_acceptance_into_the_cart(
     assert accepted.url == reverse("cart")
     cart_page = client.get(reverse("cart")).content.decode()
     assert "At the negotiated offer" in cart_page and "20.00 USD" in cart_page
+    assert "Research and commercial use" in cart_page and "1 year" in cart_page  # the offer's terms
     again = client.post(reverse("offer_act", args=[v1.pk]), {"action": "accept"}, follow=True)
     assert "Version 1 was already accepted." in again.content.decode()
 
