@@ -311,6 +311,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": _crontab(hour=2, minute=30),
         "options": {"queue": "housekeeping", "expires": 6 * 3600},
     },
+    # Offers past their expiry are marked expired (pages also mark them when read).
+    "offers-expire": {
+        "task": "orders.tasks.offers_expire_task",
+        "schedule": 900.0,
+        "options": {"queue": "housekeeping", "expires": 900},
+    },
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

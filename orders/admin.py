@@ -22,6 +22,8 @@ from orders.models import (
     Contract,
     DuaTemplate,
     Invoice,
+    Negotiation,
+    Offer,
     Order,
     OrderLine,
     OrderStatusChange,
@@ -437,6 +439,41 @@ class RefundAdmin(AuditedModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # refunds are made from Orders or Order lines, with a reason
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class OfferInline(admin.TabularInline):
+    model = Offer
+    extra = 0
+    fields = ["number", "side", "author", "price", "status", "expires_at", "decline_reason", "dua_version", "created"]
+    readonly_fields = fields
+    can_delete = False
+
+    @admin.display(description="Price")
+    def price(self, obj: Offer) -> str:
+        return format_money(obj.price_minor, obj.currency)
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Negotiation)
+class NegotiationAdmin(admin.ModelAdmin):
+    """Read only: offers move through orders/offers.py, by the two organizations' members."""
+
+    list_display = ["id", "dataset", "buyer_organization", "provider", "updated"]
+    list_select_related = ["dataset", "buyer_organization", "provider"]
+    readonly_fields = ["buyer_organization", "requester", "provider", "dataset", "criteria", "data_request",
+                       "created", "updated"]
+    inlines = [OfferInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

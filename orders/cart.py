@@ -26,7 +26,7 @@ def cart_for(user: User) -> Cart:
 
 
 def cart_items(user: User) -> list[CartItem]:
-    return list(CartItem.objects.filter(cart__buyer=user).select_related("dataset__provider"))
+    return list(CartItem.objects.filter(cart__buyer=user).select_related("dataset__provider", "offer__negotiation"))
 
 
 @transaction.atomic
@@ -40,7 +40,7 @@ def cart_add(*, buyer: User, dataset: Dataset, criteria: Any = None, ip: str | N
     if not cart.items.filter(dataset=dataset).exists() and cart.items.count() >= MAX_CART_ITEMS:
         raise OrderError(f"A cart holds at most {MAX_CART_ITEMS} datasets; check out or remove some first.",
                          code="cart_full")
-    item, _ = CartItem.objects.update_or_create(cart=cart, dataset=dataset, defaults={"criteria": clean})
+    item, _ = CartItem.objects.update_or_create(cart=cart, dataset=dataset, defaults={"criteria": clean, "offer": None})
     audit_record(actor=buyer, action="cart.add", obj=dataset, ip=ip, detail={"criteria": clean})
     return item
 
@@ -75,9 +75,16 @@ def cart_quote(*, buyer: User, items: list[CartItem] | None = None) -> CartQuote
         if item.dataset.status != Dataset.Status.PUBLISHED:
             problems.append(CartProblem(item.dataset_id, item.dataset.title, "This dataset is no longer available."))
             continue
+        if item.offer is not None:
+            from orders.offers import offer_problem
+
+            message = offer_problem(offer=item.offer, buyer=buyer)
+            if message:
+                problems.append(CartProblem(item.dataset_id, item.dataset.title, message))
+                continue
         try:
             quote = line_quote(dataset=item.dataset, criteria=item.criteria, buyer=buyer,
-                               include_held=item.include_held)
+                               include_held=item.include_held, offer=item.offer)
         except ApplicationError as exc:
             problems.append(CartProblem(item.dataset_id, item.dataset.title, exc.message))
             continue

@@ -14,6 +14,7 @@ from marketplace.services import audit_record
 from orders.cart import cart_for, cart_items, cart_quote
 from orders.exceptions import AgreementNotAcceptedError, EmptyOrderError, OrderError
 from orders.models import Cart, Contract, DuaTemplate, Order, OrderLine, OrderStatusChange, Signature
+from orders.offers import offer_line_fields
 from orders.quotes import MixedCurrenciesError, buyer_organization
 from orders.signatures import CONTRACT, SignerProof, signature_create, signer_check
 from orders.stripe_gateway import stripe_enabled
@@ -97,12 +98,17 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
     now = timezone.now()
     for line in quote.lines:
         dataset = line.dataset
+        licence = {"licence_text": dataset.licence_text,
+                   "licence_ends": now + SUBSCRIPTION_TERM if line.price.model == "subscription" else None}
+        if line.offer is not None:
+            # The offer's terms, and the offer itself: the unique constraint on
+            # OrderLine.offer refuses a second order at it even from a concurrent checkout.
+            licence = offer_line_fields(line.offer, now=now)
         created = OrderLine.objects.create(
             order=order, dataset=dataset, provider_id=dataset.provider_id, criteria=line.criteria,
             study_count=line.study_count, image_count=line.image_count, held_excluded=line.held_excluded,
             pricing_model=line.price.model, price_snapshot=line.price.snapshot(), amount_minor=line.total_minor,
-            currency=line.currency, licence_type=dataset.licence_type, licence_text=dataset.licence_text,
-            licence_ends=now + SUBSCRIPTION_TERM if line.price.model == "subscription" else None,
+            currency=line.currency, licence_type=dataset.licence_type, **licence,
         )
         created.studies.set(line.study_ids)
     contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
@@ -112,7 +118,8 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
     signature = signature_create(proof=proof, meaning=Signature.Meaning.RESPONSIBILITY, record=contract, ip=ip)
     audit_record(actor=buyer, action="order.place", obj=order, ip=ip, detail={
         "lines": [{"dataset_id": line.dataset.pk, "studies": line.study_count, "amount_minor": line.total_minor,
-                   "model": line.price.model, "criteria": line.criteria} for line in quote.lines],
+                   "model": line.price.model, "criteria": line.criteria,
+                   "offer_id": line.offer.pk if line.offer else None} for line in quote.lines],
         "total_minor": order.total_minor, "currency": order.currency, "payment_method": payment_method,
         "dua_version": dua_template.version, "signature_id": signature.pk,
     })

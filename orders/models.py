@@ -47,6 +47,8 @@ class CartItem(models.Model):
     # Studies the buyer's organization already holds under a live licence are left out
     # unless the buyer includes them knowingly.
     include_held = models.BooleanField(default=False)
+    # An accepted offer (orders/offers.py): the line is priced at the offer, not the plan.
+    offer = models.ForeignKey("Offer", null=True, blank=True, on_delete=models.SET_NULL, related_name="cart_items")
     added = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -153,11 +155,14 @@ class OrderLine(models.Model):
     refunded_minor = models.BigIntegerField(default=0)
     access_ended_at = models.DateTimeField(null=True, blank=True)
     access_end_reason = models.CharField(max_length=300, blank=True)
+    # The negotiated offer this line was bought at; an offer serves one order only.
+    offer = models.ForeignKey("Offer", null=True, blank=True, on_delete=models.PROTECT, related_name="order_lines")
 
     class Meta:
         ordering = ["order", "id"]
         constraints = [
             models.UniqueConstraint(fields=["order", "dataset"], name="one_line_per_dataset"),
+            models.UniqueConstraint(fields=["offer"], name="one_order_line_per_offer"),
             models.CheckConstraint(condition=models.Q(amount_minor__gte=0), name="line_amount_not_negative"),
             models.CheckConstraint(condition=models.Q(refunded_minor__gte=0)
                                    & models.Q(refunded_minor__lte=models.F("amount_minor")),
@@ -386,3 +391,93 @@ class Signature(models.Model):
 
     def __str__(self) -> str:
         return f"{self.printed_name} · {self.get_meaning_display()} · {self.record_type} #{self.record_id}"
+
+
+class Negotiation(models.Model):
+    """A buyer organization (through one of its researchers) asking a provider for other
+    terms on one dataset, optionally for a cohort of it, and the numbered offers that
+    answer it (orders/offers.py moves them). Private to the members of the two
+    organizations and to staff."""
+
+    buyer_organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="negotiations")
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="negotiations")
+    provider = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="provider_negotiations")
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="negotiations")
+    criteria = models.JSONField(default=dict, blank=True)  # a cohort, as CartItem.criteria
+    data_request = models.ForeignKey("catalog.DataRequest", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="negotiations")
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated", "-id"]
+
+    def __str__(self) -> str:
+        return f"Negotiation #{self.pk} · {self.dataset}"
+
+
+class Offer(models.Model):
+    """One version of the terms in a negotiation: version 0 is the buyer's request, then
+    each side's offers and counters. At most one version of a negotiation is open; a new
+    version supersedes it (OFFER_TRANSITIONS in orders/offers.py)."""
+
+    class Side(models.TextChoices):
+        BUYER = "buyer", "Buyer"
+        PROVIDER = "provider", "Provider"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        SUPERSEDED = "superseded", "Superseded"
+        ACCEPTED = "accepted", "Accepted"
+        DECLINED = "declined", "Declined"
+        WITHDRAWN = "withdrawn", "Withdrawn"
+        EXPIRED = "expired", "Expired"
+
+    negotiation = models.ForeignKey(Negotiation, on_delete=models.CASCADE, related_name="offers")
+    number = models.PositiveIntegerField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    side = models.CharField(max_length=8, choices=Side.choices)
+    price_minor = models.BigIntegerField()  # the whole line, in minor units of currency
+    currency = models.CharField(max_length=3)
+    terms = models.JSONField()  # catalog.licence.LicenceTerms.to_dict()
+    # The agreement in force when the version was made; checkout signs the active one.
+    dua_template = models.ForeignKey(DuaTemplate, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    dua_version = models.CharField(max_length=32, blank=True)
+    expires_at = models.DateTimeField(db_index=True)
+    message = models.TextField(blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.OPEN, db_index=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decline_reason = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["negotiation", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["negotiation", "number"], name="one_offer_per_version"),
+            models.UniqueConstraint(fields=["negotiation"], condition=models.Q(status="open"),
+                                    name="one_open_offer_per_negotiation"),
+            models.CheckConstraint(condition=models.Q(price_minor__gte=0), name="offer_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Negotiation #{self.negotiation_id} v{self.number}"
+
+    @property
+    def is_request(self) -> bool:
+        return self.number == 0
+
+
+class OfferStatusChange(models.Model):
+    """History of every move of an offer's status."""
+
+    offer = models.ForeignKey(Offer, on_delete=models.CASCADE, related_name="status_changes")
+    old_status = models.CharField(max_length=12)
+    new_status = models.CharField(max_length=12)
+    acting_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    reason = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]

@@ -23,7 +23,7 @@ from marketplace.models import Organization, User
 from marketplace.ratelimit import rate_limit_hit, requester_key
 from marketplace.services import audit_record
 from orders.currency import format_money
-from orders.models import Order, OrderLine
+from orders.models import Offer, Order, OrderLine
 from orders.pricing import LinePrice, PlanTerms, price_line
 
 WHOLE_DATASET_PLANS = {"flat", "subscription"}
@@ -38,6 +38,7 @@ class LineQuote:
     image_count: int = 0
     held_excluded: int = 0  # studies left out: the buyer's organization holds them already
     covers_whole_dataset: bool = False  # flat or subscription: the plan sells all of it
+    offer: Offer | None = None  # priced at this accepted offer instead of the plan (orders/offers.py)
 
     @property
     def study_count(self) -> int:
@@ -58,6 +59,13 @@ class LineQuote:
     @property
     def criteria_words(self) -> list[dict[str, str]]:
         return describe(cohort_from(self.criteria))
+
+    @property
+    def offer_terms(self) -> list[tuple[str, str]]:
+        """The accepted offer's licence terms in words (none for a line at the plan)."""
+        from orders.offers import offer_terms
+
+        return offer_terms(self.offer).describe() if self.offer is not None else []
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,9 @@ def held_study_ids(*, buyer: User, dataset_id: int) -> set[int]:
 
 
 def line_quote(*, dataset: Dataset, criteria: Any = None, buyer: User | None = None,
-               include_held: bool = False) -> LineQuote:
-    """The price of a cohort's studies of one dataset.
+               include_held: bool = False, offer: Offer | None = None) -> LineQuote:
+    """The price of a cohort's studies of one dataset (at ``offer``'s negotiated price
+    when given, instead of the plan's).
 
     Refused (BelowThresholdError) for 1 to threshold-1 studies (the price would give the
     count), and where the selection leaves out 1 to threshold-1 of the dataset's studies
@@ -159,8 +168,12 @@ def line_quote(*, dataset: Dataset, criteria: Any = None, buyer: User | None = N
     organization = buyer_organization(buyer) if buyer is not None else None
     price = price_line(terms, study_count=len(ids), image_count=images,
                        academic=bool(organization and organization.is_verified_academic))
+    if offer is not None:
+        from orders.offers import offer_price
+
+        price = offer_price(offer)
     return LineQuote(dataset=dataset, criteria=cohort_criteria(query), price=price, study_ids=tuple(ids),
-                     image_count=images, held_excluded=held_excluded, covers_whole_dataset=whole_plan)
+                     image_count=images, held_excluded=held_excluded, covers_whole_dataset=whole_plan, offer=offer)
 
 
 def quote_for_buyer(*, user: User, dataset: Dataset, criteria: Any = None, include_held: bool = False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from orders.entitlements import entitlements_expire, entitlements_remind
+from orders.offers import EXPIRE_BATCH, offers_expire
 from orders.payouts import providers_pay, providers_retry_failed
 
 
@@ -29,3 +30,11 @@ def entitlements_expire_task() -> dict:
 @shared_task(acks_late=True)
 def entitlements_remind_task() -> dict:
     return entitlements_remind()
+
+
+@shared_task(acks_late=True)
+def offers_expire_task() -> int:
+    marked = offers_expire()
+    if marked >= EXPIRE_BATCH:
+        offers_expire_task.delay()  # the rest, in a fresh time slice
+    return marked

@@ -16,4 +16,11 @@ urlpatterns = [
     path("orders/<int:order_id>/status/", views.order_status, name="order_status"),
     path("orders/<int:order_id>/invoice.pdf", views.invoice_download, name="invoice_download"),
     path("payments/stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
+    path("datasets/<int:dataset_id>/negotiate/", views.negotiation_new, name="negotiation_new"),
+    path("negotiations/", views.negotiation_list, name="negotiation_list"),
+    path("negotiations/<int:negotiation_id>/", views.negotiation_detail, name="negotiation_detail"),
+    path("offers/<int:offer_id>/act/", views.offer_act, name="offer_act"),
+    path("provider/negotiations/", views.provider_negotiations, name="provider_negotiations"),
+    path("requests/<int:request_id>/answers/<int:response_id>/offer/", views.negotiation_from_board,
+         name="negotiation_from_board"),
 ]

@@ -3,20 +3,25 @@ invoice, and the provider's sales. Business rules live in the services they call
 from __future__ import annotations
 
 import json
+from datetime import date, datetime, time
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from catalog.disclosure import BelowThresholdError
+from catalog.licence import ACCESS_MODES, USES, LicenceTerms
+from catalog.models import DataRequestResponse, Dataset
 from catalog.search.criteria import InvalidQueryError, cohort_criteria, cohort_from, describe
 from catalog.selectors import access_dataset, dataset_study_breakdown, datasets_for_provider_user
-from marketplace.exceptions import ApplicationError
+from marketplace.exceptions import ApplicationError, NotFoundError
 from marketplace.guards import require_verified_email
 from marketplace.input_guard import InvalidInputError, bad_input_response, minor_amount_from
 from marketplace.ratelimit import RateLimitedError
@@ -25,10 +30,33 @@ from marketplace.services import client_ip
 from orders import stripe_gateway
 from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items, cart_quote, cart_remove
 from orders.checkout import checkout, payment_methods_for, sample_take
+from orders.currency import ACCEPTED_CURRENCIES, format_money
 from orders.entitlements import entitlement_renew, line_renewable
 from orders.exceptions import OrderError
 from orders.invoice_pdf import invoice_pdf_bytes
-from orders.models import Order
+from orders.models import Negotiation, Offer, Order
+from orders.offers import (
+    OfferError,
+    access_negotiation,
+    negotiation_accepted_offer,
+    negotiation_criteria_words,
+    negotiation_from_response,
+    negotiation_request,
+    negotiation_side,
+    negotiation_versions,
+    negotiations_as_buyer,
+    negotiations_as_provider,
+    offer_accept,
+    offer_cart_add,
+    offer_decline,
+    offer_make,
+    offer_problem,
+    offer_status_words,
+    offer_withdraw,
+    offers_expire,
+    price_minor_from,
+    terms_from_form,
+)
 from orders.payments import card_pay, card_setup
 from orders.quotes import quote_for_buyer
 from orders.selectors import (
@@ -43,6 +71,9 @@ from orders.webhooks import event_process, event_store
 
 CRITERIA_ERRORS = (InvalidQueryError, BelowThresholdError, RateLimitedError)
 NOT_CRITERIA = ("csrfmiddlewaretoken", "accept", "expected_total", "action")
+# The terms form's own fields; the rest of the query string is the cohort.
+NOT_OFFER_FIELDS = ("csrfmiddlewaretoken", "price", "currency", "use", "term_months", "seats", "derivative_models",
+                    "publication", "territory", "access", "message", "expires_on")
 
 
 @login_required
@@ -310,3 +341,186 @@ def provider_dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "orders/provider_dashboard.html", context)
 
 
+
+
+# ---- negotiated offers (services in orders/offers.py) ----------------------------------
+
+def _version_input(data: QueryDict) -> dict:
+    """The terms form's price, currency, terms, message and expiry as service arguments."""
+    currency = data.get("currency", "")
+    expires_at = None
+    if data.get("expires_on"):
+        try:
+            day = date.fromisoformat(data["expires_on"])
+        except ValueError:
+            raise OfferError("The expiry date is not a date (YYYY-MM-DD).", code="expiry_invalid") from None
+        expires_at = timezone.make_aware(datetime.combine(day, time(23, 59)))
+    return {"price_minor": price_minor_from(data.get("price", ""), currency), "currency": currency,
+            "terms": terms_from_form(data), "message": data.get("message", ""), "expires_at": expires_at}
+
+
+def _terms_form_context(data: QueryDict | None, currency: str, base: dict | None = None) -> dict:
+    """What the terms form shows: the posted values after an error, else ``base`` terms."""
+    terms = LicenceTerms.from_dict(base) if base else LicenceTerms()
+    initial = {"use": terms.use, "term_months": terms.term_months or "", "seats": terms.seats or "",
+               "derivative_models": terms.derivative_models, "publication": terms.publication,
+               "territory": ", ".join(terms.territory), "access": terms.access, "currency": currency,
+               "price": "", "message": "", "expires_on": ""}
+    if data is not None:
+        initial.update({k: data.get(k, "") for k in initial if k not in ("derivative_models", "publication")})
+        initial["derivative_models"] = data.get("derivative_models") == "on"
+        initial["publication"] = data.get("publication") == "on"
+    return {"form": initial, "uses": USES.items(), "access_modes": ACCESS_MODES.items(),
+            "currencies": ACCEPTED_CURRENCIES}
+
+
+@login_required
+def negotiation_new(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    """"Ask for different terms": the researcher states the price and terms they want for
+    the dataset or their cohort of it; the provider answers in the negotiation."""
+    dataset = access_dataset(user=request.user, dataset_id=dataset_id)
+    source = request.POST if request.method == "POST" else request.GET
+    error, criteria = "", {}
+    try:
+        criteria = cohort_criteria(cohort_from({k: v for k, v in source.lists() if k not in NOT_OFFER_FIELDS}))
+    except InvalidQueryError as exc:
+        error = exc.message
+    if request.method == "POST" and not error:
+        try:
+            negotiation = negotiation_request(buyer=request.user, dataset=dataset, criteria=criteria,
+                                              ip=client_ip(request), **_version_input(request.POST))
+        except NotFoundError:
+            raise
+        except ApplicationError as exc:
+            error = exc.message
+        else:
+            messages.success(request, "Your request was sent to the provider; you will be told of each answer.")
+            return redirect("negotiation_detail", negotiation_id=negotiation.pk)
+    context = {"dataset": dataset, "criteria": criteria, "words": describe(cohort_from(criteria)), "error": error,
+               **_terms_form_context(request.POST if request.method == "POST" else None, dataset.currency)}
+    return render(request, "orders/negotiation_new.html", context, status=400 if error else 200)
+
+
+@login_required
+def negotiation_list(request: HttpRequest) -> HttpResponse:
+    """My negotiations: the threads of the user's buyer organizations."""
+    return render(request, "orders/negotiation_list.html",
+                  {"title": "My negotiations", "rows": _negotiation_rows(negotiations_as_buyer(user=request.user)),
+                   "as_provider": False})
+
+
+@login_required
+def provider_negotiations(request: HttpRequest) -> HttpResponse:
+    """The provider's inbox: requests and counters from buyers on its datasets."""
+    return render(request, "orders/negotiation_list.html",
+                  {"title": "Negotiations with buyers",
+                   "rows": _negotiation_rows(negotiations_as_provider(user=request.user)), "as_provider": True})
+
+
+def _negotiation_rows(negotiations: QuerySet[Negotiation]) -> list[dict]:
+    rows = []
+    for negotiation in negotiations[:200]:
+        latest = max(negotiation.offers.all(), key=lambda o: o.number, default=None)
+        rows.append({"negotiation": negotiation, "latest": latest,
+                     "latest_price": format_money(latest.price_minor, latest.currency) if latest else "",
+                     "latest_words": offer_status_words(latest) if latest else ""})
+    return rows
+
+
+@login_required
+def negotiation_detail(request: HttpRequest, negotiation_id: int) -> HttpResponse:
+    """The thread: each version with its price, terms, expiry, status and changes; the
+    answers the user's side may give; a new version (offer or counter)."""
+    negotiation = access_negotiation(user=request.user, negotiation_id=negotiation_id)
+    offers_expire(negotiation_id=negotiation.pk)
+    error = ""
+    if request.method == "POST":
+        try:
+            offer_make(negotiation_id=negotiation.pk, acting_user=request.user, ip=client_ip(request),
+                       **_version_input(request.POST))
+        except NotFoundError:
+            raise
+        except ApplicationError as exc:
+            error = exc.message
+        else:
+            messages.success(request, "Your version was sent; the other side is told.")
+            return redirect("negotiation_detail", negotiation_id=negotiation.pk)
+    versions = negotiation_versions(negotiation)
+    latest = versions[-1]["offer"] if versions else None
+    side = negotiation_side(user=request.user, negotiation=negotiation)
+    accepted = negotiation_accepted_offer(negotiation)
+    context = {
+        "negotiation": negotiation, "versions": versions, "side": side, "error": error, "accepted": accepted,
+        "words": negotiation_criteria_words(negotiation),
+        "can_counter": side is not None and accepted is None,
+        "accepted_usable": accepted is not None and side == Offer.Side.BUYER
+        and not offer_problem(offer=accepted, buyer=request.user),
+        **_terms_form_context(request.POST if error else None, latest.currency if latest else "USD",
+                              latest.terms if latest else None),
+    }
+    return render(request, "orders/negotiation_detail.html", context, status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def offer_act(request: HttpRequest, offer_id: int) -> HttpResponse:
+    """Accept, decline (with a reason) or withdraw a version, or put an accepted offer in
+    the cart again."""
+    action, ip = request.POST.get("action", ""), client_ip(request)
+    services = {
+        "accept": lambda: offer_accept(offer_id=offer_id, acting_user=request.user, ip=ip),
+        "decline": lambda: offer_decline(offer_id=offer_id, acting_user=request.user,
+                                         reason=request.POST.get("reason", ""), ip=ip),
+        "withdraw": lambda: offer_withdraw(offer_id=offer_id, acting_user=request.user, ip=ip),
+        "cart": lambda: offer_cart_add(offer_id=offer_id, acting_user=request.user, ip=ip),
+    }
+    if action not in services:
+        return HttpResponse("Unknown action.", status=400, content_type="text/plain")
+    try:
+        result = services[action]()
+    except NotFoundError:
+        raise
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        negotiation_id = Offer.objects.filter(pk=offer_id).values_list("negotiation_id", flat=True).first()
+        return redirect("negotiation_detail", negotiation_id=negotiation_id)
+    to_cart = action == "cart" or (
+        action == "accept" and negotiation_side(user=request.user, negotiation=result.negotiation) == "buyer")
+    if to_cart:
+        messages.success(request, "The offer is in your cart at its price and terms; check out to order.")
+        return redirect("cart")
+    done = {"accept": "Accepted: the offer is in the researcher's cart.",
+            "decline": "Declined; the other side is told.", "withdraw": "Withdrawn."}
+    messages.success(request, done[action])
+    return redirect("negotiation_detail", negotiation_id=result.negotiation_id)
+
+
+@login_required
+def negotiation_from_board(request: HttpRequest, request_id: int, response_id: int) -> HttpResponse:
+    """A provider's answer on the data-request board made into a real offer: the provider
+    chooses one of its datasets and the terms, offered to the requester's organization."""
+    response = DataRequestResponse.objects.select_related("request", "provider").filter(
+        pk=response_id, request_id=request_id, provider__memberships__user=request.user).first()
+    if response is None:
+        raise NotFoundError("Answer not found.")
+    datasets = Dataset.objects.filter(provider_id=response.provider_id, status=Dataset.Status.PUBLISHED).order_by(
+        "title")
+    error = ""
+    if request.method == "POST":
+        try:
+            dataset_id = request.POST.get("dataset", "")
+            negotiation = negotiation_from_response(
+                response=response, acting_user=request.user, dataset_id=int(dataset_id) if dataset_id.isdigit() else 0,
+                ip=client_ip(request), **_version_input(request.POST))
+        except NotFoundError:
+            raise
+        except ApplicationError as exc:
+            error = exc.message
+        else:
+            messages.success(request, "Your offer was sent to the researcher's organization.")
+            return redirect("negotiation_detail", negotiation_id=negotiation.pk)
+    default_currency = response.dataset.currency if response.dataset else "USD"
+    context = {"response": response, "data_request": response.request, "datasets": datasets, "error": error,
+               "chosen": request.POST.get("dataset", str(response.dataset_id or "")),
+               **_terms_form_context(request.POST if request.method == "POST" else None, default_currency)}
+    return render(request, "orders/negotiation_from_board.html", context, status=400 if error else 200)
