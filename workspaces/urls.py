@@ -7,4 +7,9 @@ urlpatterns = [
     path("workspace/deliveries/<int:delivery_id>/", views.delivery_files, name="delivery_files"),
     path("workspace/deliveries/<int:delivery_id>/progress/", views.delivery_progress, name="delivery_progress"),
     path("workspace/download/<str:token>/", views.download, name="workspace_download"),
+    path("provider/datasets/<int:dataset_id>/deid-certificate.json", views.dataset_certificate, {"fmt": "json"},
+         name="dataset_certificate_json"),
+    path("provider/datasets/<int:dataset_id>/deid-certificate.pdf", views.dataset_certificate, {"fmt": "pdf"},
+         name="dataset_certificate_pdf"),
+    path("certificates/check/", views.certificate_check_page, name="certificate_check"),
 ]
