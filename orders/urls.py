@@ -15,5 +15,7 @@ urlpatterns = [
     path("orders/<int:order_id>/lines/<int:line_id>/renew/", views.line_renew, name="line_renew"),
     path("orders/<int:order_id>/status/", views.order_status, name="order_status"),
     path("orders/<int:order_id>/invoice.pdf", views.invoice_download, name="invoice_download"),
+    path("orders/<int:order_id>/agreement/", views.order_agreement, name="order_agreement"),
+    path("orders/<int:order_id>/agreement.pdf", views.order_agreement_pdf, name="order_agreement_pdf"),
     path("payments/stripe/webhook/", views.stripe_webhook, name="stripe_webhook"),
 ]
