@@ -20,7 +20,6 @@ from catalog.models import Instance
 from factories.dicom import ct_files
 from factories.orders import approve_for_delivery, place_order
 from test_no_phi_anywhere import leaks, planted_values
-from workspaces import services
 from workspaces.certificate import (
     CERTIFICATE_JSON_NAME,
     CERTIFICATE_PDF_NAME,
@@ -31,7 +30,12 @@ from workspaces.certificate import (
     certificate_verify,
 )
 from workspaces.models import Delivery
-from workspaces.services import DELIVERY_DOCUMENTS, deliveries_recover_stuck, delivery_run
+from workspaces.services import (
+    DELIVERY_DOCUMENTS,
+    deliveries_recover_stuck,
+    delivery_document_key,
+    delivery_run,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
 
@@ -233,10 +237,6 @@ def test_a_worker_killed_while_writing_the_certificate_leaves_it_to_the_resumed_
     assert certificate_verify(data) and data["totals"]["files"] == 6
     assert data["issued"] == delivery.certificate_issued.isoformat().replace("+00:00", "Z")
     assert stored(f"{delivery.prefix}/{CERTIFICATE_PDF_NAME}").startswith(b"%PDF")
-
-
-def delivery_document_key(delivery: Delivery, name: str) -> str:
-    return services.delivery_document_key(delivery, name)
 
 
 # ---- the buyer's downloads ------------------------------------------------------------------
