@@ -9,7 +9,7 @@ from marketplace.exceptions import NotFoundError
 from marketplace.models import Organization, User
 from orders.currency import format_money
 from orders.ledger import services as ledger
-from orders.models import DuaTemplate, Invoice, Order, OrderLine, ProviderTransfer
+from orders.models import Contract, DuaTemplate, Invoice, Order, OrderLine, ProviderTransfer
 
 
 def orders_for_buyer(*, user: User) -> QuerySet[Order]:
@@ -39,6 +39,26 @@ def access_invoice(*, user: User, order_id: int) -> Invoice:
     if invoice is None:
         raise NotFoundError("Invoice not found.")
     return invoice
+
+
+def access_agreement(*, user: User, order_id: int) -> tuple[Contract, set[int] | None]:
+    """An order's contract for its buyer, for members of a provider with a line in it and
+    for staff allowed to view orders; the same NotFoundError for everyone else. Also the
+    providers whose lines this user may see: None for all (buyer, staff), else the
+    user's own providers on the order (another provider's prices are not theirs to see)."""
+    contract = None
+    if user.is_authenticated:
+        contract = Contract.objects.select_related("order__buyer", "order__buyer_organization").filter(
+            order_id=order_id).first()
+    if contract is None:
+        raise NotFoundError("Agreement not found.")
+    if contract.order.buyer_id == user.pk or user.has_perm("orders.view_order"):
+        return contract, None
+    own = set(OrderLine.objects.filter(order_id=order_id, provider__memberships__user=user)
+              .values_list("provider_id", flat=True))
+    if not own:
+        raise NotFoundError("Agreement not found.")
+    return contract, own
 
 
 def active_dua_template() -> DuaTemplate | None:

@@ -32,6 +32,7 @@ from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items
 from orders.checkout import checkout, payment_methods_for, sample_take
 from orders.currency import ACCEPTED_CURRENCIES, format_money
 from orders.entitlements import entitlement_renew, line_renewable
+from orders.agreement_pdf import agreement_document, agreement_pdf
 from orders.exceptions import OrderError
 from orders.invoice_pdf import invoice_pdf_bytes
 from orders.models import Negotiation, Offer, Order
@@ -60,6 +61,7 @@ from orders.offers import (
 from orders.payments import card_pay, card_setup
 from orders.quotes import quote_for_buyer
 from orders.selectors import (
+    access_agreement,
     access_invoice,
     access_order,
     active_dua_template,
@@ -305,6 +307,23 @@ def invoice_download(request: HttpRequest, order_id: int) -> HttpResponse:
     invoice = access_invoice(user=request.user, order_id=order_id)
     response = HttpResponse(invoice_pdf_bytes(invoice), content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
+    return response
+
+
+@login_required
+def order_agreement(request: HttpRequest, order_id: int) -> HttpResponse:
+    """The agreement with its signature manifest, for the buyer, the order's providers
+    (their own lines only) and staff."""
+    contract, provider_ids = access_agreement(user=request.user, order_id=order_id)
+    return render(request, "orders/agreement.html",
+                  {"order": contract.order, "doc": agreement_document(contract, provider_ids=provider_ids)})
+
+
+@login_required
+def order_agreement_pdf(request: HttpRequest, order_id: int) -> HttpResponse:
+    contract, provider_ids = access_agreement(user=request.user, order_id=order_id)
+    response = HttpResponse(agreement_pdf(contract, provider_ids=provider_ids), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="order-{order_id}-agreement.pdf"'
     return response
 
 

@@ -71,7 +71,7 @@ def test_planted_phi_reaches_no_page_api_index_log_or_delivered_file(
         researcher.get("/api/datasets/"), researcher.get(f"/api/datasets/{dataset.pk}/"),
         researcher.get("/workspace/"), researcher.get(f"/orders/{order.pk}/"),
         provider.get(f"/provider/datasets/{dataset.pk}/"), provider.get(f"/provider/uploads/{batch.pk}/"),
-        provider.get("/provider/"),
+        provider.get("/provider/"), provider.get(f"/provider/datasets/{dataset.pk}/deid-certificate.json"),
     ]
     for response in pages:
         assert response.status_code == 200
@@ -84,3 +84,6 @@ def test_planted_phi_reaches_no_page_api_index_log_or_delivered_file(
     for f in delivery.files.all():
         data = b"".join(storage.iter_chunks(f.storage_key)).decode("latin-1")
         assert leaks(data, planted) == [], f.path
+    for name in ("certificate.json", "certificate.pdf"):
+        data = b"".join(storage.iter_chunks(f"{delivery.prefix}/{name}")).decode("latin-1")
+        assert leaks(data, planted) == [], name

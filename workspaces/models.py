@@ -23,6 +23,9 @@ class Delivery(models.Model):
     done_files = models.PositiveIntegerField(default=0)
     total_bytes = models.BigIntegerField(default=0)
     manifest_key = models.CharField(max_length=400, blank=True)
+    # When certificate.json and certificate.pdf were written beside the manifest
+    # (workspaces/certificate.py); null until the delivery's last step.
+    certificate_issued = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)

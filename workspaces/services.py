@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -20,6 +21,13 @@ from marketplace.models import User
 from marketplace.services import audit_record
 from orders.models import Order, OrderLine
 from orders.transitions import order_move
+from workspaces.certificate import (
+    CERTIFICATE_JSON_NAME,
+    CERTIFICATE_PDF_NAME,
+    certificate_for,
+    certificate_json_bytes,
+    certificate_pdf,
+)
 from workspaces.exceptions import DeliveryError
 from workspaces.grants import deliveries_downloadable_by, delivery_grant_buyer
 from workspaces.models import Delivery, DeliveryFile, DeliveryStatusChange
@@ -28,6 +36,14 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.csv"
 MANIFEST_COLUMNS = ["path", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "bytes", "sha256"]
+# Written beside the data at the end of a delivery, each downloadable by its name from the
+# workspace: name -> content type. Data files live under study/series folders, so no
+# delivered file has one of these names.
+DELIVERY_DOCUMENTS = {
+    MANIFEST_NAME: "text/csv",
+    CERTIFICATE_JSON_NAME: "application/json",
+    CERTIFICATE_PDF_NAME: "application/pdf",
+}
 _SIGNING_SALT = "workspaces.download"
 
 
@@ -331,7 +347,10 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
                      .values_list("pk", flat=True))
         delivery_remove_lines(order=delivery.order, line_ids=ended, reason="Access ended during the delivery")
         delivery.refresh_from_db()
-        _write_manifest(delivery)
+        manifest_sha256 = _write_manifest(delivery)
+        # In the same transaction as DONE: a run that dies before the commit leaves the
+        # certificate unrecorded, and the resumed run writes both again over the same keys.
+        _write_certificate(delivery, manifest_sha256=manifest_sha256)
         delivery = delivery_transition(delivery=delivery, to=Delivery.Status.DONE, acting_user=None,
                                        reason=f"{delivery.done_files} files copied.")
         order_move(order=delivery.order, field="fulfilment_status", to=Order.FulfilmentStatus.FULFILLED,
@@ -363,7 +382,8 @@ def _copy_instance(delivery: Delivery, instance: Instance, *, run_number: int, c
         progressed=timezone.now()))
 
 
-def _write_manifest(delivery: Delivery) -> None:
+def _write_manifest(delivery: Delivery) -> str:
+    """Write manifest.csv from the delivery's file rows; returns its SHA-256."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(MANIFEST_COLUMNS)
@@ -371,8 +391,30 @@ def _write_manifest(delivery: Delivery) -> None:
         writer.writerow([f.path, f.instance.series.study.study_uid, f.instance.series.series_uid,
                          f.instance.sop_uid, f.size_bytes, f.sha256])
     key = f"{delivery.prefix}/{MANIFEST_NAME}"
-    storage.put(key, io.BytesIO(buffer.getvalue().encode()))
+    data = buffer.getvalue().encode()
+    storage.put(key, io.BytesIO(data))
     Delivery.objects.filter(pk=delivery.pk).update(manifest_key=key)
+    delivery.manifest_key = key
+    return hashlib.sha256(data).hexdigest()
+
+
+def _write_certificate(delivery: Delivery, *, manifest_sha256: str) -> None:
+    """Write certificate.json and certificate.pdf beside the manifest and record when."""
+    issued = timezone.now().replace(microsecond=0)  # the certificate says seconds
+    data = certificate_for(delivery, manifest_sha256=manifest_sha256, issued=issued)
+    storage.put(f"{delivery.prefix}/{CERTIFICATE_JSON_NAME}", io.BytesIO(certificate_json_bytes(data)))
+    storage.put(f"{delivery.prefix}/{CERTIFICATE_PDF_NAME}", io.BytesIO(certificate_pdf(data)))
+    Delivery.objects.filter(pk=delivery.pk).update(certificate_issued=issued)
+    delivery.certificate_issued = issued
+
+
+def delivery_document_key(delivery: Delivery, name: str) -> str:
+    """The storage key of one of DELIVERY_DOCUMENTS of this delivery ("" if not written)."""
+    if name == MANIFEST_NAME:
+        return delivery.manifest_key
+    if name in DELIVERY_DOCUMENTS and delivery.certificate_issued is not None:
+        return f"{delivery.prefix}/{name}"
+    return ""
 
 
 # ---- signed, expiring download links -----------------------------------------------------
@@ -408,8 +450,8 @@ def download_grant_check(*, user: User, token: str, ip: str | None = None) -> Do
     if delivery is None:
         raise NotFoundError("File not found.")
     path = data.get("p")
-    if path == MANIFEST_NAME:
-        key = delivery.manifest_key
+    if path in DELIVERY_DOCUMENTS:
+        key = delivery_document_key(delivery, path)
     else:
         key = delivery.files.filter(path=path).values_list("storage_key", flat=True).first()
     if not key:

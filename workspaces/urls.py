@@ -9,4 +9,9 @@ urlpatterns = [
     path("workspace/deliveries/<int:delivery_id>/files/<int:file_id>/image.png", views.delivery_file_image,
          name="delivery_file_image"),
     path("workspace/download/<str:token>/", views.download, name="workspace_download"),
+    path("provider/datasets/<int:dataset_id>/deid-certificate.json", views.dataset_certificate, {"fmt": "json"},
+         name="dataset_certificate_json"),
+    path("provider/datasets/<int:dataset_id>/deid-certificate.pdf", views.dataset_certificate, {"fmt": "pdf"},
+         name="dataset_certificate_pdf"),
+    path("certificates/check/", views.certificate_check_page, name="certificate_check"),
 ]

@@ -1,19 +1,31 @@
-"""The buyer's workspace: deliveries with progress and signed, expiring download links."""
+"""The buyer's workspace: deliveries with progress and signed, expiring download links; the
+de-identification certificates (a provider's per dataset, and the public check page)."""
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
 
 from catalog import storage
+from catalog.selectors import access_dataset_for_write
 from marketplace.services import client_ip
-from workspaces.models import Delivery
+from workspaces.certificate import (
+    MAX_CERTIFICATE_BYTES,
+    certificate_check,
+    certificate_for_dataset,
+    certificate_json_bytes,
+    certificate_parse,
+    certificate_pdf,
+)
 from workspaces.grants import deliveries_downloadable_by
+from workspaces.models import Delivery
 from workspaces.selectors import access_delivery, deliveries_for_user
 from workspaces.services import (
-    MANIFEST_NAME,
+    DELIVERY_DOCUMENTS,
     LinkExpiredError,
+    delivery_document_key,
     delivery_file_render,
     download_grant_check,
     download_token_make,
@@ -29,6 +41,12 @@ def _links(delivery: Delivery, files) -> list[tuple[str, int | None, str]]:  # n
     return [(f.path, f.size_bytes, download_token_make(delivery=delivery, path=f.path)) for f in files]
 
 
+def _documents(delivery: Delivery) -> list[tuple[str, None, str]]:
+    """Links to the manifest and the de-identification certificate of a delivered order."""
+    return [(name, None, download_token_make(delivery=delivery, path=name)) for name in DELIVERY_DOCUMENTS
+            if delivery_document_key(delivery, name)]
+
+
 @login_required
 def workspace(request: HttpRequest) -> HttpResponse:
     rows = []
@@ -37,7 +55,7 @@ def workspace(request: HttpRequest) -> HttpResponse:
         links = []
         delivery.view_only = delivery.pk not in downloadable
         if delivery.status == Delivery.Status.DONE and not delivery.view_only:
-            links.append((MANIFEST_NAME, None, download_token_make(delivery=delivery, path=MANIFEST_NAME)))
+            links += _documents(delivery)
             links += _links(delivery, delivery.files.all()[:PREVIEW_FILES])
         rows.append((delivery, links))
     return render(request, "workspaces/workspace.html", {"rows": rows, "preview_files": PREVIEW_FILES})
@@ -52,7 +70,7 @@ def delivery_files(request: HttpRequest, delivery_id: int) -> HttpResponse:
         context = {"delivery": delivery, "page": page, "view_only": True}
         return render(request, "workspaces/delivery_files.html", context)
     context = {"delivery": delivery, "page": page, "links": _links(delivery, page.object_list),
-               "manifest": download_token_make(delivery=delivery, path=MANIFEST_NAME)}
+               "documents": _documents(delivery) if delivery.status == Delivery.Status.DONE else []}
     return render(request, "workspaces/delivery_files.html", context)
 
 
@@ -83,6 +101,43 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
     direct = storage.download_url(grant.storage_key)
     if direct:
         return HttpResponseRedirect(direct)
-    content_type = "text/csv" if grant.filename == MANIFEST_NAME else "application/dicom"
+    content_type = DELIVERY_DOCUMENTS.get(grant.filename, "application/dicom")
     return FileResponse(storage.open_read(grant.storage_key), as_attachment=True, filename=grant.filename,
                         content_type=content_type)
+
+
+# ---- de-identification certificates -------------------------------------------------------
+@login_required
+def dataset_certificate(request: HttpRequest, dataset_id: int, fmt: str) -> HttpResponse:
+    """A provider member's certificate of one of its datasets, issued now (JSON or PDF)."""
+    dataset = access_dataset_for_write(user=request.user, dataset_id=dataset_id)
+    data = certificate_for_dataset(dataset)
+    if fmt == "pdf":
+        body, content_type = certificate_pdf(data), "application/pdf"
+    else:
+        body, content_type = certificate_json_bytes(data), "application/json"
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="dataset-{dataset.pk}-deid-certificate.{fmt}"'
+    return response
+
+
+# Changes nothing and needs no session, so scripts may post to it too (curl -F file=@...);
+# a JSON body gets a JSON answer.
+@csrf_exempt
+def certificate_check_page(request: HttpRequest) -> HttpResponse:
+    """Anyone holding a certificate.json pastes or uploads it: valid or not, and why."""
+    if request.method != "POST":
+        return render(request, "workspaces/certificate_check.html", {"result": None})
+    wants_json = request.content_type == "application/json"
+    if wants_json:
+        text: str | bytes = request.body
+    elif upload := request.FILES.get("file"):
+        text = upload.read(MAX_CERTIFICATE_BYTES + 1)
+    else:
+        text = request.POST.get("certificate", "")
+    data, problem = certificate_parse(text)
+    valid, reason = (False, problem) if data is None else certificate_check(data)
+    if wants_json:
+        return JsonResponse({"valid": valid, "reason": reason})
+    result = {"valid": valid, "reason": reason, "certificate": data if valid else None}
+    return render(request, "workspaces/certificate_check.html", {"result": result})

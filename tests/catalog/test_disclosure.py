@@ -314,6 +314,8 @@ RAW_NUMBERS_ALLOWED = {
     ("orders/provider_dashboard.html", "account.balances.receivable"): "the provider's own money",
     ("orders/order_list.html", "o.total_minor|money:o.currency"): "price of the buyer's own order",
     ("orders/order_detail.html", "line.study_count"): "the buyer's own order",
+    ("orders/agreement.html", "line.study_count"): "a line of the order's agreement (its buyer, its providers, staff)",
+    ("orders/agreement.html", "doc.total"): "price of the buyer's own order (not shown to providers)",
     ("orders/order_detail.html", "order.total_minor|money:order.currency"): "price of the buyer's own order",
     ("orders/order_new.html", "quote.study_count"): "a quote exists only at or above the threshold",
     ("orders/order_new.html", "quote.image_count"): "images of such a quote (not a count of people)",

@@ -14,7 +14,7 @@ from marketplace.models import AuditEvent
 from orders.models import Order
 from factories.orders import approve_for_delivery, place_order
 from workspaces.models import Delivery
-from workspaces.services import MANIFEST_NAME, download_token_make, delivery_run
+from workspaces.services import DELIVERY_DOCUMENTS, MANIFEST_NAME, download_token_make, delivery_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
 
@@ -59,7 +59,7 @@ def test_it_lists_every_delivered_file_and_the_manifest_in_bobs_workspace(bob_cl
     links = workspace_links(bob_client)
     expected = set(delivery.files.values_list("path", flat=True))
     assert len(expected) == 6
-    assert set(links) == expected | {MANIFEST_NAME}
+    assert set(links) == expected | set(DELIVERY_DOCUMENTS)
     assert set(manifest_rows(delivery)) == expected
 
 
@@ -86,7 +86,7 @@ def test_it_downloads_the_manifest_itself(bob_client, delivery):
 
 def test_it_audits_each_successful_download(bob_client, bob, delivery):
     links = workspace_links(bob_client)
-    first, second = sorted(set(links) - {MANIFEST_NAME})[:2]
+    first, second = sorted(set(links) - set(DELIVERY_DOCUMENTS))[:2]
     body_of(bob_client.get(links[first], REMOTE_ADDR="192.0.2.10"))
     body_of(bob_client.get(links[second]))
     body_of(bob_client.get(links[first]))
@@ -215,7 +215,7 @@ def test_the_delivery_page_lists_every_file_for_its_owner_only(published_dataset
     other.force_login(charlie)
     pages = owner.get(f"/workspace/deliveries/{delivery.pk}/").content.decode()
     pages += owner.get(f"/workspace/deliveries/{delivery.pk}/?page=2").content.decode()
-    listed = set(re.findall(r'/workspace/download/[^"]+/">([^<]+)</a>', pages)) - {"manifest.csv"}
+    listed = set(re.findall(r'/workspace/download/[^"]+/">([^<]+)</a>', pages)) - set(DELIVERY_DOCUMENTS)
     assert listed == set(delivery.files.values_list("path", flat=True))
     assert len(listed) == 6
     assert other.get(f"/workspace/deliveries/{delivery.pk}/").status_code == 404

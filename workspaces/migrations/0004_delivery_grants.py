@@ -32,7 +32,7 @@ def grant_existing(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("workspaces", "0002_delivery_recovery"),
+        ("workspaces", "0003_delivery_certificate_issued"),
         ("orders", "0005_signature"),
         ("guardian", "0003_remove_groupobjectpermission_guardian_gr_content_ae6aec_idx_and_more"),
         ("auth", "0012_alter_user_first_name_max_length"),
