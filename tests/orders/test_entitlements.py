@@ -80,7 +80,7 @@ def test_a_subscription_is_reminded_twice_then_ends_and_its_links_die(subscripti
     assert abs(line.licence_ends - (order.created + timedelta(days=365))) < timedelta(seconds=5)
     ends = line.licence_ends
     links = workspace_links(bob_client)
-    assert len(links) == 7  # six files and the manifest
+    assert len(links) == 9  # six files, the manifest and the certificate (JSON and PDF)
     assert bob_client.get(next(url for path, url in links.items() if path != MANIFEST_NAME)).status_code == 200
 
     def remind(now):  # noqa: ANN001, ANN202
@@ -165,7 +165,7 @@ def test_perpetual_lines_are_untouched(subscription_dataset, second_provider_dat
     assert order.delivery.files.count() == 6
     assert {f.instance.series.study.dataset_id for f in order.delivery.files.all()} == {second_provider_dataset.pk}
     assert order.fulfilment_status == Order.FulfilmentStatus.FULFILLED  # one line still has access
-    assert len(workspace_links(bob_client)) == 7
+    assert len(workspace_links(bob_client)) == 9  # six files, manifest, certificate JSON and PDF
     page = bob_client.get(reverse("order_detail", args=[order.pk])).content.decode()
     assert "Perpetual" in page and reverse("line_renew", args=[order.pk, perpetual.pk]) not in page
 
