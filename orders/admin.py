@@ -408,6 +408,20 @@ class DuaTemplateForm(forms.ModelForm):
         model = DuaTemplate
         fields = ["version", "title", "text", "is_active"]
 
+    # As typed: a used version's text is compared with the stored one, so a save without a
+    # change must not differ by a trailing newline or the browser's CRLF line ends.
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 24}), strip=False)
+
+    def clean_text(self) -> str:
+        return self.cleaned_data["text"].replace("\r\n", "\n")
+
+    def _get_validation_exclusions(self) -> set[str]:
+        # One active version: dua_template_activate deactivates the others before activating
+        # this one, so the form does not refuse a second active row it is about to resolve.
+        exclude = super()._get_validation_exclusions()
+        exclude.add("is_active")
+        return exclude
+
     def clean_is_active(self) -> bool:
         active = self.cleaned_data.get("is_active", False)
         if self.instance.pk and not active and DuaTemplate.objects.filter(pk=self.instance.pk, is_active=True).exists():
