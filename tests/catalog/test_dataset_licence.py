@@ -222,3 +222,26 @@ def test_the_api_gives_the_structured_terms(client, published_dataset) -> None:
     body = client.get(f"/api/datasets/{published_dataset.pk}/").json()
     assert body["licence_type"] == "academic"
     assert body["licence_terms"]["use"] == "research" and body["licence_terms"]["redistribution"] is False
+
+
+def test_the_data_migration_derives_terms_from_the_licence_type(provider) -> None:
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("catalog.migrations.0014_dataset_licence_terms_from_type")
+    rows = {kind: Dataset.objects.create(provider=provider, title=kind, licence_type=kind)
+            for kind in ("commercial", "academic", "free")}
+    yearly = Dataset.objects.create(provider=provider, title="yearly", licence_type="academic",
+                                    pricing_model="subscription", price_minor=100)
+    kept = Dataset.objects.create(provider=provider, title="kept", licence_terms={"use": "research", "term_months": 6})
+    with connection.schema_editor() as schema_editor:
+        migration.terms_from_licence_type(apps, schema_editor)
+    terms = {kind: Dataset.objects.get(pk=row.pk).licence_terms for kind, row in rows.items()}
+    assert terms["commercial"]["use"] == "commercial" and terms["academic"]["use"] == "research"
+    assert terms["free"]["use"] == "research" and terms["free"]["term_months"] is None
+    assert all(t["seats"] is None and t["redistribution"] is False for t in terms.values())
+    assert all(LicenceTerms.from_dict(t) for t in terms.values())
+    assert Dataset.objects.get(pk=yearly.pk).licence_terms["term_months"] == 12
+    assert Dataset.objects.get(pk=kept.pk).licence_terms == {"use": "research", "term_months": 6}

@@ -119,3 +119,23 @@ def test_next_version_counts_on_from_the_last_number(db, version, taken, expecte
     for name in taken:
         DuaTemplate.objects.create(version=name, title="t", text="t")
     assert next_version(version) == expected
+
+
+def test_the_data_migration_fills_hashes_and_line_terms(published_dataset, bob, dua) -> None:
+    import importlib
+
+    from django.apps import apps
+    from django.db import connection
+
+    from orders.models import OrderLine
+
+    migration = importlib.import_module("orders.migrations.0007_fill_contract_hashes_line_terms")
+    order = place_order(bob, published_dataset, dua)
+    Contract.objects.filter(pk=order.contract.pk).update(text_sha256="", text="as signed before")
+    OrderLine.objects.filter(order=order).update(licence_terms={}, licence_type="commercial")
+    with connection.schema_editor() as schema_editor:
+        migration.fill(apps, schema_editor)
+    assert Contract.objects.get(pk=order.contract.pk).text_sha256 == hashlib.sha256(b"as signed before").hexdigest()
+    terms = OrderLine.objects.get(order=order).licence_terms
+    assert (terms["use"], terms["term_months"], terms["seats"]) == ("commercial", None, None)
+    assert active_dua_template() == dua
