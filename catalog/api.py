@@ -61,7 +61,12 @@ class DatasetOutput(serializers.Serializer):
         help_text="Discount for verified academic organizations, as a decimal string of percent")
     volume_tiers = serializers.SerializerMethodField(help_text=(
         "Per-study and per-image plans: discounts by number of studies ordered, ascending"))
-    licence_text = serializers.CharField()
+    licence_type = serializers.CharField()
+    licence_terms = serializers.SerializerMethodField(help_text=(
+        "The structured licence: use (research or commercial), term_months (null: perpetual), seats (null: the "
+        "whole buyer organization), derivative_models, publication, territory, access (download or view_only); "
+        "redistribution is always false"))
+    licence_text = serializers.CharField(help_text="The provider's additional conditions")
     patient_free_text_kept = serializers.ListField(
         child=serializers.CharField(), help_text="Free-text attributes about patients the provider chose to keep (cleaned)")
     status = serializers.CharField()
@@ -75,6 +80,10 @@ class DatasetOutput(serializers.Serializer):
         if obj.pricing_model != PricingModel.PER_STUDY and self._counts(obj)["studies"] == SUPPRESSED:
             return None
         return f"{obj.price_per_study:.2f}"
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_licence_terms(self, obj: Any) -> dict[str, Any]:
+        return obj.terms.to_dict()
 
     def get_price(self, obj: Any) -> str:
         return str(from_minor(obj.price_minor, obj.currency))

@@ -22,3 +22,14 @@ class ArchiveMemberError(CatalogError):
     The message names the problem, never the member (names may hold PHI)."""
 
     code = "bad_archive_member"
+
+
+class LicenceConflictError(CatalogError):
+    """Licence terms refused: invalid, or contradicting the licence type, the price or the
+    provider's own conditions. ``problems`` lists one message per contradiction."""
+
+    code = "licence_conflict"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(" ".join(problems), extra={"problems": problems})
+        self.problems = problems

@@ -133,3 +133,81 @@ def _bool(value: object, name: str) -> bool:
     if str(value).lower() in ("false", "0", "no", "off", ""):
         return False
     raise LicenceTermsError(f"Licence {name} must be yes or no, not {value!r}.")
+
+
+# ---- a dataset's licence type, price and own text beside its terms ---------------------------
+# The licence types of catalog.models.LicenceType (search facets use them), as plain strings:
+# this module stays free of Django.
+LICENCE_COMMERCIAL, LICENCE_ACADEMIC, LICENCE_FREE = "commercial", "academic", "free"
+LICENCE_TYPE_LABELS = {LICENCE_COMMERCIAL: "Commercial use", LICENCE_ACADEMIC: "Academic research",
+                       LICENCE_FREE: "Free / open"}
+
+# Phrases in a provider's own conditions that limit the data to research, and phrases that
+# permit commercial use. A simple check: it catches a copied text that contradicts the
+# structured terms, not every way of saying so.
+_RESEARCH_ONLY = re.compile(
+    r"non[- ]?commercial"
+    r"|research[- ](?:use[- ]|purposes[- ])?only"
+    r"|(?:academic|research) (?:research |use |purposes )?only"
+    r"|only for (?:academic |non-?commercial )?research"
+    r"|not (?:be )?(?:used )?for (?:any )?commercial"
+    r"|no commercial (?:use|purposes?)"
+    r"|commercial (?:use|purposes) (?:is |are )?(?:not (?:permitted|allowed)|prohibited|forbidden|excluded)",
+    re.IGNORECASE)
+_COMMERCIAL_OK = re.compile(
+    r"(?<![-\w])(?<!non )commercial (?:use|purposes)(?: is| are)? (?:permitted|allowed)"
+    r"|(?<![-\w])(?<!non )commercial use, including"
+    r"|(?:permits?|allows?|including) commercial (?:use|purposes|products)"
+    r"|may be used (?:commercially|for commercial)"
+    r"|(?<!not )for commercial (?:use|purposes)",
+    re.IGNORECASE)
+
+
+def terms_for_licence_type(licence_type: str, *, pricing_model: str = "") -> LicenceTerms:
+    """The terms a dataset had before terms were structured, from its licence type: what it
+    was sold under (no term, the whole buyer organization), a yearly term for a
+    subscription. Commercial allows commercial use; academic and free are research only."""
+    return LicenceTerms(
+        use=USE_COMMERCIAL if licence_type == LICENCE_COMMERCIAL else USE_RESEARCH,
+        term_months=12 if pricing_model == "subscription" and licence_type != LICENCE_FREE else None,
+        seats=None)
+
+
+def licence_text_says_research_only(text: str) -> str:
+    """The phrase of ``text`` limiting the data to research or non-commercial use, or ""."""
+    found = _RESEARCH_ONLY.search(text or "")
+    return found.group(0) if found else ""
+
+
+def licence_text_permits_commercial(text: str) -> str:
+    """The phrase of ``text`` permitting commercial use, or "" (phrases that limit the data
+    to research are left out first: "not for commercial use" permits nothing)."""
+    found = _COMMERCIAL_OK.search(_RESEARCH_ONLY.sub(" ", text or ""))
+    return found.group(0) if found else ""
+
+
+def terms_conflicts(terms: LicenceTerms, *, licence_type: str, price_minor: int, licence_text: str) -> list[str]:
+    """Contradictions between a dataset's structured terms, its licence type, its price and
+    the provider's own conditions, each message naming the fields; [] when consistent.
+    Every writer of a dataset's terms (form, API, seed) refuses what this returns."""
+    problems = []
+    use_label = USES[terms.use]
+    type_label = LICENCE_TYPE_LABELS.get(licence_type, licence_type)
+    if licence_type == LICENCE_FREE and price_minor > 0:
+        problems.append("Licence type and Price: a free / open licence is priced 0; set the price to 0 or "
+                        "choose another licence type.")
+    if licence_type == LICENCE_COMMERCIAL and terms.use != USE_COMMERCIAL:
+        problems.append(f"Licence type and Use: the licence type is {type_label!r} but the use is "
+                        f"{use_label!r}; choose research and commercial use, or another licence type.")
+    if licence_type == LICENCE_ACADEMIC and terms.use != USE_RESEARCH:
+        problems.append(f"Licence type and Use: the licence type is {type_label!r} but the use is "
+                        f"{use_label!r}; choose research only, or the commercial licence type.")
+    research_phrase = licence_text_says_research_only(licence_text)
+    if research_phrase and terms.use == USE_COMMERCIAL:
+        problems.append(f"Licence text and Use: the text says {research_phrase!r} but the use is "
+                        f"{use_label!r}; change the text or choose research only.")
+    commercial_phrase = licence_text_permits_commercial(licence_text)
+    if commercial_phrase and terms.use == USE_RESEARCH:
+        problems.append(f"Licence text and Use: the text says {commercial_phrase!r} but the use is "
+                        f"{use_label!r}; change the text or allow commercial use.")
+    return problems

@@ -9,6 +9,7 @@ from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
+from catalog.licence import LicenceTerms, terms_for_licence_type
 from marketplace.models import Organization
 from orders.currency import ACCEPTED_CURRENCIES, currency_exponent
 
@@ -56,6 +57,10 @@ class Dataset(models.Model):
     price_per_study = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     licence_type = models.CharField(max_length=16, choices=LicenceType.choices, default=LicenceType.ACADEMIC)
+    # The structured licence (catalog.licence.LicenceTerms.to_dict), kept consistent with
+    # licence_type, the price and licence_text (catalog.licence.terms_conflicts). Empty on
+    # rows written without terms (fixtures, scripts): ``terms`` derives them from licence_type.
+    licence_terms = models.JSONField(default=dict, blank=True)
     country = models.CharField(max_length=64, blank=True, help_text="Where the data was acquired (country or region).")
     # Conditions as "SCHEME:CODE|Label" (e.g. "ICD10:J18.9|Pneumonia"), given by the provider.
     conditions = ArrayField(models.CharField(max_length=160), default=list, blank=True)
@@ -118,6 +123,12 @@ class Dataset(models.Model):
             self.price_minor = int((Decimal(self.price_per_study).scaleb(exponent)).quantize(
                 Decimal(1), rounding=ROUND_HALF_UP))
         super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def terms(self) -> LicenceTerms:
+        if self.licence_terms:
+            return LicenceTerms.from_dict(self.licence_terms)
+        return terms_for_licence_type(self.licence_type, pricing_model=self.pricing_model)
 
     @property
     def modality_summary(self) -> str:

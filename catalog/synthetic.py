@@ -654,6 +654,8 @@ DEMO_SPECS: list[dict] = [
         "scanners": [("SIEMENS", "SOMATOM Force"), ("GE MEDICAL SYSTEMS", "Revolution CT")],
         "tags": ["lung", "screening", "thorax"],
         "licence_type": "commercial",
+        "licence_terms": {"use": "commercial", "term_months": 24, "seats": 10, "derivative_models": True,
+                          "publication": True, "territory": ["worldwide"], "access": "download"},
         "licence_text": "Commercial use, including training and validating models for commercial products. "
                         "Standard data use agreement applies.",
     },
@@ -679,6 +681,8 @@ DEMO_SPECS: list[dict] = [
         "scanners": [("Philips", "Ingenia 1.5T"), ("Philips", "Ingenia 3.0T")],
         "tags": ["neuro", "musculoskeletal"],
         "licence_type": "academic",
+        "licence_terms": {"use": "research", "term_months": 12, "seats": 5, "derivative_models": True,
+                          "publication": True, "territory": ["worldwide"], "access": "download"},
         "licence_text": "Non-commercial academic research only. Standard data use agreement applies.",
     },
     {
@@ -701,6 +705,9 @@ DEMO_SPECS: list[dict] = [
         "scanners": [("Agfa", "CR 85-X"), ("Carestream Health", "DRX-Evolution")],
         "tags": ["chest x-ray", "classification"],
         "licence_type": "commercial",
+        # Bought once for the whole dataset: a perpetual licence for the buyer organization.
+        "licence_terms": {"use": "commercial", "term_months": None, "seats": None, "derivative_models": True,
+                          "publication": True, "territory": ["worldwide"], "access": "download"},
         "licence_text": "Commercial use, including training and validating models for commercial products. "
                         "Standard data use agreement applies.",
     },
@@ -724,6 +731,9 @@ DEMO_SPECS: list[dict] = [
         "scanners": [("GE Healthcare", "LOGIQ E10"), ("GE Healthcare", "LOGIQ E9")],
         "tags": ["abdomen", "liver", "kidney"],
         "licence_type": "academic",
+        # The subscription's year, seen in the browser only, in the EU and Japan.
+        "licence_terms": {"use": "research", "term_months": 12, "seats": 3, "derivative_models": False,
+                          "publication": True, "territory": ["DE", "FR", "JP", "NL"], "access": "view_only"},
         "licence_text": "Non-commercial academic research only. Standard data use agreement applies.",
     },
 ]

@@ -15,6 +15,7 @@ from django.utils.safestring import mark_safe
 from marketplace.admin import AuditedModelAdmin
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
+from orders.agreements import dua_template_change, dua_template_create, dua_template_in_use
 from orders.currency import format_money
 from orders.entitlements import entitlement_revoke
 from orders.invoicing import invoice_settle, invoice_void
@@ -404,9 +405,70 @@ class StripeEventAdmin(AuditedModelAdmin):
             self.message_user(request, f"Handled {done} event(s).", messages.SUCCESS)
 
 
+class DuaTemplateForm(forms.ModelForm):
+    class Meta:
+        model = DuaTemplate
+        fields = ["version", "title", "text", "is_active"]
+
+    # As typed: a used version's text is compared with the stored one, so a save without a
+    # change must not differ by a trailing newline or the browser's CRLF line ends.
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 24}), strip=False)
+
+    def clean_text(self) -> str:
+        return self.cleaned_data["text"].replace("\r\n", "\n")
+
+    def _get_validation_exclusions(self) -> set[str]:
+        # One active version: dua_template_activate deactivates the others before activating
+        # this one, so the form does not refuse a second active row it is about to resolve.
+        exclude = super()._get_validation_exclusions()
+        exclude.add("is_active")
+        return exclude
+
+    def clean_is_active(self) -> bool:
+        active = self.cleaned_data.get("is_active", False)
+        if self.instance.pk and not active and DuaTemplate.objects.filter(pk=self.instance.pk, is_active=True).exists():
+            raise forms.ValidationError("This is the active agreement: activate another version instead (ordering "
+                                        "needs one active agreement).")
+        return active
+
+
 @admin.register(DuaTemplate)
 class DuaTemplateAdmin(AuditedModelAdmin):
+    """Saving a change to a version a contract uses makes the next version (the old text is
+    kept, deactivated); an unused version is edited in place. Activating one deactivates
+    the others (orders/agreements.py)."""
+
     list_display = ["title", "version", "is_active", "created"]
+    form = DuaTemplateForm
+
+    def get_readonly_fields(self, request: HttpRequest, obj: DuaTemplate | None = None) -> list[str]:
+        # A used version's number is what its contracts record.
+        return ["version"] if obj is not None and dua_template_in_use(obj) else []
+
+    def has_delete_permission(self, request: HttpRequest, obj: DuaTemplate | None = None) -> bool:
+        if obj is not None and (obj.is_active or dua_template_in_use(obj)):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: DuaTemplate, form: forms.ModelForm, change: bool) -> None:
+        try:
+            if change:
+                saved = dua_template_change(template=obj, title=obj.title, text=obj.text, is_active=obj.is_active,
+                                            version=form.cleaned_data.get("version"), acting_user=request.user,
+                                            ip=client_ip(request))
+            else:
+                saved = dua_template_create(version=obj.version, title=obj.title, text=obj.text,
+                                            is_active=obj.is_active, acting_user=request.user, ip=client_ip(request))
+        except ApplicationError as exc:
+            # Raised before anything is written (the services are atomic): the admin shows why.
+            raise PermissionDenied(exc.message) from exc
+        if change and saved.pk != obj.pk:
+            self.message_user(request, f"Version {obj.version} is part of signed contracts and was kept; the change "
+                                       f"is saved as version {saved.version}.", messages.WARNING)
+        # The admin's own log and redirect follow the row that holds the change.
+        for field in saved._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(saved, field.attname))
+        obj._state.adding = False
 
 
 @admin.register(Payment)

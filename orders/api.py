@@ -73,6 +73,7 @@ class OrderLineOutput(serializers.Serializer):
     price_snapshot = serializers.JSONField()
     amount_minor = serializers.IntegerField()
     refunded_minor = serializers.IntegerField()
+    licence_terms = serializers.JSONField(help_text="The dataset's licence terms when the order was placed")
     licence_ends = serializers.DateTimeField(allow_null=True)
     access_ended_at = serializers.DateTimeField(allow_null=True)
 
@@ -88,6 +89,8 @@ class OrderOutput(serializers.Serializer):
     fulfilment_status = serializers.CharField()
     contract_status = serializers.CharField(source="contract.status")
     dua_version = serializers.CharField(source="contract.template_version")
+    agreement_sha256 = serializers.CharField(source="contract.text_sha256",
+                                             help_text="SHA-256 of the agreement text signed")
     invoice_number = serializers.SerializerMethodField()
     signatures = serializers.SerializerMethodField(help_text="The contract's electronic signatures; "
                                                    "matches: the contract still hashes to what was signed")

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from marketplace.models import User
 from marketplace.services import audit_record
+from orders.agreements import agreement_sha256, agreement_text_for
 from orders.cart import cart_for, cart_items, cart_quote
 from orders.exceptions import AgreementNotAcceptedError, EmptyOrderError, OrderError
 from orders.models import Cart, Contract, DuaTemplate, Order, OrderLine, OrderStatusChange, Signature
@@ -98,12 +99,13 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
     now = timezone.now()
     for line in quote.lines:
         dataset = line.dataset
-        licence = {"licence_text": dataset.licence_text,
+        licence = {"licence_text": dataset.licence_text, "licence_terms": dataset.terms.to_dict(),
+                   # Provisional: order_release starts the term again when access is granted.
                    "licence_ends": now + SUBSCRIPTION_TERM if line.price.model == "subscription" else None}
         if line.offer is not None:
             # The offer's terms, and the offer itself: the unique constraint on
             # OrderLine.offer refuses a second order at it even from a concurrent checkout.
-            licence = offer_line_fields(line.offer, now=now)
+            licence |= offer_line_fields(line.offer)
         created = OrderLine.objects.create(
             order=order, dataset=dataset, provider_id=dataset.provider_id, criteria=line.criteria,
             study_count=line.study_count, image_count=line.image_count, held_excluded=line.held_excluded,
@@ -111,8 +113,12 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
             currency=line.currency, licence_type=dataset.licence_type, **licence,
         )
         created.studies.set(line.study_ids)
+    # The text the dataset page showed (orders/agreements.py), for every line in order.
+    text = agreement_text_for(template=dua_template, datasets=[line.dataset for line in quote.lines],
+                              offers=[line.offer for line in quote.lines])
     contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
-                                       text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
+                                       text=text, text_sha256=agreement_sha256(text), accepted_by=buyer,
+                                       accepted_at=now, accepted_ip=ip)
     _history_start(order, buyer)
     cart.items.all().delete()
     signature = signature_create(proof=proof, meaning=Signature.Meaning.RESPONSIBILITY, record=contract, ip=ip)
@@ -168,11 +174,13 @@ def _sample_take_signed(*, buyer: User, proof: SignerProof, dataset, size: int, 
         price_snapshot={"model": "sample", "currency": dataset.currency, "total_minor": 0,
                         "lines": [{"label": f"Free sample: {len(ids)} studies", "amount_minor": 0}]},
         amount_minor=0, currency=dataset.currency, licence_type=dataset.licence_type,
-        licence_text=dataset.licence_text)
+        licence_text=dataset.licence_text, licence_terms=dataset.terms.to_dict())
     line.studies.set(ids)
     now = timezone.now()
+    text = agreement_text_for(template=dua_template, datasets=[dataset])
     contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
-                                       text=dua_template.text, accepted_by=buyer, accepted_at=now, accepted_ip=ip)
+                                       text=text, text_sha256=agreement_sha256(text), accepted_by=buyer,
+                                       accepted_at=now, accepted_ip=ip)
     _history_start(order, buyer)
     signature = signature_create(proof=proof, meaning=Signature.Meaning.RESPONSIBILITY, record=contract, ip=ip)
     audit_record(actor=buyer, action="order.sample", obj=order, ip=ip,

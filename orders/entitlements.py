@@ -1,6 +1,6 @@
-"""Entitlements: each order line is the buyer's right to its studies. Subscription lines
-end with their licence term (OrderLine.licence_ends); other lines are perpetual. A line's
-access also ends when an admin revokes it. Ended lines lose their files in the workspace
+"""Entitlements: each order line is the buyer's right to its studies. A line ends with its
+licence term (OrderLine.licence_ends, set when access starts: entitlements_start); perpetual
+licences never end. A line's access also ends when an admin revokes it. Ended lines lose their files in the workspace
 (so no download link serves them), and an order whose every line ended stops.
 
 entitlements_expire and entitlements_remind run daily from beat; both are idempotent."""
@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
+from dateutil.relativedelta import relativedelta
 from django.utils import dateformat, timezone
 
 from catalog.models import Dataset
@@ -36,6 +37,39 @@ SWEEP_BATCH = 200
 def _live_lines():  # noqa: ANN202 - a queryset of OrderLine
     return OrderLine.objects.filter(licence_ends__isnull=False, access_ended_at__isnull=True).exclude(
         order__status=Order.Status.CANCELLED)
+
+
+def licence_end_for(line: OrderLine, start: datetime) -> datetime | None:
+    """When the line's licence ends if its access starts at ``start``: ``term_months`` of
+    its licence terms later (calendar months), and for a subscription at the latest a year
+    later. A subscription sold under terms of another length ends at the shorter of the two:
+    the subscription price pays for one year of data, the terms may allow less. None for a
+    perpetual licence that is not a subscription."""
+    from orders.checkout import SUBSCRIPTION_TERM  # checkout builds on the cart and quotes
+
+    ends = []
+    months = (line.licence_terms or {}).get("term_months")
+    if months:
+        ends.append(start + relativedelta(months=int(months)))
+    if line.pricing_model == "subscription":
+        ends.append(start + SUBSCRIPTION_TERM)
+    return min(ends) if ends else None
+
+
+def entitlements_start(*, order: Order, now: datetime | None = None) -> int:
+    """Start the licence term of each of the order's lines that still has access: called
+    when the order is released for delivery (orders/services.py order_release), inside its
+    transaction. The term runs from the grant of access, not from the order: an order may
+    wait days for its contract approval or its payment. Returns the lines whose end was set."""
+    now = now or timezone.now()
+    changed = 0
+    for line in order.lines.filter(access_ended_at__isnull=True).order_by("pk"):
+        ends = licence_end_for(line, now)
+        if ends != line.licence_ends:
+            line.licence_ends = ends
+            line.save(update_fields=["licence_ends"])
+            changed += 1
+    return changed
 
 
 def entitlements_expire(now: datetime | None = None, *, budget_seconds: float = SWEEP_SECONDS) -> dict:
@@ -127,8 +161,8 @@ def entitlement_revoke(line: OrderLine, acting_user: User, reason: str, ip: str 
 
 
 def line_renewable(line: OrderLine, now: datetime | None = None) -> bool:
-    """A subscription line may be renewed in its last 30 days or once its term ended (not
-    after a revocation or a refund)."""
+    """A line with a licence term (a subscription, a licence of some months) may be renewed
+    in its last 30 days or once its term ended (not after a revocation or a refund)."""
     now = now or timezone.now()
     if line.licence_ends is None:
         return False
@@ -147,7 +181,7 @@ def entitlement_renew(buyer: User, line: OrderLine, ip: str | None = None) -> Ca
     if line.order.buyer_id != buyer.pk:
         raise NotFoundError("Order line not found.")
     if not line_renewable(line):
-        raise OrderError("Only a subscription in its last 30 days or whose term ended can be renewed.",
+        raise OrderError("Only a licence with a term, in its last 30 days or once the term ended, can be renewed.",
                          code="not_renewable")
     dataset = Dataset.objects.get(pk=line.dataset_id)
     item = cart_add(buyer=buyer, dataset=dataset, criteria=line.criteria, ip=ip)

@@ -11,17 +11,21 @@ from marketplace.models import Organization
 
 
 class DuaTemplate(models.Model):
-    """A standard data use agreement. Orders record the exact version accepted."""
+    """A standard data use agreement. Orders record the exact version accepted; a version
+    a contract uses is never edited, a change becomes the next version
+    (orders/agreements.py dua_template_change). One version is active at a time."""
 
     version = models.CharField(max_length=32, unique=True)
     title = models.CharField(max_length=200)
     text = models.TextField()
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created"]
         verbose_name = "data use agreement template"
+        constraints = [models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
+                                               name="one_active_dua_template")]
 
     def __str__(self) -> str:
         return f"{self.title} v{self.version}"
@@ -150,7 +154,11 @@ class OrderLine(models.Model):
     currency = models.CharField(max_length=3)
     licence_type = models.CharField(max_length=16, blank=True)
     licence_text = models.TextField(blank=True)
-    # Subscriptions end; other licences are perpetual (None).
+    # The dataset's licence terms when the order was placed (catalog.licence.LicenceTerms.to_dict).
+    licence_terms = models.JSONField(default=dict, blank=True)
+    # A line whose terms have a term in months ends that long after its access started; a
+    # subscription ends after a year; perpetual licences never (None). Set at checkout for
+    # subscriptions, and again when the order is released (orders/entitlements.py).
     licence_ends = models.DateTimeField(null=True, blank=True)
     refunded_minor = models.BigIntegerField(default=0)
     access_ended_at = models.DateTimeField(null=True, blank=True)
@@ -226,6 +234,8 @@ class Contract(models.Model):
     template = models.ForeignKey(DuaTemplate, on_delete=models.PROTECT, related_name="+")
     template_version = models.CharField(max_length=32)
     text = models.TextField()  # the text as accepted, even if the template changes later
+    # SHA-256 (hex) of ``text`` as UTF-8: the dataset page shows the same hash before login.
+    text_sha256 = models.CharField("SHA-256 of the text", max_length=64, blank=True)
     accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     accepted_at = models.DateTimeField()
     accepted_ip = models.GenericIPAddressField(null=True, blank=True)

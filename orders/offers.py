@@ -14,7 +14,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -188,14 +187,10 @@ def offer_price(offer: Offer) -> LinePrice:
                      total_minor=offer.price_minor)
 
 
-def offer_line_fields(offer: Offer, *, now: datetime) -> dict[str, Any]:
-    """What an order line bought at the offer records: the offer, its licence terms in words
-    and the end of its term (None: perpetual)."""
-    terms = offer_terms(offer)
-    text = "\n".join(f"{label}: {value}" for label, value in terms.describe())
-    return {"offer": offer, "licence_text": f"Negotiated terms (negotiation #{offer.negotiation_id}, "
-                                            f"version {offer.number}):\n{text}",
-            "licence_ends": None if terms.is_perpetual else now + relativedelta(months=terms.term_months)}
+def offer_line_fields(offer: Offer) -> dict[str, Any]:
+    """What an order line bought at the offer records: the offer and its licence terms (the
+    term itself starts when access is granted, like any line's)."""
+    return {"offer": offer, "licence_terms": offer_terms(offer).to_dict()}
 
 
 # ---- input -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.utils import timezone
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import User
 from marketplace.services import audit_record
+from orders.entitlements import entitlements_start
 from orders.exceptions import OrderError
 from orders.models import Contract, Order, Signature
 from orders.signatures import CONTRACT, signature_create, signature_verify, signer_check
@@ -41,6 +42,8 @@ def order_release(*, order: Order, acting_user: User | None = None) -> bool:
         return False
     order_move(order=locked, field=FIELD_FULFILMENT, to=F.FULFILLING, acting_user=acting_user,
                reason="Contract approved and payment settled")
+    # Access is granted now: each line's licence term starts now.
+    entitlements_start(order=locked)
     # workspaces builds on orders: the release and its delivery are one transaction.
     from workspaces.services import delivery_create
 

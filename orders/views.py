@@ -28,6 +28,7 @@ from marketplace.ratelimit import RateLimitedError
 from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
 from orders import stripe_gateway
+from orders.agreements import agreement_sha256, agreement_text_for
 from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items, cart_quote, cart_remove
 from orders.checkout import checkout, payment_methods_for, sample_take
 from orders.currency import ACCEPTED_CURRENCIES, format_money
@@ -135,8 +136,12 @@ def cart(request: HttpRequest) -> HttpResponse:
     quote = cart_quote(buyer=request.user, items=items)
     include_held = {item.dataset_id for item in items if item.include_held}
     total = None if quote.mixed_currencies or not quote.lines else quote.total_minor
+    dua = active_dua_template()
+    # The exact text checkout will store on the contract, for the lines in this order.
+    agreement = agreement_text_for(template=dua, datasets=[line.dataset for line in quote.lines]) if dua else ""
     context = {
-        "quote": quote, "error": error, "dua": active_dua_template(), "include_held": include_held,
+        "quote": quote, "error": error, "dua": dua, "include_held": include_held,
+        "agreement_text": agreement, "agreement_sha256": agreement_sha256(agreement) if agreement else "",
         "methods": payment_methods_for(buyer=request.user, total_minor=total) if total is not None else [],
         "method_labels": dict(Order.PaymentMethod.choices), "needs_totp": signing_needs_totp(request.user),
     }
@@ -214,7 +219,10 @@ def sample(request: HttpRequest, dataset_id: int) -> HttpResponse:
         else:
             messages.success(request, "Sample ordered. An administrator reviews the agreement before delivery.")
             return redirect("order_detail", order_id=order.pk)
+    agreement = agreement_text_for(template=dua, datasets=[dataset]) if dua else ""
     return render(request, "orders/sample.html", {"dataset": dataset, "dua": dua, "error": error,
+                                                  "agreement_text": agreement,
+                                                  "agreement_sha256": agreement_sha256(agreement) if agreement else "",
                                                   "needs_totp": signing_needs_totp(request.user)},
                   status=400 if error else 200)
 

@@ -177,7 +177,7 @@ def dua(db):
 
     text = importlib.import_module("orders.migrations.0002_standard_dua").STANDARD_DUA
     return active_dua_template() or DuaTemplate.objects.create(
-        version="1.0", title="Standard data use agreement", text=text)
+        version="1.0", title="Standard data use agreement", text=text, is_active=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from catalog import storage
+from catalog.licence import ACCESS_VIEW_ONLY
 from catalog.models import Dataset, Instance
 from marketplace.exceptions import InvalidTransitionError, NotFoundError, PermissionDeniedError
 from marketplace.models import User
@@ -53,7 +54,11 @@ def delivery_create(*, order: Order, acting_user: User | None) -> Delivery:
     delivery, created = Delivery.objects.get_or_create(
         order=order, defaults={"user_id": order.buyer_id, "progressed": timezone.now()})
     if created:
-        delivery_grant_buyer(delivery, acting_user=acting_user)
+        # One grant per delivery: a view-only line makes the whole delivery view-only (never
+        # the other way round, which would let its files be downloaded).
+        view_only = any((terms or {}).get("access") == ACCESS_VIEW_ONLY
+                        for terms in order.lines.values_list("licence_terms", flat=True))
+        delivery_grant_buyer(delivery, view_only=view_only, acting_user=acting_user)
         _enqueue_after_commit(delivery.pk)
     return delivery
 

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.exceptions import CatalogError, ProviderNotApprovedError
+from catalog.exceptions import CatalogError, LicenceConflictError, ProviderNotApprovedError
+from catalog.licence import LicenceTerms, LicenceTermsError, terms_conflicts, terms_for_licence_type
 from catalog.models import Dataset, LicenceType, PricingModel
 from catalog.services.pricing import PlanError, dataset_list_price, plan_clean, plan_of
 from marketplace.exceptions import InvalidTransitionError
@@ -42,10 +43,13 @@ def dataset_create(
     allow_study_browsing: bool = False,
     disclosure_threshold: int | None = None,
     patient_free_text_kept: object = (),
+    licence_terms: LicenceTerms | dict | None = None,
 ) -> Dataset:
     """A draft dataset. ``price`` is the plan's price in major units of ``currency``
     (catalog.services.pricing.plan_clean checks the plan); ``price_per_study`` alone is
-    shorthand for a per-study plan at that price."""
+    shorthand for a per-study plan at that price. ``licence_terms`` (LicenceTerms or its
+    dict) default to those of the licence type (catalog.licence.terms_for_licence_type);
+    terms contradicting the licence type, the price or ``licence_text`` are refused."""
     if not provider.is_provider:
         raise CatalogError("Only provider organizations can create datasets.", code="not_a_provider")
     if licence_type not in LicenceType.values:
@@ -57,18 +61,42 @@ def dataset_create(
                       academic_discount_bps=academic_discount_bps, volume_tiers=volume_tiers)
     check_disclosure_threshold(disclosure_threshold)
     patient_free_text_kept = clean_patient_free_text(patient_free_text_kept)
+    terms = clean_licence_terms(licence_terms, licence_type=licence_type, pricing_model=plan.pricing_model,
+                                price_minor=plan.price_minor, licence_text=licence_text)
     dataset = Dataset(
         provider=provider, created_by=acting_user, title=title, description=description,
         licence_text=licence_text, burned_in_risk_accepted=burned_in_risk_accepted, licence_type=licence_type,
         country=" ".join(country.split())[:64], conditions=clean_conditions(conditions),
         allow_study_browsing=allow_study_browsing, disclosure_threshold=disclosure_threshold,
-        patient_free_text_kept=patient_free_text_kept, **asdict(plan),
+        patient_free_text_kept=patient_free_text_kept, licence_terms=terms.to_dict(), **asdict(plan),
     )
     dataset.price_per_study = dataset_list_price(dataset)
     dataset.save()
     audit_record(actor=acting_user, action="dataset.create", obj=dataset,
-                 detail={"plan": plan.as_audit(), "price_per_study": str(dataset.price_per_study)})
+                 detail={"plan": plan.as_audit(), "price_per_study": str(dataset.price_per_study),
+                         "licence_terms": dataset.licence_terms})
     return dataset
+
+
+def clean_licence_terms(raw: LicenceTerms | dict | None, *, licence_type: str, pricing_model: str,
+                        price_minor: int, licence_text: str) -> LicenceTerms:
+    """The terms as stored: validated, or those of the licence type when none are given;
+    a LicenceConflictError naming the fields when they contradict the licence type, the
+    price or the provider's own text (catalog.licence.terms_conflicts)."""
+    if isinstance(raw, LicenceTerms):
+        terms = raw
+    elif raw:
+        try:
+            terms = LicenceTerms.from_dict(raw)
+        except LicenceTermsError as exc:
+            raise LicenceConflictError([str(exc)]) from None
+    else:
+        terms = terms_for_licence_type(licence_type, pricing_model=pricing_model)
+    problems = terms_conflicts(terms, licence_type=licence_type, price_minor=price_minor,
+                               licence_text=licence_text or "")
+    if problems:
+        raise LicenceConflictError(problems)
+    return terms
 
 
 def _plan_price(pricing_model: str, price: object, price_per_study: object) -> object:
@@ -90,7 +118,7 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
     derived again. The audit event holds the old and new plan."""
     allowed = {"title", "description", "licence_text", "price_per_study", "burned_in_risk_accepted",
                "licence_type", "country", "conditions", "allow_study_browsing", "disclosure_threshold",
-               "patient_free_text_kept", *PLAN_FIELDS}
+               "patient_free_text_kept", "licence_terms", *PLAN_FIELDS}
     given = sorted(fields)
     unknown = set(fields) - allowed
     if unknown:
@@ -124,6 +152,17 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
             study_count=stored.study_count if stored.status == Dataset.Status.PUBLISHED else None,
         )
         fields.update(asdict(plan))
+    if {"licence_terms", "licence_type", "licence_text"} & set(fields) or plan_changes:
+        # Checked against what the change leaves as it is; a row without terms yet gets
+        # those of its (new) licence type.
+        raw_terms = fields.get("licence_terms") or stored.licence_terms or None
+        fields["licence_terms"] = clean_licence_terms(
+            raw_terms, licence_type=str(fields.get("licence_type", stored.licence_type)),
+            pricing_model=str(fields.get("pricing_model", stored.pricing_model)),
+            price_minor=int(fields.get("price_minor", stored.price_minor)),  # type: ignore[call-overload]
+            licence_text=str(fields.get("licence_text", stored.licence_text)),
+        ).to_dict()
+    old_terms = stored.licence_terms
     for name, value in fields.items():
         setattr(dataset, name, value)
     changed = sorted(fields)
@@ -141,6 +180,8 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
         detail.update(disclosure_threshold=dataset.disclosure_threshold)
     if "patient_free_text_kept" in fields:
         detail.update(patient_free_text_kept=dataset.patient_free_text_kept)
+    if "licence_terms" in fields and dataset.licence_terms != old_terms:
+        detail.update(old_licence_terms=old_terms, new_licence_terms=dataset.licence_terms)
     audit_record(actor=acting_user, action="dataset.update", obj=dataset, detail=detail)
     transaction.on_commit(lambda: _reindex(dataset.pk))
     return dataset

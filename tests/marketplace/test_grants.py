@@ -99,3 +99,17 @@ def test_the_admin_reads_who_may_do_what_on_a_delivery_and_a_dataset(admin_clien
     dataset = delivered.order.lines.get().dataset
     page = admin_client.get(reverse("admin:catalog_dataset_change", args=[dataset.pk])).content.decode()
     assert f"organization {provider.name}: change_dataset, view_dataset" in page
+
+
+def test_a_view_only_licence_delivers_with_a_view_grant_alone(published_dataset, bob, admin_user, dua, client):
+    from catalog.licence import LicenceTerms
+
+    terms = LicenceTerms.from_dict({**published_dataset.terms.to_dict(), "access": "view_only"})
+    type(published_dataset).objects.filter(pk=published_dataset.pk).update(licence_terms=terms.to_dict())
+    published_dataset.refresh_from_db()
+    order = approve_for_delivery(place_order(bob, published_dataset, dua), admin_user)
+    delivery_run(delivery_id=order.delivery.pk)
+    assert who_may(order.delivery) == {f"user {bob.email}": ["view_delivery"]}
+    client.force_login(bob)
+    page = client.get(reverse("delivery_files", args=[order.delivery.pk])).content.decode()
+    assert "View-only licence" in page and "/workspace/download/" not in page

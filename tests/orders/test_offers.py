@@ -17,6 +17,7 @@ from orders.cart import cart_items, cart_quote
 from orders.checkout import checkout
 from orders.exceptions import OrderError
 from orders.models import CartItem, Offer, OfferStatusChange
+from orders.entitlements import entitlements_start
 from orders.offers import (
     OfferError,
     negotiation_from_response,
@@ -104,8 +105,15 @@ def test_request_offer_counter_accept_then_checkout_buys_at_the_offer(
     (order_line,) = order.lines.all()
     assert order_line.amount_minor == 2400 and order.total_minor == 2400
     assert order_line.offer_id == v2.pk and order_line.pricing_model == "offer"
-    assert "Models trained on the data: May be kept and used" in order_line.licence_text
-    assert order_line.licence_ends is not None  # a 12-month term, not perpetual
+    assert order_line.licence_terms == v2.licence_terms
+    # The signed agreement states the negotiated terms, not the dataset's.
+    contract_text = order.contract.text
+    assert f"Negotiated terms: negotiation #{negotiation.pk}, version 2" in contract_text
+    assert "Models trained on the data: May be kept and used" in contract_text
+    # The 12-month term starts when access is granted, not at checkout.
+    assert order_line.licence_ends is None
+    entitlements_start(order=order)
+    order_line.refresh_from_db()
     assert 360 <= (order_line.licence_ends - timezone.now()).days <= 366
 
     # Every step told the other side, in the app and by e-mail with an absolute link.

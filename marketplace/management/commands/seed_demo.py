@@ -115,7 +115,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             dataset = dataset_create(
                 provider=org, acting_user=owner, title=spec["title"], description=spec["description"],
-                licence_type=spec["licence_type"], licence_text=spec["licence_text"], **spec["plan"],
+                licence_type=spec["licence_type"], licence_text=spec["licence_text"],
+                licence_terms=spec["licence_terms"], **spec["plan"],
                 **DEMO_SEARCH_ATTRIBUTES[index % len(DEMO_SEARCH_ATTRIBUTES)],
             )
         archive = io.BytesIO(write_zip(generate_demo_dataset(spec, seed=100 + index)))

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('catalog', '0012_dataset_pricing_plan'),
         ('marketplace', '0007_organization_money_fields'),
-        ('orders', '0005_signature'),
+        ('orders', '0008_one_active_dua_template'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -38,7 +38,7 @@ def grant_existing(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("catalog", "0012_dataset_pricing_plan"),
+        ("catalog", "0014_dataset_licence_terms_from_type"),
         ("guardian", "0003_remove_groupobjectpermission_guardian_gr_content_ae6aec_idx_and_more"),
         ("marketplace", "0007_organization_money_fields"),
         ("auth", "0012_alter_user_first_name_max_length"),
