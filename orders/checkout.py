@@ -11,8 +11,11 @@ from django.utils import timezone
 
 from marketplace.models import User
 from marketplace.services import audit_record
+from marketplace.vetting import buyer_checkout_require
 from orders.cart import cart_for, cart_items, cart_quote
+from orders.consent import consent_initial_status, consent_request_notify
 from orders.exceptions import AgreementNotAcceptedError, EmptyOrderError, OrderError
+from orders.intended_use import intended_use_clean
 from orders.models import Cart, Contract, DuaTemplate, Order, OrderLine, OrderStatusChange, Signature
 from orders.quotes import MixedCurrenciesError, buyer_organization
 from orders.signatures import CONTRACT, SignerProof, signature_create, signer_check
@@ -20,6 +23,7 @@ from orders.stripe_gateway import stripe_enabled
 
 SUBSCRIPTION_TERM = timedelta(days=365)
 MAX_PO_NUMBER = 64
+SAMPLE_INTENDED_USE = "Free sample: evaluating the dataset before ordering it."
 
 
 def _history_start(order: Order, buyer: User) -> None:
@@ -44,7 +48,8 @@ def payment_methods_for(*, buyer: User, total_minor: int) -> list[str]:
 
 def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_template: DuaTemplate,
              expected_total_minor: int | None, expected_currency: str | None = None, po_number: str = "",
-             password: str | None = None, totp_code: str | None = None, ip: str | None = None) -> Order:
+             password: str | None = None, totp_code: str | None = None, ip: str | None = None,
+             intended_use: str | None = None, use_category: str | None = None) -> Order:
     """Turn the buyer's cart into an order, signed by the buyer: ``password`` (and
     ``totp_code`` when the account has TOTP) are checked first, outside the order's
     transaction so a refusal stays in the audit trail; the order, its contract and the
@@ -53,19 +58,24 @@ def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_te
     and places nothing twice."""
     if not cart_items(buyer):
         raise EmptyOrderError("Your cart is empty.")
+    # Only members of a verified buyer organization outside the blocked countries order
+    # (marketplace/vetting.py); checked first, outside the transaction, so a refusal for a
+    # blocked country stays in the audit trail.
+    buyer_checkout_require(user=buyer, ip=ip)
     if not accept_agreement:
         raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
+    intended_use, use_category = intended_use_clean(intended_use=intended_use, use_category=use_category)
     proof = signer_check(user=buyer, password=password, totp_code=totp_code, meaning=Signature.Meaning.RESPONSIBILITY,
                          record_type=CONTRACT, ip=ip)
     return _checkout_signed(buyer=buyer, proof=proof, payment_method=payment_method, dua_template=dua_template,
                             expected_total_minor=expected_total_minor, expected_currency=expected_currency,
-                            po_number=po_number, ip=ip)
+                            po_number=po_number, ip=ip, intended_use=intended_use, use_category=use_category)
 
 
 @transaction.atomic
 def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, dua_template: DuaTemplate,
                      expected_total_minor: int | None, expected_currency: str | None, po_number: str,
-                     ip: str | None) -> Order:
+                     ip: str | None, intended_use: str, use_category: str) -> Order:
     cart = Cart.objects.select_for_update().get(pk=cart_for(buyer).pk)
     items = cart_items(buyer)
     if not items:
@@ -93,6 +103,7 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
         buyer=buyer, buyer_organization=buyer_organization(buyer), currency=quote.currency,
         total_minor=quote.total_minor, payment_method=payment_method, po_number=po_number,
         payment_status=Order.PaymentStatus.NOT_REQUIRED if free else Order.PaymentStatus.UNPAID,
+        intended_use=intended_use, use_category=use_category,
     )
     now = timezone.now()
     for line in quote.lines:
@@ -103,6 +114,7 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
             pricing_model=line.price.model, price_snapshot=line.price.snapshot(), amount_minor=line.total_minor,
             currency=line.currency, licence_type=dataset.licence_type, licence_text=dataset.licence_text,
             licence_ends=now + SUBSCRIPTION_TERM if line.price.model == "subscription" else None,
+            consent_status=consent_initial_status(dataset),
         )
         created.studies.set(line.study_ids)
     contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
@@ -114,8 +126,9 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
         "lines": [{"dataset_id": line.dataset.pk, "studies": line.study_count, "amount_minor": line.total_minor,
                    "model": line.price.model, "criteria": line.criteria} for line in quote.lines],
         "total_minor": order.total_minor, "currency": order.currency, "payment_method": payment_method,
-        "dua_version": dua_template.version, "signature_id": signature.pk,
+        "dua_version": dua_template.version, "signature_id": signature.pk, "use_category": use_category,
     })
+    consent_request_notify(order=order)
     if payment_method == Order.PaymentMethod.INVOICE:
         from orders.invoicing import invoice_issue
 
@@ -128,7 +141,12 @@ def sample_take(*, buyer: User, dataset, accept_agreement: bool, dua_template: D
     """The dataset's free sample: its first N studies (N set by the provider), for any
     signed-in user, under the agreement, once per user and dataset, signed by the buyer
     like a checkout. Delivered after the admin's approval like any order, with nothing
-    to pay."""
+    to pay.
+
+    A sample is de-identified data all the same: only members of a verified buyer
+    organization (outside the blocked countries) take one, like any order. Its intended
+    use is the fixed statement below, and a dataset that asks for consent asks it for its
+    sample too."""
     from catalog.models import Dataset
 
     size = getattr(dataset, "sample_study_count", 0) or 0
@@ -139,6 +157,7 @@ def sample_take(*, buyer: User, dataset, accept_agreement: bool, dua_template: D
     taken = OrderLine.objects.filter(order__buyer=buyer, dataset=dataset, pricing_model="sample").first()
     if taken is not None:
         raise OrderError(f"You already took this dataset's sample (order #{taken.order_id}).", code="sample_taken")
+    buyer_checkout_require(user=buyer, ip=ip, what="sample")
     proof = signer_check(user=buyer, password=password, totp_code=totp_code, meaning=Signature.Meaning.RESPONSIBILITY,
                          record_type=CONTRACT, ip=ip)
     return _sample_take_signed(buyer=buyer, proof=proof, dataset=dataset, size=size, dua_template=dua_template, ip=ip)
@@ -155,13 +174,13 @@ def _sample_take_signed(*, buyer: User, proof: SignerProof, dataset, size: int, 
         raise EmptyOrderError("This dataset has no study to sample yet.")
     order = Order.objects.create(buyer=buyer, buyer_organization=buyer_organization(buyer), currency=dataset.currency,
                                  total_minor=0, payment_method=Order.PaymentMethod.FREE,
-                                 payment_status=Order.PaymentStatus.NOT_REQUIRED)
+                                 payment_status=Order.PaymentStatus.NOT_REQUIRED, intended_use=SAMPLE_INTENDED_USE)
     line = OrderLine.objects.create(
         order=order, dataset=dataset, provider_id=dataset.provider_id, study_count=len(ids), pricing_model="sample",
         price_snapshot={"model": "sample", "currency": dataset.currency, "total_minor": 0,
                         "lines": [{"label": f"Free sample: {len(ids)} studies", "amount_minor": 0}]},
         amount_minor=0, currency=dataset.currency, licence_type=dataset.licence_type,
-        licence_text=dataset.licence_text)
+        licence_text=dataset.licence_text, consent_status=consent_initial_status(dataset))
     line.studies.set(ids)
     now = timezone.now()
     contract = Contract.objects.create(order=order, template=dua_template, template_version=dua_template.version,
@@ -171,4 +190,5 @@ def _sample_take_signed(*, buyer: User, proof: SignerProof, dataset, size: int, 
     audit_record(actor=buyer, action="order.sample", obj=order, ip=ip,
                  detail={"dataset_id": dataset.pk, "studies": len(ids), "dua_version": dua_template.version,
                          "signature_id": signature.pk})
+    consent_request_notify(order=order)
     return order
