@@ -88,12 +88,14 @@ class DatasetForm(forms.ModelForm):
         model = Dataset
         fields = ["title", "description", "licence_type", *LICENCE_FORM_FIELDS, "licence_text", "pricing_model", "price", "currency",
                   "sample_study_count", "academic_discount", "volume_tiers", "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted",
-                  "disclosure_threshold", "patient_free_text_kept"]
+                  "disclosure_threshold", "patient_free_text_kept", "requires_provider_consent"]
         labels = {
             "licence_type": "Licence type",
             "licence_text": "Provider's additional conditions",
             "country": "Country or region of acquisition",
             "allow_study_browsing": "Let researchers browse de-identified study rows before buying",
+            "requires_provider_consent": "Each order needs our consent (we read the buyer's intended use and "
+                                         "approve or decline it before the administrator approves the contract)",
             "disclosure_threshold": "Hide counts below (optional, raises the marketplace's threshold)",
             "burned_in_risk_accepted": "I attest that ultrasound / secondary-capture images in this dataset carry "
                                        "no burned-in patient text",

@@ -66,6 +66,9 @@ class Dataset(models.Model):
     conditions = ArrayField(models.CharField(max_length=160), default=list, blank=True)
     # Study-level rows (pseudonymous, de-identified) may be listed before purchase.
     allow_study_browsing = models.BooleanField(default=False)
+    # Each order of this dataset waits for a provider member's signed consent before the
+    # admin may approve its contract (orders/consent.py).
+    requires_provider_consent = models.BooleanField(default=False)
     # Counts below this are hidden from anyone not entitled to the rows; only ever raises
     # the marketplace's DISCLOSURE_THRESHOLD (catalog/disclosure.py), never lowers it.
     disclosure_threshold = models.PositiveSmallIntegerField(null=True, blank=True)

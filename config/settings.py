@@ -62,6 +62,17 @@ def env_int(name: str, default: int, *, minimum: int, maximum: int) -> int:
     return value
 
 
+def env_countries(name: str, default: str = "") -> frozenset[str]:
+    """Comma-separated ISO 3166 alpha-2 codes (any case); an unknown code stops start-up."""
+    from marketplace.countries import COUNTRIES
+
+    codes = {part.strip().upper() for part in env.str(name, default=default).split(",") if part.strip()}
+    unknown = sorted(code for code in codes if code not in COUNTRIES)
+    if unknown:
+        _fail(f"{name} must list ISO 3166 country codes separated by commas (unknown: {', '.join(unknown)[:80]}).")
+    return frozenset(codes)
+
+
 def env_rate(name: str, default: str) -> str:
     """A rate such as "60/hour" (per second, minute, hour or day)."""
     raw = env.str(name, default=default).strip()
@@ -496,6 +507,9 @@ SIGNATURE_FAILED_RATE = env_rate("SIGNATURE_FAILED_RATE", "10/hour")
 # The platform's share of each sale in basis points (1/100 %), unless the provider has its
 # own (Organization.platform_fee_bps).
 PLATFORM_FEE_BPS = env_int("PLATFORM_FEE_BPS", 1500, minimum=0, maximum=10000)
+# Buyers whose organization is in one of these countries cannot check out (sanctions,
+# export control): comma-separated ISO 3166 codes, e.g. "KP,IR"; empty by default.
+BLOCKED_COUNTRIES = env_countries("BLOCKED_COUNTRIES")
 # The site's address for links in e-mails (e.g. https://data.example.org); empty: relative links.
 SITE_URL = env.str("SITE_URL", default="")
 # Invoices: "<prefix>-<year>-<number>", due this many days after issue.

@@ -6,7 +6,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.db.models import QuerySet
@@ -14,9 +16,11 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from marketplace.grants import ORGANIZATION_GROUP_PREFIX, organization_groups_resync
+from marketplace.countries import COUNTRY_CHOICES
 from marketplace.models import AuditEvent, Invitation, Membership, Organization, User
 from marketplace.exceptions import ApplicationError
 from marketplace.services import audit_record, client_ip, organization_approve, organization_verify_academic
+from marketplace.vetting import organization_buyer_reject, organization_buyer_verify
 
 admin.site.site_header = "Imaging data marketplace — administration"
 
@@ -131,15 +135,42 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class OrganizationForm(forms.ModelForm):
+    country = forms.ChoiceField(choices=[("", "—"), *COUNTRY_CHOICES], required=False)
+
+    class Meta:
+        model = Organization
+        fields = "__all__"
+
+
+class ReasonActionForm(ActionForm):
+    reason = forms.CharField(required=False, label="Reason (required to reject a buyer; its members are told)",
+                             widget=forms.TextInput(attrs={"size": 60}))
+
+
 @admin.register(Organization)
 class OrganizationAdmin(AuditedModelAdmin):
-    list_display = ["name", "kind", "country", "is_approved", "is_verified_academic", "payouts", "created"]
-    list_filter = ["kind", ("approved_at", admin.EmptyFieldListFilter),
+    """Providers are approved (they may publish); buyers are verified (they may check out).
+    Both use approved_at, but the list says which it is."""
+
+    form = OrganizationForm
+    action_form = ReasonActionForm
+    list_display = ["name", "kind", "sector", "country", "standing", "is_verified_academic", "payouts", "created"]
+    list_filter = ["kind", "sector", ("approved_at", admin.EmptyFieldListFilter),
                    ("academic_verified_at", admin.EmptyFieldListFilter)]
-    search_fields = ["name"]
-    readonly_fields = ["approved_at", "approved_by", "academic_verified_at", "stripe_account_id", "created"]
+    search_fields = ["name", "contact_name", "contact_email"]
+    readonly_fields = ["approved_at", "approved_by", "rejected_at", "rejection_reason", "academic_verified_at",
+                       "stripe_account_id", "created"]
     inlines = [MembershipInline]
-    actions = ["approve", "verify_academic", "open_stripe_account"]
+    actions = ["approve", "verify_buyer", "reject_buyer", "verify_academic", "open_stripe_account"]
+
+    @admin.display(description="Approved / verified", ordering="approved_at")
+    def standing(self, obj: Organization) -> str:
+        if obj.is_provider:
+            return "Approved provider" if obj.approved_at else "Provider awaiting approval"
+        if obj.approved_at:
+            return "Verified"
+        return "Not verified (rejected)" if obj.rejected_at else "Awaiting verification"
 
     @admin.display(boolean=True, description="Academic")
     def is_verified_academic(self, obj: Organization) -> bool:
@@ -150,6 +181,32 @@ class OrganizationAdmin(AuditedModelAdmin):
         if not obj.is_provider:
             return "—"
         return f"Stripe {obj.stripe_account_id}" if obj.stripe_account_id else "outside Stripe (payout CSV)"
+
+    @admin.action(description="Verify buyer organization (its members may then check out)")
+    def verify_buyer(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        done = 0
+        for org in queryset:
+            try:
+                organization_buyer_verify(organization=org, acting_user=request.user, ip=client_ip(request))
+                done += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"{org}: {exc.message}", messages.ERROR)
+        if done:
+            self.message_user(request, f"Verified {done} buyer organization(s).", messages.SUCCESS)
+
+    @admin.action(description="Reject with reason (buyers; type the reason first, the members are told)")
+    def reject_buyer(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        reason = request.POST.get("reason", "")
+        done = 0
+        for org in queryset:
+            try:
+                organization_buyer_reject(organization=org, acting_user=request.user, reason=reason,
+                                          ip=client_ip(request))
+                done += 1
+            except ApplicationError as exc:
+                self.message_user(request, f"{org}: {exc.message}", messages.ERROR)
+        if done:
+            self.message_user(request, f"Rejected {done} buyer organization(s).", messages.SUCCESS)
 
     @admin.action(description="Verify selected buyer organizations as academic (academic discounts apply)")
     def verify_academic(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
@@ -184,15 +241,19 @@ class OrganizationAdmin(AuditedModelAdmin):
         if done:
             self.message_user(request, f"Stripe accounts ready for {done} provider(s).", messages.SUCCESS)
 
-    @admin.display(boolean=True, description="Approved")
-    def is_approved(self, obj: Organization) -> bool:
-        return obj.is_approved
-
-    @admin.action(description="Approve selected organizations (providers may then publish)")
+    @admin.action(description="Approve selected provider organizations (they may then publish)")
     def approve(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
+        done = 0
         for org in queryset:
+            if not org.is_provider:
+                # A buyer is verified with its own action: audited as such, and its members told.
+                self.message_user(request, f"{org}: a buyer organization; use \"Verify buyer organization\".",
+                                  messages.ERROR)
+                continue
             organization_approve(organization=org, acting_user=request.user, ip=client_ip(request))
-        self.message_user(request, f"Approved {queryset.count()} organization(s).", messages.SUCCESS)
+            done += 1
+        if done:
+            self.message_user(request, f"Approved {done} organization(s).", messages.SUCCESS)
 
 
 EXPORT_FIELDS = ["id", "created", "actor_id", "actor_label", "action", "object_type", "object_id", "ip_address",

@@ -5,6 +5,7 @@ from django import forms
 from django.conf import settings
 from django.http import HttpRequest
 
+from marketplace.countries import COUNTRY_CHOICES
 from marketplace.models import Membership, Organization, User
 from marketplace.services import client_ip, user_terms_accept
 
@@ -21,11 +22,43 @@ class SignUpForm(AllauthSignupForm):
         user_terms_accept(user=user, version=settings.TERMS_VERSION, ip=client_ip(request))
 
 
-class OrganizationCreateForm(forms.Form):
+class OrganizationDetailsForm(forms.Form):
+    """Who the organization is: what an administrator checks before verifying a buyer, and
+    what providers asked to consent to an order see."""
+
+    sector = forms.ChoiceField(choices=[("", "—"), *Organization.Sector.choices], required=False)
+    country = forms.ChoiceField(choices=[("", "—"), *COUNTRY_CHOICES], required=False,
+                                help_text="Where the organization is established.")
+    contact_name = forms.CharField(max_length=200, required=False, label="Contact person")
+    contact_email = forms.EmailField(required=False, label="Contact e-mail",
+                                     help_text="For the administrator who verifies the organization.")
+
+    VETTING_FIELDS = ("sector", "country", "contact_name", "contact_email")
+
+    def require_vetting_fields(self) -> None:
+        for name in self.VETTING_FIELDS:
+            if not self.cleaned_data.get(name) and name not in self.errors:
+                self.add_error(name, "Buyer organizations need this to be verified.")
+
+
+class OrganizationCreateForm(OrganizationDetailsForm):
     name = forms.CharField(max_length=200, label="Organization name")
     kind = forms.ChoiceField(choices=Organization.Kind.choices, label="It is a", widget=forms.RadioSelect,
                              initial=Organization.Kind.BUYER)
-    country = forms.CharField(max_length=2, required=False, label="Country (ISO code, optional)")
+    field_order = ["name", "kind", "sector", "country", "contact_name", "contact_email"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("kind") == Organization.Kind.BUYER:
+            self.require_vetting_fields()
+        return data
+
+
+class OrganizationDetailsUpdateForm(OrganizationDetailsForm):
+    def clean(self) -> dict:
+        data = super().clean()
+        self.require_vetting_fields()
+        return data
 
 
 class InvitationForm(forms.Form):

@@ -24,10 +24,16 @@ class Organization(models.Model):
         PROVIDER = "provider", "Data provider"
         BUYER = "buyer", "Buyer / research organization"
 
+    class Sector(models.TextChoices):
+        ACADEMIC = "academic", "Academic (university, research institute)"
+        COMMERCIAL = "commercial", "Commercial (company)"
+        PUBLIC = "public", "Public (hospital, government, non-profit)"
+
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     country = models.CharField(max_length=2, blank=True, help_text="ISO 3166 country code")
-    # A provider may publish only after an admin approved it.
+    # A provider may publish only after an admin approved it; a buyer may check out only
+    # after an admin verified it (marketplace/vetting.py): the same two fields for both.
     approved_at = models.DateTimeField(null=True, blank=True)
     approved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -36,6 +42,14 @@ class Organization(models.Model):
     # gets the same pseudonym in every upload of this provider, and another provider's
     # pseudonyms cannot be linked to it.
     deid_secret = models.CharField(max_length=64, default=_new_deid_secret, editable=False)
+    # Who the organization is, for the admin who verifies a buyer and for providers asked
+    # to consent to an order. `sector` is what the organization is; `kind` is its role here.
+    sector = models.CharField(max_length=16, choices=Sector.choices, blank=True)
+    contact_name = models.CharField(max_length=200, blank=True)
+    contact_email = models.EmailField(blank=True)
+    # Buyers: the last refusal to verify, with the reason the members were told.
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    rejection_reason = models.TextField(blank=True)
     # Buyers: an admin checked that this is an academic institution (academic discounts).
     academic_verified_at = models.DateTimeField(null=True, blank=True)
     # Providers: the platform's fee in basis points (1/100 %) when it differs from
@@ -59,6 +73,10 @@ class Organization(models.Model):
     @property
     def is_approved(self) -> bool:
         return self.approved_at is not None
+
+    @property
+    def is_verified_buyer(self) -> bool:
+        return self.kind == self.Kind.BUYER and self.approved_at is not None
 
     @property
     def is_verified_academic(self) -> bool:

@@ -85,10 +85,12 @@ def user_terms_accept(*, user: User, version: str, ip: str | None = None) -> Use
 
 @transaction.atomic
 def organization_create(
-    *, name: str, kind: str, country: str = "", acting_user: User, ip: str | None = None
+    *, name: str, kind: str, country: str = "", sector: str = "", contact_name: str = "", contact_email: str = "",
+    acting_user: User, ip: str | None = None
 ) -> Organization:
     """The acting user creates an organization and becomes its owner (a provider starts
-    unapproved; its owners must set up a second factor)."""
+    unapproved, its owners must set up a second factor; a buyer starts unverified and the
+    staff who verify are told)."""
     name = name.strip()
     if kind not in Organization.Kind.values:
         raise ApplicationError("Unknown organization kind.", code="bad_kind")
@@ -98,9 +100,16 @@ def organization_create(
         # Names are unique and shown on datasets; this tells a signed-in, verified user no
         # more than the catalog does.
         raise ApplicationError("Please choose another name for the organization.", code="organization_exists")
-    org = Organization.objects.create(name=name, kind=kind, country=country.upper()[:2])
+    if sector and sector not in Organization.Sector.values:
+        raise ApplicationError("Unknown sector.", code="bad_sector")
+    org = Organization.objects.create(name=name, kind=kind, country=country.upper()[:2], sector=sector,
+                                      contact_name=contact_name.strip()[:200], contact_email=contact_email.strip())
     Membership.objects.create(user=acting_user, organization=org, role=Membership.Role.OWNER)
     audit_record(actor=acting_user, action="organization.create", obj=org, ip=ip, detail={"kind": kind})
+    if kind == Organization.Kind.BUYER:
+        from marketplace.vetting import buyer_review_request
+
+        buyer_review_request(organization=org)
     return org
 
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("account/", views.account_settings, name="account_settings"),
     path("organization/", views.organization_members, name="organization_members"),
     path("organization/new/", views.organization_new, name="organization_new"),
+    path("organization/<int:organization_id>/details/", views.organization_details, name="organization_details"),
     path("organization/invitations/<int:invitation_id>/<str:answer>/", views.invitation_answer,
          name="invitation_answer"),
     path("notifications/", views.notification_list, name="notifications"),

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from catalog.selectors import published_datasets
 from marketplace.exceptions import ApplicationError
-from marketplace.forms import InvitationForm, OrganizationCreateForm
+from marketplace.forms import InvitationForm, OrganizationCreateForm, OrganizationDetailsUpdateForm
 from marketplace.guards import require_verified_email
 from marketplace.selectors import (
     invitations_for_user,
@@ -26,6 +26,7 @@ from marketplace.services import (
     notifications_mark_read,
     organization_create,
 )
+from marketplace.vetting import organization_details_update, ordering_refusal
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -74,6 +75,11 @@ def organization_members(request: HttpRequest) -> HttpResponse:
     context = {
         "organizations": organizations, "owned": owned, "invitations": invitations_for_user(user=request.user),
         "create_form": OrganizationCreateForm(),
+        "details_forms": {org.pk: OrganizationDetailsUpdateForm(initial={
+            "sector": org.sector, "country": org.country, "contact_name": org.contact_name,
+            "contact_email": org.contact_email}) for org in organizations
+            if org.pk in owned and org.kind == "buyer" and not org.is_verified_buyer},
+        "ordering_refusal": ordering_refusal(user=request.user),
     }
     return render(request, "marketplace/organization.html", context)
 
@@ -84,14 +90,43 @@ def organization_new(request: HttpRequest) -> HttpResponse:
     form = OrganizationCreateForm(request.POST)
     try:
         if not form.is_valid():
-            raise ApplicationError("Enter a name and choose what kind of organization it is.")
+            raise ApplicationError(_form_problems(form, "Enter a name and choose what kind of organization it is."))
         require_verified_email(user=request.user)
         org = organization_create(**form.cleaned_data, acting_user=request.user, ip=client_ip(request))
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        note = " An administrator approves providers before they publish." if org.is_provider else ""
+        note = (" An administrator approves providers before they publish." if org.is_provider else
+                " An administrator verifies buyer organizations before their members check out.")
         messages.success(request, f"{org.name} created; you are its owner.{note}")
+    return redirect("organization_members")
+
+
+def _form_problems(form: OrganizationCreateForm | OrganizationDetailsUpdateForm, default: str) -> str:
+    problems = [f"{form.fields[name].label or name.replace('_', ' ').capitalize()}: {' '.join(errors)}"
+                for name, errors in form.errors.items() if name in form.fields]
+    return " ".join(problems) or default
+
+
+@login_required
+@require_POST
+def organization_details(request: HttpRequest, organization_id: int) -> HttpResponse:
+    """An owner fills in or corrects the details an administrator verifies."""
+    form = OrganizationDetailsUpdateForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise ApplicationError(_form_problems(form, "Fill in the organization's details."))
+        data = form.cleaned_data
+        org = organizations_for_user(user=request.user).filter(pk=organization_id).first()
+        if org is None:
+            raise ApplicationError("Only an owner can change the organization's details.")
+        organization_details_update(organization=org, acting_user=request.user, sector=data["sector"],
+                                    country=data["country"], contact_name=data["contact_name"],
+                                    contact_email=data["contact_email"], ip=client_ip(request))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{org.name}'s details are saved; an administrator reviews them.")
     return redirect("organization_members")
 
 

@@ -16,6 +16,7 @@ from marketplace.admin import AuditedModelAdmin
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 from orders.agreements import dua_template_change, dua_template_create, dua_template_in_use
+from orders.consent import consent_blocking_lines
 from orders.currency import format_money
 from orders.entitlements import entitlement_revoke
 from orders.invoicing import invoice_settle, invoice_void
@@ -62,8 +63,9 @@ class ContractAdmin(AuditedModelAdmin):
 
     list_display = ["order", "buyer", "dataset", "total", "template_version", "status", "accepted_at", "decided_at"]
     list_filter = ["status"]
-    readonly_fields = ["approval", "order", "template", "template_version", "text", "accepted_by", "accepted_at",
-                       "accepted_ip", "status", "decided_by", "decided_at", "decision_reason", "signatures"]
+    readonly_fields = ["approval", "provider_consent", "intended_use", "order", "template", "template_version", "text",
+                       "accepted_by", "accepted_at", "accepted_ip", "status", "decided_by", "decided_at",
+                       "decision_reason", "signatures"]
     action_form = DecisionActionForm
     actions = ["reject"]
 
@@ -79,10 +81,30 @@ class ContractAdmin(AuditedModelAdmin):
     def total(self, obj: Contract) -> str:
         return format_money(obj.order.total_minor, obj.order.currency)
 
+    @admin.display(description="Provider consent")
+    def provider_consent(self, obj: Contract) -> str:
+        if obj.pk is None:
+            return "—"
+        return format_html_join(mark_safe("<br>"), "{} ({}): {}{}", (
+            (line.dataset.title, line.provider.name, line.get_consent_status_display(),
+             f" — {line.consent_reason}" if line.consent_reason else "")
+            for line in obj.order.lines.select_related("dataset", "provider")))
+
+    @admin.display(description="Intended use")
+    def intended_use(self, obj: Contract) -> str:
+        order = obj.order
+        buyer_org = order.buyer_organization
+        who = (f"{buyer_org.name} ({buyer_org.get_sector_display() or 'sector not given'}, "
+               f"{buyer_org.country or 'country not given'})" if buyer_org else "no buyer organization")
+        return format_html("{}<br><b>{}</b>: {}", who, order.get_use_category_display() or "—",
+                           order.intended_use or "—")
+
     @admin.display(description="Approval")
     def approval(self, obj: Contract) -> str:
         if obj.pk is None or obj.status != Contract.Status.PENDING:
             return "—"
+        if consent_blocking_lines(obj.order):
+            return "Waiting for the providers' consent (see below): approval opens once every provider consented."
         url = reverse("admin:orders_contract_approve", args=[obj.pk])
         return format_html('<a class="button" id="contract-approve" href="{}">Approve and sign…</a>', url)
 
@@ -136,6 +158,9 @@ class ContractAdmin(AuditedModelAdmin):
             "printed_name": printed_name(request.user), "meaning": Signature.Meaning.APPROVAL.label,
             "record_sha256": record_sha256(contract), "needs_totp": signing_needs_totp(request.user),
             "total": format_money(contract.order.total_minor, contract.order.currency),
+            "lines": contract.order.lines.select_related("dataset", "provider"),
+            "buyer_org": contract.order.buyer_organization,
+            "consent_blocking": consent_blocking_lines(contract.order),
         }
         return TemplateResponse(request, "admin/orders/contract/approve.html", context, status=status)
 
@@ -211,7 +236,8 @@ class OrderStatusChangeInline(ReadOnlyInline):
 class OrderLineInline(ReadOnlyInline):
     model = OrderLine
     fields = readonly_fields = ["dataset", "provider", "study_count", "pricing_model", "amount",
-                                "refunded_minor", "licence_ends", "access_ended_at"]
+                                "refunded_minor", "licence_ends", "access_ended_at", "consent_status",
+                                "consent_reason"]
 
     @admin.display(description="Amount")
     def amount(self, obj: OrderLine) -> str:
@@ -244,7 +270,7 @@ class OrderAdmin(AuditedModelAdmin):
     search_fields = ["pk", "buyer__username", "buyer__email", "buyer_organization__name", "po_number"]
     readonly_fields = ["buyer", "buyer_organization", "currency", "total_minor", "payment_method", "po_number",
                        "status", "payment_status", "fulfilment_status", "credit_approved_at", "credit_approved_by",
-                       "flag_reason"]
+                       "flag_reason", "use_category", "intended_use"]
     inlines = [OrderLineInline, PaymentInline, RefundInline, TransferInline, OrderStatusChangeInline]
     action_form = DecisionActionForm
     actions = ["cancel", "approve_credit", "refund", "pay_providers"]

@@ -16,6 +16,7 @@ from marketplace.exceptions import ApplicationError
 from marketplace.guards import require_verified_email
 from marketplace.input_guard import MAX_MINOR_AMOUNT
 from marketplace.services import client_ip
+from marketplace.vetting import BuyerNotVerifiedError, ordering_refusal
 from orders.cart import cart_add, cart_quote, cart_remove
 from orders.checkout import checkout
 from orders.models import Order
@@ -65,6 +66,8 @@ class CartOutput(serializers.Serializer):
 
 class OrderLineOutput(serializers.Serializer):
     id = serializers.IntegerField()
+    consent_status = serializers.CharField(help_text="The provider's consent: not_required, pending, approved "
+                                                     "or declined")
     dataset_id = serializers.IntegerField()
     provider = serializers.CharField(source="provider.name")
     criteria = CriteriaField()
@@ -88,6 +91,8 @@ class OrderOutput(serializers.Serializer):
     payment_status = serializers.CharField()
     fulfilment_status = serializers.CharField()
     contract_status = serializers.CharField(source="contract.status")
+    intended_use = serializers.CharField()
+    use_category = serializers.CharField()
     dua_version = serializers.CharField(source="contract.template_version")
     agreement_sha256 = serializers.CharField(source="contract.text_sha256",
                                              help_text="SHA-256 of the agreement text signed")
@@ -165,6 +170,12 @@ class CheckoutInput(serializers.Serializer):
                                      help_text="Your password, typed again: it signs the agreement")
     totp_code = serializers.CharField(max_length=16, required=False, allow_blank=True, default="", write_only=True,
                                       help_text="The current code of your authenticator app, when you have one")
+    # Lengths are checked by the checkout (orders/intended_use.py), with one message for
+    # the page and the API.
+    intended_use = serializers.CharField(max_length=4000, allow_blank=True, trim_whitespace=False,
+                                         help_text="What the data is for, 20 to 2000 characters: the providers "
+                                                   "asked to consent and the administrator read it")
+    use_category = serializers.ChoiceField(choices=Order.UseCategory.choices)
 
 
 class OrderListCreateApi(APIView):
@@ -178,7 +189,13 @@ class OrderListCreateApi(APIView):
     @extend_schema(request=CheckoutInput, responses={201: OrderOutput})
     def post(self, request: Request) -> Response:
         """Check out the cart: one order with a line per dataset, the agreement signed with
-        your password (and TOTP code when your account has TOTP) sent in this request."""
+        your password (and TOTP code when your account has TOTP) sent in this request, and
+        what the data is for. Refused (403, code buyer_not_verified or country_blocked)
+        unless you belong to a verified buyer organization outside the blocked countries."""
+        refusal = ordering_refusal(user=request.user)
+        if refusal is not None and refusal.code == "buyer_not_verified":
+            # Said before any field is checked; a blocked country is refused (and audited) by checkout.
+            raise BuyerNotVerifiedError(refusal.message)
         serializer = CheckoutInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -190,7 +207,8 @@ class OrderListCreateApi(APIView):
                          accept_agreement=data["accept_agreement"], dua_template=dua,
                          expected_total_minor=data["expected_total_minor"],
                          expected_currency=data["expected_currency"].upper(), po_number=data["po_number"],
-                         password=data["password"], totp_code=data["totp_code"], ip=client_ip(request))
+                         password=data["password"], totp_code=data["totp_code"], ip=client_ip(request),
+                         intended_use=data["intended_use"], use_category=data["use_category"])
         return Response(OrderOutput(order).data, status=status.HTTP_201_CREATED)
 
 

@@ -92,6 +92,13 @@ class Order(models.Model):
         CARD = "card", "Card"
         INVOICE = "invoice", "Invoice"
 
+    class UseCategory(models.TextChoices):
+        ACADEMIC_RESEARCH = "academic_research", "Academic research"
+        AI_COMMERCIAL = "ai_commercial", "AI/ML model development (commercial)"
+        CLINICAL_VALIDATION = "clinical_validation", "Clinical product validation"
+        EDUCATION = "education", "Education and training"
+        PUBLIC_HEALTH = "public_health", "Public health"
+
     buyer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
     buyer_organization = models.ForeignKey(Organization, null=True, blank=True, on_delete=models.PROTECT,
                                            related_name="orders")
@@ -109,6 +116,10 @@ class Order(models.Model):
                                            on_delete=models.SET_NULL, related_name="+")
     # Why a payment was held (an amount or currency that did not match the order).
     flag_reason = models.CharField(max_length=300, blank=True)
+    # What the buyer said the data is for (checked at checkout: orders/intended_use.py);
+    # shown to the providers asked to consent and to the admin approving the contract.
+    intended_use = models.TextField(blank=True)
+    use_category = models.CharField(max_length=24, choices=UseCategory.choices, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -139,6 +150,12 @@ class OrderLine(models.Model):
     """One dataset of an order: its provider, its exact studies, its plan and the price
     and licence as they were when the order was placed (never recomputed)."""
 
+    class ConsentStatus(models.TextChoices):
+        NOT_REQUIRED = "not_required", "Not required"
+        PENDING = "pending", "Awaiting the provider's consent"
+        APPROVED = "approved", "Provider consented"
+        DECLINED = "declined", "Provider declined"
+
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="order_lines")
     provider = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sold_lines")
@@ -165,6 +182,13 @@ class OrderLine(models.Model):
     access_end_reason = models.CharField(max_length=300, blank=True)
     # The negotiated offer this line was bought at; an offer serves one order only.
     offer = models.ForeignKey("Offer", null=True, blank=True, on_delete=models.PROTECT, related_name="order_lines")
+    # The provider's consent to this order, when its dataset asks for it (orders/consent.py).
+    consent_status = models.CharField(max_length=16, choices=ConsentStatus.choices,
+                                      default=ConsentStatus.NOT_REQUIRED, db_index=True)
+    consent_decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                           on_delete=models.SET_NULL, related_name="+")
+    consent_decided_at = models.DateTimeField(null=True, blank=True)
+    consent_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["order", "id"]

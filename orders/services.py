@@ -12,6 +12,7 @@ from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import User
 from marketplace.services import audit_record
 from orders.entitlements import entitlements_start
+from orders.consent import consent_require_given
 from orders.exceptions import OrderError
 from orders.models import Contract, Order, Signature
 from orders.signatures import CONTRACT, signature_create, signature_verify, signer_check
@@ -81,6 +82,8 @@ def contract_decide(
         raise OrderError("Give a reason when rejecting a contract.", code="reason_required")
     if approve and locked.order.status != S.OPEN:
         raise InvalidTransitionError(f"Order #{locked.order_id} is {locked.order.get_status_display().lower()}.")
+    if approve:
+        consent_require_given(locked.order)  # the providers' consent comes before the admin's approval
     if approve and (signature is None or signature.signer_id != acting_user.pk
                     or signature.meaning != Signature.Meaning.APPROVAL or not signature_verify(signature, locked)):
         raise OrderError("Approving a contract needs your electronic signature of it (password and "
@@ -110,6 +113,7 @@ def contract_approve_signed(*, contract: Contract, acting_user: User, password: 
     current = Contract.objects.select_related("order").get(pk=contract.pk)
     if current.status != Contract.Status.PENDING:
         raise InvalidTransitionError(f"This contract was already {current.get_status_display().lower()}.")
+    consent_require_given(current.order)  # refused before the admin signs anything
     proof = signer_check(user=acting_user, password=password, totp_code=totp_code,
                          meaning=Signature.Meaning.APPROVAL, record_type=CONTRACT, record_id=str(current.pk), ip=ip)
     with transaction.atomic():

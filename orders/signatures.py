@@ -30,10 +30,11 @@ from marketplace.models import User
 from marketplace.ratelimit import RateLimitedError, rate_limit_hit, rate_limit_reached
 from marketplace.services import audit_record
 from orders.exceptions import OrderError
-from orders.models import Contract, Signature
+from orders.models import Contract, OrderLine, Signature
 
 Meaning = Signature.Meaning
 CONTRACT = "orders.contract"
+ORDER_LINE = "orders.orderline"
 FAILED_SCOPE = "signature_failed"
 
 
@@ -70,7 +71,31 @@ def contract_record(contract: Contract) -> dict[str, Any]:
     }
 
 
-RECORDS = {CONTRACT: contract_record}
+def order_line_record(line: OrderLine) -> dict[str, Any]:
+    """An order line as a provider consents to it (orders/consent.py): who orders (buyer and
+    organization), what for (the intended use's category and its text's SHA-256), which
+    dataset, how many studies, for how much and under which licence. The consent decision
+    itself is not part of it."""
+    order = line.order
+    return {
+        "record_type": ORDER_LINE,
+        "line_id": line.pk,
+        "order_id": order.pk,
+        "buyer_id": order.buyer_id,
+        "buyer_organization_id": order.buyer_organization_id,
+        "use_category": order.use_category,
+        "intended_use_sha256": hashlib.sha256(order.intended_use.encode("utf-8")).hexdigest(),
+        "dataset_id": line.dataset_id,
+        "provider_id": line.provider_id,
+        "study_count": line.study_count,
+        "amount_minor": line.amount_minor,
+        "currency": line.currency,
+        "licence_type": line.licence_type,
+        "licence_sha256": hashlib.sha256(line.licence_text.encode("utf-8")).hexdigest(),
+    }
+
+
+RECORDS = {CONTRACT: contract_record, ORDER_LINE: order_line_record}
 
 
 def record_type_of(record: models.Model) -> str:

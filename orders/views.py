@@ -27,16 +27,23 @@ from marketplace.input_guard import InvalidInputError, bad_input_response, minor
 from marketplace.ratelimit import RateLimitedError
 from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
+from marketplace.vetting import ordering_refusal
 from orders import stripe_gateway
 from orders.agreements import agreement_sha256, agreement_text_for
 from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items, cart_quote, cart_remove
 from orders.checkout import checkout, payment_methods_for, sample_take
 from orders.currency import ACCEPTED_CURRENCIES, format_money
+from orders.consent import (
+    access_consent_line,
+    consent_approve_signed,
+    consent_decline,
+    consent_lines_for_provider_user,
+)
 from orders.entitlements import entitlement_renew, line_renewable
 from orders.agreement_pdf import agreement_document, agreement_pdf
 from orders.exceptions import OrderError
 from orders.invoice_pdf import invoice_pdf_bytes
-from orders.models import Negotiation, Offer, Order
+from orders.models import Negotiation, Offer, Order, OrderLine
 from orders.offers import (
     OfferError,
     access_negotiation,
@@ -144,6 +151,8 @@ def cart(request: HttpRequest) -> HttpResponse:
         "agreement_text": agreement, "agreement_sha256": agreement_sha256(agreement) if agreement else "",
         "methods": payment_methods_for(buyer=request.user, total_minor=total) if total is not None else [],
         "method_labels": dict(Order.PaymentMethod.choices), "needs_totp": signing_needs_totp(request.user),
+        # Shown before the buyer fills the checkout form, which is then not offered.
+        "ordering_refusal": ordering_refusal(user=request.user), "use_categories": Order.UseCategory.choices,
     }
     return render(request, "orders/cart.html", context, status=status)
 
@@ -180,7 +189,8 @@ def cart_checkout(request: HttpRequest) -> HttpResponse:
             expected_total_minor=expected,
             expected_currency=request.POST.get("expected_currency") or None,
             po_number=request.POST.get("po_number", ""), password=request.POST.get("password", ""),
-            totp_code=request.POST.get("totp_code", ""), ip=client_ip(request))
+            totp_code=request.POST.get("totp_code", ""), ip=client_ip(request),
+            intended_use=request.POST.get("intended_use", ""), use_category=request.POST.get("use_category", ""))
     except ApplicationError as exc:
         if exc.code == "empty_order":
             latest = orders_for_buyer(user=request.user).first()
@@ -223,7 +233,8 @@ def sample(request: HttpRequest, dataset_id: int) -> HttpResponse:
     return render(request, "orders/sample.html", {"dataset": dataset, "dua": dua, "error": error,
                                                   "agreement_text": agreement,
                                                   "agreement_sha256": agreement_sha256(agreement) if agreement else "",
-                                                  "needs_totp": signing_needs_totp(request.user)},
+                                                  "needs_totp": signing_needs_totp(request.user),
+                                                  "ordering_refusal": ordering_refusal(user=request.user)},
                   status=400 if error else 200)
 
 
@@ -551,3 +562,47 @@ def negotiation_from_board(request: HttpRequest, request_id: int, response_id: i
                "chosen": request.POST.get("dataset", str(response.dataset_id or "")),
                **_terms_form_context(request.POST if request.method == "POST" else None, default_currency)}
     return render(request, "orders/negotiation_from_board.html", context, status=400 if error else 200)
+@login_required
+def consent_queue(request: HttpRequest) -> HttpResponse:
+    """For provider members: the order lines waiting for their consent, and recent decisions."""
+    if not provider_organizations_for_user(user=request.user).exists():
+        raise Http404("Only members of a provider organization decide on consent.")
+    lines = consent_lines_for_provider_user(user=request.user)
+    context = {"pending": lines.filter(consent_status=OrderLine.ConsentStatus.PENDING),
+               "decided": lines.exclude(consent_status=OrderLine.ConsentStatus.PENDING)[:50]}
+    return render(request, "orders/consent_queue.html", context)
+
+
+@login_required
+def consent_line(request: HttpRequest, line_id: int) -> HttpResponse:
+    """One order line: who orders it and what for, with Approve (signed: password, and TOTP
+    code when the account has TOTP) and Decline (a reason the buyer reads; the order is
+    cancelled). Another provider's line is a 404, and deciding on it is audited."""
+    error, status = "", 200
+    if request.method == "POST":
+        action = request.POST.get("action", "")
+        try:
+            if action == "approve":
+                consent_approve_signed(line_id=line_id, acting_user=request.user,
+                                       password=request.POST.get("password", ""),
+                                       totp_code=request.POST.get("totp_code", ""), ip=client_ip(request))
+                messages.success(request, "Consent given and signed. The administrator approves the contract next.")
+            elif action == "decline":
+                consent_decline(line_id=line_id, acting_user=request.user, reason=request.POST.get("reason", ""),
+                                ip=client_ip(request))
+                messages.success(request, "Declined: the order is cancelled and the buyer told why.")
+            else:
+                raise OrderError("Choose to approve or to decline.", code="bad_action")
+        except NotFoundError:
+            raise Http404("Order line not found.") from None
+        except ApplicationError as exc:
+            error, status = exc.message, exc.status
+        else:
+            return redirect("consent_queue")
+    try:
+        line = access_consent_line(user=request.user, line_id=line_id)
+    except NotFoundError:
+        raise Http404("Order line not found.") from None
+    context = {"line": line, "order": line.order, "buyer_org": line.order.buyer_organization, "error": error,
+               "needs_totp": signing_needs_totp(request.user), "words": describe(cohort_from(line.criteria))}
+    return render(request, "orders/consent_line.html", context, status=status)

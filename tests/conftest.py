@@ -1,8 +1,8 @@
 """Shared fixtures: a readable world of users and organizations (Healthchecks-style).
 
 alice   — owner of the approved provider "Alpha Imaging"
-bob     — researcher in the buyer organization "Bravo AI"
-charlie — another researcher (Charlie AI), who must see nothing of Bob's
+bob     — researcher in the verified buyer organization "Bravo AI" (commercial, GB)
+charlie — another researcher (Charlie AI, verified), who must see nothing of Bob's
 admin   — staff superuser
 
 Users made here have a verified e-mail address; those whose role requires a second factor
@@ -71,12 +71,18 @@ def make_member(db):
 
     def make(username: str, org_name: str, kind: str, *, approved: bool = True):
         user = User.objects.create_user(username=username, email=f"{username}@example.org", password="pass-1234567")
-        org, _ = Organization.objects.get_or_create(name=org_name, defaults={"kind": kind})
-        if approved and kind == Organization.Kind.PROVIDER:
+        org, created = Organization.objects.get_or_create(name=org_name, defaults={"kind": kind})
+        if created and kind == Organization.Kind.BUYER:
+            # What a buyer enters when setting up its organization (marketplace/vetting.py).
+            Organization.objects.filter(pk=org.pk).update(
+                sector=Organization.Sector.COMMERCIAL, country="GB", contact_name=f"{username.title()} Contact",
+                contact_email=f"contact@{username}.example.org")
+        if approved:
+            # Providers approved, buyers verified: both by an admin, through approved_at.
             from django.utils import timezone
 
-            Organization.objects.filter(pk=org.pk).update(approved_at=timezone.now())
-            org.refresh_from_db()
+            Organization.objects.filter(pk=org.pk, approved_at__isnull=True).update(approved_at=timezone.now())
+        org.refresh_from_db()
         Membership.objects.create(user=user, organization=org, role=Membership.Role.OWNER)
         ready_account(user, two_factor=kind == Organization.Kind.PROVIDER)
         return user, org

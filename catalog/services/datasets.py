@@ -44,6 +44,7 @@ def dataset_create(
     disclosure_threshold: int | None = None,
     patient_free_text_kept: object = (),
     licence_terms: LicenceTerms | dict | None = None,
+    requires_provider_consent: bool = False,
 ) -> Dataset:
     """A draft dataset. ``price`` is the plan's price in major units of ``currency``
     (catalog.services.pricing.plan_clean checks the plan); ``price_per_study`` alone is
@@ -68,7 +69,8 @@ def dataset_create(
         licence_text=licence_text, burned_in_risk_accepted=burned_in_risk_accepted, licence_type=licence_type,
         country=" ".join(country.split())[:64], conditions=clean_conditions(conditions),
         allow_study_browsing=allow_study_browsing, disclosure_threshold=disclosure_threshold,
-        patient_free_text_kept=patient_free_text_kept, licence_terms=terms.to_dict(), **asdict(plan),
+        patient_free_text_kept=patient_free_text_kept, licence_terms=terms.to_dict(),
+        requires_provider_consent=bool(requires_provider_consent), **asdict(plan),
     )
     dataset.price_per_study = dataset_list_price(dataset)
     dataset.save()
@@ -118,7 +120,7 @@ def dataset_update(*, dataset: Dataset, acting_user: User, **fields: object) -> 
     derived again. The audit event holds the old and new plan."""
     allowed = {"title", "description", "licence_text", "price_per_study", "burned_in_risk_accepted",
                "licence_type", "country", "conditions", "allow_study_browsing", "disclosure_threshold",
-               "patient_free_text_kept", "licence_terms", *PLAN_FIELDS}
+               "patient_free_text_kept", "licence_terms", "requires_provider_consent", *PLAN_FIELDS}
     given = sorted(fields)
     unknown = set(fields) - allowed
     if unknown:

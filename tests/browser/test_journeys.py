@@ -145,6 +145,8 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         # Checkout by invoice, with a purchase order number and the agreement.
         researcher.check("#checkout input[name=payment_method][value=invoice]")
         researcher.fill("#checkout input[name=po_number]", "PO-BROWSER-7")
+        researcher.select_option("#checkout select[name=use_category]", "academic_research")
+        researcher.fill("#checkout textarea[name=intended_use]", "Training a chest CT triage model for a study.")
         researcher.check("#checkout input[name=accept]")
         researcher.fill("#checkout input[name=password]", "pass-1234567")  # the buyer signs
         researcher.click("#checkout button:has-text('Place order')")

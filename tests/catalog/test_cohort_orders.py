@@ -27,6 +27,7 @@ from catalog.search.criteria import cohort_criteria, cohort_from, describe
 from catalog.search.service import cohort_study_ids, cohort_summary, facets_and_total
 from catalog.search.snapshots import snapshot_refresh
 from catalog.services.stats import studies_refresh_search_vector
+from factories.orders import USE
 from orders.models import Order
 from orders.quotes import line_quote as order_quote
 
@@ -325,7 +326,7 @@ def test_placing_the_order_stores_the_cohort_and_its_studies(client, described, 
     assert f'name="expected_total_minor" value="{total_minor}"' in client.get("/cart/").content.decode()
     response = client.post("/cart/checkout/", {"accept": "on", "expected_total_minor": str(total_minor),
                                                "expected_currency": dataset.currency, "payment_method": "invoice",
-                                               "password": "pass-1234567"})
+                                               "password": "pass-1234567", **USE})
     order = Order.objects.get(buyer=bob)
     assert response["Location"] == f"/orders/{order.pk}/"
     line = order.lines.get()

@@ -20,6 +20,7 @@ from catalog.models import Dataset, UploadBatch
 from catalog.synthetic import fake_patients, make_instance, to_bytes, write_zip
 from factories.accounts import totp_code
 from factories.dicom import ct_files
+from factories.orders import USE
 from e2e.worker import celery_worker, wait_for
 from orders.models import Contract, Order
 from workspaces.models import Delivery
@@ -85,7 +86,7 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
         assert response.status_code == 302
         response = researcher_web.post("/cart/checkout/", {"accept": "on", "expected_total_minor": "15000",
                                                            "expected_currency": "USD", "payment_method": "invoice",
-                                                           "password": "pass-1234567"})
+                                                           "password": "pass-1234567", **USE})
         assert response.status_code == 302
         order = Order.objects.get(buyer=bob)
         assert order.contract.status == Contract.Status.PENDING

@@ -6,13 +6,18 @@ from orders.checkout import checkout, payment_methods_for
 from orders.signatures import signing_needs_totp
 
 BUYER_PASSWORD = "pass-1234567"  # tests/conftest.py make_member
+INTENDED_USE = "Training a lung nodule detection model for a research study."
+USE_CATEGORY = "academic_research"
+USE = {"intended_use": INTENDED_USE, "use_category": USE_CATEGORY}  # for checkout forms and API bodies
 
 
 def place_order(buyer, datasets, dua, *, criteria=None, payment_method=None, po_number="",  # noqa: ANN001, ANN201
-                password=BUYER_PASSWORD, totp_code=None):
+                password=BUYER_PASSWORD, totp_code=None, intended_use=INTENDED_USE, use_category=USE_CATEGORY):
     """Put each dataset (with the same cohort criteria) in the buyer's cart and check out at
     the quoted total, signing with the buyer's password (and the current TOTP code when
-    the account has TOTP). The payment method defaults to the first the buyer may use."""
+    the account has TOTP), stating the intended use. The payment method defaults to the
+    first the buyer may use. The buyer must belong to a verified buyer organization
+    (make_member verifies by default)."""
     datasets = datasets if isinstance(datasets, (list, tuple)) else [datasets]
     for dataset in datasets:
         cart_add(buyer=buyer, dataset=dataset, criteria=criteria or {})
@@ -25,7 +30,7 @@ def place_order(buyer, datasets, dua, *, criteria=None, payment_method=None, po_
         totp_code = current_code()
     return checkout(buyer=buyer, payment_method=method, accept_agreement=True, dua_template=dua,
                     expected_total_minor=quote.total_minor, expected_currency=quote.currency, po_number=po_number,
-                    password=password, totp_code=totp_code)
+                    password=password, totp_code=totp_code, intended_use=intended_use, use_category=use_category)
 
 
 def approval_signature(contract, admin):  # noqa: ANN001, ANN201

@@ -15,6 +15,7 @@ from rest_framework.test import APIClient
 
 from catalog.models import DataRequest, DataRequestResponse, Dataset, SavedSearch, UploadFile
 from factories.dicom import ct_files
+from factories.orders import USE
 from orders.models import Order
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
@@ -73,7 +74,7 @@ def test_a_nul_byte_in_a_saved_search_name_is_a_400_naming_the_field(client, bob
 # ---- the checkout's expected total -------------------------------------------------------
 def checkout_form(expected) -> dict:  # noqa: ANN001
     return {"accept": "on", "expected_total_minor": expected, "expected_currency": "USD", "payment_method": "invoice",
-            "password": "pass-1234567"}
+            "password": "pass-1234567", **USE}
 
 
 @pytest.mark.parametrize("expected", ["sNaN", "NaN", "abc", "Infinity", "1e400", "20.00", "-1", "",

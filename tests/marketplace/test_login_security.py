@@ -11,6 +11,7 @@ from allauth.mfa.models import Authenticator
 from django.test import Client
 from django.urls import reverse
 from factories.accounts import totp_code
+from factories.orders import USE
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -218,12 +219,12 @@ def test_an_unverified_e_mail_cannot_order_on_the_page_or_the_api(published_data
     client.post(reverse("order_new", args=[published_dataset.pk]), {})  # a cart is fine
     response = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "2000",
                                                       "expected_currency": "USD", "payment_method": "invoice",
-                                                      "password": "pass-1234567"}, follow=True)
+                                                      "password": "pass-1234567", **USE}, follow=True)
     assert "Please verify your e-mail address before ordering" in response.content.decode()
     api = APIClient()
     api.force_login(bob)
     body = {"accept_agreement": True, "payment_method": "invoice", "expected_total_minor": 2000,
-            "expected_currency": "USD", "password": "pass-1234567"}
+            "expected_currency": "USD", "password": "pass-1234567", **USE}
     response = api.post("/api/orders/", body, format="json")
     assert response.status_code == 403 and response.json()["code"] == "email_not_verified"
     assert not Order.objects.exists()

@@ -99,8 +99,11 @@ def test_a_user_cannot_add_members_to_someone_elses_organization(provider, bob, 
 
 def test_a_user_creates_an_organization_and_owns_it(bob):
     client = signed_in(bob)
-    client.post(reverse("organization_new"), {"name": "Foxtrot Labs", "kind": "buyer"})
+    client.post(reverse("organization_new"), {"name": "Foxtrot Labs", "kind": "buyer", "sector": "academic",
+                                              "country": "NL", "contact_name": "Fay Fox",
+                                              "contact_email": "fay@foxtrot.example"})
     org = Organization.objects.get(name="Foxtrot Labs")
+    assert (org.sector, org.country, org.contact_email) == ("academic", "NL", "fay@foxtrot.example")
     assert Membership.objects.get(organization=org, user=bob).role == "owner"
     assert not org.is_approved
     assert AuditEvent.objects.filter(action="organization.create", object_id=str(org.pk), actor=bob).exists()

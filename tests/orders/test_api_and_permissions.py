@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from factories.orders import place_order
+from factories.orders import USE, place_order
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import AuditEvent
 from orders.models import Contract, Order, OrderStatusChange
@@ -39,7 +39,7 @@ def bobs_order(published_dataset, bob, dua):
 
 def checkout_body(**overrides) -> dict:  # noqa: ANN003
     return {"accept_agreement": True, "payment_method": "invoice", "expected_total_minor": 2000,
-            "expected_currency": "USD", "password": "pass-1234567", **overrides}
+            "expected_currency": "USD", "password": "pass-1234567", **USE, **overrides}
 
 
 # ---- quote -----------------------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_it_requotes_the_order_page_for_a_filter(client, published_dataset, bob)
 def test_it_shows_an_error_when_the_agreement_is_not_ticked(client, published_dataset, bob):
     client.force_login(bob)
     client.post(reverse("order_new", args=[published_dataset.pk]), {})
-    response = client.post(reverse("cart_checkout"), {"expected_total_minor": "2000", "payment_method": "invoice"},
+    response = client.post(reverse("cart_checkout"), {"expected_total_minor": "2000", "payment_method": "invoice", **USE},
                            follow=True)
     assert "You must accept the data use agreement" in response.content.decode()
     assert not Order.objects.exists()
@@ -216,7 +216,8 @@ def test_it_shows_an_error_when_the_price_changed_on_the_page(client, published_
     client.force_login(bob)
     client.post(reverse("order_new", args=[published_dataset.pk]), {})
     response = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "500",
-                                                       "payment_method": "invoice", "password": "pass-1234567"},
+                                                       "payment_method": "invoice", "password": "pass-1234567",
+                                                       **USE},
                            follow=True)
     assert "The price changed since you saw it" in response.content.decode()
     assert not Order.objects.exists()
@@ -230,13 +231,13 @@ def test_it_places_the_order_from_the_cart_page_and_redirects_to_it(client, publ
     assert 'name="expected_total_minor" value="2000"' in cart_page and "Chest CT screening" in cart_page
     response = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "2000",
                                                       "expected_currency": "USD", "payment_method": "invoice",
-                                                      "po_number": "PO-77", "password": "pass-1234567"})
+                                                      "po_number": "PO-77", "password": "pass-1234567", **USE})
     order = Order.objects.get()
     assert response.status_code == 302
     assert response.url == reverse("order_detail", args=[order.pk])
     assert order.buyer == bob and order.total_minor == 2000 and order.invoice.po_number == "PO-77"
     again = client.post(reverse("cart_checkout"), {"accept": "on", "expected_total_minor": "2000",
-                                                   "payment_method": "invoice", "password": "pass-1234567"})
+                                                   "payment_method": "invoice", "password": "pass-1234567", **USE})
     assert again.url == reverse("order_detail", args=[order.pk]) and Order.objects.count() == 1  # double click
 
     page = client.get(response.url).content.decode()

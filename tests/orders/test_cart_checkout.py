@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from factories.orders import approve_for_delivery, place_order
+from factories.orders import USE, approve_for_delivery, place_order
 from orders.cart import cart_add, cart_include_held, cart_quote
 from orders.checkout import checkout
 from orders.exceptions import OrderError
@@ -50,7 +50,7 @@ def test_a_cart_in_two_currencies_is_refused_with_a_clear_message(published_data
     assert quote.mixed_currencies and quote.currencies == ["EUR", "USD"]
     with pytest.raises(MixedCurrenciesError, match="EUR, USD"):
         checkout(buyer=bob, payment_method="invoice", accept_agreement=True, dua_template=dua, password="pass-1234567",
-                 expected_total_minor=0, expected_currency="USD")
+                 expected_total_minor=0, expected_currency="USD", **USE)
     assert not Order.objects.exists()
 
 
@@ -62,7 +62,7 @@ def test_a_plan_change_during_checkout_charges_nothing_different(published_datas
     dataset_update(dataset=published_dataset, acting_user=alice, pricing_model="flat", price=Decimal("15.00"))
     with pytest.raises(OrderError) as excinfo:
         checkout(buyer=bob, payment_method="invoice", accept_agreement=True, dua_template=dua, password="pass-1234567",
-                 expected_total_minor=seen.total_minor, expected_currency=seen.currency)
+                 expected_total_minor=seen.total_minor, expected_currency=seen.currency, **USE)
     assert excinfo.value.code == "price_changed"
     assert not Order.objects.exists()
 
@@ -71,7 +71,7 @@ def test_a_second_checkout_of_the_same_cart_places_nothing(published_dataset, bo
     place_order(bob, published_dataset, dua)
     with pytest.raises(OrderError) as excinfo:
         checkout(buyer=bob, payment_method="invoice", accept_agreement=True, dua_template=dua, password="pass-1234567",
-                 expected_total_minor=2000, expected_currency="USD")
+                 expected_total_minor=2000, expected_currency="USD", **USE)
     assert excinfo.value.code == "empty_order"
     assert Order.objects.count() == 1
 
@@ -143,5 +143,5 @@ def test_payment_by_card_is_offered_only_when_stripe_is_configured(published_dat
     cart_add(buyer=bob, dataset=published_dataset)
     with pytest.raises(OrderError) as excinfo:
         checkout(buyer=bob, payment_method="card", accept_agreement=True, dua_template=dua, password="pass-1234567",
-                 expected_total_minor=2000, expected_currency="USD")
+                 expected_total_minor=2000, expected_currency="USD", **USE)
     assert excinfo.value.code == "payment_method" and "invoice" in excinfo.value.message

@@ -8,7 +8,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from factories.accounts import ready_account, totp_code
-from factories.orders import approval_signature, place_order
+from factories.orders import USE, approval_signature, place_order
 from marketplace.models import AuditEvent
 from marketplace.ratelimit import RateLimitedError
 from orders.cart import cart_add, cart_quote
@@ -34,7 +34,7 @@ def _checkout(buyer, dua, **signature):  # noqa: ANN001, ANN003, ANN202
     quote = cart_quote(buyer=buyer)
     return checkout(buyer=buyer, payment_method="invoice", accept_agreement=True, dua_template=dua,
                     expected_total_minor=quote.total_minor, expected_currency=quote.currency, ip="198.51.100.7",
-                    **signature)
+                    **USE, **signature)
 
 
 def _refusals() -> list[AuditEvent]:
@@ -106,13 +106,14 @@ def test_the_page_and_the_api_ask_for_the_password(client, published_dataset, bo
     client.post(reverse("order_new", args=[published_dataset.pk]), {})
     cart_page = client.get(reverse("cart")).content.decode()
     assert 'name="password"' in cart_page and 'name="totp_code"' not in cart_page
-    form = {"accept": "on", "expected_total_minor": "2000", "expected_currency": "USD", "payment_method": "invoice"}
+    form = {"accept": "on", "expected_total_minor": "2000", "expected_currency": "USD", "payment_method": "invoice",
+            **USE}
     response = client.post(reverse("cart_checkout"), {**form, "password": "wrong-password-1"}, follow=True)
     assert "The password is not correct" in response.content.decode()
     api = APIClient()
     api.force_authenticate(bob)
     body = {"accept_agreement": True, "payment_method": "invoice", "expected_total_minor": 2000,
-            "expected_currency": "USD", "password": "wrong-password-1"}
+            "expected_currency": "USD", "password": "wrong-password-1", **USE}
     response = api.post("/api/orders/", body, format="json")
     assert response.status_code == 403 and response.json()["code"] == "signature_refused"
     assert not Order.objects.exists()

@@ -31,6 +31,7 @@ from catalog.synthetic import DEMO_SPECS, generate_demo_dataset, write_zip
 from marketplace.demo_accounts import demo_account_ready, demo_two_factor
 from marketplace.models import Membership, Organization, User
 from marketplace.services import organization_approve
+from marketplace.vetting import organization_buyer_verify
 
 PASSWORD = os.environ.get("DEMO_PASSWORD", "demo-pass-2026")
 
@@ -61,7 +62,11 @@ class Command(BaseCommand):
         admin = self._user("admin", "admin@marketplace.example", staff=True)
         providers = [self._provider(*row, admin=admin) for row in PROVIDERS]
         researcher = self._user("researcher", "researcher@acme-ai.example")
-        self._org(researcher, "Acme AI Research", Organization.Kind.BUYER, "GB")
+        acme = self._org(researcher, "Acme AI Research", Organization.Kind.BUYER, "GB")
+        Organization.objects.filter(pk=acme.pk, sector="").update(
+            sector=Organization.Sector.COMMERCIAL, contact_name="Acme Research Office",
+            contact_email="research-office@acme-ai.example")
+        organization_buyer_verify(organization=acme, acting_user=admin)  # the demo buyer may check out
 
         for index, spec in enumerate(DEMO_SPECS):
             org, owner = providers[DATASET_OWNER.get(index, 0)]
