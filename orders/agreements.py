@@ -45,7 +45,7 @@ def agreement_text_for(*, template: DuaTemplate, datasets: Sequence[Dataset],
         parts += ["", f"{number}. {dataset.title} (dataset #{dataset.pk}), provided by {dataset.provider.name}"]
         terms = dataset.terms
         if offer is not None:
-            terms = LicenceTerms.from_dict(offer.licence_terms)
+            terms = LicenceTerms.from_dict(offer.terms)
             parts += [f"   Negotiated terms: negotiation #{offer.negotiation_id}, version {offer.number}"]
         parts += [f"   {label}: {value}" for label, value in terms.describe()]
         conditions = (dataset.licence_text or "").strip()

@@ -79,7 +79,7 @@ def _require_territory(quote, organization) -> None:  # noqa: ANN001 - a CartQuo
     """Each line's licence (the offer's terms, else the dataset's) must cover the buyer's country."""
     country = (organization.country if organization else "").upper()
     for line in quote.lines:
-        terms = LicenceTerms.from_dict(line.offer.licence_terms) if line.offer else line.dataset.terms
+        terms = LicenceTerms.from_dict(line.offer.terms) if line.offer else line.dataset.terms
         if not terms.allows_country(country):
             covered = ", ".join(terms.territory)
             raise OrderError(f"{line.dataset.title}: its licence covers {covered} only, not your organization's "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import re
 import shutil
 import time
@@ -18,78 +17,14 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from browser.journey import BROWSER_MARKS, approve_and_sign, log_in
 from catalog.synthetic import write_zip
-from factories.accounts import totp_code
 from factories.dicom import ct_files
 from e2e.worker import celery_worker
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--no-first-run", "--disable-sync", "--disable-dev-shm-usage"]
-
 expect = pytest.importorskip("playwright.sync_api").expect
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"Chromium not found at {CHROMIUM}: apt-get install chromium (.ci/run does)"),
-]
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread, and Django refuses ORM calls
-    # inside one: request this fixture last and make no ORM calls in the test body.
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield instance
-        instance.close()
-
-
-USED_TOTP_CODES: set[str] = set()
-
-
-def _fresh_totp_code() -> str:
-    """A TOTP code not used before (each code works once): waits for the next 30 s period
-    when the current code was already typed."""
-    import time
-
-    while (code := totp_code()) in USED_TOTP_CODES:
-        time.sleep(1)
-    USED_TOTP_CODES.add(code)
-    return code
-
-
-def _approve_and_sign(admin, base: str) -> None:  # noqa: ANN001
-    """The admin approves the newest contract through its signing form (password and a
-    fresh TOTP code in the same request)."""
-    admin.goto(f"{base}/admin/orders/contract/")
-    admin.click("#result_list tbody tr:first-child th a")
-    admin.click("#contract-approve")
-    admin.fill("input[name=password]", "admin-pass-123")
-    admin.fill("input[name=totp_code]", _fresh_totp_code())
-    admin.click("input[value='Approve and sign']")
-    admin.wait_for_selector("text=Approved and signed")
-
-
-def _log_in(browser, base: str, username: str, password: str, *, path: str = "/login/",  # noqa: ANN001, ANN202
-            lands: str = "/"):
-    """Log in through the page; staff and provider owners then type their TOTP code."""
-    page = browser.new_context(accept_downloads=True).new_page()
-    page.set_default_timeout(30_000)
-    page.goto(f"{base}{path}")
-    page.fill("input[name=login]", username)
-    page.fill("input[name=password]", password)
-    page.click("main button[type=submit]")
-    page.wait_for_load_state()
-    if "/2fa/authenticate/" in page.url:
-        page.fill("input[name=code]", _fresh_totp_code())
-        page.click("main button[type=submit]")
-    page.wait_for_url(f"{base}{lands}")
-    return page
+pytestmark = BROWSER_MARKS
 
 
 def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_user, dua, tmp_path,
@@ -104,7 +39,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
 
     with celery_worker(connection.settings_dict):
         # Provider: create a dataset, upload a zip and a stray file, watch progress, submit.
-        provider = _log_in(browser, base, "alice", "pass-1234567")
+        provider = log_in(browser, base, "alice", "pass-1234567")
         provider.click("text=Provider")
         provider.click("text=New dataset")
         provider.fill("input[name=title]", "Browser chest CT")
@@ -121,7 +56,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         provider.wait_for_selector("text=Waiting for an administrator")
 
         # Admin: publish in Django admin.
-        admin = _log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
+        admin = log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
         admin.goto(f"{base}/admin/catalog/dataset/")
         admin.check("input[name=_selected_action]")
         admin.select_option("select[name=action]", "publish")
@@ -129,7 +64,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         admin.wait_for_selector("text=Published 1 dataset")
 
         # Researcher: search, filter by facet, order with the agreement.
-        researcher = _log_in(browser, base, "bob", "pass-1234567")
+        researcher = log_in(browser, base, "bob", "pass-1234567")
         researcher.fill("input[name=q]", "chest")
         researcher.press("input[name=q]", "Enter")
         researcher.check("input[name=modality][value=CT]")  # submits the form
@@ -158,7 +93,7 @@ def test_provider_admin_and_researcher_journeys(live_server, alice, bob, admin_u
         assert researcher.locator("#card-payment").count() == 0
 
         # Admin: approve the contract, then the credit terms; the worker delivers.
-        _approve_and_sign(admin, base)
+        approve_and_sign(admin, base)
         admin.goto(f"{base}/admin/orders/order/")
         admin.check("input[name=_selected_action]")
         admin.select_option("select[name=action]", "approve_credit")
@@ -210,7 +145,7 @@ def study_catalog(provider):
 
 def test_researcher_builds_a_cohort_without_page_reloads(live_server, bob, study_catalog, browser):
     base = live_server.url
-    page = _log_in(browser, base, "bob", "pass-1234567")
+    page = log_in(browser, base, "bob", "pass-1234567")
     page.goto(f"{base}/cohorts/")
     assert "120 studies" in page.inner_text("#cohort-total")
     page.evaluate("window.__sameDocument = true")
@@ -313,7 +248,7 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
 
     with celery_worker(connection.settings_dict):
         # Researcher: a cohort that reaches both providers' datasets, into the cart whole.
-        researcher = _log_in(browser, base, "bob", "pass-1234567")
+        researcher = log_in(browser, base, "bob", "pass-1234567")
         researcher.goto(f"{base}/cohorts/")
         researcher.check("input[name=modality][value=CT]")
         researcher.wait_for_url("**/cohorts/?*modality=CT*")
@@ -362,8 +297,8 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
         _screenshots(researcher, shots, "order-paid")
 
         # Admin: approve the contract in Django admin; the worker delivers and pays Alpha.
-        admin = _log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
-        _approve_and_sign(admin, base)
+        admin = log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
+        approve_and_sign(admin, base)
 
         researcher.goto(f"{base}/workspace/")
         researcher.wait_for_selector("a:has-text('manifest.csv')", timeout=120_000)
@@ -372,7 +307,7 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
         assert "Completed" in researcher.inner_text("#order-status")  # delivered and paid
 
         # Alpha (a Stripe Connect account): its net share, transferred through Stripe.
-        alpha_owner = _log_in(browser, base, "alice", "pass-1234567")
+        alpha_owner = log_in(browser, base, "alice", "pass-1234567")
         alpha_owner.goto(f"{base}/provider/")
         transfers = "div.card:has(h2:text-is('Transfers to you'))"
         row = _reload_until(alpha_owner, transfers, "Transferred")
@@ -384,7 +319,7 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
         assert "to your Stripe account" in alpha_owner.inner_text("main")
 
     # Delta (no Stripe account): its net share is owed, paid outside Stripe later.
-    delta_owner = _log_in(browser, base, "dave", "pass-1234567")
+    delta_owner = log_in(browser, base, "dave", "pass-1234567")
     delta_owner.goto(f"{base}/provider/")
     earnings = delta_owner.inner_text(f"#earnings-{delta_provider}-USD")
     assert "Sales 14.50 USD" in earnings and "platform fees 2.18 USD" in earnings  # 15 % of 14.50, rounded

@@ -10,7 +10,7 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from factories.orders import BUYER_PASSWORD
+from factories.orders import BUYER_PASSWORD, USE
 from marketplace.exceptions import NotFoundError
 from marketplace.models import AuditEvent, Notification
 from orders.cart import cart_items, cart_quote
@@ -61,7 +61,7 @@ def _refusals(action: str) -> list[AuditEvent]:
 
 def _checkout(buyer, dua, *, expected):  # noqa: ANN001, ANN202
     return checkout(buyer=buyer, payment_method="invoice", accept_agreement=True, dua_template=dua,
-                    expected_total_minor=expected, expected_currency="USD", password=BUYER_PASSWORD)
+                    expected_total_minor=expected, expected_currency="USD", password=BUYER_PASSWORD, **USE)
 
 
 # ---- the whole flow --------------------------------------------------------------------
@@ -105,7 +105,7 @@ def test_request_offer_counter_accept_then_checkout_buys_at_the_offer(
     (order_line,) = order.lines.all()
     assert order_line.amount_minor == 2400 and order.total_minor == 2400
     assert order_line.offer_id == v2.pk and order_line.pricing_model == "offer"
-    assert order_line.licence_terms == v2.licence_terms
+    assert order_line.licence_terms == v2.terms
     # The signed agreement states the negotiated terms, not the dataset's.
     contract_text = order.contract.text
     assert f"Negotiated terms: negotiation #{negotiation.pk}, version 2" in contract_text
