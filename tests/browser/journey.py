@@ -26,8 +26,9 @@ USED_TOTP_CODES: set[str] = set()
 
 def fresh_totp_code() -> str:
     """A TOTP code not used before (each code works once): waits for the next 30 s period
-    when the current code was already typed."""
-    while (code := totp_code()) in USED_TOTP_CODES:
+    when the current code was already typed, or when the current period ends in under 5 s
+    (a code typed then reaches the server in the next period, where it no longer counts)."""
+    while (code := totp_code()) in USED_TOTP_CODES or time.time() % 30 > 25:
         time.sleep(1)
     USED_TOTP_CODES.add(code)
     return code

@@ -183,7 +183,7 @@ def test_request_offer_counter_accept_sign_consent_approve_deliver_and_expire(
 
 def test_an_admin_revokes_access_in_the_middle_of_a_term(live_server, bob, admin_user, dua, published_dataset,
                                                          tiny_threshold, deliver, browser):
-    deliver(published_dataset, bob)
+    in_thread(lambda: deliver(published_dataset, bob))  # before any page: the order, approved and delivered
     base = live_server.url
     researcher = log_in(browser, base, "bob", "pass-1234567")
     researcher.goto(f"{base}/workspace/")
