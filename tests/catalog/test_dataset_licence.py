@@ -176,12 +176,12 @@ def agreement_on(page: str) -> tuple[str, str]:
 
 def test_anyone_sees_the_terms_and_the_agreement_that_is_signed(client, published_dataset, alice, bob, dua) -> None:
     dataset_update(dataset=published_dataset, acting_user=alice, licence_text="Cite Alpha Imaging.\nNo re-sale.",
-                   licence_terms={"use": "research", "term_months": 18, "seats": 3, "territory": "NZ, AU",
+                   licence_terms={"use": "research", "term_months": 18, "seats": 3, "territory": "NZ, AU, GB",
                                   "access": "view_only"})
     response = client.get(reverse("dataset_detail", args=[published_dataset.pk]))  # not signed in
     assert response.status_code == 200
     page = response.content.decode()
-    assert "Research only (non-commercial)" in page and "18 months" in page and "AU, NZ" in page
+    assert "Research only (non-commercial)" in page and "18 months" in page and "AU, GB, NZ" in page
     assert "View in the browser only" in page and "Never allowed" in page
     assert "Provider&#x27;s additional conditions" in page and "Cite Alpha Imaging." in page
     assert f'id="agreement-version">{dua.version}<' in page and dua.title in page

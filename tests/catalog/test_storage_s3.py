@@ -77,7 +77,7 @@ def test_ingestion_and_delivery_run_on_s3(s3_storage, dataset, ingest, publish, 
                           aws_secret_access_key="test")
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
     delivered = {k for k in keys if k.startswith(f"{delivery.prefix}/")}
-    assert len(delivered) == 3  # two instances and the manifest
+    assert len(delivered) == 5  # two instances, the manifest and the certificate (JSON and PDF)
     assert not any(k.startswith("quarantine/") for k in keys)
     for f in delivery.files.all():
         body = client.get_object(Bucket=BUCKET, Key=f.storage_key)["Body"].read()

@@ -106,7 +106,7 @@ def test_the_whole_flow_through_a_real_worker(alice, bob, admin_user, dua, monke
     # Download through signed links; every file's sha256 matches the manifest.
     page = researcher_web.get("/workspace/").content.decode()
     links = dict((path, href) for href, path in re.findall(r'<a href="(/workspace/download/[^"]+/)">([^<]+)</a>', page))
-    assert "manifest.csv" in links and len(links) == 13
+    assert "manifest.csv" in links and "certificate.json" in links and len(links) == 15
     manifest = researcher_web.get(links["manifest.csv"])
     assert manifest.status_code == 200
     rows = list(csv.DictReader(io.StringIO(b"".join(manifest.streaming_content).decode())))
