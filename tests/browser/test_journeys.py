@@ -271,6 +271,8 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
 
         # Checkout by card: the order page then holds the card form (localstripe's Stripe.js).
         researcher.check("#checkout input[name=payment_method][value=card]")
+        researcher.select_option("#checkout select[name=use_category]", "academic_research")
+        researcher.fill("#checkout textarea[name=intended_use]", "Benchmarking a lung nodule detector on CT.")
         researcher.check("#checkout input[name=accept]")
         researcher.fill("#checkout input[name=password]", "pass-1234567")  # the buyer signs
         researcher.click("#checkout button:has-text('Place order')")
