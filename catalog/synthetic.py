@@ -731,9 +731,9 @@ DEMO_SPECS: list[dict] = [
         "scanners": [("GE Healthcare", "LOGIQ E10"), ("GE Healthcare", "LOGIQ E9")],
         "tags": ["abdomen", "liver", "kidney"],
         "licence_type": "academic",
-        # The subscription's year, seen in the browser only, in the EU and Japan.
+        # The subscription's year; models trained on it are deleted when the year ends.
         "licence_terms": {"use": "research", "term_months": 12, "seats": 3, "derivative_models": False,
-                          "publication": True, "territory": ["DE", "FR", "JP", "NL"], "access": "view_only"},
+                          "publication": True, "territory": ["worldwide"], "access": "download"},
         "licence_text": "Non-commercial academic research only. Standard data use agreement applies.",
     },
 ]

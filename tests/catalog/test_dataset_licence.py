@@ -164,7 +164,7 @@ def test_the_demo_datasets_have_terms_that_agree_with_their_licence() -> None:
                                licence_text=spec["licence_text"]) == [], spec["title"]
         seen.add((terms.use, terms.term_months, terms.access))
     assert ("commercial", 24, "download") in seen and ("research", 12, "download") in seen
-    assert ("commercial", None, "download") in seen and ("research", 12, "view_only") in seen
+    assert ("commercial", None, "download") in seen
 
 
 # ---- before login: the terms, the agreement and its hash -------------------------------------
