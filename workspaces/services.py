@@ -430,10 +430,12 @@ class DownloadGrant:
     filename: str
 
 
-def download_token_make(*, delivery: Delivery, path: str) -> str:
-    """A token naming one file of one delivery for its owner; it expires (DOWNLOAD_LINK_SECONDS)."""
+def download_token_make(*, delivery: Delivery, path: str, user: User | None = None) -> str:
+    """A token naming one file of one delivery for one user (the buyer unless another named
+    user is given); it expires (DOWNLOAD_LINK_SECONDS) and works only while that user holds
+    the download grant."""
     return signing.TimestampSigner(salt=_SIGNING_SALT).sign_object(
-        {"d": delivery.pk, "p": path, "u": delivery.user_id}, compress=True)
+        {"d": delivery.pk, "p": path, "u": user.pk if user else delivery.user_id}, compress=True)
 
 
 class LinkExpiredError(PermissionDeniedError):

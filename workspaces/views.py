@@ -2,14 +2,18 @@
 de-identification certificates (a provider's per dataset, and the public check page)."""
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from catalog import storage
 from catalog.selectors import access_dataset_for_write
+from marketplace.exceptions import ApplicationError
+from marketplace.models import User
 from marketplace.services import client_ip
 from workspaces.certificate import (
     MAX_CERTIFICATE_BYTES,
@@ -19,7 +23,13 @@ from workspaces.certificate import (
     certificate_parse,
     certificate_pdf,
 )
-from workspaces.grants import deliveries_downloadable_by
+from workspaces.grants import (
+    deliveries_downloadable_by,
+    delivery_named_users,
+    delivery_seats,
+    delivery_share,
+    delivery_unshare,
+)
 from workspaces.models import Delivery
 from workspaces.selectors import access_delivery, deliveries_for_user
 from workspaces.services import (
@@ -37,13 +47,13 @@ PREVIEW_FILES = 20
 FILES_PER_PAGE = 200
 
 
-def _links(delivery: Delivery, files) -> list[tuple[str, int | None, str]]:  # noqa: ANN001
-    return [(f.path, f.size_bytes, download_token_make(delivery=delivery, path=f.path)) for f in files]
+def _links(delivery: Delivery, files, user: User) -> list[tuple[str, int | None, str]]:  # noqa: ANN001
+    return [(f.path, f.size_bytes, download_token_make(delivery=delivery, path=f.path, user=user)) for f in files]
 
 
-def _documents(delivery: Delivery) -> list[tuple[str, None, str]]:
+def _documents(delivery: Delivery, user: User) -> list[tuple[str, None, str]]:
     """Links to the manifest and the de-identification certificate of a delivered order."""
-    return [(name, None, download_token_make(delivery=delivery, path=name)) for name in DELIVERY_DOCUMENTS
+    return [(name, None, download_token_make(delivery=delivery, path=name, user=user)) for name in DELIVERY_DOCUMENTS
             if delivery_document_key(delivery, name)]
 
 
@@ -55,8 +65,8 @@ def workspace(request: HttpRequest) -> HttpResponse:
         links = []
         delivery.view_only = delivery.pk not in downloadable
         if delivery.status == Delivery.Status.DONE and not delivery.view_only:
-            links += _documents(delivery)
-            links += _links(delivery, delivery.files.all()[:PREVIEW_FILES])
+            links += _documents(delivery, request.user)
+            links += _links(delivery, delivery.files.all()[:PREVIEW_FILES], request.user)
         rows.append((delivery, links))
     return render(request, "workspaces/workspace.html", {"rows": rows, "preview_files": PREVIEW_FILES})
 
@@ -67,11 +77,40 @@ def delivery_files(request: HttpRequest, delivery_id: int) -> HttpResponse:
     page = Paginator(delivery.files.all(), FILES_PER_PAGE).get_page(request.GET.get("page"))
     view_only = not deliveries_downloadable_by(request.user).filter(pk=delivery.pk).exists()
     if view_only:  # a view-only licence: the files open as images in the browser, no links
-        context = {"delivery": delivery, "page": page, "view_only": True}
+        context = {"delivery": delivery, "page": page, "view_only": True,
+                   **_named_users_context(delivery, request.user)}
         return render(request, "workspaces/delivery_files.html", context)
-    context = {"delivery": delivery, "page": page, "links": _links(delivery, page.object_list),
-               "documents": _documents(delivery) if delivery.status == Delivery.Status.DONE else []}
+    context = {"delivery": delivery, "page": page, "links": _links(delivery, page.object_list, request.user),
+               "documents": _documents(delivery, request.user) if delivery.status == Delivery.Status.DONE else [],
+               **_named_users_context(delivery, request.user)}
     return render(request, "workspaces/delivery_files.html", context)
+
+
+def _named_users_context(delivery: Delivery, user: User) -> dict:
+    return {"named_users": delivery_named_users(delivery), "seats": delivery_seats(delivery),
+            "is_buyer": user.pk == delivery.user_id}
+
+
+@login_required
+@require_POST
+def delivery_named_users_change(request: HttpRequest, delivery_id: int) -> HttpResponse:
+    """The buyer adds (by e-mail) or removes a named user of the data."""
+    delivery = access_delivery(user=request.user, delivery_id=delivery_id)
+    try:
+        if request.POST.get("remove"):
+            colleague = delivery_named_users(delivery)
+            target = next((u for u in colleague if str(u.pk) == request.POST["remove"]), None)
+            if target is None:
+                raise Http404("Not a named user of this delivery.")
+            delivery_unshare(delivery=delivery, colleague=target, acting_user=request.user)
+            messages.success(request, f"{target.email} no longer has access to this data.")
+        else:
+            added = delivery_share(delivery=delivery, colleague_email=request.POST.get("email", ""),
+                                   acting_user=request.user)
+            messages.success(request, f"{added.email} may now use this data.")
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    return redirect("delivery_files", delivery_id=delivery.pk)
 
 
 @login_required
