@@ -11,7 +11,7 @@ def browser():
 
     # Playwright's sync API runs an event loop in this thread, and Django refuses ORM calls
     # inside one: request this fixture last and make no ORM calls in the test body (run
-    # them in another thread: tests/browser/test_agreement_walk.py in_thread).
+    # them in another thread: browser.journey.in_thread).
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         yield instance

@@ -3,6 +3,7 @@ fresh TOTP codes, and the admin's signed contract approval."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -61,3 +62,26 @@ def log_in(browser, base: str, username: str, password: str, *, path: str = "/lo
         page.click("main button[type=submit]")
     page.wait_for_url(f"{base}{lands}")
     return page
+
+
+def in_thread(work):  # noqa: ANN001, ANN201
+    """Run ORM work outside Playwright's event loop (Django refuses it inside): what a
+    scheduled job would do, on its own connection."""
+    from django.db import connections
+
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # re-raised in the test's thread
+            result["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(120)
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")

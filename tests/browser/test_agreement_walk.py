@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from browser.journey import BROWSER_MARKS, approve_and_sign, fresh_totp_code, log_in
+from browser.journey import BROWSER_MARKS, approve_and_sign, fresh_totp_code, in_thread, log_in
 from e2e.worker import celery_worker
 
 expect = pytest.importorskip("playwright.sync_api").expect
@@ -25,29 +24,6 @@ expect = pytest.importorskip("playwright.sync_api").expect
 pytestmark = BROWSER_MARKS
 
 LINK = re.compile(r'href="(/workspace/download/[^"/]+/)"')
-
-
-def in_thread(work):  # noqa: ANN001, ANN201
-    """Run ORM work outside Playwright's event loop (Django refuses it inside): what a
-    scheduled job would do, on its own connection."""
-    from django.db import connections
-
-    result: dict = {}
-
-    def run() -> None:
-        try:
-            result["value"] = work()
-        except BaseException as exc:  # re-raised in the test's thread
-            result["error"] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(120)
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 @pytest.fixture
