@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -108,9 +109,15 @@ def test_unzip_tests_the_archive_without_errors(bob_client, delivery, tmp_path):
 
 def test_the_unzipped_archive_is_a_valid_bag_with_the_orders_ids(bob_client, delivery, tmp_path):
     _, data = fetch(bob_client, archive_url(delivery))
-    bag = bagit.Bag(str(unzip_to(data, tmp_path)))
+    root = unzip_to(data, tmp_path)
+    bag = bagit.Bag(str(root))
     bag.validate(fast=True)
     bag.validate()  # every checksum
+    cli = Path(sys.executable).parent / "bagit.py"  # the command the README gives buyers
+    if cli.exists():
+        result = subprocess.run([sys.executable, str(cli), "--validate", str(root)], capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0 and "is valid" in result.stderr, result.stderr
     certificate = json.loads(stored(f"{delivery.prefix}/certificate.json"))
     payload_bytes = sum(delivery.files.values_list("size_bytes", flat=True)) + sum(
         len(stored(f"{delivery.prefix}/{name}")) for name in DELIVERY_DOCUMENTS)
