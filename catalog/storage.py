@@ -71,9 +71,19 @@ def size(key: str) -> int:
 
 
 def iter_chunks(key: str) -> Iterator[bytes]:
-    with open_read(key) as fh:
-        while chunk := fh.read(CHUNK):
-            yield chunk
+    """The object's bytes, CHUNK at a time, never the whole object in memory."""
+    if isinstance(default_storage, FileSystemStorage):
+        with open_read(key) as fh:
+            while chunk := fh.read(CHUNK):
+                yield chunk
+        return
+    # django-storages' S3 file object downloads the whole object into memory on its first
+    # read (AWS_S3_MAX_MEMORY_SIZE defaults to no limit); the response body streams instead.
+    body = default_storage.bucket.Object(default_storage._normalize_name(key)).get()["Body"]  # noqa: SLF001
+    try:
+        yield from body.iter_chunks(CHUNK)
+    finally:
+        body.close()
 
 
 def sha256_of(key: str) -> str:

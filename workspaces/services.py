@@ -5,6 +5,8 @@ import csv
 import hashlib
 import io
 import logging
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,6 +24,7 @@ from marketplace.models import User
 from marketplace.services import audit_record
 from orders.models import Order, OrderLine
 from orders.transitions import order_move
+from workspaces.bag import delivery_bag_stream
 from workspaces.certificate import (
     CERTIFICATE_JSON_NAME,
     CERTIFICATE_PDF_NAME,
@@ -484,3 +487,56 @@ def delivery_file_render(*, delivery: Delivery, file_id: int, user: User, ip: st
         raise NotFoundError("This file has no image that can be shown in the browser.")
     audit_record(actor=user, action="delivery.view", obj=delivery, ip=ip, detail={"file_id": item.pk})
     return rendered[0]
+
+
+# ---- whole-delivery archives (a BagIt bag in a streamed ZIP) ------------------------------
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+@dataclass(frozen=True)
+class DeliveryArchive:
+    filename: str
+    files: int
+    chunks: Iterator[bytes]
+
+
+def delivery_archive_open(*, user: User, delivery_id: int, study: str = "", series: str = "",
+                          ip: str | None = None) -> DeliveryArchive:
+    """The buyer's delivery as a streamed ZIP holding a BagIt bag (workspaces/bag.py): all
+    of it, or one study or one series of it. Needs the download grant on a finished
+    delivery; a view-only licence, someone else's delivery and a study or series the
+    delivery does not hold all raise the same NotFoundError. Audited once, with the file
+    count, when the archive is opened. The bytes are read from storage as the caller
+    iterates `chunks`, and the stream stops if the grant is taken back meanwhile."""
+    if not user.is_authenticated:
+        raise NotFoundError("Delivery not found.")
+    delivery = (deliveries_downloadable_by(user).filter(pk=delivery_id, status=Delivery.Status.DONE)
+                .select_related("order").first())
+    if delivery is None:
+        raise NotFoundError("Delivery not found.")
+    files = delivery.files.all()
+    scope, suffix = "", ""
+    for kind, uid, lookup in (("study", study, "instance__series__study__study_uid"),
+                              ("series", series, "instance__series__series_uid")):
+        if not uid:
+            continue
+        # Checked before any query: UIDs are digits and dots (a NUL byte never reaches SQL).
+        if len(uid) > 64 or not _UID.fullmatch(uid):
+            raise NotFoundError("Delivery not found.")
+        files = files.filter(**{lookup: uid})
+        scope, suffix = f"{kind} {uid}", f"{suffix}-{kind}-{uid}"
+    count = files.count()
+    if scope and count == 0:
+        raise NotFoundError("Delivery not found.")
+    documents = {name: key for name in DELIVERY_DOCUMENTS if (key := delivery_document_key(delivery, name))}
+    audit_record(actor=user, action="download.archive", obj=delivery, ip=ip,
+                 detail={"order_id": delivery.order_id, "scope": scope.split(" ")[0] or "delivery",
+                         "files": count, "documents": len(documents)})
+    root = f"order-{delivery.order_id}{suffix}"
+
+    def still_allowed() -> bool:
+        return deliveries_downloadable_by(user).filter(pk=delivery.pk).exists()
+
+    chunks = delivery_bag_stream(delivery=delivery, files=files, documents=documents, root=root,
+                                 bagged=timezone.now(), scope=scope, still_allowed=still_allowed)
+    return DeliveryArchive(filename=f"{root}.zip", files=count, chunks=chunks)

@@ -5,6 +5,7 @@ from workspaces import views
 urlpatterns = [
     path("workspace/", views.workspace, name="workspace"),
     path("workspace/deliveries/<int:delivery_id>/", views.delivery_files, name="delivery_files"),
+    path("workspace/deliveries/<int:delivery_id>/archive.zip", views.delivery_archive, name="delivery_archive"),
     path("workspace/deliveries/<int:delivery_id>/progress/", views.delivery_progress, name="delivery_progress"),
     path("workspace/deliveries/<int:delivery_id>/users/", views.delivery_named_users_change,
          name="delivery_named_users"),

@@ -5,7 +5,15 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -35,6 +43,7 @@ from workspaces.selectors import access_delivery, deliveries_for_user
 from workspaces.services import (
     DELIVERY_DOCUMENTS,
     LinkExpiredError,
+    delivery_archive_open,
     delivery_document_key,
     delivery_file_render,
     download_grant_check,
@@ -55,6 +64,17 @@ def _documents(delivery: Delivery, user: User) -> list[tuple[str, None, str]]:
     """Links to the manifest and the de-identification certificate of a delivered order."""
     return [(name, None, download_token_make(delivery=delivery, path=name, user=user)) for name in DELIVERY_DOCUMENTS
             if delivery_document_key(delivery, name)]
+
+
+def _studies_and_series(files) -> list[tuple[str, list[str]]]:  # noqa: ANN001
+    """The studies on this page of files, each with its series, for per-part archive links
+    (a delivered file's path is <study>/<series>/<sop>.dcm)."""
+    parts: dict[str, list[str]] = {}
+    for f in files:
+        study, series, _ = f.path.split("/", 2)
+        if series not in parts.setdefault(study, []):
+            parts[study].append(series)
+    return list(parts.items())
 
 
 @login_required
@@ -82,7 +102,7 @@ def delivery_files(request: HttpRequest, delivery_id: int) -> HttpResponse:
         return render(request, "workspaces/delivery_files.html", context)
     context = {"delivery": delivery, "page": page, "links": _links(delivery, page.object_list, request.user),
                "documents": _documents(delivery, request.user) if delivery.status == Delivery.Status.DONE else [],
-               **_named_users_context(delivery, request.user)}
+               "parts": _studies_and_series(page.object_list), **_named_users_context(delivery, request.user)}
     return render(request, "workspaces/delivery_files.html", context)
 
 
@@ -126,6 +146,19 @@ def delivery_file_image(request: HttpRequest, delivery_id: int, file_id: int) ->
     delivery = access_delivery(user=request.user, delivery_id=delivery_id)
     png = delivery_file_render(delivery=delivery, file_id=file_id, user=request.user, ip=client_ip(request))
     response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+def delivery_archive(request: HttpRequest, delivery_id: int) -> StreamingHttpResponse:
+    """The whole delivery, or one ?study= or ?series= of it, as a ZIP holding a BagIt bag,
+    streamed from storage as it is read (no copy on this server's disk)."""
+    archive = delivery_archive_open(user=request.user, delivery_id=delivery_id,
+                                    study=request.GET.get("study", ""), series=request.GET.get("series", ""),
+                                    ip=client_ip(request))
+    response = StreamingHttpResponse(archive.chunks, content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{archive.filename}"'
     response["Cache-Control"] = "private, no-store"
     return response
 
