@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.utils import timezone
@@ -35,40 +34,9 @@ READY = WebhookEndpoint.Event.DELIVERY_READY
 NEW_DATA = WebhookEndpoint.Event.SAVED_SEARCH_NEW_DATA
 
 
-class Receiver:
-    """A real HTTP server in a thread: records each POST (path, headers, body) and answers
-    with the next code of ``codes`` (200 once they run out)."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str], bytes]] = []
-        self.codes: list[int] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.requests.append((self.path, dict(self.headers), body))
-                code = receiver.codes.pop(0) if receiver.codes else 200
-                self.send_response(code)
-                if 300 <= code < 400:
-                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/medimage?x=1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+def receiver(hook_receiver):
+    return hook_receiver
 
 
 @pytest.fixture
@@ -82,9 +50,8 @@ def endpoint(bravo, bob, receiver) -> WebhookEndpoint:
 
 
 @pytest.fixture
-def inline_send(monkeypatch):
-    """The send task runs in-process when it is queued (what the worker runs)."""
-    monkeypatch.setattr(webhook_delivery_send_task, "delay", lambda **kw: webhook_delivery_send_task.run(**kw))
+def inline_send(webhook_send_inline):
+    return webhook_send_inline
 
 
 def verify(secret: str, header: str, body: bytes, tolerance: int = 300) -> dict:
