@@ -310,3 +310,40 @@ def test_the_organization_webhook_page(client, bob, bravo, charlie, receiver, in
     assert client.get(page).status_code == 404
     assert client.post(f"{page}{endpoint.pk}/ping/").status_code == 404
     assert bravo.name not in client.get("/organization/").content.decode()
+
+
+def test_new_data_for_a_saved_search_fires_saved_search_new_data(
+        settings, provider, bob, charlie, bravo, endpoint, receiver, inline_send,
+        django_capture_on_commit_callbacks) -> None:
+    from decimal import Decimal
+
+    from catalog.models import Dataset, Study
+    from catalog.search.snapshots import snapshot_refresh
+    from catalog.services.discovery import saved_search_create, saved_searches_notify
+    from marketplace.models import Notification
+
+    settings.SITE_URL = "https://data.example.org"
+    charlie_org = Organization.objects.get(name="Charlie AI")
+    webhook_endpoint_create(organization=charlie_org, url=receiver.url, events=[NEW_DATA], acting_user=charlie)
+    saved = saved_search_create(user=bob, name="Female chest", params={"sex": "F", "body_part": "CHEST"})
+    saved_search_create(user=charlie, name="Knees", params={"body_part": "KNEE"})
+    dataset = Dataset.objects.create(provider=provider, title="New chest set", status=Dataset.Status.PUBLISHED,
+                                     price_per_study=Decimal("1.00"))
+    Study.objects.bulk_create([
+        Study(dataset=dataset, study_uid=f"2.25.77.{i}", pseudo_patient_id=f"PSEUDO-{i}", patient_sex="F",
+              age_band="40-49", modalities=["CT"], body_part="CHEST", instance_count=1) for i in range(14)])
+    snapshot_refresh(dataset_id=dataset.pk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert saved_searches_notify(dataset_id=dataset.pk) == 1
+    assert Notification.objects.filter(user=bob).count() == 1  # the in-app notice is still sent
+    assert len(receiver.requests) == 1  # Bravo's endpoint only: Charlie's search does not match
+    _path, headers, body = receiver.requests[0]
+    event = verify(endpoint.secret, headers["X-Marketplace-Signature"], body)
+    assert event["type"] == "saved_search.new_data"
+    assert event["data"] == {
+        "saved_search": {"id": saved.pk, "name": "Female chest",
+                         "url": "https://data.example.org/cohorts/?sex=F&body_part=CHEST"},
+        "datasets": [{"id": dataset.pk, "title": "New chest set",
+                      "url": f"https://data.example.org/datasets/{dataset.pk}/"}]}
+    assert b"PSEUDO-" not in body and b"2.25.77" not in body  # no study identifiers, no counts (data above)
