@@ -260,6 +260,7 @@ CELERY_TASK_ROUTES = {
     "workspaces.tasks.delivery_run_task": {"queue": "delivery"},
     "workspaces.tasks.*": {"queue": "housekeeping"},
     "orders.tasks.*": {"queue": "housekeeping"},
+    "marketplace.tasks.*": {"queue": "housekeeping"},
 }
 # (soft, hard) time limits in seconds for every task of a queue (config/celery.py applies
 # them). Ingest: one chunk of INGEST_CHUNK_FILES files, each decode capped at
@@ -321,6 +322,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "orders.tasks.entitlements_remind_task",
         "schedule": _crontab(hour=2, minute=30),
         "options": {"queue": "housekeeping", "expires": 6 * 3600},
+    },
+    # Outgoing webhooks whose retry is due (marketplace/webhooks.py): each send after an
+    # event is queued at once; this sweep takes the retries and anything a lost task left.
+    "webhook-deliveries-sweep": {
+        "task": "marketplace.tasks.webhook_deliveries_sweep_task",
+        "schedule": 60.0,
+        "options": {"queue": "housekeeping", "expires": 60},
     },
     # Offers past their expiry are marked expired (pages also mark them when read).
     "offers-expire": {
@@ -512,6 +520,9 @@ PLATFORM_FEE_BPS = env_int("PLATFORM_FEE_BPS", 1500, minimum=0, maximum=10000)
 BLOCKED_COUNTRIES = env_countries("BLOCKED_COUNTRIES")
 # The site's address for links in e-mails (e.g. https://data.example.org); empty: relative links.
 SITE_URL = env.str("SITE_URL", default="")
+# Outgoing webhooks may call loopback and private addresses only when this is True (local
+# development and the tests); in production such URLs are refused (server-side request forgery).
+WEBHOOKS_ALLOW_PRIVATE = env_bool("WEBHOOKS_ALLOW_PRIVATE", DEBUG)
 # Invoices: "<prefix>-<year>-<number>", due this many days after issue.
 INVOICE_NUMBER_PREFIX = env.str("INVOICE_NUMBER_PREFIX", default="MIX")
 INVOICE_DUE_DAYS = env_int("INVOICE_DUE_DAYS", 30, minimum=1, maximum=365)

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from marketplace.countries import COUNTRY_CHOICES
-from marketplace.models import Membership, Organization, User
+from marketplace.models import Membership, Organization, User, WebhookEndpoint
 from marketplace.services import client_ip, user_terms_accept
 
 
@@ -65,3 +65,10 @@ class InvitationForm(forms.Form):
     organization = forms.IntegerField(widget=forms.HiddenInput)
     email = forms.EmailField(label="E-mail address to invite")
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class WebhookEndpointForm(forms.Form):
+    url = forms.CharField(label="Receiver URL", max_length=500,
+                          widget=forms.URLInput(attrs={"placeholder": "https://example.org/hooks/medimage"}))
+    events = forms.MultipleChoiceField(choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple,
+                                       label="Events")

@@ -173,3 +173,61 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_hex(24)
+
+
+class WebhookEndpoint(models.Model):
+    """An organization's URL that receives signed events (marketplace/webhooks.py). The
+    secret is kept readable: it signs every payload, and the organization's owners see it."""
+
+    class Event(models.TextChoices):
+        DELIVERY_READY = "delivery.ready", "A delivery is ready in the workspace"
+        SAVED_SEARCH_NEW_DATA = "saved_search.new_data", "New data matches a saved search"
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="webhook_endpoints")
+    url = models.URLField(max_length=500)
+    secret = models.CharField(max_length=64, default=_new_webhook_secret, editable=False)
+    events = models.JSONField(default=list)  # a list of Event values
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.pk} of organization {self.organization_id}"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint and its sending attempts. Pending rows are due at
+    next_attempt_at; the sender locks a row while it sends, so two workers never send it
+    at the same time."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_type = models.CharField(max_length=64)
+    payload = models.JSONField()
+    attempt_count = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    last_response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    created = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} to webhook {self.endpoint_id} ({self.status})"

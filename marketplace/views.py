@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from catalog.selectors import published_datasets
 from marketplace.exceptions import ApplicationError
-from marketplace.forms import InvitationForm, OrganizationCreateForm, OrganizationDetailsUpdateForm
+from marketplace.forms import InvitationForm, OrganizationCreateForm, OrganizationDetailsUpdateForm, WebhookEndpointForm
 from marketplace.guards import require_verified_email
 from marketplace.selectors import (
     invitations_for_user,
@@ -27,6 +27,16 @@ from marketplace.services import (
     organization_create,
 )
 from marketplace.vetting import organization_details_update, ordering_refusal
+from marketplace.webhooks import (
+    MAX_ATTEMPTS,
+    WebhookError,
+    access_webhook_endpoint,
+    access_webhook_organization,
+    webhook_deliveries_for,
+    webhook_endpoint_create,
+    webhook_endpoint_deactivate,
+    webhook_endpoint_ping,
+)
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -149,3 +159,46 @@ def notification_list(request: HttpRequest) -> HttpResponse:
     notices = list(request.user.notifications.all()[:100])
     notifications_mark_read(user=request.user)  # seen once listed
     return render(request, "marketplace/notifications.html", {"notices": notices})
+
+
+@login_required
+def organization_webhooks(request: HttpRequest, organization_id: int) -> HttpResponse:
+    """Owners: the organization's webhook endpoints (with their signing secrets), a form to
+    add one, and the log of recent sends."""
+    org = access_webhook_organization(user=request.user, organization_id=organization_id)
+    form = WebhookEndpointForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                webhook_endpoint_create(organization=org, url=form.cleaned_data["url"],
+                                        events=form.cleaned_data["events"], acting_user=request.user,
+                                        ip=client_ip(request))
+            except WebhookError as exc:
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, "Webhook added. Verify each request with its signing secret shown below.")
+                return redirect("organization_webhooks", organization_id=org.pk)
+        else:
+            messages.error(request, "Enter the receiver's URL and choose at least one event.")
+    context = {"organization": org, "form": form, "endpoints": org.webhook_endpoints.all(),
+               "deliveries": webhook_deliveries_for(organization=org), "max_attempts": MAX_ATTEMPTS}
+    return render(request, "marketplace/webhooks.html", context)
+
+
+@login_required
+@require_POST
+def organization_webhook_action(request: HttpRequest, organization_id: int, endpoint_id: int,
+                                action: str) -> HttpResponse:
+    endpoint = access_webhook_endpoint(user=request.user, endpoint_id=endpoint_id)
+    if endpoint.organization_id != organization_id or action not in ("ping", "deactivate"):
+        raise Http404
+    try:
+        if action == "ping":
+            webhook_endpoint_ping(endpoint=endpoint, acting_user=request.user, ip=client_ip(request))
+            messages.success(request, "Test ping queued; its result appears in the log below.")
+        else:
+            webhook_endpoint_deactivate(endpoint=endpoint, acting_user=request.user, ip=client_ip(request))
+            messages.info(request, "Webhook deactivated; nothing more is sent to it.")
+    except WebhookError as exc:
+        messages.error(request, exc.message)
+    return redirect("organization_webhooks", organization_id=organization_id)

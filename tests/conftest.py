@@ -265,3 +265,47 @@ def stripe_settings(settings, stripe_server, stripe_webhooks):
     settings.STRIPE_API_BASE = stripe_server.api_base
     settings.STRIPE_JS_URL = stripe_server.js_url
     return settings
+
+
+class HookReceiver:
+    """Our outgoing webhooks' far end: a real HTTP server in a thread that records each POST
+    (path, headers, body) and answers with the next code of ``codes`` (200 once they run out)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.codes: list[int] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.requests.append((self.path, dict(self.headers), body))
+                code = receiver.codes.pop(0) if receiver.codes else 200
+                self.send_response(code)
+                if 300 <= code < 400:
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/medimage?x=1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def hook_receiver():
+    receiver = HookReceiver()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture
+def webhook_send_inline(monkeypatch):
+    """The webhook send task runs in-process when it is queued (what the worker runs)."""
+    from marketplace.tasks import webhook_delivery_send_task
+
+    monkeypatch.setattr(webhook_delivery_send_task, "delay", lambda **kw: webhook_delivery_send_task.run(**kw))

@@ -35,6 +35,7 @@ from workspaces.certificate import (
 from workspaces.exceptions import DeliveryError
 from workspaces.grants import deliveries_downloadable_by, delivery_grant_buyer
 from workspaces.models import Delivery, DeliveryFile, DeliveryStatusChange
+from workspaces.notices import delivery_ended_notify
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +74,14 @@ def _enqueue_after_commit(delivery_id: int) -> None:
 
 
 @transaction.atomic
-def delivery_transition(*, delivery: Delivery, to: str, acting_user: User | None, reason: str = "") -> Delivery:
+def delivery_transition(*, delivery: Delivery, to: str, acting_user: User | None, reason: str = "",
+                        buyer_reason: str = "") -> Delivery:
     """The one service that moves a delivery (Delivery.TRANSITIONS). Locks the row, writes a
-    DeliveryStatusChange, returns quietly when the delivery is already there. Queues nothing:
-    callers that re-queue work also send the task (delivery_restart, deliveries_recover_stuck)."""
-    locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
+    DeliveryStatusChange, returns quietly when the delivery is already there. Queues no
+    work: callers that re-queue it also send the task (delivery_restart,
+    deliveries_recover_stuck). A move to DONE or FAILED tells the buyer (workspaces/notices.py),
+    with ``buyer_reason`` when the failure is one they can act on; otherwise a general text."""
+    locked = Delivery.objects.select_for_update(of=("self",)).select_related("order", "user").get(pk=delivery.pk)
     if locked.status == to:
         return locked
     if to not in Delivery.TRANSITIONS[locked.status]:
@@ -103,6 +107,8 @@ def delivery_transition(*, delivery: Delivery, to: str, acting_user: User | None
     locked.save(update_fields=fields)
     DeliveryStatusChange.objects.create(delivery=locked, old_status=old, new_status=to, acting_user=acting_user,
                                         reason=reason)
+    # Under the row lock and after the early return above: each real end is told once.
+    delivery_ended_notify(locked, buyer_reason=buyer_reason)
     return locked
 
 
@@ -256,8 +262,9 @@ def delivery_stop(*, order: Order, reason: str) -> bool:
     if delivery is None:
         return False
     # Through the one transition service: a history row, the reason, the end time.
+    # The stop reasons (a cancelled order, a withdrawn dataset) are written for the buyer.
     delivery = delivery_transition(delivery=delivery, to=Delivery.Status.FAILED, acting_user=None,
-                                   reason=reason[:500])
+                                   reason=reason[:500], buyer_reason=reason[:250])
     audit_record(actor=None, action="delivery.stopped", obj=delivery,
                  detail={"order_id": order.pk, "reason": reason[:200]})
     return True

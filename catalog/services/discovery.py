@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
@@ -13,8 +14,9 @@ from catalog.models import DataRequest, DataRequestResponse, Dataset, SavedSearc
 from catalog.search import InvalidQueryError, search_backend, study_query_from
 from catalog.disclosure import rule_for_dataset
 from marketplace.input_guard import amount_from
-from marketplace.models import Membership, User
+from marketplace.models import Membership, User, WebhookEndpoint
 from marketplace.services import audit_record, notification_send
+from marketplace.webhooks import webhook_event_emit
 
 MAX_SAVED_PER_USER = 100
 
@@ -68,8 +70,22 @@ def saved_searches_notify(*, dataset_id: int) -> int:
             message=f"New data for your saved search “{saved.name}”: "
                     f"{rule.describe(rule.count(studies))} in “{dataset.title}”.",
             url=cohort_url(saved.criteria))
+        _saved_search_webhooks(saved, dataset)
         sent += 1
     return sent
+
+
+def _saved_search_webhooks(saved: SavedSearch, dataset: Dataset) -> None:
+    """``saved_search.new_data`` for the endpoints of the user's organizations: which
+    datasets newly match, by id and title (no study counts: those pass the disclosure rule
+    per reader, and the webhook's reader is a machine)."""
+    site = settings.SITE_URL.rstrip("/")
+    webhook_event_emit(
+        organization_ids=list(Membership.objects.filter(user=saved.user).values_list("organization_id", flat=True)),
+        event_type=WebhookEndpoint.Event.SAVED_SEARCH_NEW_DATA,
+        data={"saved_search": {"id": saved.pk, "name": saved.name, "url": f"{site}{cohort_url(saved.criteria)}"},
+              "datasets": [{"id": dataset.pk, "title": dataset.title,
+                            "url": f"{site}{reverse('dataset_detail', args=[dataset.pk])}"}]})
 
 
 # --- data requests ----------------------------------------------------------------------

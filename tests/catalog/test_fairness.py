@@ -69,6 +69,8 @@ def test_decodes_run_under_the_configured_time_limit(settings):
     ("catalog.tasks.upload_batches_recover_stuck_task", "housekeeping"),
     ("workspaces.tasks.delivery_run_task", "delivery"),
     ("workspaces.tasks.deliveries_recover_stuck_task", "housekeeping"),
+    ("marketplace.tasks.webhook_delivery_send_task", "housekeeping"),
+    ("marketplace.tasks.webhook_deliveries_sweep_task", "housekeeping"),
 ])
 def test_each_task_goes_to_its_queue_with_that_queues_time_limits(settings, task, queue):
     from config.celery import app, queue_of
