@@ -10,7 +10,8 @@ varies"), so:
   delivered ones);
 - a non-zero exit, a signal, or a warning that the geometry is wrong fails the series;
 - it writes sidecars with its anonymizing flag (``-ba y``) and each sidecar is checked
-  again: an identifying key in it fails the series.
+  again: an identifying key in it (IDENTIFYING_SIDECAR_KEYS) fails the series; keys the
+  DICOM copy keeps only as cleaned descriptors (DROPPED_SIDECAR_KEYS) are left out of it.
 
 A failed series ships no NIfTI file; it is reported in Delivery.conversion_report (shown
 on the workspace page) with the reasons, which name dcm2niix's messages, never values.
@@ -62,10 +63,14 @@ IDENTIFYING_SIDECAR_KEYS = frozenset({
     "AccessionNumber", "StudyID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
     "FrameOfReferenceUID", "AcquisitionDateTime", "AcquisitionDate", "StudyDate", "SeriesDate",
     "ContentDate", "InstanceCreationDate", "StudyDateTime",
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "DeviceSerialNumber", "StationName",
+    "InstitutionName", "InstitutionAddress", "DeviceSerialNumber", "StationName",
     "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "RequestingPhysician",
     "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy",
 })
+# Kept in the DICOM copy only as de-identification cleaned it (Clean Descriptors), and of no
+# use in a NIfTI sidecar: dropped from it rather than failing the series.
+DROPPED_SIDECAR_KEYS = frozenset({"InstitutionalDepartmentName", "StudyDescription", "PatientComments",
+                                  "ImageComments"})
 MAX_SIDECAR_BYTES = 1024 * 1024
 MAX_LOG_BYTES = 256 * 1024
 HEARTBEAT_SECONDS = 5.0
@@ -76,6 +81,7 @@ MAX_PROBLEMS = 10
 class Conversion:
     outputs: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # sidecar keys left out (DROPPED_SIDECAR_KEYS)
     superseded: bool = False  # the delivery was taken over while dcm2niix ran
 
 
@@ -142,9 +148,14 @@ def convert_dir(in_dir: Path, out_dir: Path, *, timeout: float,
         sidecar = image.with_name(image.name.removesuffix(".nii.gz") + ".json")
         if not sidecar.exists():
             problems.append(f"no JSON sidecar for {image.name}")
+    dropped: set[str] = set()
     for sidecar in (p for p in outputs if p.name.endswith(".json")):
-        problems += sidecar_problems(sidecar)
-    return Conversion(outputs=outputs, problems=problems[:MAX_PROBLEMS])
+        found = sidecar_problems(sidecar)
+        if not found:
+            dropped |= sidecar_drop(sidecar)
+            found = sidecar_problems(sidecar)  # the file as it will be shipped
+        problems += found
+    return Conversion(outputs=outputs, problems=problems[:MAX_PROBLEMS], dropped=sorted(dropped))
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -167,6 +178,16 @@ def sidecar_problems(path: Path) -> list[str]:
         return [f"{path.name}: sidecar is not a JSON object"]
     found = sorted(key for key in data if key in IDENTIFYING_SIDECAR_KEYS)
     return [f"{path.name}: identifying key {key} in the sidecar" for key in found]
+
+
+def sidecar_drop(path: Path) -> set[str]:
+    """Rewrite a (checked, readable) sidecar without DROPPED_SIDECAR_KEYS; the keys left out."""
+    data = json.loads(path.read_bytes())
+    dropped = {key for key in data if key in DROPPED_SIDECAR_KEYS}
+    if dropped:
+        kept = {key: value for key, value in data.items() if key not in dropped}
+        path.write_text(json.dumps(kept, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return dropped
 
 
 # ---- the delivery step --------------------------------------------------------------------
@@ -195,6 +216,7 @@ def delivery_convert_series(*, delivery: Delivery, series: Series, run_number: i
         in_dir.mkdir()
         out_dir.mkdir()
         problems: list[str] = []
+        dropped: list[str] = []
         instances = Instance.objects.filter(series=series).order_by("id")
         try:
             for n, instance in enumerate(instances.iterator(chunk_size=500), start=1):
@@ -208,7 +230,7 @@ def delivery_convert_series(*, delivery: Delivery, series: Series, run_number: i
             conversion = convert_dir(in_dir, out_dir, timeout=settings.NIFTI_TIMEOUT_SECONDS, heartbeat=heartbeat)
             if conversion.superseded:
                 return False
-            problems = conversion.problems
+            problems, dropped = conversion.problems, conversion.dropped
         if not problems:
             for output in conversion.outputs:
                 match = _OUTPUT_NAME.match(output.name)
@@ -219,7 +241,8 @@ def delivery_convert_series(*, delivery: Delivery, series: Series, run_number: i
                 with open(output, "rb") as fh:
                     storage.put(key, fh)
                 stored.append((path, key, output.stat().st_size, _sha256_file(output)))
-    entry = {"status": "failed" if problems else "ok", "problems": problems, "files": [s[0] for s in stored]}
+    entry = {"status": "failed" if problems else "ok", "problems": problems, "files": [s[0] for s in stored],
+             "sidecar_keys_dropped": dropped}
     with transaction.atomic():
         # Locked: the report is read, changed and written back by one run at a time.
         locked = Delivery.objects.select_for_update().get(pk=delivery.pk)
