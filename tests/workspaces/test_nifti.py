@@ -98,6 +98,9 @@ def test_nifti_only_delivers_no_dicom_file(published_dataset, bob, dua, admin_us
     paths = list(delivery.files.values_list("path", flat=True))
     assert len(paths) == 4 and all(p.startswith("nifti/") for p in paths)
     assert not any(p.endswith(".dcm") for p in paths)
+    # The certificate covers the instances the NIfTI files were made from.
+    certificate = json.loads(_read(f"{delivery.prefix}/certificate.json"))
+    assert certificate["totals"]["files"] == certificate["totals"]["verified_clean"] == 6
 
 
 def test_a_dicom_order_gets_no_nifti(published_dataset, bob, dua, admin_user):
