@@ -496,6 +496,12 @@ INGEST_PROVIDER_SLOT_SECONDS = env_int("INGEST_PROVIDER_SLOT_SECONDS", 180, mini
 # the sweep, at most DELIVERY_MAX_RESTARTS times, then failed with the reason.
 DELIVERY_STUCK_SECONDS = env_int("DELIVERY_STUCK_SECONDS", 30, minimum=5, maximum=86400)
 DELIVERY_MAX_RESTARTS = env_int("DELIVERY_MAX_RESTARTS", 3, minimum=0, maximum=100)
+# NIfTI on request (workspaces/nifti.py): dcm2niix runs per series in a subprocess, killed
+# after this many seconds (the series is then reported as not converted). A running
+# conversion marks the delivery's progress every few seconds, so the stuck sweep leaves it.
+NIFTI_TIMEOUT_SECONDS = env_int("NIFTI_TIMEOUT_SECONDS", 300, minimum=5, maximum=86400)
+# The dcm2niix executable; empty: the one the dcm2niix wheel installs (or on PATH).
+DCM2NIIX_PATH = env.str("DCM2NIIX_PATH", default="")
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY
 

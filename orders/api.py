@@ -93,6 +93,7 @@ class OrderOutput(serializers.Serializer):
     contract_status = serializers.CharField(source="contract.status")
     intended_use = serializers.CharField()
     use_category = serializers.CharField()
+    delivery_format = serializers.CharField()
     dua_version = serializers.CharField(source="contract.template_version")
     agreement_sha256 = serializers.CharField(source="contract.text_sha256",
                                              help_text="SHA-256 of the agreement text signed")
@@ -176,6 +177,9 @@ class CheckoutInput(serializers.Serializer):
                                          help_text="What the data is for, 20 to 2000 characters: the providers "
                                                    "asked to consent and the administrator read it")
     use_category = serializers.ChoiceField(choices=Order.UseCategory.choices)
+    delivery_format = serializers.ChoiceField(choices=Order.DeliveryFormat.choices, required=False,
+                                              default=Order.DeliveryFormat.DICOM,
+                                              help_text="DICOM files, NIfTI converted per series, or both")
 
 
 class OrderListCreateApi(APIView):
@@ -208,7 +212,8 @@ class OrderListCreateApi(APIView):
                          expected_total_minor=data["expected_total_minor"],
                          expected_currency=data["expected_currency"].upper(), po_number=data["po_number"],
                          password=data["password"], totp_code=data["totp_code"], ip=client_ip(request),
-                         intended_use=data["intended_use"], use_category=data["use_category"])
+                         intended_use=data["intended_use"], use_category=data["use_category"],
+                         delivery_format=data["delivery_format"])
         return Response(OrderOutput(order).data, status=status.HTTP_201_CREATED)
 
 

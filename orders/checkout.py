@@ -52,7 +52,8 @@ def payment_methods_for(*, buyer: User, total_minor: int) -> list[str]:
 def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_template: DuaTemplate,
              expected_total_minor: int | None, expected_currency: str | None = None, po_number: str = "",
              password: str | None = None, totp_code: str | None = None, ip: str | None = None,
-             intended_use: str | None = None, use_category: str | None = None) -> Order:
+             intended_use: str | None = None, use_category: str | None = None,
+             delivery_format: str | None = None) -> Order:
     """Turn the buyer's cart into an order, signed by the buyer: ``password`` (and
     ``totp_code`` when the account has TOTP) are checked first, outside the order's
     transaction so a refusal stays in the audit trail; the order, its contract and the
@@ -68,11 +69,15 @@ def checkout(*, buyer: User, payment_method: str, accept_agreement: bool, dua_te
     if not accept_agreement:
         raise AgreementNotAcceptedError("You must accept the data use agreement to place the order.")
     intended_use, use_category = intended_use_clean(intended_use=intended_use, use_category=use_category)
+    delivery_format = delivery_format or Order.DeliveryFormat.DICOM
+    if delivery_format not in Order.DeliveryFormat.values:
+        raise OrderError("Choose a delivery format: DICOM, DICOM and NIfTI, or NIfTI only.", code="delivery_format")
     proof = signer_check(user=buyer, password=password, totp_code=totp_code, meaning=Signature.Meaning.RESPONSIBILITY,
                          record_type=CONTRACT, ip=ip)
     return _checkout_signed(buyer=buyer, proof=proof, payment_method=payment_method, dua_template=dua_template,
                             expected_total_minor=expected_total_minor, expected_currency=expected_currency,
-                            po_number=po_number, ip=ip, intended_use=intended_use, use_category=use_category)
+                            po_number=po_number, ip=ip, intended_use=intended_use, use_category=use_category,
+                            delivery_format=delivery_format)
 
 
 def _require_territory(quote, organization) -> None:  # noqa: ANN001 - a CartQuote and an Organization
@@ -90,7 +95,8 @@ def _require_territory(quote, organization) -> None:  # noqa: ANN001 - a CartQuo
 @transaction.atomic
 def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, dua_template: DuaTemplate,
                      expected_total_minor: int | None, expected_currency: str | None, po_number: str,
-                     ip: str | None, intended_use: str, use_category: str) -> Order:
+                     ip: str | None, intended_use: str, use_category: str,
+                     delivery_format: str = Order.DeliveryFormat.DICOM) -> Order:
     cart = Cart.objects.select_for_update().get(pk=cart_for(buyer).pk)
     items = cart_items(buyer)
     if not items:
@@ -119,7 +125,7 @@ def _checkout_signed(*, buyer: User, proof: SignerProof, payment_method: str, du
         buyer=buyer, buyer_organization=buyer_organization(buyer), currency=quote.currency,
         total_minor=quote.total_minor, payment_method=payment_method, po_number=po_number,
         payment_status=Order.PaymentStatus.NOT_REQUIRED if free else Order.PaymentStatus.UNPAID,
-        intended_use=intended_use, use_category=use_category,
+        intended_use=intended_use, use_category=use_category, delivery_format=delivery_format,
     )
     now = timezone.now()
     for line in quote.lines:

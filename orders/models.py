@@ -92,6 +92,11 @@ class Order(models.Model):
         CARD = "card", "Card"
         INVOICE = "invoice", "Invoice"
 
+    class DeliveryFormat(models.TextChoices):
+        DICOM = "dicom", "DICOM"
+        DICOM_NIFTI = "dicom+nifti", "DICOM and NIfTI"
+        NIFTI = "nifti", "NIfTI only"
+
     class UseCategory(models.TextChoices):
         ACADEMIC_RESEARCH = "academic_research", "Academic research"
         AI_COMMERCIAL = "ai_commercial", "AI/ML model development (commercial)"
@@ -120,6 +125,9 @@ class Order(models.Model):
     # shown to the providers asked to consent and to the admin approving the contract.
     intended_use = models.TextField(blank=True)
     use_category = models.CharField(max_length=24, choices=UseCategory.choices, blank=True)
+    # What the delivery writes: the DICOM files, NIfTI converted per series
+    # (workspaces/nifti.py), or both. Chosen at checkout.
+    delivery_format = models.CharField(max_length=16, choices=DeliveryFormat.choices, default=DeliveryFormat.DICOM)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -127,6 +135,14 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order #{self.pk}"
+
+    @property
+    def wants_dicom(self) -> bool:
+        return self.delivery_format != self.DeliveryFormat.NIFTI
+
+    @property
+    def wants_nifti(self) -> bool:
+        return self.delivery_format != self.DeliveryFormat.DICOM
 
     @property
     def transfer_group(self) -> str:

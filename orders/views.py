@@ -153,6 +153,7 @@ def cart(request: HttpRequest) -> HttpResponse:
         "method_labels": dict(Order.PaymentMethod.choices), "needs_totp": signing_needs_totp(request.user),
         # Shown before the buyer fills the checkout form, which is then not offered.
         "ordering_refusal": ordering_refusal(user=request.user), "use_categories": Order.UseCategory.choices,
+        "delivery_formats": Order.DeliveryFormat.choices,
     }
     return render(request, "orders/cart.html", context, status=status)
 
@@ -190,7 +191,8 @@ def cart_checkout(request: HttpRequest) -> HttpResponse:
             expected_currency=request.POST.get("expected_currency") or None,
             po_number=request.POST.get("po_number", ""), password=request.POST.get("password", ""),
             totp_code=request.POST.get("totp_code", ""), ip=client_ip(request),
-            intended_use=request.POST.get("intended_use", ""), use_category=request.POST.get("use_category", ""))
+            intended_use=request.POST.get("intended_use", ""), use_category=request.POST.get("use_category", ""),
+            delivery_format=request.POST.get("delivery_format") or None)
     except ApplicationError as exc:
         if exc.code == "empty_order":
             latest = orders_for_buyer(user=request.user).first()

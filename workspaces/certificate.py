@@ -23,7 +23,7 @@ from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from catalog import storage
@@ -182,13 +182,16 @@ def certificate_for(delivery: Delivery, *, manifest_sha256: str | None = None,
                     issued: datetime | None = None) -> dict[str, Any]:
     """The signed certificate of a delivery (workspaces.models.Delivery): its order and
     agreement, each dataset's de-identification with DCM codes, per-file verification
-    counts over the delivered files, and the manifest's SHA-256 (read from storage unless
+    counts over the delivered instances (as DICOM files or converted to NIfTI), and the manifest's SHA-256 (read from storage unless
     the caller that just wrote the manifest passes it)."""
     if manifest_sha256 is None:
         manifest_sha256 = storage.sha256_of(delivery.manifest_key)
     order = delivery.order
     contract = getattr(order, "contract", None)
-    delivered = Instance.objects.filter(pk__in=delivery.files.values("instance_id"))
+    # The instances delivered as DICOM files, and those of each series delivered as NIfTI.
+    delivered = Instance.objects.filter(
+        Q(pk__in=delivery.files.filter(instance__isnull=False).values("instance_id"))
+        | Q(series__in=delivery.files.filter(series__isnull=False).values("series_id")))
     datasets = Dataset.objects.filter(pk__in=delivered.values("dataset_id")).select_related("provider").order_by("pk")
     parts = [_dataset_part(d, delivered.filter(dataset=d)) for d in datasets]
     data = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from catalog.models import Instance
+from catalog.models import Instance, Series
 from orders.models import Order
 
 
@@ -27,6 +27,10 @@ class Delivery(models.Model):
     # (workspaces/certificate.py); null until the delivery's last step.
     certificate_issued = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True)
+    # NIfTI conversion per series (workspaces/nifti.py), for orders that asked for NIfTI:
+    # {series_uid: {"status": "ok" | "failed", "problems": [...], "files": [...]}}, keyed by
+    # the delivered (fingerprinted) series UID.
+    conversion_report = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
     # Last sign of life: set when the delivery is queued or claimed and after every copied
@@ -61,14 +65,31 @@ class Delivery(models.Model):
         return int(100 * self.done_files / self.total_files) if self.total_files else 0
 
     @property
+    def converted_series(self) -> int:
+        return sum(1 for entry in self.conversion_report.values() if entry.get("status") == "ok")
+
+    @property
+    def conversion_problems(self) -> list[tuple[str, list[str]]]:
+        """(delivered series UID, reasons) of each series not converted to NIfTI."""
+        return [(uid, entry.get("problems", [])) for uid, entry in sorted(self.conversion_report.items())
+                if entry.get("status") != "ok"]
+
+    @property
     def prefix(self) -> str:
         return f"workspaces/{self.user_id}/{self.order_id}"
 
 
 class DeliveryFile(models.Model):
+    """A delivered file: the buyer's (fingerprinted) copy of one instance, or one file
+    converted from a series (NIfTI image or its JSON sidecar: instance null, series set)."""
+
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="files")
-    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="+")
+    instance = models.ForeignKey(Instance, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    series = models.ForeignKey(Series, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     path = models.CharField(max_length=400)  # relative to the delivery's prefix
+    # The SOPInstanceUID in the delivered copy (workspaces/fingerprint.py): finds the order
+    # of a leaked file whose private marker was stripped. Blank for converted files.
+    sop_uid = models.CharField(max_length=64, blank=True, db_index=True)
     storage_key = models.CharField(max_length=500)
     size_bytes = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
@@ -76,7 +97,10 @@ class DeliveryFile(models.Model):
     class Meta:
         ordering = ["path"]
         # One copy per instance and delivery: a re-run task never duplicates a file.
-        constraints = [models.UniqueConstraint(fields=["delivery", "instance"], name="uniq_delivery_instance")]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "instance"], name="uniq_delivery_instance"),
+            models.UniqueConstraint(fields=["delivery", "path"], name="uniq_delivery_path"),
+        ]
 
     def __str__(self) -> str:
         return self.path

@@ -6,6 +6,7 @@ import hashlib
 import io
 import logging
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,8 @@ from workspaces.certificate import (
     certificate_pdf,
 )
 from workspaces.exceptions import DeliveryError
+from workspaces.fingerprint import MANIFEST_COLUMN, NotFingerprintableError, fingerprint_file, fingerprint_uid
+from workspaces.fingerprint import order_marker, order_uid_key
 from workspaces.grants import deliveries_downloadable_by, delivery_grant_buyer
 from workspaces.models import Delivery, DeliveryFile, DeliveryStatusChange
 from workspaces.notices import delivery_ended_notify
@@ -40,7 +43,12 @@ from workspaces.notices import delivery_ended_notify
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.csv"
-MANIFEST_COLUMNS = ["path", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "bytes", "sha256"]
+# UIDs are those of the delivered copies (workspaces/fingerprint.py); the last column is the
+# order's fingerprint tag, the same on every row.
+MANIFEST_COLUMNS = ["path", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "bytes", "sha256",
+                    MANIFEST_COLUMN]
+# A delivered copy is built in memory up to this size, then in a temporary file.
+SPOOL_BYTES = 32 * 1024 * 1024
 # Written beside the data at the end of a delivery, each downloadable by its name from the
 # workspace: name -> content type. Data files live under study/series folders, so no
 # delivered file has one of these names.
@@ -278,7 +286,7 @@ def delivery_remove_lines(*, order: Order, line_ids: list[int], reason: str) -> 
     if delivery is None or not line_ids:
         return 0
     studies = OrderLine.studies.through.objects.filter(orderline_id__in=line_ids).values("study_id")
-    files = list(delivery.files.filter(instance__series__study__in=studies))
+    files = list(delivery.files.filter(Q(instance__series__study__in=studies) | Q(series__study__in=studies)))
     for f in files:
         storage.delete(f.storage_key)
     removed = DeliveryFile.objects.filter(pk__in=[f.pk for f in files]).delete()[0]
@@ -314,12 +322,16 @@ def _delivery_claim(delivery_id: int) -> tuple[Delivery, int] | None:
 
 
 def delivery_run(*, delivery_id: int) -> Delivery | None:
-    """Copy the order's instances into the workspace and write the manifest.
+    """Write the buyer's copy of the order's instances into the workspace (fingerprinted
+    per order: workspaces/fingerprint.py), NIfTI per series when the order asked for it
+    (workspaces/nifti.py), then the manifest and the certificate.
 
     Safe to run twice, concurrently, or after a worker died mid-way: only one run holds the
     delivery (run_number), files already recorded are skipped (unique per delivery and
-    instance), and after a crash an object already at its key with the right sha256 is not
-    copied again. The manifest is rewritten from the rows.
+    instance, series already in the conversion report too), and after a crash an object
+    already at its key with the right sha256 is not written again (the copy is
+    deterministic, so its sha256 is known before writing). The manifest is rewritten from
+    the rows.
     Stops as FAILED, with the reason, when the order was cancelled or the dataset withdrawn
     before the delivery finished (checked before, during and, under lock, at the end).
     """
@@ -332,21 +344,41 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     if reason:
         _halt(delivery.order, reason)
         return Delivery.objects.get(pk=delivery_id)
-    instances = _instances_for(delivery.order)
+    order = delivery.order
+    instances = _instances_for(order)
     copied = delivery.files.aggregate(files=Count("pk"), bytes=Sum("size_bytes"))
+    series = _series_for(order) if order.wants_nifti else None
+    planned = (instances.count() if order.wants_dicom else 0) + (
+        2 * series.count() if series is not None else 0)  # an image and its sidecar per series
     Delivery.objects.filter(pk=delivery_id).update(
-        total_files=instances.count(), done_files=copied["files"], total_bytes=copied["bytes"] or 0)
-    # A resumed delivery may find the file it was copying when its worker died.
+        total_files=max(planned, copied["files"]), done_files=copied["files"], total_bytes=copied["bytes"] or 0)
+    # A resumed delivery may find the file it was writing when its worker died.
     resumed = copied["files"] > 0
+    uid_key = order_uid_key(order.pk)
 
-    done = set(delivery.files.values_list("instance_id", flat=True))
-    for count, instance in enumerate(instances.exclude(pk__in=done).iterator(chunk_size=500), start=1):
+    done = set(delivery.files.filter(instance__isnull=False).values_list("instance_id", flat=True))
+    todo = instances.exclude(pk__in=done) if order.wants_dicom else instances.none()
+    for count, instance in enumerate(todo.iterator(chunk_size=500), start=1):
         if count % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
             _halt(delivery.order, reason)
             return Delivery.objects.get(pk=delivery_id)
-        if not _copy_instance(delivery, instance, run_number=run_number, check_existing=resumed):
+        try:
+            kept = _copy_instance(delivery, instance, run_number=run_number, check_existing=resumed, uid_key=uid_key)
+        except NotFingerprintableError as exc:
+            return _fail_run(delivery_id, run_number, f"Catalog instance {instance.pk} could not be copied ({exc}).")
+        if not kept:
             logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
             return None
+    if series is not None:
+        from workspaces.nifti import delivery_convert_series
+
+        reported = set(Delivery.objects.get(pk=delivery_id).conversion_report)
+        for one in series.iterator(chunk_size=200):
+            if fingerprint_uid(one.series_uid, order_id=order.pk, key=uid_key) in reported:
+                continue
+            if not delivery_convert_series(delivery=delivery, series=one, run_number=run_number, uid_key=uid_key):
+                logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
+                return None
 
     with transaction.atomic():
         reason = _stop_reason(delivery.order_id, lock=True)
@@ -361,6 +393,10 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
         ended = list(OrderLine.objects.filter(order_id=delivery.order_id, access_ended_at__isnull=False)
                      .values_list("pk", flat=True))
         delivery_remove_lines(order=delivery.order, line_ids=ended, reason="Access ended during the delivery")
+        # The counts of what is there: NIfTI files are known only once each series is converted.
+        totals = delivery.files.aggregate(files=Count("pk"), bytes=Sum("size_bytes"))
+        Delivery.objects.filter(pk=delivery_id).update(total_files=totals["files"], done_files=totals["files"],
+                                                       total_bytes=totals["bytes"] or 0)
         delivery.refresh_from_db()
         manifest_sha256 = _write_manifest(delivery)
         # In the same transaction as DONE: a run that dies before the commit leaves the
@@ -378,23 +414,69 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     return delivery
 
 
-def _copy_instance(delivery: Delivery, instance: Instance, *, run_number: int, check_existing: bool) -> bool:
-    """Copy one file and record it; False when this run no longer holds the delivery."""
+def _series_for(order: Order):  # noqa: ANN202 - a queryset of Series
+    from catalog.models import Series
+
+    return Series.objects.filter(study__in=_held_studies(order)).select_related("study").order_by("id")
+
+
+def _fail_run(delivery_id: int, run_number: int, reason: str) -> Delivery | None:
+    """End this run's delivery as FAILED with ``reason`` (unless another run holds it)."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.status != Delivery.Status.RUNNING or delivery.run_number != run_number:
+            return None
+        delivery = delivery_transition(delivery=delivery, to=Delivery.Status.FAILED, acting_user=None, reason=reason)
+    logger.warning("delivery %s failed: %s", delivery_id, reason)
+    return delivery
+
+
+class _HashingWriter:
+    """Counts and hashes what is written through it."""
+
+    def __init__(self, target) -> None:  # noqa: ANN001 - a binary file
+        self.target, self.digest, self.size = target, hashlib.sha256(), 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+
+def delivered_path(*, study_uid: str, series_uid: str, sop_uid: str, order_id: int, uid_key: bytes) -> str:
+    """Where the buyer's copy of an instance lies under the delivery's prefix: its
+    fingerprinted UIDs, as inside the file."""
+    study, series, sop = (fingerprint_uid(u, order_id=order_id, key=uid_key) for u in (study_uid, series_uid, sop_uid))
+    return f"{study}/{series}/{sop}.dcm"
+
+
+def _copy_instance(delivery: Delivery, instance: Instance, *, run_number: int, check_existing: bool,
+                   uid_key: bytes) -> bool:
+    """Write the buyer's copy of one instance (read, fingerprint, put: one file in memory or
+    a spool file at a time) and record it; False when this run no longer holds the delivery."""
     study, series = instance.series.study, instance.series
-    path = f"{study.study_uid}/{series.series_uid}/{instance.sop_uid}.dcm"
+    path = delivered_path(study_uid=study.study_uid, series_uid=series.series_uid, sop_uid=instance.sop_uid,
+                          order_id=delivery.order_id, uid_key=uid_key)
     key = f"{delivery.prefix}/{path}"
-    if not (check_existing and storage.exists(key) and storage.sha256_of(key) == instance.sha256):
-        storage.copy(instance.storage_key, key)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        writer = _HashingWriter(spool)
+        with storage.open_read(instance.storage_key) as src:
+            # The storage's own file object: large values pydicom defers are read back through it.
+            result = fingerprint_file(getattr(src, "file", src), writer,  # type: ignore[arg-type]
+                                      order_id=delivery.order_id)
+        sha256, size = writer.digest.hexdigest(), writer.size
+        if not (check_existing and storage.exists(key) and storage.sha256_of(key) == sha256):
+            spool.seek(0)
+            storage.put(key, spool)
     try:
         with transaction.atomic():
             DeliveryFile.objects.create(delivery=delivery, instance=instance, path=path, storage_key=key,
-                                        size_bytes=instance.size_bytes, sha256=instance.sha256)
+                                        size_bytes=size, sha256=sha256, sop_uid=result.sop_uid)
     except IntegrityError:
-        return True  # a concurrent run copied it first; the object is the same
+        return True  # a concurrent run wrote it first; the copy is the same bytes
     # The progress mark doubles as the fence: 0 rows means another run, or an admin, took over.
     return bool(Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RUNNING, run_number=run_number).update(
-        done_files=F("done_files") + 1, total_bytes=F("total_bytes") + instance.size_bytes,
-        progressed=timezone.now()))
+        done_files=F("done_files") + 1, total_bytes=F("total_bytes") + size, progressed=timezone.now()))
 
 
 def _write_manifest(delivery: Delivery) -> str:
@@ -402,9 +484,15 @@ def _write_manifest(delivery: Delivery) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(MANIFEST_COLUMNS)
-    for f in delivery.files.select_related("instance__series__study").order_by("path"):
-        writer.writerow([f.path, f.instance.series.study.study_uid, f.instance.series.series_uid,
-                         f.instance.sop_uid, f.size_bytes, f.sha256])
+    uid_key, marker = order_uid_key(delivery.order_id), order_marker(delivery.order_id)
+
+    def delivered(uid: str) -> str:
+        return fingerprint_uid(uid, order_id=delivery.order_id, key=uid_key)
+
+    for f in delivery.files.select_related("instance__series__study", "series__study").order_by("path"):
+        series = f.instance.series if f.instance_id else f.series
+        writer.writerow([f.path, delivered(series.study.study_uid), delivered(series.series_uid),
+                         f.sop_uid, f.size_bytes, f.sha256, marker])
     key = f"{delivery.prefix}/{MANIFEST_NAME}"
     data = buffer.getvalue().encode()
     storage.put(key, io.BytesIO(data))
@@ -523,14 +611,15 @@ def delivery_archive_open(*, user: User, delivery_id: int, study: str = "", seri
         raise NotFoundError("Delivery not found.")
     files = delivery.files.all()
     scope, suffix = "", ""
-    for kind, uid, lookup in (("study", study, "instance__series__study__study_uid"),
-                              ("series", series, "instance__series__series_uid")):
+    # By delivered path, not by catalog UID: the delivered UIDs are the buyer's own
+    # (workspaces/fingerprint.py), and a series' NIfTI files live under nifti/<series>/.
+    for kind, uid, lookup in (("study", study, "path__startswith"), ("series", series, "path__contains")):
         if not uid:
             continue
         # Checked before any query: UIDs are digits and dots (a NUL byte never reaches SQL).
         if len(uid) > 64 or not _UID.fullmatch(uid):
             raise NotFoundError("Delivery not found.")
-        files = files.filter(**{lookup: uid})
+        files = files.filter(**{lookup: f"{uid}/" if kind == "study" else f"/{uid}/"})
         scope, suffix = f"{kind} {uid}", f"{suffix}-{kind}-{uid}"
     count = files.count()
     if scope and count == 0:

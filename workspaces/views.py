@@ -71,6 +71,8 @@ def _studies_and_series(files) -> list[tuple[str, list[str]]]:  # noqa: ANN001
     (a delivered file's path is <study>/<series>/<sop>.dcm)."""
     parts: dict[str, list[str]] = {}
     for f in files:
+        if f.path.startswith("nifti/"):
+            continue  # converted series go with their DICOM series' archive
         study, series, _ = f.path.split("/", 2)
         if series not in parts.setdefault(study, []):
             parts[study].append(series)

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pydicom
 import pytest
 from django.db import connection
 
@@ -35,13 +36,19 @@ SWEEP_SECONDS = os.environ.get("KILL_TEST_SWEEP_SECONDS", "2")
 
 
 def _more_instances(dataset, n: int) -> None:  # noqa: ANN001
-    """n more (non-DICOM, random) objects in the dataset's first series: a delivery long
-    enough to be killed in the middle."""
-    series = Instance.objects.filter(dataset=dataset).select_related("series__study").first().series
+    """n more instances in the dataset's first series (copies of its first instance under new
+    SOP Instance UIDs: each buyer's copy is rewritten, so they must be DICOM): a delivery
+    long enough to be killed in the middle."""
+    first = Instance.objects.filter(dataset=dataset).select_related("series__study").first()
+    series = first.series
+    template = pydicom.dcmread(io.BytesIO(b"".join(storage.iter_chunks(first.storage_key))))
     rows = []
     for i in range(n):
-        data = os.urandom(16 * 1024)
         sop = f"2.25.{9000 + i}"
+        template.SOPInstanceUID = template.file_meta.MediaStorageSOPInstanceUID = sop
+        out = io.BytesIO()
+        template.save_as(out, enforce_file_format=True)
+        data = out.getvalue()
         key = storage.catalog_key(dataset_id=dataset.pk, study_uid=series.study.study_uid,
                                   series_uid=series.series_uid, sop_uid=sop)
         storage.put(key, io.BytesIO(data))

@@ -12,7 +12,8 @@ USE = {"intended_use": INTENDED_USE, "use_category": USE_CATEGORY}  # for checko
 
 
 def place_order(buyer, datasets, dua, *, criteria=None, payment_method=None, po_number="",  # noqa: ANN001, ANN201
-                password=BUYER_PASSWORD, totp_code=None, intended_use=INTENDED_USE, use_category=USE_CATEGORY):
+                password=BUYER_PASSWORD, totp_code=None, intended_use=INTENDED_USE, use_category=USE_CATEGORY,
+                delivery_format=None):
     """Put each dataset (with the same cohort criteria) in the buyer's cart and check out at
     the quoted total, signing with the buyer's password (and the current TOTP code when
     the account has TOTP), stating the intended use. The payment method defaults to the
@@ -30,7 +31,8 @@ def place_order(buyer, datasets, dua, *, criteria=None, payment_method=None, po_
         totp_code = current_code()
     return checkout(buyer=buyer, payment_method=method, accept_agreement=True, dua_template=dua,
                     expected_total_minor=quote.total_minor, expected_currency=quote.currency, po_number=po_number,
-                    password=password, totp_code=totp_code, intended_use=intended_use, use_category=use_category)
+                    password=password, totp_code=totp_code, intended_use=intended_use, use_category=use_category,
+                    delivery_format=delivery_format)
 
 
 def approval_signature(contract, admin):  # noqa: ANN001, ANN201

@@ -45,22 +45,49 @@ def sent(monkeypatch) -> list[int]:
     return ids
 
 
-def _killed_after(delivery: Delivery, monkeypatch, files: int) -> str:  # noqa: ANN001
-    """Run the delivery until its worker "dies" while copying file number files+1: that file
-    is already at its key but not recorded. Returns that key."""
-    real_copy, copied = storage.copy, []
+def _data_puts(monkeypatch, on_put=None) -> list[str]:  # noqa: ANN001
+    """Record the keys of delivered DICOM files written from now on (the buyer's copies are
+    written with storage.put); ``on_put(key)`` runs after each."""
+    real_put, written = storage.put, []
 
-    def copy(src: str, dst: str) -> None:
-        real_copy(src, dst)
-        copied.append(dst)
-        if len(copied) > files:
+    def put(key: str, content) -> None:  # noqa: ANN001
+        real_put(key, content)
+        if key.endswith(".dcm"):
+            written.append(key)
+            if on_put is not None:
+                on_put(key)
+
+    monkeypatch.setattr(storage, "put", put)
+    return written
+
+
+def _killed_after(delivery: Delivery, monkeypatch, files: int) -> str:  # noqa: ANN001
+    """Run the delivery until its worker "dies" while writing file number files+1: that file
+    is already at its key but not recorded. Returns that key."""
+    real_put = storage.put
+
+    def die(key: str) -> None:
+        if len(written) > files:
             raise KeyboardInterrupt("worker killed")
 
-    monkeypatch.setattr(storage, "copy", copy)
+    written = _data_puts(monkeypatch, die)
     with pytest.raises(KeyboardInterrupt):
         delivery_run(delivery_id=delivery.pk)
-    monkeypatch.setattr(storage, "copy", real_copy)
-    return copied[-1]
+    monkeypatch.setattr(storage, "put", real_put)
+    return written[-1]
+
+
+def _fingerprinted(delivery_file) -> str:  # noqa: ANN001
+    """SHA-256 of the buyer's copy made afresh from the catalog object."""
+    import hashlib
+    import io
+
+    from workspaces.fingerprint import fingerprint_file
+
+    out = io.BytesIO()
+    with storage.open_read(delivery_file.instance.storage_key) as src:
+        fingerprint_file(src, out, order_id=delivery_file.delivery.order_id)
+    return hashlib.sha256(out.getvalue()).hexdigest()
 
 
 def _age(delivery: Delivery, seconds: int) -> None:
@@ -112,7 +139,7 @@ def test_a_second_run_leaves_a_delivery_with_fresh_progress_alone(delivery, monk
     assert Delivery.objects.get(pk=delivery.pk).status == S.RUNNING
 
 
-def test_a_resumed_run_copies_no_recorded_file_again_and_every_checksum_is_right(delivery, monkeypatch, settings):
+def test_a_resumed_run_writes_no_recorded_file_again_and_every_checksum_is_right(delivery, monkeypatch, settings):
     in_flight = _killed_after(delivery, monkeypatch, files=3)
     recorded = {f.storage_key: os.stat(storage.default_storage.path(f.storage_key)).st_mtime_ns
                 for f in delivery.files.all()}
@@ -120,9 +147,7 @@ def test_a_resumed_run_copies_no_recorded_file_again_and_every_checksum_is_right
     assert len(recorded) == 3 and in_flight not in recorded
     _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)  # the worker is gone: no progress since
 
-    copies: list[str] = []
-    real_copy = storage.copy
-    monkeypatch.setattr(storage, "copy", lambda src, dst: (copies.append(dst), real_copy(src, dst)))
+    copies = _data_puts(monkeypatch)
     delivery_run(delivery_id=delivery.pk)  # the broker handed the task back
 
     delivery.refresh_from_db()
@@ -133,7 +158,8 @@ def test_a_resumed_run_copies_no_recorded_file_again_and_every_checksum_is_right
         assert os.stat(storage.default_storage.path(key)).st_mtime_ns == mtime
     assert os.stat(storage.default_storage.path(in_flight)).st_mtime_ns == in_flight_mtime
     for f in delivery.files.all():
-        assert storage.sha256_of(f.storage_key) == f.sha256 == f.instance.sha256
+        # The buyer's copy, not the catalog's bytes, and the same copy a fresh run would write.
+        assert storage.sha256_of(f.storage_key) == f.sha256 == _fingerprinted(f) != f.instance.sha256
     assert Order.objects.get(pk=delivery.order_id).fulfilment_status == Order.FulfilmentStatus.FULFILLED
     reasons = list(DeliveryStatusChange.objects.filter(delivery=delivery).values_list("new_status", "reason"))
     assert reasons[1][0] == S.QUEUED and "No progress" in reasons[1][1]
@@ -150,14 +176,11 @@ def test_a_partly_written_file_is_copied_again(delivery, monkeypatch, settings):
 
 
 def test_a_superseded_run_stops_at_its_next_file(delivery, admin_user, monkeypatch):
-    real_copy = storage.copy
-
-    def copy(src: str, dst: str) -> None:
-        real_copy(src, dst)
+    def fail(key: str) -> None:
         if not Delivery.objects.filter(pk=delivery.pk, status=S.FAILED).exists():
             delivery_fail(delivery=delivery, acting_user=admin_user, reason="Buyer withdrew")
 
-    monkeypatch.setattr(storage, "copy", copy)
+    _data_puts(monkeypatch, fail)
     assert delivery_run(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
     assert delivery.status == S.FAILED and delivery.error == "Buyer withdrew"
