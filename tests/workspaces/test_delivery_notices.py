@@ -88,18 +88,20 @@ def test_the_webhook_payload_holds_no_phi(delivery, hook, hook_receiver, django_
 
 def test_a_resumed_delivery_is_told_once(bob, delivery, hook, hook_receiver, monkeypatch,
                                          django_capture_on_commit_callbacks) -> None:
-    real_copy, copied = storage.copy, []
+    # The delivery writes each buyer's copy with storage.put (workspaces/fingerprint.py).
+    real_put, written = storage.put, []
 
-    def copy_then_die(src: str, dst: str) -> None:
-        real_copy(src, dst)
-        copied.append(dst)
-        if len(copied) == 3:
-            raise KeyboardInterrupt("worker killed")
+    def put_then_die(key: str, content) -> None:  # noqa: ANN001
+        real_put(key, content)
+        if key.endswith(".dcm"):
+            written.append(key)
+            if len(written) == 3:
+                raise KeyboardInterrupt("worker killed")
 
-    monkeypatch.setattr(storage, "copy", copy_then_die)
+    monkeypatch.setattr(storage, "put", put_then_die)
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(KeyboardInterrupt):
         delivery_run(delivery_id=delivery.pk)
-    monkeypatch.setattr(storage, "copy", real_copy)
+    monkeypatch.setattr(storage, "put", real_put)
     assert not Notification.objects.filter(user=bob).exists()
     Delivery.objects.filter(pk=delivery.pk).update(progressed=timezone.now() - timedelta(hours=1))
     with django_capture_on_commit_callbacks(execute=True):
