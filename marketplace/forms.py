@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from marketplace.countries import COUNTRY_CHOICES
-from marketplace.models import Membership, Organization, User
+from marketplace.models import ApiToken, Membership, Organization, User
 from marketplace.services import client_ip, user_terms_accept
 
 
@@ -65,3 +65,12 @@ class InvitationForm(forms.Form):
     organization = forms.IntegerField(widget=forms.HiddenInput)
     email = forms.EmailField(label="E-mail address to invite")
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class ApiTokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. “lab workstation”.")
+    scopes = forms.MultipleChoiceField(choices=ApiToken.Scope.choices, widget=forms.CheckboxSelectMultiple,
+                                       initial=[ApiToken.Scope.READ, ApiToken.Scope.DOWNLOAD])
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires", coerce=int, empty_value=None, required=False, initial=90,
+        choices=[(7, "in 7 days"), (30, "in 30 days"), (90, "in 90 days"), (365, "in a year"), ("", "never")])
