@@ -43,7 +43,7 @@ def token_check(token: ApiToken, *, scope: str | None) -> None:
         raise TokenScopeError("API tokens may read and download only: this operation needs a signed-in "
                               "browser session.")
     if scope not in token.scopes:
-        raise TokenScopeError(f"This token lacks the {scope!r} scope (it has: {', '.join(token.scopes)}).")
+        raise TokenScopeError(f"This token lacks the '{scope}' scope (it has: {', '.join(token.scopes)}).")
     user = token.user
     if user_requires_two_factor(user=user) and not user_has_two_factor(user=user):
         raise TokenScopeError("Your role requires two-factor authentication: set up an authenticator app first.",
