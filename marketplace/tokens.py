@@ -113,8 +113,9 @@ def api_token_authenticate(*, secret: str) -> ApiToken:
                                 "create a new one on your account page.")
     now = timezone.now()
     if token.is_expired(now):
-        raise TokenExpiredError(f"token expired: {token.name!r} ({token.prefix}…) expired on "
-                                f"{token.expires.astimezone(dt_timezone.utc):%Y-%m-%d %H:%M} UTC; create a new one on your account page.")
+        when = token.expires.astimezone(dt_timezone.utc)
+        raise TokenExpiredError(f"token expired: {token.name!r} ({token.prefix}…) expired on {when:%Y-%m-%d %H:%M} "
+                                "UTC; create a new one on your account page.")
     _touch(token, now)
     return token
 

@@ -7,7 +7,6 @@ import hashlib
 import io
 
 import pytest
-from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
