@@ -262,3 +262,39 @@ def test_the_client_runs_as_a_program_without_django(world):
                           timeout=60)
     assert done.returncode == 0, done.stderr
     assert "OK: 6 files match" in done.stdout
+
+
+# ---- S3 ------------------------------------------------------------------------------------
+S3_BUCKET = "marketplace-client-test"
+
+
+@pytest.fixture
+def s3_storage(s3_server, settings):  # noqa: ANN001, ANN201
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket=S3_BUCKET)
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {"bucket_name": S3_BUCKET, "endpoint_url": s3_server, "access_key": "test", "secret_key": "test",
+                    "region_name": "us-east-1", "signature_version": "s3v4", "querystring_expire": 300,
+                    "file_overwrite": True, "default_acl": None}}}
+    return s3_server
+
+
+def test_it_follows_the_redirect_to_s3_and_resumes_there(s3_storage, live_server, bob, dataset, ingest, publish,
+                                                         deliver, tmp_path):
+    from factories.dicom import ct_files
+
+    ingest(dataset, ct_files())
+    delivery = deliver(publish(dataset), bob)
+    assert storage.download_url(delivery.manifest_key).startswith(s3_storage)
+    api, dest = Api(live_server.url, make_secret(bob)), tmp_path / "s3"
+    assert fetch(api, delivery.order_id, dest).ok and verify(dest).ok
+    path = delivery.files.first().path
+    data = (dest / path).read_bytes()
+    (dest / path).unlink()
+    (dest / (path + ".part")).write_bytes(data[:100])
+    result = fetch(api, delivery.order_id, dest)
+    assert result.downloaded == [path] and result.bytes_downloaded == len(data) - 100  # a Range on the presigned URL
+    assert verify(dest).ok
