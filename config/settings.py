@@ -451,9 +451,14 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# API: sessions only (no HTTP Basic: a password per request, outside every login limit);
-# tokens come later. Anonymous callers are throttled per address, users per account.
-REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = ["rest_framework.authentication.SessionAuthentication"]
+# API: personal access tokens (marketplace/api_auth.py) and sessions; no HTTP Basic (a
+# password per request, outside every login limit). The token class comes first so a
+# missing or bad token is answered 401 with a WWW-Authenticate header. Anonymous callers
+# are throttled per address, users per account.
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "marketplace.api_auth.TokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
     "rest_framework.throttling.AnonRateThrottle",
     "rest_framework.throttling.UserRateThrottle",

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("catalog.api_urls")),
     path("api/", include("orders.api_urls")),
+    path("api/", include("workspaces.api_urls")),
     path("", include("marketplace.urls")),
     path("", include("catalog.urls")),
     path("", include("orders.urls")),

@@ -31,3 +31,26 @@ class PermissionDeniedError(ApplicationError):
 class InvalidTransitionError(ApplicationError):
     code = "invalid_transition"
     status = 409
+
+
+class TokenError(ApplicationError):
+    """An API token that cannot authenticate: the message names the problem."""
+
+    code = "token_invalid"
+    status = 401
+
+
+class UnknownTokenError(TokenError):
+    code = "token_unknown"
+
+
+class TokenRevokedError(TokenError):
+    code = "token_revoked"
+
+
+class TokenExpiredError(TokenError):
+    code = "token_expired"
+
+
+class TokenScopeError(PermissionDeniedError):
+    code = "token_scope"

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from marketplace.countries import COUNTRY_CHOICES
-from marketplace.models import Membership, Organization, User, WebhookEndpoint
+from marketplace.models import ApiToken, Membership, Organization, User, WebhookEndpoint
 from marketplace.services import client_ip, user_terms_accept
 
 
@@ -72,3 +72,10 @@ class WebhookEndpointForm(forms.Form):
                           widget=forms.URLInput(attrs={"placeholder": "https://example.org/hooks/medimage"}))
     events = forms.MultipleChoiceField(choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple,
                                        label="Events")
+class ApiTokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. “lab workstation”.")
+    scopes = forms.MultipleChoiceField(choices=ApiToken.Scope.choices, widget=forms.CheckboxSelectMultiple,
+                                       initial=[ApiToken.Scope.READ, ApiToken.Scope.DOWNLOAD])
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires", coerce=int, empty_value=None, required=False, initial=90,
+        choices=[(7, "in 7 days"), (30, "in 30 days"), (90, "in 90 days"), (365, "in a year"), ("", "never")])

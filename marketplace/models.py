@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -231,3 +232,40 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_type} to webhook {self.endpoint_id} ({self.status})"
+
+
+class ApiToken(models.Model):
+    """A personal access token for the REST API and the command-line client.
+
+    Only the SHA-256 of the secret is stored, with its first characters (``prefix``) so the
+    owner can tell tokens apart; the secret itself is shown once, at creation
+    (marketplace/tokens.py). A revoked or expired row stays, so a caller is told which.
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", "Read: list orders, deliveries and files"
+        DOWNLOAD = "download", "Download: fetch delivered files"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created = models.DateTimeField(auto_now_add=True)
+    expires = models.DateTimeField(null=True, blank=True)
+    # Updated at most once a minute (a busy client would otherwise write on every call).
+    last_used = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        return self.expires is not None and self.expires <= (now or timezone.now())
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and not self.is_expired()

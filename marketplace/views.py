@@ -1,14 +1,23 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from catalog.selectors import published_datasets
 from marketplace.exceptions import ApplicationError
-from marketplace.forms import InvitationForm, OrganizationCreateForm, OrganizationDetailsUpdateForm, WebhookEndpointForm
+from marketplace.forms import (
+    ApiTokenCreateForm,
+    InvitationForm,
+    OrganizationCreateForm,
+    OrganizationDetailsUpdateForm,
+    WebhookEndpointForm,
+)
 from marketplace.guards import require_verified_email
 from marketplace.selectors import (
     invitations_for_user,
@@ -26,6 +35,7 @@ from marketplace.services import (
     notifications_mark_read,
     organization_create,
 )
+from marketplace.tokens import api_token_create, api_token_revoke, api_tokens_for_user
 from marketplace.vetting import organization_details_update, ordering_refusal
 from marketplace.webhooks import (
     MAX_ATTEMPTS,
@@ -48,15 +58,52 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def account_settings(request: HttpRequest) -> HttpResponse:
+def account_settings(request: HttpRequest, *, token_form: ApiTokenCreateForm | None = None,
+                     new_secret: str = "") -> HttpResponse:
     user = request.user
     context = {
         "email_verified": user_email_verified(user=user),
         "two_factor": user_has_two_factor(user=user),
         "two_factor_required": user_requires_two_factor(user=user),
         "organizations": organizations_for_user(user=user),
+        "tokens": api_tokens_for_user(user=user),
+        "token_form": token_form or ApiTokenCreateForm(),
+        "new_secret": new_secret,
+        "now": timezone.now(),
     }
-    return render(request, "marketplace/account_settings.html", context)
+    response = render(request, "marketplace/account_settings.html", context)
+    if new_secret:  # shown once: no cache may keep the page
+        response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_POST
+def api_token_new(request: HttpRequest) -> HttpResponse:
+    """Create a token and show its secret on the account page, this once."""
+    form = ApiTokenCreateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give the token a name and at least one scope.")
+        return account_settings(request, token_form=form)
+    data = form.cleaned_data
+    days = data["expires_in_days"]
+    expires = timezone.now() + timedelta(days=days) if days else None
+    try:
+        token, secret = api_token_create(user=request.user, name=data["name"], scopes=data["scopes"],
+                                         expires=expires, ip=client_ip(request))
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        return account_settings(request, token_form=form)
+    messages.success(request, f"Token {token.name!r} created. Copy it now: it is not shown again.")
+    return account_settings(request, new_secret=secret)
+
+
+@login_required
+@require_POST
+def api_token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
+    token = api_token_revoke(user=request.user, token_id=token_id, ip=client_ip(request))
+    messages.success(request, f"Token {token.name!r} ({token.prefix}…) is revoked.")
+    return redirect("account_settings")
 
 
 @login_required

@@ -120,6 +120,7 @@ class QuoteInput(serializers.Serializer):
 
 class QuoteApi(APIView):
     permission_classes = [IsAuthenticated]
+    token_scopes = {"POST": "read"}  # a quote changes nothing
 
     @extend_schema(request=QuoteInput, responses=QuoteOutput)
     def post(self, request: Request) -> Response:

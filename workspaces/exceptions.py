@@ -6,3 +6,8 @@ from marketplace.exceptions import ApplicationError
 
 class DeliveryError(ApplicationError):
     code = "delivery_error"
+
+
+class DeliveryNotReadyError(DeliveryError):
+    code = "delivery_not_ready"
+    status = 409

@@ -33,7 +33,7 @@ from workspaces.certificate import (
     certificate_json_bytes,
     certificate_pdf,
 )
-from workspaces.exceptions import DeliveryError
+from workspaces.exceptions import DeliveryError, DeliveryNotReadyError
 from workspaces.fingerprint import MANIFEST_COLUMN, NotFingerprintableError, fingerprint_file, fingerprint_uid
 from workspaces.fingerprint import order_marker, order_uid_key
 from workspaces.grants import deliveries_downloadable_by, delivery_grant_buyer
@@ -538,6 +538,29 @@ def download_token_make(*, delivery: Delivery, path: str, user: User | None = No
 
 class LinkExpiredError(PermissionDeniedError):
     code = "link_expired"
+
+
+class ViewOnlyError(PermissionDeniedError):
+    code = "view_only"
+
+
+def download_tokens_make(*, user: User, delivery: Delivery, paths: list[str]) -> dict[str, str]:
+    """Signed download tokens for ``paths`` (delivered files or DELIVERY_DOCUMENTS) of a
+    finished delivery the user may download: {path: token}. The caller checked that the user
+    sees the delivery; the download itself checks the grant again (download_grant_check)."""
+    if not deliveries_downloadable_by(user).filter(pk=delivery.pk).exists():
+        raise ViewOnlyError("This delivery is view-only: its images can be viewed in the browser, "
+                            "its files cannot be downloaded.")
+    if delivery.status != Delivery.Status.DONE:
+        raise DeliveryNotReadyError(f"The delivery is not finished (status: {delivery.status}).")
+    wanted = set(paths)
+    known = {name for name in wanted & set(DELIVERY_DOCUMENTS) if delivery_document_key(delivery, name)}
+    known |= set(delivery.files.filter(path__in=wanted - known).values_list("path", flat=True))
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise NotFoundError(f"{len(unknown)} path(s) are not in this delivery, e.g. {unknown[0]!r}.",
+                            extra={"paths": unknown[:20]})
+    return {path: download_token_make(delivery=delivery, path=path) for path in paths}
 
 
 def download_grant_check(*, user: User, token: str, ip: str | None = None) -> DownloadGrant:

@@ -2,6 +2,9 @@
 de-identification certificates (a provider's per dataset, and the public check page)."""
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -15,13 +18,15 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from catalog import storage
 from catalog.selectors import access_dataset_for_write
-from marketplace.exceptions import ApplicationError
-from marketplace.models import User
+from marketplace.api_auth import token_authenticate_header
+from marketplace.exceptions import ApplicationError, TokenError, TokenScopeError
+from marketplace.models import ApiToken, User
 from marketplace.services import client_ip
 from workspaces.certificate import (
     MAX_CERTIFICATE_BYTES,
@@ -166,18 +171,86 @@ def delivery_archive(request: HttpRequest, delivery_id: int) -> StreamingHttpRes
 
 
 def download(request: HttpRequest, token: str) -> HttpResponse:
-    if not request.user.is_authenticated:
+    """One file of a delivery, for the owner signed in or sending an API token with the
+    download scope (the command-line client). Local storage answers Range requests (206), so
+    an interrupted download resumes; S3 redirects to a presigned URL, which does too."""
+    try:
+        api_token = token_authenticate_header(request, scope=ApiToken.Scope.DOWNLOAD)
+    except (TokenError, TokenScopeError) as exc:
+        response = JsonResponse({"message": exc.message, "code": exc.code, "extra": {}}, status=exc.status)
+        if exc.status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    user = api_token.user if api_token is not None else request.user
+    if not user.is_authenticated:
         raise Http404("File not found.")
     try:
-        grant = download_grant_check(user=request.user, token=token, ip=client_ip(request))
+        grant = download_grant_check(user=user, token=token, ip=client_ip(request))
     except LinkExpiredError as exc:
+        if api_token is not None:
+            return JsonResponse({"message": exc.message, "code": exc.code, "extra": {}}, status=403)
         return render(request, "workspaces/link_expired.html", {"message": exc.message}, status=403)
     direct = storage.download_url(grant.storage_key)
     if direct:
         return HttpResponseRedirect(direct)
     content_type = DELIVERY_DOCUMENTS.get(grant.filename, "application/dicom")
-    return FileResponse(storage.open_read(grant.storage_key), as_attachment=True, filename=grant.filename,
-                        content_type=content_type)
+    size = storage.size(grant.storage_key)
+    try:
+        wanted = byte_range(request.META.get("HTTP_RANGE", ""), size)
+    except ValueError:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    if wanted is None:
+        response = FileResponse(storage.open_read(grant.storage_key), as_attachment=True, filename=grant.filename,
+                                content_type=content_type)
+        response["Accept-Ranges"] = "bytes"
+        return response
+    start, end = wanted
+    response = StreamingHttpResponse(_read_span(grant.storage_key, start, end - start + 1), status=206,
+                                     content_type=content_type)
+    response["Content-Range"] = f"bytes {start}-{end}/{size}"
+    response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
+    response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=grant.filename)
+    return response
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The first and last byte (inclusive) asked for by a Range header of one range
+    (``bytes=N-``, ``bytes=N-M`` or ``bytes=-N``), None without a header. ValueError when
+    it cannot be served: malformed, several ranges, or starting past the end."""
+    header = header.strip()
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header)
+    if match is None or match.group(1) == match.group(2) == "" or len(header) > 60:
+        raise ValueError(header)
+    first, last = match.group(1), match.group(2)
+    if first == "":  # the last N bytes
+        count = int(last)
+        if count == 0 or size == 0:
+            raise ValueError(header)
+        return max(size - count, 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or (last and int(last) < start):
+        raise ValueError(header)
+    return start, end
+
+
+def _read_span(key: str, start: int, length: int) -> Iterator[bytes]:
+    with storage.open_read(key) as fh:
+        fh.seek(start)
+        while length > 0:
+            chunk = fh.read(min(storage.CHUNK, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
 
 
 # ---- de-identification certificates -------------------------------------------------------
