@@ -560,7 +560,7 @@ def download_tokens_make(*, user: User, delivery: Delivery, paths: list[str]) ->
     if unknown:
         raise NotFoundError(f"{len(unknown)} path(s) are not in this delivery, e.g. {unknown[0]!r}.",
                             extra={"paths": unknown[:20]})
-    return {path: download_token_make(delivery=delivery, path=path) for path in paths}
+    return {path: download_token_make(delivery=delivery, path=path, user=user) for path in paths}
 
 
 def download_grant_check(*, user: User, token: str, ip: str | None = None) -> DownloadGrant:
