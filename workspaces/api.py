@@ -54,11 +54,13 @@ class DeliveryFilePage(serializers.Serializer):
 
 class ManifestRowOutput(serializers.Serializer):
     path = serializers.CharField()
-    StudyInstanceUID = serializers.CharField()
-    SeriesInstanceUID = serializers.CharField()
-    SOPInstanceUID = serializers.CharField()
+    StudyInstanceUID = serializers.CharField(allow_blank=True)
+    SeriesInstanceUID = serializers.CharField(allow_blank=True)
+    SOPInstanceUID = serializers.CharField(allow_blank=True)
     bytes = serializers.IntegerField()
     sha256 = serializers.CharField()
+    fingerprint = serializers.CharField(allow_blank=True, required=False,
+                                        help_text="The order's fingerprint tag (workspaces/fingerprint.py)")
 
 
 class DocumentOutput(serializers.Serializer):
