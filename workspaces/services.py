@@ -5,12 +5,13 @@ import csv
 import hashlib
 import io
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -212,6 +213,12 @@ def _instances_for(order: Order):  # noqa: ANN202 - a queryset of Instance
 
 # How many files are copied between two checks that the order may still be delivered.
 STOP_CHECK_EVERY = 200
+# Copied files are recorded (rows, progress mark, fence check) in one transaction per
+# RECORD_EVERY files, or sooner once RECORD_SECONDS have passed (well inside
+# DELIVERY_STUCK_SECONDS, so slow copies still show progress). Per file, those database
+# round trips took several times longer than copying a 512 KB file (benchmarks/delivery_bench.py).
+RECORD_EVERY = 100
+RECORD_SECONDS = 1.0
 
 
 def _stop_reason(order_id: int, *, lock: bool = False) -> str:
@@ -307,9 +314,10 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     """Copy the order's instances into the workspace and write the manifest.
 
     Safe to run twice, concurrently, or after a worker died mid-way: only one run holds the
-    delivery (run_number), files already recorded are skipped (unique per delivery and
-    instance), and after a crash an object already at its key with the right sha256 is not
-    copied again. The manifest is rewritten from the rows.
+    delivery (run_number, checked each time a batch of files is recorded), files already
+    recorded are skipped (unique per delivery and instance), and after a crash an object of
+    the unrecorded batch already at its key with the right sha256 is not copied again. The
+    manifest is rewritten from the rows.
     Stops as FAILED, with the reason, when the order was cancelled or the dataset withdrawn
     before the delivery finished (checked before, during and, under lock, at the end).
     """
@@ -326,17 +334,27 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     copied = delivery.files.aggregate(files=Count("pk"), bytes=Sum("size_bytes"))
     Delivery.objects.filter(pk=delivery_id).update(
         total_files=instances.count(), done_files=copied["files"], total_bytes=copied["bytes"] or 0)
-    # A resumed delivery may find the file it was copying when its worker died.
-    resumed = copied["files"] > 0
+    # A resumed delivery may find the files its dead worker copied but had not yet recorded:
+    # at most one batch, the first files still missing (they are copied in id order).
+    verify_left = RECORD_EVERY if copied["files"] > 0 else 0
 
     done = set(delivery.files.values_list("instance_id", flat=True))
+    pending: list[DeliveryFile] = []
+    recorded_at = time.monotonic()
     for count, instance in enumerate(instances.exclude(pk__in=done).iterator(chunk_size=500), start=1):
         if count % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
             _halt(delivery.order, reason)
             return Delivery.objects.get(pk=delivery_id)
-        if not _copy_instance(delivery, instance, run_number=run_number, check_existing=resumed):
-            logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
-            return None
+        pending.append(_copy_instance(delivery, instance, check_existing=verify_left > 0))
+        verify_left -= 1
+        if len(pending) >= RECORD_EVERY or time.monotonic() - recorded_at >= RECORD_SECONDS:
+            if not _record(delivery, pending, run_number=run_number):
+                logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
+                return None
+            pending, recorded_at = [], time.monotonic()
+    if pending and not _record(delivery, pending, run_number=run_number):
+        logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
+        return None
 
     with transaction.atomic():
         reason = _stop_reason(delivery.order_id, lock=True)
@@ -368,23 +386,36 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     return delivery
 
 
-def _copy_instance(delivery: Delivery, instance: Instance, *, run_number: int, check_existing: bool) -> bool:
-    """Copy one file and record it; False when this run no longer holds the delivery."""
+def _copy_instance(delivery: Delivery, instance: Instance, *, check_existing: bool) -> DeliveryFile:
+    """Copy one file (unless ``check_existing`` finds it already there, whole) and return its
+    row, not yet saved: _record saves it with the rest of its batch."""
     study, series = instance.series.study, instance.series
     path = f"{study.study_uid}/{series.series_uid}/{instance.sop_uid}.dcm"
     key = f"{delivery.prefix}/{path}"
     if not (check_existing and storage.exists(key) and storage.sha256_of(key) == instance.sha256):
         storage.copy(instance.storage_key, key)
-    try:
-        with transaction.atomic():
-            DeliveryFile.objects.create(delivery=delivery, instance=instance, path=path, storage_key=key,
-                                        size_bytes=instance.size_bytes, sha256=instance.sha256)
-    except IntegrityError:
-        return True  # a concurrent run copied it first; the object is the same
-    # The progress mark doubles as the fence: 0 rows means another run, or an admin, took over.
-    return bool(Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RUNNING, run_number=run_number).update(
-        done_files=F("done_files") + 1, total_bytes=F("total_bytes") + instance.size_bytes,
-        progressed=timezone.now()))
+    return DeliveryFile(delivery=delivery, instance=instance, path=path, storage_key=key,
+                        size_bytes=instance.size_bytes, sha256=instance.sha256)
+
+
+def _record(delivery: Delivery, files: list[DeliveryFile], *, run_number: int) -> bool:
+    """Record a batch of copied files and mark progress; False when this run no longer holds
+    the delivery (its files are then left unrecorded: the run that holds it verifies or
+    copies them again)."""
+    with transaction.atomic():
+        # The progress mark doubles as the fence, and comes first: its row lock keeps a claim,
+        # restart or fail from moving the delivery until this batch is in. 0 rows means
+        # another run, or an admin, took over.
+        held = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RUNNING, run_number=run_number).update(
+            progressed=timezone.now())
+        if not held:
+            return False
+        # Unique per delivery and instance: a row already there (an earlier run's) is kept.
+        DeliveryFile.objects.bulk_create(files, ignore_conflicts=True)
+        # Counted from the rows, never incremented: a conflict above adds nothing twice.
+        copied = delivery.files.aggregate(files=Count("pk"), bytes=Sum("size_bytes"))
+        Delivery.objects.filter(pk=delivery.pk).update(done_files=copied["files"], total_bytes=copied["bytes"] or 0)
+    return True
 
 
 def _write_manifest(delivery: Delivery) -> str:

@@ -35,6 +35,13 @@ def delivery(published_dataset, bob, admin_user, dua) -> Delivery:
     return Delivery.objects.get(order=order)
 
 
+@pytest.fixture(autouse=True)
+def file_by_file(monkeypatch) -> None:
+    """Record each copied file on its own, so "killed after n files" leaves n rows; the
+    batched recording a delivery uses is tested on its own below."""
+    monkeypatch.setattr(services, "RECORD_EVERY", 1)
+
+
 @pytest.fixture
 def sent(monkeypatch) -> list[int]:
     """Delivery ids handed to the broker (after commit)."""
@@ -161,7 +168,57 @@ def test_a_superseded_run_stops_at_its_next_file(delivery, admin_user, monkeypat
     assert delivery_run(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
     assert delivery.status == S.FAILED and delivery.error == "Buyer withdrew"
-    assert delivery.files.count() == 1
+    assert delivery.files.count() == 0  # the fence is checked before its file is recorded
+
+
+# ---- files recorded in batches ---------------------------------------------------------------
+def test_a_run_killed_mid_batch_resumes_with_no_file_twice_and_every_checksum_right(delivery, monkeypatch, settings):
+    monkeypatch.setattr(services, "RECORD_EVERY", 4)
+    in_flight = _killed_after(delivery, monkeypatch, files=5)  # one batch recorded, two files not yet
+    assert delivery.files.count() == 4 and Delivery.objects.get(pk=delivery.pk).done_files == 4
+    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+
+    copies: list[str] = []
+    real_copy = storage.copy
+    monkeypatch.setattr(storage, "copy", lambda src, dst: (copies.append(dst), real_copy(src, dst)))
+    delivery_run(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == S.DONE and delivery.done_files == delivery.total_files == delivery.files.count() == 6
+    assert copies == [] and in_flight in set(delivery.files.values_list("storage_key", flat=True))
+    assert delivery.total_bytes == sum(delivery.files.values_list("size_bytes", flat=True))
+    for f in delivery.files.all():
+        assert storage.sha256_of(f.storage_key) == f.sha256 == f.instance.sha256
+
+
+def test_a_superseded_run_records_nothing_of_its_batch(delivery, admin_user, monkeypatch):
+    monkeypatch.setattr(services, "RECORD_EVERY", 4)
+    real_copy = storage.copy
+
+    def copy(src: str, dst: str) -> None:
+        real_copy(src, dst)
+        if not Delivery.objects.filter(pk=delivery.pk, status=S.FAILED).exists():
+            delivery_fail(delivery=delivery, acting_user=admin_user, reason="Buyer withdrew")
+
+    monkeypatch.setattr(storage, "copy", copy)
+    assert delivery_run(delivery_id=delivery.pk) is None
+    delivery.refresh_from_db()
+    assert delivery.status == S.FAILED and delivery.files.count() == delivery.done_files == 0
+
+
+def test_a_slow_copy_still_marks_progress_within_record_seconds(delivery, monkeypatch):
+    monkeypatch.setattr(services, "RECORD_EVERY", 1000)
+    monkeypatch.setattr(services, "RECORD_SECONDS", 0.0)  # every copy is "slow"
+    marks = []
+    real_copy = storage.copy
+
+    def copy(src: str, dst: str) -> None:
+        marks.append(Delivery.objects.get(pk=delivery.pk).done_files)
+        real_copy(src, dst)
+
+    monkeypatch.setattr(storage, "copy", copy)
+    delivery_run(delivery_id=delivery.pk)
+    assert marks == [0, 1, 2, 3, 4, 5]
 
 
 # ---- the stuck-job sweep --------------------------------------------------------------------
