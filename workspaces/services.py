@@ -341,11 +341,12 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     done = set(delivery.files.values_list("instance_id", flat=True))
     pending: list[DeliveryFile] = []
     recorded_at = time.monotonic()
-    for count, instance in enumerate(instances.exclude(pk__in=done).iterator(chunk_size=500), start=1):
+    rows = instances.exclude(pk__in=done).values_list(*_COPY_FIELDS)
+    for count, row in enumerate(rows.iterator(chunk_size=500), start=1):
         if count % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
             _halt(delivery.order, reason)
             return Delivery.objects.get(pk=delivery_id)
-        pending.append(_copy_instance(delivery, instance, check_existing=verify_left > 0))
+        pending.append(_copy_instance(delivery, row, check_existing=verify_left > 0))
         verify_left -= 1
         if len(pending) >= RECORD_EVERY or time.monotonic() - recorded_at >= RECORD_SECONDS:
             if not _record(delivery, pending, run_number=run_number):
@@ -386,16 +387,23 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     return delivery
 
 
-def _copy_instance(delivery: Delivery, instance: Instance, *, check_existing: bool) -> DeliveryFile:
+# What copying one instance needs, read as plain tuples: building three model objects per
+# file (instance, series, study) cost a third of the copy time of a 512 KB file.
+_COPY_FIELDS = ("pk", "storage_key", "size_bytes", "sha256", "sop_uid", "series__series_uid",
+                "series__study__study_uid")
+
+
+def _copy_instance(delivery: Delivery, row: tuple, *, check_existing: bool) -> DeliveryFile:
     """Copy one file (unless ``check_existing`` finds it already there, whole) and return its
-    row, not yet saved: _record saves it with the rest of its batch."""
-    study, series = instance.series.study, instance.series
-    path = f"{study.study_uid}/{series.series_uid}/{instance.sop_uid}.dcm"
+    row, not yet saved: _record saves it with the rest of its batch. ``row`` holds
+    _COPY_FIELDS."""
+    instance_id, source_key, size_bytes, sha256, sop_uid, series_uid, study_uid = row
+    path = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
     key = f"{delivery.prefix}/{path}"
-    if not (check_existing and storage.exists(key) and storage.sha256_of(key) == instance.sha256):
-        storage.copy(instance.storage_key, key)
-    return DeliveryFile(delivery=delivery, instance=instance, path=path, storage_key=key,
-                        size_bytes=instance.size_bytes, sha256=instance.sha256)
+    if not (check_existing and storage.exists(key) and storage.sha256_of(key) == sha256):
+        storage.copy(source_key, key)
+    return DeliveryFile(delivery=delivery, instance_id=instance_id, path=path, storage_key=key,
+                        size_bytes=size_bytes, sha256=sha256)
 
 
 def _record(delivery: Delivery, files: list[DeliveryFile], *, run_number: int) -> bool:
