@@ -488,6 +488,11 @@ INGEST_PROVIDER_SLOT_SECONDS = env_int("INGEST_PROVIDER_SLOT_SECONDS", 180, mini
 # the sweep, at most DELIVERY_MAX_RESTARTS times, then failed with the reason.
 DELIVERY_STUCK_SECONDS = env_int("DELIVERY_STUCK_SECONDS", 30, minimum=5, maximum=86400)
 DELIVERY_MAX_RESTARTS = env_int("DELIVERY_MAX_RESTARTS", 3, minimum=0, maximum=100)
+# Back-off: the quiet time before the second, third… automatic restart (the first waits
+# DELIVERY_STUCK_SECONDS); past the list, its last value. Also how long a queued delivery
+# no worker took waits before its task is sent again (a broker restart loses the queue).
+DELIVERY_RESTART_BACKOFF_SECONDS = [int(v) for v in env.list("DELIVERY_RESTART_BACKOFF_SECONDS",
+                                                             default=["300", "900"])]
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY
 

@@ -7,7 +7,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -142,51 +142,91 @@ def delivery_continue(*, delivery_id: int) -> None:
         _enqueue_after_commit(delivery_id)
 
 
+def _quiet_needed(restarts: int) -> int:
+    """Seconds without progress after which the sweep restarts a delivery that was restarted
+    automatically ``restarts`` times: DELIVERY_STUCK_SECONDS at first, then longer each time
+    (DELIVERY_RESTART_BACKOFF_SECONDS), so a delivery that keeps losing its worker is not
+    restarted in a tight loop. The count is on the row (Delivery.restarts)."""
+    steps = [settings.DELIVERY_STUCK_SECONDS, *settings.DELIVERY_RESTART_BACKOFF_SECONDS]
+    return max(settings.DELIVERY_STUCK_SECONDS, steps[min(restarts, len(steps) - 1)])
+
+
 def _recover_locked(delivery: Delivery, *, quiet_seconds: int) -> Delivery:
     """A running delivery (row locked by the caller) whose worker stopped: back to QUEUED,
-    or FAILED once it used up DELIVERY_MAX_RESTARTS."""
+    or FAILED once it used up DELIVERY_MAX_RESTARTS. The reason is shown to the buyer."""
     if delivery.restarts >= settings.DELIVERY_MAX_RESTARTS:
         return delivery_transition(
             delivery=delivery, to=Delivery.Status.FAILED, acting_user=None,
-            reason=f"No progress for {quiet_seconds} s after {delivery.restarts} automatic restart(s); "
-                   "restart it from the admin once the cause is fixed.")
+            reason=f"The copy stopped making progress {delivery.restarts + 1} times (no progress for "
+                   f"{quiet_seconds} s after {delivery.restarts} automatic restart(s)); our staff restart it "
+                   "from the admin once the cause is fixed.")
     delivery = delivery_transition(
         delivery=delivery, to=Delivery.Status.QUEUED, acting_user=None,
         reason=f"No progress for {quiet_seconds} s (worker lost?); restart "
-               f"{delivery.restarts + 1} of {settings.DELIVERY_MAX_RESTARTS}.")
+               f"{delivery.restarts + 1} of {settings.DELIVERY_MAX_RESTARTS}; the next one after "
+               f"{_quiet_needed(delivery.restarts + 1)} s without progress.")
     Delivery.objects.filter(pk=delivery.pk).update(restarts=F("restarts") + 1)
     return delivery
 
 
 def _quiet_seconds(delivery: Delivery) -> int:
     if delivery.progressed is None:
-        return settings.DELIVERY_STUCK_SECONDS
+        return _quiet_needed(delivery.restarts)
     return int((timezone.now() - delivery.progressed).total_seconds())
 
 
 def _stuck(delivery: Delivery) -> bool:
-    return delivery.status == Delivery.Status.RUNNING and _quiet_seconds(delivery) >= settings.DELIVERY_STUCK_SECONDS
+    return delivery.status == Delivery.Status.RUNNING and _quiet_seconds(delivery) >= _quiet_needed(delivery.restarts)
+
+
+def _lost(delivery: Delivery) -> bool:
+    """Queued, and not taken by any worker for the quiet time: its message may be gone (a
+    broker restarted without its data loses the queue)."""
+    return delivery.status == Delivery.Status.QUEUED and _quiet_seconds(delivery) >= _quiet_needed(delivery.restarts)
 
 
 SWEEP_BATCH = 200
 
 
+def _quiet_filter(now: datetime) -> Q:
+    """Rows quiet for at least _quiet_needed(their restarts) (the SQL side of _stuck/_lost)."""
+    steps = [settings.DELIVERY_STUCK_SECONDS, *settings.DELIVERY_RESTART_BACKOFF_SECONDS]
+    quiet = Q(progressed__isnull=True)
+    for restarts in range(len(steps)):
+        cutoff = now - timedelta(seconds=_quiet_needed(restarts))
+        if restarts == len(steps) - 1:
+            quiet |= Q(restarts__gte=restarts, progressed__lte=cutoff)
+        else:
+            quiet |= Q(restarts=restarts, progressed__lte=cutoff)
+    return quiet
+
+
 def deliveries_recover_stuck() -> dict[str, int]:
-    """Beat job: deliveries "running" without progress for DELIVERY_STUCK_SECONDS lost their
-    worker. Re-queue them (their copied files are kept) or fail them after
-    DELIVERY_MAX_RESTARTS, each with a status change saying why. At most SWEEP_BATCH per
-    call (a few ms each); the next sweep takes the rest."""
-    stale_before = timezone.now() - timedelta(seconds=settings.DELIVERY_STUCK_SECONDS)
+    """Beat job. A delivery "running" without progress for its quiet time lost its worker:
+    re-queue it (its copied files are kept) or fail it after DELIVERY_MAX_RESTARTS, each with
+    a status change saying why. A delivery "queued" that long was never taken (its message
+    was lost, e.g. by a broker restart): send it again, counted with the re-queues (a
+    duplicate message is harmless: the claim takes it once). The quiet time grows with each
+    automatic restart (_quiet_needed). At most SWEEP_BATCH per call (a few ms each); the next
+    sweep takes the rest."""
     candidates = list(
-        Delivery.objects.filter(status=Delivery.Status.RUNNING)
-        .filter(Q(progressed__lt=stale_before) | Q(progressed__isnull=True))
-        .values_list("pk", flat=True)[:SWEEP_BATCH])
+        Delivery.objects.filter(status__in=[Delivery.Status.RUNNING, Delivery.Status.QUEUED])
+        .filter(_quiet_filter(timezone.now())).order_by("progressed").values_list("pk", flat=True)[:SWEEP_BATCH])
     counts = {"requeued": 0, "failed": 0}
     for pk in candidates:
         with transaction.atomic():
             # Locked and checked again: the run may have copied a file since the query.
             delivery = Delivery.objects.select_for_update().filter(pk=pk).first()
-            if delivery is None or not _stuck(delivery):
+            if delivery is None:
+                continue
+            if _lost(delivery):
+                # The next resend waits a full quiet time again (a long queue is not flooded).
+                Delivery.objects.filter(pk=pk).update(progressed=timezone.now())
+                _enqueue_after_commit(pk)
+                counts["requeued"] += 1
+                logger.warning("delivery %s was queued without a worker taking it; sent again", pk)
+                continue
+            if not _stuck(delivery):
                 continue
             delivery = _recover_locked(delivery, quiet_seconds=_quiet_seconds(delivery))
             if delivery.status == Delivery.Status.QUEUED:

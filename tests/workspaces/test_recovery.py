@@ -245,11 +245,53 @@ def test_the_sweep_fails_a_delivery_after_its_last_restart_with_the_reason(deliv
     settings.DELIVERY_MAX_RESTARTS = 2
     _killed_after(delivery, monkeypatch, files=1)
     Delivery.objects.filter(pk=delivery.pk).update(restarts=2)
-    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+    _age(delivery, services._quiet_needed(2) + 1)  # noqa: SLF001 - the back-off after two restarts
     assert deliveries_recover_stuck() == {"requeued": 0, "failed": 1}
     delivery.refresh_from_db()
     assert delivery.status == S.FAILED
     assert "after 2 automatic restart(s)" in delivery.error
+
+
+def test_the_sweep_waits_longer_before_each_further_restart(delivery, monkeypatch, settings, sent):
+    _killed_after(delivery, monkeypatch, files=2)
+    Delivery.objects.filter(pk=delivery.pk).update(restarts=1)  # restarted once already
+    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+    assert deliveries_recover_stuck() == {"requeued": 0, "failed": 0}  # inside its back-off
+    _age(delivery, settings.DELIVERY_RESTART_BACKOFF_SECONDS[0] + 1)
+    assert deliveries_recover_stuck() == {"requeued": 1, "failed": 0}
+    delivery.refresh_from_db()
+    assert delivery.restarts == 2
+    change = DeliveryStatusChange.objects.filter(delivery=delivery).last()
+    assert f"the next one after {settings.DELIVERY_RESTART_BACKOFF_SECONDS[1]} s" in change.reason
+
+
+def test_the_sweep_sends_a_queued_delivery_no_worker_took_again(
+        delivery, settings, sent, django_capture_on_commit_callbacks):
+    """A broker restart loses queued messages: the delivery stays queued with no task."""
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deliveries_recover_stuck() == {"requeued": 0, "failed": 0}  # just queued
+        _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+        assert deliveries_recover_stuck() == {"requeued": 1, "failed": 0}
+        assert deliveries_recover_stuck() == {"requeued": 0, "failed": 0}  # not again at once
+    assert sent == [delivery.pk]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.restarts) == (S.QUEUED, 0)
+    delivery_run(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)  # a duplicate message does nothing
+    delivery.refresh_from_db()
+    assert delivery.status == S.DONE and delivery.run_number == 1 and delivery.files.count() == 6
+
+
+def test_the_buyer_sees_why_a_delivery_failed(client, delivery, bob, monkeypatch, settings):
+    settings.DELIVERY_MAX_RESTARTS = 0
+    _killed_after(delivery, monkeypatch, files=1)
+    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+    deliveries_recover_stuck()
+    client.force_login(bob)
+    page = client.get("/workspace/").content.decode()
+    assert "This delivery stopped: The copy stopped making progress" in page
+    progress = client.get(f"/workspace/deliveries/{delivery.pk}/progress/").json()
+    assert progress["status"] == S.FAILED and "stopped making progress" in progress["error"]
 
 
 # ---- admin: restart or fail with a reason ------------------------------------------------------
