@@ -95,7 +95,7 @@ def copy(src_key: str, dst_key: str) -> None:
     src, dst = default_storage._normalize_name(src_key), default_storage._normalize_name(dst_key)  # noqa: SLF001 - storages has no public API for this
     try:
         # One CopyObject request. The managed copy below first asks for the object's size
-        # (HeadObject) and starts a transfer manager: three times slower per file.
+        # (HeadObject) and starts a transfer manager, for every file.
         bucket.meta.client.copy_object(Bucket=bucket.name, Key=dst, CopySource={"Bucket": bucket.name, "Key": src})
     except ClientError as exc:
         # CopyObject takes objects up to 5 GB; larger ones go in parts.
