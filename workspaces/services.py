@@ -381,7 +381,7 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     done = set(delivery.files.values_list("instance_id", flat=True))
     pending: list[DeliveryFile] = []
     recorded_at = time.monotonic()
-    rows = instances.exclude(pk__in=done).values_list(*_COPY_FIELDS)
+    rows = instances.exclude(pk__in=done).values_list(*_COPY_FIELDS, named=True)
     for count, row in enumerate(rows.iterator(chunk_size=500), start=1):
         if count % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
             _halt(delivery.order, reason)
@@ -435,8 +435,8 @@ _COPY_FIELDS = ("pk", "storage_key", "size_bytes", "sha256", "sop_uid", "series_
 
 def _copy_instance(delivery: Delivery, row: tuple, *, check_existing: bool) -> DeliveryFile:
     """Copy one file (unless ``check_existing`` finds it already there, whole) and return its
-    row, not yet saved: _record saves it with the rest of its batch. ``row`` holds
-    _COPY_FIELDS."""
+    row, not yet saved: _record saves it with the rest of its batch. ``row`` is a named
+    tuple of _COPY_FIELDS."""
     instance_id, source_key, size_bytes, sha256, sop_uid, series_uid, study_uid = row
     path = f"{study_uid}/{series_uid}/{sop_uid}.dcm"
     key = f"{delivery.prefix}/{path}"
