@@ -10,6 +10,7 @@ import os
 import shutil
 from typing import IO, Iterator
 
+from botocore.exceptions import ClientError
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, default_storage
 
@@ -101,9 +102,16 @@ def copy(src_key: str, dst_key: str) -> None:
         shutil.copyfile(default_storage.path(src_key), dst_path)
         return
     bucket = default_storage.bucket
-    bucket.Object(default_storage._normalize_name(dst_key)).copy(  # noqa: SLF001 - storages has no public API for this
-        {"Bucket": bucket.name, "Key": default_storage._normalize_name(src_key)}  # noqa: SLF001
-    )
+    src, dst = default_storage._normalize_name(src_key), default_storage._normalize_name(dst_key)  # noqa: SLF001 - storages has no public API for this
+    try:
+        # One CopyObject request. The managed copy below first asks for the object's size
+        # (HeadObject) and starts a transfer manager, for every file.
+        bucket.meta.client.copy_object(Bucket=bucket.name, Key=dst, CopySource={"Bucket": bucket.name, "Key": src})
+    except ClientError as exc:
+        # CopyObject takes objects up to 5 GB; larger ones go in parts.
+        if exc.response.get("Error", {}).get("Code") not in ("InvalidRequest", "EntityTooLarge"):
+            raise
+        bucket.Object(dst).copy({"Bucket": bucket.name, "Key": src})
 
 
 def download_url(key: str) -> str | None:

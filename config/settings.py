@@ -507,6 +507,11 @@ DELIVERY_MAX_RESTARTS = env_int("DELIVERY_MAX_RESTARTS", 3, minimum=0, maximum=1
 NIFTI_TIMEOUT_SECONDS = env_int("NIFTI_TIMEOUT_SECONDS", 300, minimum=5, maximum=86400)
 # The dcm2niix executable; empty: the one the dcm2niix wheel installs (or on PATH).
 DCM2NIIX_PATH = env.str("DCM2NIIX_PATH", default="")
+# Back-off: the quiet time before the second, third… automatic restart (the first waits
+# DELIVERY_STUCK_SECONDS); past the list, its last value. Also how long a queued delivery
+# no worker took waits before its task is sent again (a broker restart loses the queue).
+DELIVERY_RESTART_BACKOFF_SECONDS = [int(v) for v in env.list("DELIVERY_RESTART_BACKOFF_SECONDS",
+                                                             default=["300", "900"])]
 # Provider keys for pseudonyms and UIDs are derived from this secret (HMAC) unless set per provider.
 DEID_MASTER_KEY = env_secret("DEID_MASTER_KEY") or SECRET_KEY
 

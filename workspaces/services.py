@@ -7,13 +7,14 @@ import io
 import logging
 import re
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -158,51 +159,91 @@ def delivery_continue(*, delivery_id: int) -> None:
         _enqueue_after_commit(delivery_id)
 
 
+def _quiet_needed(restarts: int) -> int:
+    """Seconds without progress after which the sweep restarts a delivery that was restarted
+    automatically ``restarts`` times: DELIVERY_STUCK_SECONDS at first, then longer each time
+    (DELIVERY_RESTART_BACKOFF_SECONDS), so a delivery that keeps losing its worker is not
+    restarted in a tight loop. The count is on the row (Delivery.restarts)."""
+    steps = [settings.DELIVERY_STUCK_SECONDS, *settings.DELIVERY_RESTART_BACKOFF_SECONDS]
+    return max(settings.DELIVERY_STUCK_SECONDS, steps[min(restarts, len(steps) - 1)])
+
+
 def _recover_locked(delivery: Delivery, *, quiet_seconds: int) -> Delivery:
     """A running delivery (row locked by the caller) whose worker stopped: back to QUEUED,
-    or FAILED once it used up DELIVERY_MAX_RESTARTS."""
+    or FAILED once it used up DELIVERY_MAX_RESTARTS. The reason is shown to the buyer."""
     if delivery.restarts >= settings.DELIVERY_MAX_RESTARTS:
         return delivery_transition(
             delivery=delivery, to=Delivery.Status.FAILED, acting_user=None,
-            reason=f"No progress for {quiet_seconds} s after {delivery.restarts} automatic restart(s); "
-                   "restart it from the admin once the cause is fixed.")
+            reason=f"The copy stopped making progress {delivery.restarts + 1} times (no progress for "
+                   f"{quiet_seconds} s after {delivery.restarts} automatic restart(s)); our staff restart it "
+                   "from the admin once the cause is fixed.")
     delivery = delivery_transition(
         delivery=delivery, to=Delivery.Status.QUEUED, acting_user=None,
         reason=f"No progress for {quiet_seconds} s (worker lost?); restart "
-               f"{delivery.restarts + 1} of {settings.DELIVERY_MAX_RESTARTS}.")
+               f"{delivery.restarts + 1} of {settings.DELIVERY_MAX_RESTARTS}; the next one after "
+               f"{_quiet_needed(delivery.restarts + 1)} s without progress.")
     Delivery.objects.filter(pk=delivery.pk).update(restarts=F("restarts") + 1)
     return delivery
 
 
 def _quiet_seconds(delivery: Delivery) -> int:
     if delivery.progressed is None:
-        return settings.DELIVERY_STUCK_SECONDS
+        return _quiet_needed(delivery.restarts)
     return int((timezone.now() - delivery.progressed).total_seconds())
 
 
 def _stuck(delivery: Delivery) -> bool:
-    return delivery.status == Delivery.Status.RUNNING and _quiet_seconds(delivery) >= settings.DELIVERY_STUCK_SECONDS
+    return delivery.status == Delivery.Status.RUNNING and _quiet_seconds(delivery) >= _quiet_needed(delivery.restarts)
+
+
+def _lost(delivery: Delivery) -> bool:
+    """Queued, and not taken by any worker for the quiet time: its message may be gone (a
+    broker restarted without its data loses the queue)."""
+    return delivery.status == Delivery.Status.QUEUED and _quiet_seconds(delivery) >= _quiet_needed(delivery.restarts)
 
 
 SWEEP_BATCH = 200
 
 
+def _quiet_filter(now: datetime) -> Q:
+    """Rows quiet for at least _quiet_needed(their restarts) (the SQL side of _stuck/_lost)."""
+    steps = [settings.DELIVERY_STUCK_SECONDS, *settings.DELIVERY_RESTART_BACKOFF_SECONDS]
+    quiet = Q(progressed__isnull=True)
+    for restarts in range(len(steps)):
+        cutoff = now - timedelta(seconds=_quiet_needed(restarts))
+        if restarts == len(steps) - 1:
+            quiet |= Q(restarts__gte=restarts, progressed__lte=cutoff)
+        else:
+            quiet |= Q(restarts=restarts, progressed__lte=cutoff)
+    return quiet
+
+
 def deliveries_recover_stuck() -> dict[str, int]:
-    """Beat job: deliveries "running" without progress for DELIVERY_STUCK_SECONDS lost their
-    worker. Re-queue them (their copied files are kept) or fail them after
-    DELIVERY_MAX_RESTARTS, each with a status change saying why. At most SWEEP_BATCH per
-    call (a few ms each); the next sweep takes the rest."""
-    stale_before = timezone.now() - timedelta(seconds=settings.DELIVERY_STUCK_SECONDS)
+    """Beat job. A delivery "running" without progress for its quiet time lost its worker:
+    re-queue it (its copied files are kept) or fail it after DELIVERY_MAX_RESTARTS, each with
+    a status change saying why. A delivery "queued" that long was never taken (its message
+    was lost, e.g. by a broker restart): send it again, counted with the re-queues (a
+    duplicate message is harmless: the claim takes it once). The quiet time grows with each
+    automatic restart (_quiet_needed). At most SWEEP_BATCH per call (a few ms each); the next
+    sweep takes the rest."""
     candidates = list(
-        Delivery.objects.filter(status=Delivery.Status.RUNNING)
-        .filter(Q(progressed__lt=stale_before) | Q(progressed__isnull=True))
-        .values_list("pk", flat=True)[:SWEEP_BATCH])
+        Delivery.objects.filter(status__in=[Delivery.Status.RUNNING, Delivery.Status.QUEUED])
+        .filter(_quiet_filter(timezone.now())).order_by("progressed").values_list("pk", flat=True)[:SWEEP_BATCH])
     counts = {"requeued": 0, "failed": 0}
     for pk in candidates:
         with transaction.atomic():
             # Locked and checked again: the run may have copied a file since the query.
             delivery = Delivery.objects.select_for_update().filter(pk=pk).first()
-            if delivery is None or not _stuck(delivery):
+            if delivery is None:
+                continue
+            if _lost(delivery):
+                # The next resend waits a full quiet time again (a long queue is not flooded).
+                Delivery.objects.filter(pk=pk).update(progressed=timezone.now())
+                _enqueue_after_commit(pk)
+                counts["requeued"] += 1
+                logger.warning("delivery %s was queued without a worker taking it; sent again", pk)
+                continue
+            if not _stuck(delivery):
                 continue
             delivery = _recover_locked(delivery, quiet_seconds=_quiet_seconds(delivery))
             if delivery.status == Delivery.Status.QUEUED:
@@ -229,6 +270,12 @@ def _instances_for(order: Order):  # noqa: ANN202 - a queryset of Instance
 
 # How many files are copied between two checks that the order may still be delivered.
 STOP_CHECK_EVERY = 200
+# Copied files are recorded (rows, progress mark, fence check) in one transaction per
+# RECORD_EVERY files, or sooner once RECORD_SECONDS have passed (well inside
+# DELIVERY_STUCK_SECONDS, so slow copies still show progress). Per file, those database
+# round trips took several times longer than copying a 512 KB file (benchmarks/delivery_bench.py).
+RECORD_EVERY = 100
+RECORD_SECONDS = 1.0
 
 
 def _stop_reason(order_id: int, *, lock: bool = False) -> str:
@@ -327,11 +374,11 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
     (workspaces/nifti.py), then the manifest and the certificate.
 
     Safe to run twice, concurrently, or after a worker died mid-way: only one run holds the
-    delivery (run_number), files already recorded are skipped (unique per delivery and
-    instance, series already in the conversion report too), and after a crash an object
-    already at its key with the right sha256 is not written again (the copy is
-    deterministic, so its sha256 is known before writing). The manifest is rewritten from
-    the rows.
+    delivery (run_number, checked each time a batch of files is recorded), files already
+    recorded are skipped (unique per delivery and instance, series already in the conversion
+    report too), and after a crash an object of the unrecorded batch already at its key with
+    the right sha256 is not written again (the copy is deterministic, so its sha256 is known
+    before writing). The manifest is rewritten from the rows.
     Stops as FAILED, with the reason, when the order was cancelled or the dataset withdrawn
     before the delivery finished (checked before, during and, under lock, at the end).
     """
@@ -352,23 +399,33 @@ def delivery_run(*, delivery_id: int) -> Delivery | None:
         2 * series.count() if series is not None else 0)  # an image and its sidecar per series
     Delivery.objects.filter(pk=delivery_id).update(
         total_files=max(planned, copied["files"]), done_files=copied["files"], total_bytes=copied["bytes"] or 0)
-    # A resumed delivery may find the file it was writing when its worker died.
-    resumed = copied["files"] > 0
+    # A resumed delivery may find the files its dead worker wrote but had not yet recorded:
+    # at most one batch, the first files still missing (they are written in id order).
+    verify_left = RECORD_EVERY if copied["files"] > 0 else 0
     uid_key = order_uid_key(order.pk)
 
     done = set(delivery.files.filter(instance__isnull=False).values_list("instance_id", flat=True))
     todo = instances.exclude(pk__in=done) if order.wants_dicom else instances.none()
-    for count, instance in enumerate(todo.iterator(chunk_size=500), start=1):
+    pending: list[DeliveryFile] = []
+    recorded_at = time.monotonic()
+    rows = todo.values_list(*_COPY_FIELDS, named=True)
+    for count, row in enumerate(rows.iterator(chunk_size=500), start=1):
         if count % STOP_CHECK_EVERY == 0 and (reason := _stop_reason(delivery.order_id)):
             _halt(delivery.order, reason)
             return Delivery.objects.get(pk=delivery_id)
         try:
-            kept = _copy_instance(delivery, instance, run_number=run_number, check_existing=resumed, uid_key=uid_key)
+            pending.append(_copy_instance(delivery, row, check_existing=verify_left > 0, uid_key=uid_key))
         except NotFingerprintableError as exc:
-            return _fail_run(delivery_id, run_number, f"Catalog instance {instance.pk} could not be copied ({exc}).")
-        if not kept:
-            logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
-            return None
+            return _fail_run(delivery_id, run_number, f"Catalog instance {row.pk} could not be copied ({exc}).")
+        verify_left -= 1
+        if len(pending) >= RECORD_EVERY or time.monotonic() - recorded_at >= RECORD_SECONDS:
+            if not _record(delivery, pending, run_number=run_number):
+                logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
+                return None
+            pending, recorded_at = [], time.monotonic()
+    if pending and not _record(delivery, pending, run_number=run_number):
+        logger.info("delivery %s: run %s was superseded; stopping", delivery_id, run_number)
+        return None
     if series is not None:
         from workspaces.nifti import delivery_convert_series
 
@@ -450,17 +507,23 @@ def delivered_path(*, study_uid: str, series_uid: str, sop_uid: str, order_id: i
     return f"{study}/{series}/{sop}.dcm"
 
 
-def _copy_instance(delivery: Delivery, instance: Instance, *, run_number: int, check_existing: bool,
-                   uid_key: bytes) -> bool:
+# What writing one instance needs, read as plain tuples: building three model objects per
+# file (instance, series, study) cost a third of the copy time of a 512 KB file.
+_COPY_FIELDS = ("pk", "storage_key", "sop_uid", "series__series_uid", "series__study__study_uid")
+
+
+def _copy_instance(delivery: Delivery, row: tuple, *, check_existing: bool, uid_key: bytes) -> DeliveryFile:
     """Write the buyer's copy of one instance (read, fingerprint, put: one file in memory or
-    a spool file at a time) and record it; False when this run no longer holds the delivery."""
-    study, series = instance.series.study, instance.series
-    path = delivered_path(study_uid=study.study_uid, series_uid=series.series_uid, sop_uid=instance.sop_uid,
+    a spool file at a time) unless ``check_existing`` finds it already there, whole; return
+    its row, not yet saved: _record saves it with the rest of its batch. ``row`` is a named
+    tuple of _COPY_FIELDS."""
+    instance_id, source_key, sop_uid, series_uid, study_uid = row
+    path = delivered_path(study_uid=study_uid, series_uid=series_uid, sop_uid=sop_uid,
                           order_id=delivery.order_id, uid_key=uid_key)
     key = f"{delivery.prefix}/{path}"
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
         writer = _HashingWriter(spool)
-        with storage.open_read(instance.storage_key) as src:
+        with storage.open_read(source_key) as src:
             # The storage's own file object: large values pydicom defers are read back through it.
             result = fingerprint_file(getattr(src, "file", src), writer,  # type: ignore[arg-type]
                                       order_id=delivery.order_id)
@@ -468,15 +531,28 @@ def _copy_instance(delivery: Delivery, instance: Instance, *, run_number: int, c
         if not (check_existing and storage.exists(key) and storage.sha256_of(key) == sha256):
             spool.seek(0)
             storage.put(key, spool)
-    try:
-        with transaction.atomic():
-            DeliveryFile.objects.create(delivery=delivery, instance=instance, path=path, storage_key=key,
-                                        size_bytes=size, sha256=sha256, sop_uid=result.sop_uid)
-    except IntegrityError:
-        return True  # a concurrent run wrote it first; the copy is the same bytes
-    # The progress mark doubles as the fence: 0 rows means another run, or an admin, took over.
-    return bool(Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RUNNING, run_number=run_number).update(
-        done_files=F("done_files") + 1, total_bytes=F("total_bytes") + size, progressed=timezone.now()))
+    return DeliveryFile(delivery=delivery, instance_id=instance_id, path=path, storage_key=key,
+                        size_bytes=size, sha256=sha256, sop_uid=result.sop_uid)
+
+
+def _record(delivery: Delivery, files: list[DeliveryFile], *, run_number: int) -> bool:
+    """Record a batch of copied files and mark progress; False when this run no longer holds
+    the delivery (its files are then left unrecorded: the run that holds it verifies or
+    copies them again)."""
+    with transaction.atomic():
+        # The progress mark doubles as the fence, and comes first: its row lock keeps a claim,
+        # restart or fail from moving the delivery until this batch is in. 0 rows means
+        # another run, or an admin, took over.
+        held = Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.RUNNING, run_number=run_number).update(
+            progressed=timezone.now())
+        if not held:
+            return False
+        # Unique per delivery and instance: a row already there (an earlier run's) is kept.
+        DeliveryFile.objects.bulk_create(files, ignore_conflicts=True)
+        # Counted from the rows, never incremented: a conflict above adds nothing twice.
+        copied = delivery.files.aggregate(files=Count("pk"), bytes=Sum("size_bytes"))
+        Delivery.objects.filter(pk=delivery.pk).update(done_files=copied["files"], total_bytes=copied["bytes"] or 0)
+    return True
 
 
 def _write_manifest(delivery: Delivery) -> str:

@@ -144,7 +144,8 @@ def delivery_named_users_change(request: HttpRequest, delivery_id: int) -> HttpR
 def delivery_progress(request: HttpRequest, delivery_id: int) -> JsonResponse:
     delivery = access_delivery(user=request.user, delivery_id=delivery_id)
     return JsonResponse({"status": delivery.status, "status_label": delivery.get_status_display(),
-                         "done": delivery.done_files, "total": delivery.total_files, "percent": delivery.percent})
+                         "done": delivery.done_files, "total": delivery.total_files, "percent": delivery.percent,
+                         **({"error": delivery.error} if delivery.status == Delivery.Status.FAILED else {})})
 
 
 @login_required

@@ -136,23 +136,51 @@ class RecoveryResult:
     purged: list[int]
 
 
+def _quiet_needed(attempts: int, base: timedelta) -> timedelta:
+    """How long a batch started ``attempts`` times must show no progress before the sweep
+    acts: ``base`` for the first restart, then twice as long each time (15, 30, 60 minutes
+    by default), so a batch whose worker keeps dying is not restarted in a tight loop. The
+    count is on the row (UploadBatch.attempts); deciding to fail it waits only ``base``."""
+    if attempts >= settings.INGEST_MAX_ATTEMPTS:
+        return base
+    return base * 2 ** max(attempts - 1, 0)
+
+
+def _quiet(cutoff_for, now: datetime) -> Q:  # noqa: ANN001 - cutoff_for: attempts -> timedelta
+    quiet = Q()
+    for attempts in range(settings.INGEST_MAX_ATTEMPTS + 1):
+        cutoff = now - cutoff_for(attempts)
+        same = Q(attempts__gte=attempts) if attempts == settings.INGEST_MAX_ATTEMPTS else Q(attempts=attempts)
+        quiet |= same & (Q(progressed__lt=cutoff) | Q(progressed__isnull=True, created__lt=cutoff))
+    return quiet
+
+
 def upload_batches_recover_stuck(*, older_than: timedelta | None = None) -> RecoveryResult:
     """Find running batches with no progress for ``older_than`` (INGEST_STUCK_MINUTES by
-    default): their worker died. Re-queue each (ingestion is idempotent), or fail it with a
-    reason once it was started INGEST_MAX_ATTEMPTS times. Also removes the quarantined
-    originals of batches that failed longer ago than INGEST_FAILED_RETENTION_HOURS.
+    default, longer after each restart: _quiet_needed): their worker died. Re-queue each
+    (ingestion is idempotent), or fail it with a reason once it was started
+    INGEST_MAX_ATTEMPTS times. Batches queued that long were never taken (their message was
+    lost, e.g. by a broker restart): their task is sent again (a duplicate is harmless: the
+    claim is under the row lock). Also removes the quarantined originals of batches that
+    failed longer ago than INGEST_FAILED_RETENTION_HOURS.
 
     Safe to run from several schedulers at once: each batch is re-checked under its lock.
     """
     older_than = older_than if older_than is not None else timedelta(minutes=settings.INGEST_STUCK_MINUTES)
-    cutoff = timezone.now() - older_than
-    stale = Q(status=Status.RUNNING) & (Q(progressed__lt=cutoff) | Q(progressed__isnull=True, created__lt=cutoff))
+    stale = Q(status__in=[Status.RUNNING, Status.QUEUED]) & _quiet(
+        lambda attempts: _quiet_needed(attempts, older_than), timezone.now())
     requeued, failed = [], []
-    for batch_id in UploadBatch.objects.filter(stale).values_list("pk", flat=True)[:500]:
+    for batch_id in UploadBatch.objects.filter(stale).order_by("progressed").values_list("pk", flat=True)[:500]:
         with transaction.atomic():
             # A worker may have made progress since the query: re-check under the lock.
             batch = UploadBatch.objects.select_for_update().filter(pk=batch_id).filter(stale).first()
             if batch is None:
+                continue
+            if batch.status == Status.QUEUED:
+                # The next resend waits a full quiet time again (a long queue is not flooded).
+                UploadBatch.objects.filter(pk=batch.pk).update(progressed=timezone.now())
+                _queue(batch.pk)
+                requeued.append(batch.pk)
                 continue
             if batch.attempts >= settings.INGEST_MAX_ATTEMPTS:
                 upload_batch_fail(batch_id=batch.pk, reason=(
@@ -160,9 +188,11 @@ def upload_batches_recover_stuck(*, older_than: timedelta | None = None) -> Reco
                     "and if it stops again split it into smaller uploads"))
                 failed.append(batch.pk)
                 continue
+            waited = _quiet_needed(batch.attempts, older_than)
             upload_batch_transition(batch=batch, to=Status.QUEUED, acting_user=None,
-                                    reason=f"no progress for {int(older_than.total_seconds() // 60)} minutes; "
-                                           "queued again")
+                                    reason=f"no progress for {int(waited.total_seconds() // 60)} minutes; "
+                                           f"queued again (start {batch.attempts + 1} of "
+                                           f"{settings.INGEST_MAX_ATTEMPTS})")
             _queue(batch.pk)
             requeued.append(batch.pk)
     purged = upload_batches_purge_failed()

@@ -370,6 +370,38 @@ def test_the_sweep_fails_a_batch_that_keeps_stopping(dataset, alice, monkeypatch
     assert upload_batches_recover_stuck(older_than=timedelta(minutes=15)).failed == []
 
 
+def test_the_sweep_waits_longer_before_each_further_restart(dataset, alice, monkeypatch):
+    from catalog.services import upload_batches_recover_stuck
+
+    batch = _stuck_batch(dataset, alice, monkeypatch, minutes_ago=20)
+    UploadBatch.objects.filter(pk=batch.pk).update(attempts=2)  # started twice: waits 30 minutes
+    assert upload_batches_recover_stuck(older_than=timedelta(minutes=15)).requeued == []
+    UploadBatch.objects.filter(pk=batch.pk).update(progressed=timezone.now() - timedelta(minutes=31))
+    assert upload_batches_recover_stuck(older_than=timedelta(minutes=15)).requeued == [batch.pk]
+    assert "no progress for 30 minutes; queued again (start 3 of 3)" in batch.status_changes.last().reason
+
+
+def test_the_sweep_sends_a_queued_batch_no_worker_took_again(
+        dataset, alice, django_capture_on_commit_callbacks):
+    """A broker restart loses queued messages: the batch stays queued with no task."""
+    from catalog.services import upload_batches_recover_stuck
+
+    batch = upload_batch_create(dataset=dataset, acting_user=alice,
+                                files=[(n, io.BytesIO(d)) for n, d in named(ct_files(1, 2, seed=9))])
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        assert upload_batches_recover_stuck(older_than=timedelta(minutes=15)).requeued == []
+        UploadBatch.objects.filter(pk=batch.pk).update(created=timezone.now() - timedelta(minutes=16))
+        assert upload_batches_recover_stuck(older_than=timedelta(minutes=15)).requeued == [batch.pk]
+        assert upload_batches_recover_stuck(older_than=timedelta(minutes=15)).requeued == []  # not again at once
+    assert len(queued) == 1
+    batch.refresh_from_db()
+    assert batch.status == UploadBatch.Status.QUEUED and batch.attempts == 0
+    run_task(batch.pk)
+    run_task(batch.pk)  # the duplicate does nothing
+    batch.refresh_from_db()
+    assert (batch.status, batch.ok_files, batch.attempts) == ("done", 2, 1)
+
+
 def test_the_recovery_task_is_a_thin_wrapper(dataset, alice, monkeypatch):
     from catalog.tasks import upload_batches_recover_stuck_task
 

@@ -35,6 +35,13 @@ def delivery(published_dataset, bob, admin_user, dua) -> Delivery:
     return Delivery.objects.get(order=order)
 
 
+@pytest.fixture(autouse=True)
+def file_by_file(monkeypatch) -> None:
+    """Record each copied file on its own, so "killed after n files" leaves n rows; the
+    batched recording a delivery uses is tested on its own below."""
+    monkeypatch.setattr(services, "RECORD_EVERY", 1)
+
+
 @pytest.fixture
 def sent(monkeypatch) -> list[int]:
     """Delivery ids handed to the broker (after commit)."""
@@ -184,7 +191,57 @@ def test_a_superseded_run_stops_at_its_next_file(delivery, admin_user, monkeypat
     assert delivery_run(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
     assert delivery.status == S.FAILED and delivery.error == "Buyer withdrew"
-    assert delivery.files.count() == 1
+    assert delivery.files.count() == 0  # the fence is checked before its file is recorded
+
+
+# ---- files recorded in batches ---------------------------------------------------------------
+def test_a_run_killed_mid_batch_resumes_with_no_file_twice_and_every_checksum_right(delivery, monkeypatch, settings):
+    monkeypatch.setattr(services, "RECORD_EVERY", 4)
+    in_flight = _killed_after(delivery, monkeypatch, files=5)  # one batch recorded, two files not yet
+    assert delivery.files.count() == 4 and Delivery.objects.get(pk=delivery.pk).done_files == 4
+    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+
+    copies: list[str] = []
+    real_copy = storage.copy
+    monkeypatch.setattr(storage, "copy", lambda src, dst: (copies.append(dst), real_copy(src, dst)))
+    delivery_run(delivery_id=delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == S.DONE and delivery.done_files == delivery.total_files == delivery.files.count() == 6
+    assert copies == [] and in_flight in set(delivery.files.values_list("storage_key", flat=True))
+    assert delivery.total_bytes == sum(delivery.files.values_list("size_bytes", flat=True))
+    for f in delivery.files.all():
+        assert storage.sha256_of(f.storage_key) == f.sha256 == f.instance.sha256
+
+
+def test_a_superseded_run_records_nothing_of_its_batch(delivery, admin_user, monkeypatch):
+    monkeypatch.setattr(services, "RECORD_EVERY", 4)
+    real_copy = storage.copy
+
+    def copy(src: str, dst: str) -> None:
+        real_copy(src, dst)
+        if not Delivery.objects.filter(pk=delivery.pk, status=S.FAILED).exists():
+            delivery_fail(delivery=delivery, acting_user=admin_user, reason="Buyer withdrew")
+
+    monkeypatch.setattr(storage, "copy", copy)
+    assert delivery_run(delivery_id=delivery.pk) is None
+    delivery.refresh_from_db()
+    assert delivery.status == S.FAILED and delivery.files.count() == delivery.done_files == 0
+
+
+def test_a_slow_copy_still_marks_progress_within_record_seconds(delivery, monkeypatch):
+    monkeypatch.setattr(services, "RECORD_EVERY", 1000)
+    monkeypatch.setattr(services, "RECORD_SECONDS", 0.0)  # every copy is "slow"
+    marks = []
+    real_copy = storage.copy
+
+    def copy(src: str, dst: str) -> None:
+        marks.append(Delivery.objects.get(pk=delivery.pk).done_files)
+        real_copy(src, dst)
+
+    monkeypatch.setattr(storage, "copy", copy)
+    delivery_run(delivery_id=delivery.pk)
+    assert marks == [0, 1, 2, 3, 4, 5]
 
 
 # ---- the stuck-job sweep --------------------------------------------------------------------
@@ -211,11 +268,53 @@ def test_the_sweep_fails_a_delivery_after_its_last_restart_with_the_reason(deliv
     settings.DELIVERY_MAX_RESTARTS = 2
     _killed_after(delivery, monkeypatch, files=1)
     Delivery.objects.filter(pk=delivery.pk).update(restarts=2)
-    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+    _age(delivery, services._quiet_needed(2) + 1)  # noqa: SLF001 - the back-off after two restarts
     assert deliveries_recover_stuck() == {"requeued": 0, "failed": 1}
     delivery.refresh_from_db()
     assert delivery.status == S.FAILED
     assert "after 2 automatic restart(s)" in delivery.error
+
+
+def test_the_sweep_waits_longer_before_each_further_restart(delivery, monkeypatch, settings, sent):
+    _killed_after(delivery, monkeypatch, files=2)
+    Delivery.objects.filter(pk=delivery.pk).update(restarts=1)  # restarted once already
+    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+    assert deliveries_recover_stuck() == {"requeued": 0, "failed": 0}  # inside its back-off
+    _age(delivery, settings.DELIVERY_RESTART_BACKOFF_SECONDS[0] + 1)
+    assert deliveries_recover_stuck() == {"requeued": 1, "failed": 0}
+    delivery.refresh_from_db()
+    assert delivery.restarts == 2
+    change = DeliveryStatusChange.objects.filter(delivery=delivery).last()
+    assert f"the next one after {settings.DELIVERY_RESTART_BACKOFF_SECONDS[1]} s" in change.reason
+
+
+def test_the_sweep_sends_a_queued_delivery_no_worker_took_again(
+        delivery, settings, sent, django_capture_on_commit_callbacks):
+    """A broker restart loses queued messages: the delivery stays queued with no task."""
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deliveries_recover_stuck() == {"requeued": 0, "failed": 0}  # just queued
+        _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+        assert deliveries_recover_stuck() == {"requeued": 1, "failed": 0}
+        assert deliveries_recover_stuck() == {"requeued": 0, "failed": 0}  # not again at once
+    assert sent == [delivery.pk]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.restarts) == (S.QUEUED, 0)
+    delivery_run(delivery_id=delivery.pk)
+    delivery_run(delivery_id=delivery.pk)  # a duplicate message does nothing
+    delivery.refresh_from_db()
+    assert delivery.status == S.DONE and delivery.run_number == 1 and delivery.files.count() == 6
+
+
+def test_the_buyer_sees_why_a_delivery_failed(client, delivery, bob, monkeypatch, settings):
+    settings.DELIVERY_MAX_RESTARTS = 0
+    _killed_after(delivery, monkeypatch, files=1)
+    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+    deliveries_recover_stuck()
+    client.force_login(bob)
+    page = client.get("/workspace/").content.decode()
+    assert "This delivery stopped: The copy stopped making progress" in page
+    progress = client.get(f"/workspace/deliveries/{delivery.pk}/progress/").json()
+    assert progress["status"] == S.FAILED and "stopped making progress" in progress["error"]
 
 
 # ---- admin: restart or fail with a reason ------------------------------------------------------
