@@ -201,29 +201,28 @@ def test_a_run_killed_mid_batch_resumes_with_no_file_twice_and_every_checksum_ri
     assert delivery.files.count() == 4 and Delivery.objects.get(pk=delivery.pk).done_files == 4
     _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
 
-    copies: list[str] = []
-    real_copy = storage.copy
-    monkeypatch.setattr(storage, "copy", lambda src, dst: (copies.append(dst), real_copy(src, dst)))
+    # The resumed run writes nothing again: the two files of the dead worker's unrecorded
+    # batch are checked by sha256 and kept.
+    written = _data_puts(monkeypatch)
     delivery_run(delivery_id=delivery.pk)
 
     delivery.refresh_from_db()
     assert delivery.status == S.DONE and delivery.done_files == delivery.total_files == delivery.files.count() == 6
-    assert copies == [] and in_flight in set(delivery.files.values_list("storage_key", flat=True))
+    assert written == []
+    assert in_flight in set(delivery.files.values_list("storage_key", flat=True))
     assert delivery.total_bytes == sum(delivery.files.values_list("size_bytes", flat=True))
     for f in delivery.files.all():
-        assert storage.sha256_of(f.storage_key) == f.sha256 == f.instance.sha256
+        assert storage.sha256_of(f.storage_key) == f.sha256 == _fingerprinted(f)
 
 
 def test_a_superseded_run_records_nothing_of_its_batch(delivery, admin_user, monkeypatch):
     monkeypatch.setattr(services, "RECORD_EVERY", 4)
-    real_copy = storage.copy
 
-    def copy(src: str, dst: str) -> None:
-        real_copy(src, dst)
+    def fail_once(key: str) -> None:
         if not Delivery.objects.filter(pk=delivery.pk, status=S.FAILED).exists():
             delivery_fail(delivery=delivery, acting_user=admin_user, reason="Buyer withdrew")
 
-    monkeypatch.setattr(storage, "copy", copy)
+    _data_puts(monkeypatch, fail_once)
     assert delivery_run(delivery_id=delivery.pk) is None
     delivery.refresh_from_db()
     assert delivery.status == S.FAILED and delivery.files.count() == delivery.done_files == 0
@@ -233,13 +232,8 @@ def test_a_slow_copy_still_marks_progress_within_record_seconds(delivery, monkey
     monkeypatch.setattr(services, "RECORD_EVERY", 1000)
     monkeypatch.setattr(services, "RECORD_SECONDS", 0.0)  # every copy is "slow"
     marks = []
-    real_copy = storage.copy
-
-    def copy(src: str, dst: str) -> None:
-        marks.append(Delivery.objects.get(pk=delivery.pk).done_files)
-        real_copy(src, dst)
-
-    monkeypatch.setattr(storage, "copy", copy)
+    # Read as each file is written, before it is recorded.
+    _data_puts(monkeypatch, lambda key: marks.append(Delivery.objects.get(pk=delivery.pk).done_files))
     delivery_run(delivery_id=delivery.pk)
     assert marks == [0, 1, 2, 3, 4, 5]
 
