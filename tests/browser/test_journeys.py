@@ -297,6 +297,9 @@ def test_a_cart_across_two_providers_is_paid_by_card_and_each_provider_sees_its_
         assert researcher.locator("#card-payment").count() == 0
         assert "Pending admin review" in researcher.inner_text("#order-status")
         _screenshots(researcher, shots, "order-paid")
+        researcher.goto(f"{base}/account/")  # settings and API tokens: tables wrap or scroll in their card
+        _screenshots(researcher, shots, "account")
+        researcher.goto(order_url)
 
         # Admin: approve the contract in Django admin; the worker delivers and pays Alpha.
         admin = log_in(browser, base, "admin", "admin-pass-123", path="/admin/login/", lands="/admin/")
