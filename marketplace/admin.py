@@ -51,6 +51,19 @@ def object_grants(obj: Any) -> str:
     return format_html_join("", "<div>{}: {}</div>", ((holder, ", ".join(perms)) for holder, perms in rows.items()))
 
 
+def each_row(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, action, done_label: str) -> None:
+    """Run an action per row; each failure is reported with its reason, the rest go on."""
+    done = 0
+    for obj in queryset:
+        try:
+            action(obj)
+            done += 1
+        except ApplicationError as exc:
+            modeladmin.message_user(request, f"{obj}: {exc.message}", messages.ERROR)
+    if done:
+        modeladmin.message_user(request, f"{done_label}: {done}.", messages.SUCCESS)
+
+
 def _powers(user: User) -> dict[str, Any]:
     return {
         "is_active": user.is_active, "is_staff": user.is_staff, "is_superuser": user.is_superuser,
@@ -184,29 +197,15 @@ class OrganizationAdmin(AuditedModelAdmin):
 
     @admin.action(description="Verify buyer organization (its members may then check out)")
     def verify_buyer(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
-        done = 0
-        for org in queryset:
-            try:
-                organization_buyer_verify(organization=org, acting_user=request.user, ip=client_ip(request))
-                done += 1
-            except ApplicationError as exc:
-                self.message_user(request, f"{org}: {exc.message}", messages.ERROR)
-        if done:
-            self.message_user(request, f"Verified {done} buyer organization(s).", messages.SUCCESS)
+        each_row(self, request, queryset, lambda org: organization_buyer_verify(
+            organization=org, acting_user=request.user, ip=client_ip(request)), "Verified buyer organizations")
 
     @admin.action(description="Reject with reason (buyers; type the reason first, the members are told)")
     def reject_buyer(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         reason = request.POST.get("reason", "")
-        done = 0
-        for org in queryset:
-            try:
-                organization_buyer_reject(organization=org, acting_user=request.user, reason=reason,
-                                          ip=client_ip(request))
-                done += 1
-            except ApplicationError as exc:
-                self.message_user(request, f"{org}: {exc.message}", messages.ERROR)
-        if done:
-            self.message_user(request, f"Rejected {done} buyer organization(s).", messages.SUCCESS)
+        each_row(self, request, queryset, lambda org: organization_buyer_reject(
+            organization=org, acting_user=request.user, reason=reason, ip=client_ip(request)),
+            "Rejected buyer organizations")
 
     @admin.action(description="Verify selected buyer organizations as academic (academic discounts apply)")
     def verify_academic(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:

@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from marketplace.admin import AuditedModelAdmin
+from marketplace.admin import AuditedModelAdmin, each_row
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 from orders.agreements import dua_template_change, dua_template_create, dua_template_in_use
@@ -204,19 +204,6 @@ class SignatureAdmin(AuditedModelAdmin):
         return False
 
 
-def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet, action, done_label: str) -> None:
-    """Run an action per row; each failure is reported with its reason, the rest go on."""
-    done = 0
-    for obj in queryset:
-        try:
-            action(obj)
-            done += 1
-        except ApplicationError as exc:
-            modeladmin.message_user(request, f"{obj}: {exc.message}", messages.ERROR)
-    if done:
-        modeladmin.message_user(request, f"{done_label}: {done}.", messages.SUCCESS)
-
-
 class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
@@ -288,24 +275,24 @@ class OrderAdmin(AuditedModelAdmin):
     @admin.action(description="Cancel selected orders not yet delivered (type a reason first; paid ones are refunded)")
     def cancel(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         reason = request.POST.get("reason", "")
-        _each(self, request, queryset, lambda o: order_cancel(order=o, acting_user=request.user, reason=reason,
+        each_row(self, request, queryset, lambda o: order_cancel(order=o, acting_user=request.user, reason=reason,
                                                                ip=client_ip(request)), "Cancelled")
 
     @admin.action(description="Approve credit terms (invoiced orders are delivered before payment)")
     def approve_credit(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
-        _each(self, request, queryset, lambda o: credit_approve(order=o, acting_user=request.user,
+        each_row(self, request, queryset, lambda o: credit_approve(order=o, acting_user=request.user,
                                                                  ip=client_ip(request)), "Credit approved")
 
     @admin.action(description="Refund selected orders in full (type a reason first; access ends)")
     def refund(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         reason = request.POST.get("reason", "")
-        _each(self, request, queryset, lambda o: order_refund(order=o, line=None, reason=reason,
+        each_row(self, request, queryset, lambda o: order_refund(order=o, line=None, reason=reason,
                                                                acting_user=request.user, ip=client_ip(request)),
               "Refunded")
 
     @admin.action(description="Send the providers' transfers now (paid orders)")
     def pay_providers(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
-        _each(self, request, queryset, lambda o: providers_pay(order_id=o.pk), "Transfers sent or queued")
+        each_row(self, request, queryset, lambda o: providers_pay(order_id=o.pk), "Transfers sent or queued")
 
 
 @admin.register(OrderLine)
@@ -331,14 +318,14 @@ class OrderLineAdmin(AuditedModelAdmin):
     @admin.action(description="Refund selected lines (type a reason first; their access ends)")
     def refund_line(self, request: HttpRequest, queryset: QuerySet[OrderLine]) -> None:
         reason = request.POST.get("reason", "")
-        _each(self, request, queryset, lambda line: order_refund(order=line.order, line=line, reason=reason,
+        each_row(self, request, queryset, lambda line: order_refund(order=line.order, line=line, reason=reason,
                                                                   acting_user=request.user, ip=client_ip(request)),
               "Refunded lines")
 
     @admin.action(description="Revoke access (type a reason first)")
     def revoke_access(self, request: HttpRequest, queryset: QuerySet[OrderLine]) -> None:
         reason = request.POST.get("reason", "")
-        _each(self, request, queryset, lambda line: entitlement_revoke(line, request.user, reason,
+        each_row(self, request, queryset, lambda line: entitlement_revoke(line, request.user, reason,
                                                                         ip=client_ip(request)),
               "Access revoked")
 
@@ -365,13 +352,13 @@ class InvoiceAdmin(AuditedModelAdmin):
     @admin.action(description="Mark paid (type how it was paid, e.g. the bank reference)")
     def mark_paid(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
         reason = request.POST.get("reason", "")
-        _each(self, request, queryset, lambda i: invoice_settle(invoice=i, acting_user=request.user, reason=reason,
+        each_row(self, request, queryset, lambda i: invoice_settle(invoice=i, acting_user=request.user, reason=reason,
                                                                  ip=client_ip(request)), "Marked paid")
 
     @admin.action(description="Void unpaid invoices (type a reason first; the order is cancelled)")
     def void(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
         reason = request.POST.get("reason", "")
-        _each(self, request, queryset, lambda i: invoice_void(invoice=i, acting_user=request.user, reason=reason,
+        each_row(self, request, queryset, lambda i: invoice_void(invoice=i, acting_user=request.user, reason=reason,
                                                                ip=client_ip(request)), "Voided")
 
 
@@ -396,12 +383,12 @@ class ProviderTransferAdmin(AuditedModelAdmin):
     @admin.action(description="Mark paid outside Stripe (type the bank reference first)")
     def mark_paid_outside(self, request: HttpRequest, queryset: QuerySet[ProviderTransfer]) -> None:
         reason = request.POST.get("reason", "")
-        _each(self, request, queryset, lambda t: transfer_mark_paid_outside(
+        each_row(self, request, queryset, lambda t: transfer_mark_paid_outside(
             transfer=t, acting_user=request.user, reason=reason, ip=client_ip(request)), "Marked paid")
 
     @admin.action(description="Send again through Stripe")
     def retry(self, request: HttpRequest, queryset: QuerySet[ProviderTransfer]) -> None:
-        _each(self, request, queryset, lambda t: providers_pay(order_id=t.order_id), "Retried")
+        each_row(self, request, queryset, lambda t: providers_pay(order_id=t.order_id), "Retried")
 
 
 @admin.register(StripeEvent)

@@ -24,6 +24,7 @@ from catalog.licence import LicenceTerms, LicenceTermsError, terms_diff
 from catalog.models import DataRequest, DataRequestResponse, Dataset
 from catalog.search.criteria import cohort_criteria, cohort_from, describe
 from marketplace.exceptions import ApplicationError, InvalidTransitionError, NotFoundError
+from marketplace.input_guard import MAX_MINOR_AMOUNT
 from marketplace.models import Membership, Organization, User
 from marketplace.services import audit_record, notification_send
 from orders.currency import ACCEPTED_CODES, MoneyValueError, format_money, to_minor
@@ -508,6 +509,8 @@ def _version_fields(*, price_minor: int, currency: str, terms: dict[str, Any], m
         raise OfferError("The price must be a whole number of minor units.", code="price_invalid")
     if price_minor < 0:
         raise OfferError("The price cannot be negative.", code="price_negative")
+    if price_minor > MAX_MINOR_AMOUNT:
+        raise OfferError("The price is too large.", code="price_invalid")
     try:
         clean_terms = LicenceTerms.from_dict(terms).to_dict()
     except LicenceTermsError as exc:

@@ -284,6 +284,7 @@ def test_staff_read_a_negotiation_but_do_not_act_in_it(client, request_v0, admin
 
 @pytest.mark.parametrize("price, terms, message", [
     (-1, OFFERED, "cannot be negative"),
+    (10**30, OFFERED, "too large"),
     (100, {**OFFERED, "use": "resale"}, "Licence use must be one of research, commercial"),
     (100, {**OFFERED, "redistribution": True}, "Redistribution of the data is never allowed"),
     (100, {**OFFERED, "term_months": 500}, "Licence term_months must be between 1 and 120"),
@@ -292,7 +293,7 @@ def test_bad_prices_and_terms_are_refused_with_the_reason(request_v0, alice, pri
     with pytest.raises(OfferError, match=message):
         offer_make(negotiation_id=request_v0.pk, acting_user=alice, price_minor=price, currency="USD", terms=terms)
     (event,) = _refusals("offer.make")
-    assert event.detail["code"] in ("price_negative", "terms_invalid")
+    assert event.detail["code"] in ("price_negative", "price_invalid", "terms_invalid")
     assert request_v0.offers.count() == 1
 
 
@@ -436,3 +437,12 @@ def test_staff_see_a_negotiation_in_the_admin_without_changing_it(client, reques
     page = client.get(reverse("admin:orders_negotiation_change", args=[request_v0.pk]))
     assert page.status_code == 200 and "15.00 USD" in page.content.decode()
     assert client.get(reverse("admin:orders_negotiation_add")).status_code == 403
+
+
+def test_a_huge_typed_price_gets_a_form_error_not_a_server_error(client, request_v0, alice):
+    client.force_login(alice)
+    response = client.post(reverse("negotiation_detail", args=[request_v0.pk]),
+                           {"price": "9" * 40, "currency": "USD", "use": "research", "term_months": "12",
+                            "territory": "worldwide", "access": "download"})
+    assert response.status_code in (200, 400) and "too large" in response.content.decode()
+    assert request_v0.offers.count() == 1
