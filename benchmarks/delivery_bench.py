@@ -8,8 +8,10 @@ Starts a throwaway embedded PostgreSQL and Redis, migrates, builds the fixture w
 tests use (a provider, a published dataset of six ingested CT files, verified buyers), then
 adds ``--instances`` DICOM instances of about ``--size-kb`` each to that dataset
 (bulk_create rows pointing at stored objects). Delivery writes a fingerprinted copy per
-buyer (workspaces/fingerprint.py: parse, remap the UIDs, add a private tag, write; pixel
-data copied raw), so the objects must be DICOM: one template per series is made from an
+buyer (workspaces/fingerprint.py, byte level in fingerprint_raw.py: split the header into
+raw elements, remap the UIDs, add a private tag, write; pixel data copied raw) over
+DELIVERY_COPY_THREADS threads (set it in the environment to compare), so the objects must
+be DICOM: one template per series is made from an
 ingested (de-identified) instance with uncompressed 16-bit random PixelData sized to reach
 ``--size-kb``, and each instance is that template with its own SOP Instance UID patched in
 (same length, in the file meta and the dataset), so every object has its own bytes and
@@ -34,7 +36,8 @@ range, and delivery time / baseline time (of the medians, and the median of each
 S3 is a moto server over HTTP in its own process (as in tests/embedded_services.py), so
 it holds the objects in its memory, not ours. With ``--storage both`` each storage runs in
 its own child process, so each peak RSS (ru_maxrss, of this process only) is its own.
-Numbers only: no timed assertions (not part of ``make test``). Generated data lives under
+BENCH_PROFILE=1 prints a cProfile table of each delivery run (its times are then not
+comparable). Numbers only: no timed assertions (not part of ``make test``). Generated data lives under
 a /tmp folder removed at the end; delivered copies are removed after each round.
 """
 from __future__ import annotations
@@ -259,7 +262,14 @@ def _deliver(dataset, admin, dua, round_no: int):  # noqa: ANN001, ANN202 - (sec
     delivery = Delivery.objects.get(order=order)
     os.sync()  # neither contender pays for the other's dirty pages
     t0 = time.perf_counter()
-    delivery = delivery_run(delivery_id=delivery.pk)
+    if os.environ.get("BENCH_PROFILE"):
+        import cProfile
+        import pstats
+        profile = cProfile.Profile()
+        delivery = profile.runcall(delivery_run, delivery_id=delivery.pk)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
+    else:
+        delivery = delivery_run(delivery_id=delivery.pk)
     seconds = time.perf_counter() - t0
     assert delivery is not None and delivery.status == Delivery.Status.DONE, delivery
     return seconds, delivery

@@ -501,6 +501,9 @@ INGEST_PROVIDER_SLOT_SECONDS = env_int("INGEST_PROVIDER_SLOT_SECONDS", 180, mini
 # the sweep, at most DELIVERY_MAX_RESTARTS times, then failed with the reason.
 DELIVERY_STUCK_SECONDS = env_int("DELIVERY_STUCK_SECONDS", 30, minimum=5, maximum=86400)
 DELIVERY_MAX_RESTARTS = env_int("DELIVERY_MAX_RESTARTS", 3, minimum=0, maximum=100)
+# Files one delivery copies at a time (threads of the worker process: reading, hashing and
+# writing, or waiting on S3, overlap). 1: one file after another.
+DELIVERY_COPY_THREADS = env_int("DELIVERY_COPY_THREADS", 4, minimum=1, maximum=32)
 # NIfTI on request (workspaces/nifti.py): dcm2niix runs per series in a subprocess, killed
 # after this many seconds (the series is then reported as not converted). A running
 # conversion marks the delivery's progress every few seconds, so the stuck sweep leaves it.

@@ -47,8 +47,9 @@ def _encode_tail(tail: Dataset, out: Dataset, transfer_syntax: UID) -> bytes:
     buffer = DicomBytesIO()
     buffer.is_little_endian = transfer_syntax.is_little_endian
     buffer.is_implicit_VR = transfer_syntax.is_implicit_VR
+    # Dataset.get gives the value (a str or a list of them), not the element.
     charset = out.get("SpecificCharacterSet")
-    write_dataset(buffer, tail, parent_encoding=charset.value if charset else "iso8859")
+    write_dataset(buffer, tail, parent_encoding=charset or "iso8859")
     return buffer.getvalue()
 
 

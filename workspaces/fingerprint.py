@@ -31,6 +31,7 @@ from deid.errors import DeidError
 from deid.io import PARSE_ERRORS, open_source, read_dicom
 from deid.stream import write_rewritten
 from deid.uids import remap_uid
+from workspaces.fingerprint_raw import fingerprint_raw
 
 PRIVATE_GROUP = 0x0011
 PRIVATE_CREATOR = "MKT FINGERPRINT"
@@ -117,9 +118,15 @@ def _remap_values(ds: Dataset, key: bytes, depth: int = 0) -> None:
 def fingerprint_file(src: BinaryIO | IO[bytes], dst: IO[bytes], *, order_id: int) -> Fingerprinted:
     """Write the order's copy of the DICOM file ``src`` to ``dst``: UIDs remapped with the
     order's key, the order's tag in a private block. Pixel data is copied raw, never held
-    whole in memory; the same input and order give the same bytes."""
+    whole in memory; the same input and order give the same bytes. Byte level when the
+    file allows (fingerprint_raw.py), else through pydicom: both write the same bytes."""
     key = order_uid_key(order_id)
     with open_source(src) as fp:
+        fast = fingerprint_raw(fp, dst, key=key, class_uid_tags=_CLASS_UID_TAGS, private_group=PRIVATE_GROUP,
+                               creator=PRIVATE_CREATOR, marker_element=MARKER_ELEMENT, marker=order_marker(order_id))
+        if fast is not None:
+            return Fingerprinted(*fast)
+        fp.seek(0)
         try:
             parsed = read_dicom(fp, stream_pixels=True)
             ds, meta = parsed.dataset, parsed.meta

@@ -2,7 +2,9 @@
 admin restart/fail with a reason, and a resumed run that copies no file twice."""
 from __future__ import annotations
 
+import io
 import os
+import threading
 from datetime import timedelta
 
 import pytest
@@ -36,10 +38,12 @@ def delivery(published_dataset, bob, admin_user, dua) -> Delivery:
 
 
 @pytest.fixture(autouse=True)
-def file_by_file(monkeypatch) -> None:
-    """Record each copied file on its own, so "killed after n files" leaves n rows; the
-    batched recording a delivery uses is tested on its own below."""
+def file_by_file(monkeypatch, settings) -> None:
+    """Copy and record each file on its own, so "killed after n files" leaves n rows and a
+    hook in storage.put may read the test's transaction (a copy thread has its own
+    connection); batched recording and copy threads are tested on their own below."""
     monkeypatch.setattr(services, "RECORD_EVERY", 1)
+    settings.DELIVERY_COPY_THREADS = 1
 
 
 @pytest.fixture
@@ -360,3 +364,45 @@ def test_services_module_exposes_the_sweep_for_beat():
     entry = settings.CELERY_BEAT_SCHEDULE["deliveries-recover-stuck"]
     assert entry["task"] == "workspaces.tasks.deliveries_recover_stuck_task"
     assert callable(services.deliveries_recover_stuck)
+
+
+# ---- copy threads ----------------------------------------------------------------------------
+def test_copy_threads_deliver_every_file_once_in_order_with_the_right_checksum(delivery, monkeypatch, settings):
+    settings.DELIVERY_COPY_THREADS = 4
+    monkeypatch.setattr(services, "RECORD_EVERY", 4)
+    threads = set()
+    _data_puts(monkeypatch, lambda key: threads.add(threading.current_thread().name))
+    delivery_run(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == S.DONE and delivery.done_files == delivery.files.count() == 6
+    assert all(name.startswith("delivery-copy") for name in threads) and len(threads) > 1
+    for f in delivery.files.all():
+        assert storage.sha256_of(f.storage_key) == f.sha256 == _fingerprinted(f)
+
+
+def test_a_threaded_run_killed_mid_chunk_resumes_with_every_file_once(delivery, monkeypatch, settings):
+    settings.DELIVERY_COPY_THREADS = 2  # chunks of 4 files
+    monkeypatch.setattr(services, "RECORD_EVERY", 4)
+    written = _data_puts(monkeypatch, lambda key: (_ for _ in ()).throw(KeyboardInterrupt("killed"))
+                         if len(written) > 5 else None)
+    with pytest.raises(KeyboardInterrupt):
+        delivery_run(delivery_id=delivery.pk)
+    assert delivery.files.count() == 4  # the first chunk recorded; the second written, not recorded
+    _age(delivery, settings.DELIVERY_STUCK_SECONDS + 1)
+    monkeypatch.undo()
+    settings.DELIVERY_COPY_THREADS = 2
+    delivery_run(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == S.DONE and delivery.files.count() == delivery.done_files == 6
+    assert len(set(delivery.files.values_list("instance_id", flat=True))) == 6
+    for f in delivery.files.all():
+        assert storage.sha256_of(f.storage_key) == f.sha256 == _fingerprinted(f)
+
+
+def test_a_file_that_cannot_be_copied_fails_the_threaded_run_with_its_reason(delivery, settings):
+    settings.DELIVERY_COPY_THREADS = 3
+    broken = delivery.order.lines.first().dataset.studies.first().series.first().instances.order_by("id").last()
+    storage.put(broken.storage_key, io.BytesIO(b"not a DICOM file at all"))
+    result = delivery_run(delivery_id=delivery.pk)
+    assert result.status == S.FAILED
+    assert f"Catalog instance {broken.pk} could not be copied" in result.error
