@@ -11,16 +11,27 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from marketplace.grants import ORGANIZATION_GROUP_PREFIX, organization_groups_resync
 from marketplace.countries import COUNTRY_CHOICES
-from marketplace.models import AuditEvent, Invitation, Membership, Organization, User
+from marketplace.models import (
+    ApiToken,
+    AuditEvent,
+    Invitation,
+    Membership,
+    Organization,
+    User,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from marketplace.exceptions import ApplicationError
 from marketplace.services import audit_record, client_ip, organization_approve, organization_verify_academic
+from marketplace.tokens import api_token_revoke_by_staff
 from marketplace.vetting import organization_buyer_reject, organization_buyer_verify
+from marketplace.webhooks import webhook_delivery_requeue, webhook_endpoint_deactivate_by_staff
 
 admin.site.site_header = "Imaging data marketplace — administration"
 
@@ -253,6 +264,118 @@ class OrganizationAdmin(AuditedModelAdmin):
             done += 1
         if done:
             self.message_user(request, f"Approved {done} organization(s).", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(AuditedModelAdmin):
+    """Rows made and changed by their owners through services; the admin looks and acts
+    (audited actions) but neither adds, edits nor deletes."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class TokenStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("active", "Active"), ("expired", "Expired"), ("revoked", "Revoked")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
+        now = timezone.now()
+        if self.value() == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        if self.value() == "expired":
+            return queryset.filter(revoked_at__isnull=True, expires__lte=now)
+        if self.value() == "active":
+            return queryset.filter(Q(expires__isnull=True) | Q(expires__gt=now), revoked_at__isnull=True)
+        return queryset
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """Personal access tokens, seen by their prefix: the hash is never shown (a token is
+    made by its owner, who alone sees the secret, once). Staff may revoke; revoked rows
+    stay so their caller is told why."""
+
+    list_display = ["prefix", "name", "user", "scopes", "created", "expires", "last_used", "revoked_at", "state"]
+    list_filter = [TokenStateFilter, "created", ("expires", admin.EmptyFieldListFilter)]
+    search_fields = ["user__username", "user__email", "name", "prefix"]
+    list_select_related = ["user"]
+    fields = ["user", "name", "prefix", "scopes", "created", "expires", "last_used", "revoked_at", "state"]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.display(description="State")
+    def state(self, obj: ApiToken) -> str:
+        if obj.revoked_at is not None:
+            return "revoked"
+        return "expired" if obj.is_expired() else "active"
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.change_apitoken")
+
+    @admin.action(description="Revoke selected tokens", permissions=["revoke"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        each_row(self, request, queryset, lambda token: api_token_revoke_by_staff(
+            token=token, acting_user=request.user, ip=client_ip(request)), "Revoked tokens")
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin):
+    """Organizations' webhooks. The signing secret is only said to exist: its owners see it
+    on their organization's page. Staff may deactivate an endpoint."""
+
+    list_display = ["id", "organization", "url", "events", "active", "has_secret", "created", "deactivated_at"]
+    list_filter = ["active", "created"]
+    search_fields = ["organization__name", "url"]
+    list_select_related = ["organization"]
+    fields = ["organization", "url", "events", "active", "has_secret", "created_by", "created", "deactivated_at"]
+    readonly_fields = fields
+    actions = ["deactivate"]
+
+    @admin.display(boolean=True, description="Signing secret set")
+    def has_secret(self, obj: WebhookEndpoint) -> bool:
+        return bool(obj.secret)
+
+    def has_deactivate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.change_webhookendpoint")
+
+    @admin.action(description="Deactivate selected webhooks (waiting events end as failed)",
+                  permissions=["deactivate"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[WebhookEndpoint]) -> None:
+        each_row(self, request, queryset, lambda endpoint: webhook_endpoint_deactivate_by_staff(
+            endpoint=endpoint, acting_user=request.user, ip=client_ip(request)), "Deactivated webhooks")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """Sent and waiting webhook events. Staff may queue failed ones again once the receiver
+    is fixed."""
+
+    list_display = ["id", "event_type", "endpoint", "status", "attempt_count", "last_response_code", "last_error",
+                    "next_attempt_at", "delivered_at", "created"]
+    list_filter = ["status", "event_type", "created"]
+    search_fields = ["endpoint__organization__name", "event_type"]
+    list_select_related = ["endpoint"]
+    fields = ["endpoint", "event_type", "status", "attempt_count", "last_response_code", "last_error",
+              "next_attempt_at", "delivered_at", "created"]
+    readonly_fields = fields
+    actions = ["requeue"]
+
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("marketplace.change_webhookdelivery")
+
+    @admin.action(description="Queue selected failed deliveries again", permissions=["requeue"])
+    def requeue(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:
+        each_row(self, request, queryset, lambda delivery: webhook_delivery_requeue(
+            delivery=delivery, acting_user=request.user, ip=client_ip(request)), "Queued again")
 
 
 EXPORT_FIELDS = ["id", "created", "actor_id", "actor_label", "action", "object_type", "object_id", "ip_address",

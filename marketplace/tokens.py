@@ -90,13 +90,24 @@ def api_token_create(*, user: User, name: str, scopes: list[str], expires: datet
 def api_token_revoke(*, user: User, token_id: int, ip: str | None = None) -> ApiToken:
     """Revoke one of the user's tokens at once. Revoking a revoked token changes nothing."""
     token = access_api_token(user=user, token_id=token_id)
+    return _revoke(token, actor=user, ip=ip, detail={})
+
+
+@transaction.atomic
+def api_token_revoke_by_staff(*, token: ApiToken, acting_user: User, ip: str | None = None) -> ApiToken:
+    """Staff revoke someone's token (the admin's action, which checks the permission): the
+    audit event names the staff member as actor and the owner in its detail. Idempotent."""
+    return _revoke(token, actor=acting_user, ip=ip, detail={"owner_id": token.user_id, "by_staff": True})
+
+
+def _revoke(token: ApiToken, *, actor: User, ip: str | None, detail: dict) -> ApiToken:
     # The lock orders a revocation after a concurrent one: one audit event per revocation.
     token = ApiToken.objects.select_for_update().get(pk=token.pk)
     if token.revoked_at is not None:
         return token
     token.revoked_at = timezone.now()
     token.save(update_fields=["revoked_at"])
-    audit_record(actor=user, action="api_token.revoke", obj=token, ip=ip, detail={})
+    audit_record(actor=actor, action="api_token.revoke", obj=token, ip=ip, detail=detail)
     return token
 
 

@@ -46,6 +46,7 @@ from marketplace.webhooks import (
     webhook_endpoint_create,
     webhook_endpoint_deactivate,
     webhook_endpoint_ping,
+    webhook_endpoint_rotate_secret,
 )
 
 
@@ -237,12 +238,16 @@ def organization_webhooks(request: HttpRequest, organization_id: int) -> HttpRes
 def organization_webhook_action(request: HttpRequest, organization_id: int, endpoint_id: int,
                                 action: str) -> HttpResponse:
     endpoint = access_webhook_endpoint(user=request.user, endpoint_id=endpoint_id)
-    if endpoint.organization_id != organization_id or action not in ("ping", "deactivate"):
+    if endpoint.organization_id != organization_id or action not in ("ping", "deactivate", "rotate"):
         raise Http404
     try:
         if action == "ping":
             webhook_endpoint_ping(endpoint=endpoint, acting_user=request.user, ip=client_ip(request))
             messages.success(request, "Test ping queued; its result appears in the log below.")
+        elif action == "rotate":
+            webhook_endpoint_rotate_secret(endpoint=endpoint, acting_user=request.user, ip=client_ip(request))
+            messages.success(request, "New signing secret made (shown below); the old one no longer verifies. "
+                                      "Give your receiver the new one.")
         else:
             webhook_endpoint_deactivate(endpoint=endpoint, acting_user=request.user, ip=client_ip(request))
             messages.info(request, "Webhook deactivated; nothing more is sent to it.")

@@ -168,6 +168,18 @@ def webhook_endpoint_deactivate(*, endpoint: WebhookEndpoint, acting_user: User,
                                 ip: str | None = None) -> WebhookEndpoint:
     """Stop sending to this endpoint; events still waiting for it end as failed. Idempotent."""
     endpoint = access_webhook_endpoint(user=acting_user, endpoint_id=endpoint.pk)
+    return _deactivate(endpoint, actor=acting_user, ip=ip, by_staff=False)
+
+
+@transaction.atomic
+def webhook_endpoint_deactivate_by_staff(*, endpoint: WebhookEndpoint, acting_user: User,
+                                         ip: str | None = None) -> WebhookEndpoint:
+    """Staff stop an endpoint of any organization (the admin's action, which checks the
+    permission), with the same effect and audit as an owner's deactivation. Idempotent."""
+    return _deactivate(endpoint, actor=acting_user, ip=ip, by_staff=True)
+
+
+def _deactivate(endpoint: WebhookEndpoint, *, actor: User, ip: str | None, by_staff: bool) -> WebhookEndpoint:
     locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
     if not locked.active:
         return locked
@@ -175,8 +187,26 @@ def webhook_endpoint_deactivate(*, endpoint: WebhookEndpoint, acting_user: User,
     locked.save(update_fields=["active", "deactivated_at"])
     dropped = locked.deliveries.filter(status=WebhookDelivery.Status.PENDING).update(
         status=WebhookDelivery.Status.FAILED, next_attempt_at=None, last_error="Webhook deactivated.")
-    audit_record(actor=acting_user, action="webhook.deactivate", obj=locked, ip=ip,
-                 detail={"organization_id": locked.organization_id, "pending_dropped": dropped})
+    detail = {"organization_id": locked.organization_id, "pending_dropped": dropped}
+    audit_record(actor=actor, action="webhook.deactivate", obj=locked, ip=ip,
+                 detail={**detail, "by_staff": True} if by_staff else detail)
+    return locked
+
+
+@transaction.atomic
+def webhook_endpoint_rotate_secret(*, endpoint: WebhookEndpoint, acting_user: User,
+                                   ip: str | None = None) -> WebhookEndpoint:
+    """An owner replaces an active endpoint's signing secret (a leaked one, or routine). The
+    old secret stops at once: every send, retries included, is signed when it is sent."""
+    endpoint = access_webhook_endpoint(user=acting_user, endpoint_id=endpoint.pk)
+    locked = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+    if not locked.active:
+        raise WebhookError("This webhook is deactivated.", code="webhook_inactive")
+    locked.secret = WebhookEndpoint._meta.get_field("secret").get_default()
+    locked.save(update_fields=["secret"])
+    # Ids only: neither secret belongs in the audit trail.
+    audit_record(actor=acting_user, action="webhook.rotate_secret", obj=locked, ip=ip,
+                 detail={"organization_id": locked.organization_id})
     return locked
 
 
@@ -190,6 +220,28 @@ def webhook_endpoint_ping(*, endpoint: WebhookEndpoint, acting_user: User, ip: s
     audit_record(actor=acting_user, action="webhook.ping", obj=endpoint, ip=ip,
                  detail={"webhook_delivery_id": delivery.pk})
     return delivery
+
+
+@transaction.atomic
+def webhook_delivery_requeue(*, delivery: WebhookDelivery, acting_user: User,
+                             ip: str | None = None) -> WebhookDelivery:
+    """Staff send a failed delivery again (its receiver was fixed): the same body and event
+    id, a fresh run of attempts. Only failed deliveries of active endpoints."""
+    locked = (WebhookDelivery.objects.select_for_update(of=("self",)).select_related("endpoint")
+              .get(pk=delivery.pk))
+    if locked.status != WebhookDelivery.Status.FAILED:
+        raise WebhookError("Only failed deliveries are queued again.", code="webhook_not_failed")
+    if not locked.endpoint.active:
+        raise WebhookError("Its webhook is deactivated.", code="webhook_inactive")
+    attempts_before = locked.attempt_count
+    # A fresh count, or the first failure would end it again (MAX_ATTEMPTS reached).
+    locked.status, locked.attempt_count, locked.next_attempt_at = WebhookDelivery.Status.PENDING, 0, timezone.now()
+    locked.save(update_fields=["status", "attempt_count", "next_attempt_at"])
+    audit_record(actor=acting_user, action="webhook.requeue", obj=locked, ip=ip,
+                 detail={"webhook_endpoint_id": locked.endpoint_id, "attempts_before": attempts_before})
+    delivery_id = locked.pk
+    transaction.on_commit(lambda: _enqueue(delivery_id))
+    return locked
 
 
 # ---- events -------------------------------------------------------------------------------

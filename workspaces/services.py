@@ -24,7 +24,7 @@ from catalog import storage
 from catalog.licence import ACCESS_VIEW_ONLY
 from catalog.models import Dataset, Instance
 from marketplace.exceptions import InvalidTransitionError, NotFoundError, PermissionDeniedError
-from marketplace.models import User
+from marketplace.models import ApiToken, User
 from marketplace.services import audit_record
 from orders.models import Order, OrderLine
 from orders.transitions import order_move
@@ -690,8 +690,10 @@ def download_tokens_make(*, user: User, delivery: Delivery, paths: list[str]) ->
     return {path: download_token_make(delivery=delivery, path=path, user=user) for path in paths}
 
 
-def download_grant_check(*, user: User, token: str, ip: str | None = None) -> DownloadGrant:
-    """Validate a link for this user and audit the download. Expired → LinkExpiredError."""
+def download_grant_check(*, user: User, token: str, ip: str | None = None,
+                         api_token: ApiToken | None = None) -> DownloadGrant:
+    """Validate a link for this user and audit the download, naming the API token that
+    fetched it if one did. Expired → LinkExpiredError."""
     signer = signing.TimestampSigner(salt=_SIGNING_SALT)
     try:
         data = signer.unsign_object(token, max_age=settings.DOWNLOAD_LINK_SECONDS)
@@ -711,7 +713,12 @@ def download_grant_check(*, user: User, token: str, ip: str | None = None) -> Do
         key = delivery.files.filter(path=path).values_list("storage_key", flat=True).first()
     if not key:
         raise NotFoundError("File not found.")
-    audit_record(actor=user, action="download", obj=delivery, ip=ip, detail={"path": path})
+    detail = {"path": path}
+    if api_token is not None:
+        # Which of the user's tokens fetched it (a leaked one is found and revoked); its id
+        # and visible prefix only, never the secret or its hash.
+        detail |= {"api_token_id": api_token.pk, "api_token_prefix": api_token.prefix}
+    audit_record(actor=user, action="download", obj=delivery, ip=ip, detail=detail)
     return DownloadGrant(delivery=delivery, storage_key=key, filename=path.rsplit("/", 1)[-1])
 
 

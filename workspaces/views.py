@@ -186,7 +186,7 @@ def download(request: HttpRequest, token: str) -> HttpResponse:
     if not user.is_authenticated:
         raise Http404("File not found.")
     try:
-        grant = download_grant_check(user=user, token=token, ip=client_ip(request))
+        grant = download_grant_check(user=user, token=token, ip=client_ip(request), api_token=api_token)
     except LinkExpiredError as exc:
         if api_token is not None:
             return JsonResponse({"message": exc.message, "code": exc.code, "extra": {}}, status=403)

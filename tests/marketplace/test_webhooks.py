@@ -25,6 +25,7 @@ from marketplace.webhooks import (
     webhook_endpoint_create,
     webhook_endpoint_deactivate,
     webhook_endpoint_ping,
+    webhook_endpoint_rotate_secret,
     webhook_event_emit,
 )
 
@@ -310,6 +311,51 @@ def test_the_organization_webhook_page(client, bob, bravo, charlie, receiver, in
     assert client.get(page).status_code == 404
     assert client.post(f"{page}{endpoint.pk}/ping/").status_code == 404
     assert bravo.name not in client.get("/organization/").content.decode()
+
+
+def test_an_owner_rotates_the_secret_and_the_old_one_no_longer_verifies(
+        client, bob, bravo, endpoint, receiver, inline_send, django_capture_on_commit_callbacks) -> None:
+    old = endpoint.secret
+    client.force_login(bob)
+    page = f"/organization/{bravo.pk}/webhooks/"
+    assert client.post(f"{page}{endpoint.pk}/rotate/").status_code == 302
+    endpoint.refresh_from_db()
+    assert endpoint.secret != old and endpoint.secret.startswith("whsec_")
+    html = client.get(page).content.decode()
+    assert endpoint.secret in html and old not in html
+    event = AuditEvent.objects.get(action="webhook.rotate_secret")
+    assert (event.actor, event.object_id, event.detail) == (bob, str(endpoint.pk), {"organization_id": bravo.pk})
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(f"{page}{endpoint.pk}/ping/")
+    _, headers, body = receiver.requests[-1]
+    assert verify(endpoint.secret, headers["X-Marketplace-Signature"], body)["type"] == "ping"
+    with pytest.raises(ValueError):
+        verify(old, headers["X-Marketplace-Signature"], body)
+
+
+def test_only_an_owner_rotates_and_not_a_deactivated_webhook(client, bob, bravo, charlie, endpoint,
+                                                            make_member) -> None:
+    from marketplace.models import Membership
+    from marketplace.webhooks import WebhookError
+
+    member, _ = make_member("bea", "Bravo AI", "buyer")
+    Membership.objects.filter(user=member).update(role=Membership.Role.MEMBER)
+    old = endpoint.secret
+    for outsider in (charlie, member):
+        client.force_login(outsider)
+        assert client.post(f"/organization/{bravo.pk}/webhooks/{endpoint.pk}/rotate/").status_code == 404
+        with pytest.raises(NotFoundError):
+            webhook_endpoint_rotate_secret(endpoint=endpoint, acting_user=outsider)
+    # Bob's endpoint under Charlie's organization's address is not found either.
+    client.force_login(charlie)
+    charlie_org = Organization.objects.get(name="Charlie AI")
+    assert client.post(f"/organization/{charlie_org.pk}/webhooks/{endpoint.pk}/rotate/").status_code == 404
+    webhook_endpoint_deactivate(endpoint=endpoint, acting_user=bob)
+    with pytest.raises(WebhookError):
+        webhook_endpoint_rotate_secret(endpoint=endpoint, acting_user=bob)
+    endpoint.refresh_from_db()
+    assert endpoint.secret == old
+    assert not AuditEvent.objects.filter(action="webhook.rotate_secret").exists()
 
 
 def test_new_data_for_a_saved_search_fires_saved_search_new_data(

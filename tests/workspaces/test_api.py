@@ -167,6 +167,22 @@ def test_a_revoked_token_is_refused_at_the_download_too(bob, delivery):
     assert "token revoked" in response.json()["message"]
 
 
+def test_a_bearer_download_is_audited_with_the_tokens_id_and_prefix(bob, client, delivery):
+    from marketplace.models import ApiToken
+
+    api = token_client(bob)
+    token = ApiToken.objects.get(user=bob)
+    link = download_urls(api, delivery, [MANIFEST_NAME])[MANIFEST_NAME]
+    assert api.get(link).status_code == 200
+    event = AuditEvent.objects.get(action="download")
+    assert event.detail == {"path": MANIFEST_NAME, "api_token_id": token.pk, "api_token_prefix": token.prefix}
+    assert token.token_hash not in str(event.detail)
+    # The browser's session names no token.
+    client.force_login(bob)
+    assert client.get(link).status_code == 200
+    assert AuditEvent.objects.filter(action="download").latest("id").detail == {"path": MANIFEST_NAME}
+
+
 def test_the_schema_documents_the_delivery_operations(client):
     schema = client.get("/api/schema/", {"format": "json"}).json()
     for path in ("delivery/", "delivery/files/", "delivery/manifest/", "delivery/download-urls/",
