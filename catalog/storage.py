@@ -71,16 +71,22 @@ def size(key: str) -> int:
     return default_storage.size(key)
 
 
-def iter_chunks(key: str) -> Iterator[bytes]:
-    """The object's bytes, CHUNK at a time, never the whole object in memory."""
+def iter_chunks(key: str, start: int = 0) -> Iterator[bytes]:
+    """The object's bytes from offset `start`, CHUNK at a time, never the whole object in
+    memory (a ranged read: the bytes before `start` are not read)."""
     if isinstance(default_storage, FileSystemStorage):
         with open_read(key) as fh:
+            if start:
+                fh.seek(start)
             while chunk := fh.read(CHUNK):
                 yield chunk
         return
     # django-storages' S3 file object downloads the whole object into memory on its first
     # read (AWS_S3_MAX_MEMORY_SIZE defaults to no limit); the response body streams instead.
-    body = default_storage.bucket.Object(default_storage._normalize_name(key)).get()["Body"]  # noqa: SLF001
+    obj = default_storage.bucket.Object(default_storage._normalize_name(key))  # noqa: SLF001
+    if start and start >= obj.content_length:
+        return  # S3 answers 416 to a range starting at the end
+    body = (obj.get(Range=f"bytes={start}-") if start else obj.get())["Body"]
     try:
         yield from body.iter_chunks(CHUNK)
     finally:

@@ -93,6 +93,10 @@ class DeliveryFile(models.Model):
     storage_key = models.CharField(max_length=500)
     size_bytes = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
+    # CRC-32 of the file, for the archive's ZIP records (workspaces/archive.py): a resumed
+    # archive download (HTTP Range) needs the CRCs of the files it does not send again.
+    # Null for rows written before it existed: filled in when an archive first needs it.
+    crc32 = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["path"]

@@ -9,10 +9,12 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.core import signing
@@ -28,7 +30,7 @@ from marketplace.models import ApiToken, User
 from marketplace.services import audit_record
 from orders.models import Order, OrderLine
 from orders.transitions import order_move
-from workspaces.bag import delivery_bag_stream
+from workspaces.bag import DeliveryBag
 from workspaces.certificate import (
     CERTIFICATE_JSON_NAME,
     CERTIFICATE_PDF_NAME,
@@ -499,10 +501,11 @@ class _HashingWriter:
     """Counts and hashes what is written through it."""
 
     def __init__(self, target) -> None:  # noqa: ANN001 - a binary file
-        self.target, self.digest, self.size = target, hashlib.sha256(), 0
+        self.target, self.digest, self.size, self.crc32 = target, hashlib.sha256(), 0, 0
 
     def write(self, data: bytes | memoryview) -> int:
         self.digest.update(data)
+        self.crc32 = zlib.crc32(data, self.crc32)
         self.size += len(data)
         return self.target.write(data)
 
@@ -583,7 +586,7 @@ def _copy_instance(delivery: Delivery, row: tuple, *, check_existing: bool, uid_
             spool.seek(0)
             storage.put(key, spool)
     return DeliveryFile(delivery=delivery, instance_id=instance_id, path=path, storage_key=key,
-                        size_bytes=size, sha256=sha256, sop_uid=result.sop_uid)
+                        size_bytes=size, sha256=sha256, crc32=writer.crc32, sop_uid=result.sop_uid)
 
 
 def _record(delivery: Delivery, files: list[DeliveryFile], *, run_number: int) -> bool:
@@ -749,7 +752,15 @@ _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 class DeliveryArchive:
     filename: str
     files: int
-    chunks: Iterator[bytes]
+    length: int  # exact bytes of the whole archive
+    etag: str  # changes when what the archive is made of changes
+    bag: DeliveryBag
+    audit: Callable[[dict], None]
+
+    def chunks(self, first: int = 0, last: int | None = None) -> Iterator[bytes]:
+        """The archive's bytes, all or `first`..`last` (inclusive); audits this download."""
+        self.audit({} if first == 0 and last is None else {"range": f"{first}-{last}"})
+        return self.bag.stream(first, last)
 
 
 def delivery_archive_open(*, user: User, delivery_id: int, study: str = "", series: str = "",
@@ -758,8 +769,9 @@ def delivery_archive_open(*, user: User, delivery_id: int, study: str = "", seri
     of it, or one study or one series of it. Needs the download grant on a finished
     delivery; a view-only licence, someone else's delivery and a study or series the
     delivery does not hold all raise the same NotFoundError. Audited once, with the file
-    count, when the archive is opened. The bytes are read from storage as the caller
-    iterates `chunks`, and the stream stops if the grant is taken back meanwhile."""
+    count (and the byte range, for a partial one), when the caller asks for `chunks`. The
+    bytes are read from storage as the caller iterates them, and the stream stops if the
+    grant is taken back meanwhile. Its length and ETag are known before the first byte."""
     if not user.is_authenticated:
         raise NotFoundError("Delivery not found.")
     delivery = (deliveries_downloadable_by(user).filter(pk=delivery_id, status=Delivery.Status.DONE)
@@ -782,14 +794,20 @@ def delivery_archive_open(*, user: User, delivery_id: int, study: str = "", seri
     if scope and count == 0:
         raise NotFoundError("Delivery not found.")
     documents = {name: key for name in DELIVERY_DOCUMENTS if (key := delivery_document_key(delivery, name))}
-    audit_record(actor=user, action="download.archive", obj=delivery, ip=ip,
-                 detail={"order_id": delivery.order_id, "scope": scope.split(" ")[0] or "delivery",
-                         "files": count, "documents": len(documents)})
     root = f"order-{delivery.order_id}{suffix}"
 
     def still_allowed() -> bool:
         return deliveries_downloadable_by(user).filter(pk=delivery.pk).exists()
 
-    chunks = delivery_bag_stream(delivery=delivery, files=files, documents=documents, root=root,
-                                 bagged=timezone.now(), scope=scope, still_allowed=still_allowed)
-    return DeliveryArchive(filename=f"{root}.zip", files=count, chunks=chunks)
+    def audit(extra: dict) -> None:
+        audit_record(actor=user, action="download.archive", obj=delivery, ip=ip,
+                     detail={"order_id": delivery.order_id, "scope": scope.split(" ")[0] or "delivery",
+                             "files": count, "documents": len(documents), **extra})
+
+    # A fixed time (the delivery's end), never now(): the same delivery makes the same bytes,
+    # so a resumed download's range continues the bytes it cut off.
+    bagged = (delivery.finished or delivery.created).astimezone(dt_timezone.utc).replace(microsecond=0)
+    bag = DeliveryBag(delivery=delivery, files=files, documents=documents, root=root, bagged=bagged, scope=scope,
+                      still_allowed=still_allowed)
+    plan, etag = bag.plan()
+    return DeliveryArchive(filename=f"{root}.zip", files=count, length=plan.length, etag=etag, bag=bag, audit=audit)

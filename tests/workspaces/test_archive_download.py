@@ -10,6 +10,9 @@ import shutil
 import subprocess
 import sys
 import zipfile
+import zlib
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from pathlib import Path
 
 import bagit
@@ -311,3 +314,169 @@ def test_an_archive_streams_from_s3_a_chunk_at_a_time_and_validates(s3_storage, 
     bag = bagit.Bag(str(unzip_to(b"".join(parts), tmp_path)))
     bag.validate()
     assert len([e for e in bag.payload_entries() if e.endswith(".dcm")]) == 6
+
+
+# ---- exact length, byte ranges and resumed downloads ---------------------------------------
+def ranged(client, url: str, header: str, **extra) -> tuple[object, bytes]:  # noqa: ANN001, ANN003
+    response = client.get(url, HTTP_RANGE=header, **extra)
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    return response, body
+
+
+def test_content_length_is_the_streamed_length_whole_and_per_study_and_series(bob_client, delivery):
+    first = delivery.files.order_by("path").first()
+    study, series, _ = first.path.split("/")
+    for query in ("", f"?study={study}", f"?series={series}", f"?study={study}&series={series}"):
+        response, data = fetch(bob_client, archive_url(delivery, query))
+        assert int(response["Content-Length"]) == len(data), query
+        assert response["Accept-Ranges"] == "bytes" and response["ETag"].startswith('"')
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            assert zf.testzip() is None
+
+
+def test_the_archive_is_the_same_bytes_every_time_with_the_same_etag(bob_client, delivery):
+    finished = datetime(2024, 3, 5, 6, 7, 8, tzinfo=dt_timezone.utc)
+    Delivery.objects.filter(pk=delivery.pk).update(finished=finished)
+    one, first = fetch(bob_client, archive_url(delivery))
+    two, second = fetch(bob_client, archive_url(delivery))
+    assert first == second and one["ETag"] == two["ETag"]
+    with zipfile.ZipFile(io.BytesIO(first)) as zf:  # dated by the delivery's end, not by now()
+        assert {i.date_time for i in zf.infolist()} == {(2024, 3, 5, 6, 7, 8)}
+
+
+def _cut_points(data: bytes, root: str) -> dict[str, int]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+    dcm = next(i for n, i in infos.items() if n.endswith(".dcm"))
+    data_start = dcm.header_offset + 30 + len(dcm.filename.encode())
+    return {
+        "in a local header": infos[f"{root}/data/manifest.csv"].header_offset + 11,
+        "in a file's data": data_start + dcm.file_size // 2,
+        "in a tag file": infos[f"{root}/bag-info.txt"].header_offset + 30 + len(f"{root}/bag-info.txt") + 5,
+        "in the central directory": data.index(b"PK\x01\x02") + 60,
+        "at the last byte": len(data) - 1,
+    }
+
+
+def test_a_download_cut_anywhere_and_resumed_with_range_is_the_whole_archive(bob_client, delivery, tmp_path):
+    response, whole = fetch(bob_client, archive_url(delivery))
+    etag, root = response["ETag"], f"order-{delivery.order_id}"
+    for where, cut in _cut_points(whole, root).items():
+        # the browser kept whole[:cut] of the first attempt and asks for the rest
+        resumed, rest = ranged(bob_client, archive_url(delivery), f"bytes={cut}-", HTTP_IF_RANGE=etag)
+        assert resumed.status_code == 206, where
+        assert resumed["Content-Range"] == f"bytes {cut}-{len(whole) - 1}/{len(whole)}"
+        assert int(resumed["Content-Length"]) == len(rest) == len(whole) - cut, where
+        joined = whole[:cut] + rest
+        assert hashlib.sha256(joined).hexdigest() == hashlib.sha256(whole).hexdigest(), where
+    with zipfile.ZipFile(io.BytesIO(joined)) as zf:
+        assert zf.testzip() is None
+        for path, row in manifest_rows(delivery).items():
+            assert hashlib.sha256(zf.read(f"{root}/data/{path}")).hexdigest() == row["sha256"]
+    bagit.Bag(str(unzip_to(joined, tmp_path))).validate()
+
+
+def test_middle_and_suffix_ranges_of_a_series_archive(bob_client, delivery):
+    series = delivery.files.order_by("path").first().path.split("/")[1]
+    url = archive_url(delivery, f"?series={series}")
+    _, whole = fetch(bob_client, url)
+    for header, expected in ((f"bytes=100-{len(whole) // 2}", whole[100:len(whole) // 2 + 1]),
+                             ("bytes=-500", whole[-500:]), (f"bytes=0-{len(whole) + 99}", whole),
+                             ("bytes=0-0", whole[:1])):
+        response, body = ranged(bob_client, url, header)
+        assert response.status_code == 206 and body == expected, header
+        assert int(response["Content-Length"]) == len(expected)
+
+
+def test_if_range_with_a_stale_etag_or_several_ranges_get_the_whole_archive(bob_client, delivery):
+    _, whole = fetch(bob_client, archive_url(delivery))
+    for extra in ({"HTTP_IF_RANGE": '"stale"'}, {"HTTP_IF_RANGE": "Wed, 21 Oct 2015 07:28:00 GMT"}, {}):
+        header = "bytes=100-" if extra else "bytes=0-9,20-29"
+        response, body = ranged(bob_client, archive_url(delivery), header, **extra)
+        assert response.status_code == 200 and body == whole, extra
+        assert int(response["Content-Length"]) == len(whole) and "Content-Range" not in response
+
+
+def test_a_range_starting_past_the_end_is_416(bob_client, delivery):
+    _, whole = fetch(bob_client, archive_url(delivery))
+    for header in (f"bytes={len(whole)}-", f"bytes={len(whole) + 10}-{len(whole) + 20}", "bytes=-0"):
+        response, _ = ranged(bob_client, archive_url(delivery), header)
+        assert response.status_code == 416, header
+        assert response["Content-Range"] == f"bytes */{len(whole)}"
+
+
+def test_the_etag_changes_when_the_deliverys_content_changes(bob_client, delivery):
+    before, whole = fetch(bob_client, archive_url(delivery))
+    victim = delivery.files.order_by("path").first()
+    body = bytearray(stored(victim.storage_key))
+    body[-1] ^= 0xFF  # same size, other bytes: a re-delivered file
+    storage.put(victim.storage_key, io.BytesIO(bytes(body)))
+    type(victim).objects.filter(pk=victim.pk).update(sha256=hashlib.sha256(body).hexdigest(),
+                                                     crc32=zlib.crc32(body))
+    after, changed = fetch(bob_client, archive_url(delivery))
+    assert len(changed) == len(whole) and changed != whole and after["ETag"] != before["ETag"]
+    # a resume that names the old version gets the new one whole, never a mix of both
+    response, body = ranged(bob_client, archive_url(delivery), "bytes=1000-", HTTP_IF_RANGE=before["ETag"])
+    assert response.status_code == 200 and body == changed
+
+
+def test_a_resume_reads_no_file_before_the_cut(bob_client, delivery, monkeypatch):
+    response, whole = fetch(bob_client, archive_url(delivery))
+    assert all(delivery.files.values_list("crc32", flat=True))  # stored when the delivery was copied
+    cut = _cut_points(whole, f"order-{delivery.order_id}")["in a tag file"]
+    opened = []
+    original = storage.iter_chunks
+
+    def spied(key: str, start: int = 0):  # noqa: ANN202
+        opened.append(key)
+        return original(key, start)
+
+    monkeypatch.setattr(storage, "iter_chunks", spied)
+    resumed, rest = ranged(bob_client, archive_url(delivery), f"bytes={cut}-", HTTP_IF_RANGE=response["ETag"])
+    assert resumed.status_code == 206 and rest == whole[cut:]
+    payload = set(delivery.files.values_list("storage_key", flat=True))
+    assert not payload & set(opened)  # only the small documents, for manifest-sha256.txt
+
+
+def test_rows_without_a_crc_get_one_and_a_resume_is_still_exact(bob_client, delivery):
+    delivery.files.update(crc32=None)  # rows written before the column existed
+    response, whole = fetch(bob_client, archive_url(delivery))
+    for key, crc in delivery.files.values_list("storage_key", "crc32"):  # recorded while streaming
+        assert crc == zlib.crc32(stored(key))
+    delivery.files.update(crc32=None)
+    cut = _cut_points(whole, f"order-{delivery.order_id}")["in a file's data"]
+    resumed, rest = ranged(bob_client, archive_url(delivery), f"bytes={cut}-", HTTP_IF_RANGE=response["ETag"])
+    assert resumed.status_code == 206 and whole[:cut] + rest == whole
+    assert None not in set(delivery.files.values_list("crc32", flat=True))
+
+
+def test_a_range_request_is_audited_once_with_its_range(bob_client, delivery):
+    response, whole = fetch(bob_client, archive_url(delivery))
+    before = AuditEvent.objects.count()
+    ranged(bob_client, archive_url(delivery), "bytes=10-19", HTTP_IF_RANGE=response["ETag"])
+    events = list(AuditEvent.objects.order_by("id")[before:])
+    assert [e.action for e in events] == ["download.archive"]
+    assert events[0].detail == {"order_id": delivery.order_id, "scope": "delivery", "files": 6, "documents": 3,
+                                "range": "10-19"}
+    ranged(bob_client, archive_url(delivery), f"bytes={len(whole)}-")  # 416: nothing sent, nothing audited
+    assert AuditEvent.objects.count() == before + 1
+
+
+def test_a_resumed_stream_still_stops_when_access_ends(bob_client, delivery, monkeypatch):
+    monkeypatch.setattr(bag_module, "ACCESS_CHECK_EVERY", 2)
+    response = bob_client.get(archive_url(delivery), HTTP_RANGE="bytes=10-")
+    chunks = iter(response.streaming_content)
+    next(chunks)
+    grants_remove_all(delivery, [DELIVERY_DOWNLOAD], reason="revoked")
+    with pytest.raises(AccessEndedError):
+        for _ in chunks:
+            pass
+
+
+def test_an_s3_resume_reads_the_file_it_starts_in_with_a_ranged_get(s3_storage, bob_client, delivery):
+    response, whole = fetch(bob_client, archive_url(delivery))
+    cut = _cut_points(whole, f"order-{delivery.order_id}")["in a file's data"]
+    resumed, rest = ranged(bob_client, archive_url(delivery), f"bytes={cut}-", HTTP_IF_RANGE=response["ETag"])
+    assert resumed.status_code == 206 and whole[:cut] + rest == whole
+    with zipfile.ZipFile(io.BytesIO(whole[:cut] + rest)) as zf:
+        assert zf.testzip() is None

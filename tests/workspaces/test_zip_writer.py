@@ -6,6 +6,7 @@ import os
 import shutil
 import struct
 import subprocess
+import zlib
 import zipfile
 from datetime import datetime, timezone
 
@@ -129,3 +130,71 @@ def test_members_are_opened_one_at_a_time_in_order():
 
     with zipfile.ZipFile(io.BytesIO(b"".join(zip_stream(members(), modified=WHEN)))) as zf:
         assert zf.namelist() == ["a", "b"]
+
+
+# ---- exact length and byte ranges ---------------------------------------------------------
+SMALL = {"a/header.dcm": os.urandom(300), "a/one": b"x", "a/empty": b"", "b/" + "n" * 40: os.urandom(97)}
+
+
+@pytest.mark.parametrize(("files", "start_offset"), [(FILES, 0), (SMALL, 0), (FILES, 5 * GIB), ({}, 0)])
+def test_the_plan_gives_the_exact_length_of_the_stream(files, start_offset):
+    plan = archive.zip_plan(members_of(files), modified=WHEN, start_offset=start_offset)
+    data = build(files, start_offset=start_offset)
+    assert plan.length == len(data)
+    assert plan.entries == len(files) and plan.central_offset - start_offset + plan.central_size + 22 <= len(data)
+
+
+def test_the_plan_counts_zip64_end_records_of_more_than_65535_members():
+    members = [Member(name=f"f{i}", size=0, chunks=lambda: []) for i in range(65_536)]
+    plan = archive.zip_plan(members, modified=WHEN)
+    assert plan.length == sum(len(c) for c in zip_stream(members, modified=WHEN))
+
+
+def test_every_byte_range_is_the_same_bytes_as_the_whole_archive():
+    whole = build(SMALL)
+    plan = archive.zip_plan(members_of(SMALL), modified=WHEN)
+    size = len(whole)
+    spans = [(first, None) for first in range(size)] + [(0, last) for last in range(size)]
+    spans += [(first, first + width) for first in range(0, size, 7) for width in (0, 1, 29, 400) if first + width < size]
+    for first, last in spans:
+        part = b"".join(zip_stream(members_of(SMALL), modified=WHEN, first=first, last=last, plan=plan))
+        assert part == whole[first:None if last is None else last + 1], (first, last)
+
+
+def test_a_range_opens_no_member_before_it_and_reads_the_one_it_starts_in_from_there():
+    files = {"a": os.urandom(5000), "b": os.urandom(5000), "c": os.urandom(10)}
+    whole = build(files)
+    opened, crcs_asked = [], []
+
+    def member(name: str, data: bytes) -> Member:
+        return Member(name=name, size=len(data), chunks=lambda: (opened.append((name, 0)), [data])[1],
+                      chunks_from=lambda start: (opened.append((name, start)), [data[start:]])[1],
+                      crc32=lambda: (crcs_asked.append(name), zlib.crc32(data))[1])
+
+    members = [member(n, d) for n, d in files.items()]
+    plan = archive.zip_plan(members, modified=WHEN)
+    cut = whole.index(files["b"]) + 1234  # inside b's data
+    assert b"".join(zip_stream(members, modified=WHEN, first=cut, plan=plan)) == whole[cut:]
+    assert opened == [("b", 1234), ("c", 0)]  # a is never read; b only from the cut
+    assert crcs_asked == ["a", "b"]  # a's central record, b's descriptor; c's CRC was streamed
+
+
+def test_a_range_of_a_member_over_4_gib_reads_only_what_it_sends():
+    size = 5 * GIB + 7
+    sent = []
+
+    def tail(start: int):  # noqa: ANN202
+        sent.append(start)
+        return [b"\0" * (size - start)]
+
+    members = [Member(name="big.dcm", size=size, chunks=lambda: pytest.fail("read from the start"),
+                      chunks_from=tail, crc32=lambda: 0x1234)]
+    plan = archive.zip_plan(members, modified=WHEN)
+    first = plan.length - 300
+    data = b"".join(zip_stream(members, modified=WHEN, first=first, plan=plan))
+    header = archive.local_header(b"big.dcm", size, archive.dos_time(WHEN))
+    assert len(data) == 300 and sent == [first - len(header)]  # one ranged read, from the cut
+    # the descriptor, central directory and end records: ZIP64 throughout, as the plan said
+    assert data[-22:-18] == b"PK\x05\x06" and b"PK\x06\x06" in data and b"PK\x07\x08" in data
+    record = data[data.index(b"PK\x01\x02"):]
+    assert archive._CENTRAL.unpack(record[:46])[7] == 0x1234
