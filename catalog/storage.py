@@ -10,7 +10,6 @@ import os
 import shutil
 from typing import IO, Iterator
 
-from botocore.exceptions import ClientError
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, default_storage
 
@@ -107,6 +106,10 @@ def copy(src_key: str, dst_key: str) -> None:
         os.makedirs(os.path.dirname(dst_path), exist_ok=True)
         shutil.copyfile(default_storage.path(src_key), dst_path)
         return
+    # imported when used: botocore is only there with S3 storage (a local-storage web worker
+    # never loads it)
+    from botocore.exceptions import ClientError
+
     bucket = default_storage.bucket
     src, dst = default_storage._normalize_name(src_key), default_storage._normalize_name(dst_key)  # noqa: SLF001 - storages has no public API for this
     try:

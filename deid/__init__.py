@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from deid.engine import deidentify_file
+from typing import TYPE_CHECKING, Any
+
 from deid.errors import (
     BurnedInAnnotationError,
     DeidError,
@@ -17,6 +18,9 @@ from deid.errors import (
 )
 from deid.profile import Options
 from deid.report import DeidReport
+
+if TYPE_CHECKING:
+    from deid.engine import deidentify_file
 
 __all__ = [
     "BurnedInAnnotationError",
@@ -29,3 +33,14 @@ __all__ = [
     "UnsupportedError",
     "deidentify_file",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # deidentify_file is imported when used: the engine pulls pydicom and numpy (about 40 MB),
+    # which a web worker that only imports deid's errors and options never needs.
+    if name == "deidentify_file":
+        from deid.engine import deidentify_file
+
+        globals()["deidentify_file"] = deidentify_file  # looked up once
+        return deidentify_file
+    raise AttributeError(f"module 'deid' has no attribute {name!r}")

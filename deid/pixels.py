@@ -40,14 +40,16 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from deid import limits
 from deid.errors import UnsupportedError
 from deid.profile import Options
 
 RULES_FILE = "pixel_rules.json"
 RULES_FORMAT = "deid-pixel-rules/1"
 
-# Longest a child may take for one frame (the first frame includes its start-up).
-DECODE_TIMEOUT_SECONDS = 30.0
+# Longest a child may take for one frame (the first frame includes its start-up). Its
+# default lives in deid.limits, which the application can set without importing this module.
+DECODE_TIMEOUT_SECONDS = limits.DECODE_TIMEOUT_SECONDS
 # Child-side decoder, "module:function"; called with the payload dict, yields frames.
 # A module-level hook so tests can inject a slow or broken decoder.
 DECODER = "deid.pixels:decode_frames"

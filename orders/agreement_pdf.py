@@ -9,18 +9,17 @@ import hashlib
 import io
 from dataclasses import dataclass
 from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from django.conf import settings
-from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import getSampleStyleSheet
-from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from orders.currency import format_money
 from orders.models import Contract
 from orders.signatures import printed_name, record_sha256, signature_verify, signatures_for
+
+if TYPE_CHECKING:
+    from reportlab.platypus import Paragraph
 
 
 @dataclass(frozen=True)
@@ -84,12 +83,16 @@ def agreement_document(contract: Contract, *, provider_ids: set[int] | None = No
 
 
 def _p(text: str, style) -> Paragraph:  # noqa: ANN001 - a reportlab style
+    from reportlab.platypus import Paragraph  # imported when used (see agreement_pdf)
+
     return Paragraph(escape(str(text)), style)
 
 
 def _text_paragraphs(text: str, style) -> list[Paragraph]:  # noqa: ANN001 - a reportlab style
     """The stored text line by line, each line wrapped to the page: line breaks and leading
     spaces as stored (the hash printed below it is of the stored text itself)."""
+    from reportlab.platypus import Paragraph  # imported when used (see agreement_pdf)
+
     out = []
     for line in text.splitlines():
         stripped = line.lstrip(" ")
@@ -100,6 +103,15 @@ def _text_paragraphs(text: str, style) -> list[Paragraph]:  # noqa: ANN001 - a r
 
 def agreement_pdf(contract: Contract, *, provider_ids: set[int] | None = None) -> bytes:
     """The agreement with its signature manifest as a PDF (the invoice's house style)."""
+    # imported when used: reportlab costs every web worker memory (about 14 MB with its
+    # fonts and platypus) for the rare request that downloads a PDF; the HTML page
+    # (agreement_document) needs none of it
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import SimpleDocTemplate, Spacer, Table, TableStyle
+
     doc = agreement_document(contract, provider_ids=provider_ids)
     order = contract.order
     styles = getSampleStyleSheet()

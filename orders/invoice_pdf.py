@@ -4,25 +4,34 @@ exists in orders."""
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import getSampleStyleSheet
-from reportlab.lib.units import mm
-from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from orders.currency import format_money
 from orders.models import Invoice
+
+if TYPE_CHECKING:
+    from reportlab.platypus import Paragraph
 
 
 def _p(text: str, style) -> Paragraph:  # noqa: ANN001 - a reportlab style
     from xml.sax.saxutils import escape
 
+    from reportlab.platypus import Paragraph  # imported when used (see invoice_pdf_bytes)
+
     return Paragraph(escape(str(text)), style)
 
 
 def invoice_pdf_bytes(invoice: Invoice) -> bytes:
+    # imported when used: reportlab costs every web worker memory (about 14 MB with its
+    # fonts and platypus) for the rare request that downloads a PDF
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import getSampleStyleSheet
+    from reportlab.lib.units import mm
+    from reportlab.platypus import SimpleDocTemplate, Spacer, Table, TableStyle
+
     order = invoice.order
     styles = getSampleStyleSheet()
     body, small = styles["BodyText"], styles["Italic"]

@@ -15,12 +15,14 @@ import json
 import logging
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import stripe
 from django.conf import settings
 
 from orders.exceptions import PaymentGatewayError, WebhookSignatureError
+
+if TYPE_CHECKING:
+    import stripe
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ def client() -> stripe.StripeClient:
 
 @lru_cache(maxsize=4)
 def _client(secret_key: str, api_base: str) -> stripe.StripeClient:
+    # imported when used (here and below): the stripe package pulls aiohttp and costs a web
+    # worker about 30 MB; only a request that pays, refunds or checks a webhook needs it.
+    import stripe
+
     return stripe.StripeClient(secret_key, base_addresses={"api": api_base}, max_network_retries=2)
 
 
@@ -63,6 +69,8 @@ def _client(secret_key: str, api_base: str) -> stripe.StripeClient:
 
 
 def _gateway_error(exc: stripe.StripeError) -> PaymentGatewayError:
+    import stripe  # imported when used: about 30 MB (see _client)
+
     code = getattr(exc, "code", None) or ""
     if isinstance(exc, stripe.CardError):
         decline = (getattr(exc.error, "decline_code", None) if exc.error else None) or code
@@ -98,6 +106,8 @@ def _gateway_error(exc: stripe.StripeError) -> PaymentGatewayError:
 
 @contextlib.contextmanager
 def _translated(action: str) -> Iterator[None]:
+    import stripe  # imported when used: about 30 MB (see _client)
+
     try:
         yield
     except stripe.StripeError as exc:
@@ -241,6 +251,8 @@ def verify_webhook(payload: bytes, signature_header: str) -> dict[str, Any]:
     secret = settings.STRIPE_WEBHOOK_SECRET
     if not secret:
         raise WebhookSignatureError("Stripe webhooks are not set up on this server.", code="webhooks_disabled")
+    import stripe  # imported when used: about 30 MB (see _client)
+
     try:
         stripe.Webhook.construct_event(payload, signature_header or "", secret)
     except stripe.SignatureVerificationError:

@@ -30,7 +30,6 @@ from catalog import storage
 from catalog.models import Dataset, Instance, UploadFile
 from catalog.services.ingestion import deid_options
 from deid.profile import BASIC_CODE, OPTION_CODES, Options, load_profile
-from deid.values import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 
 if TYPE_CHECKING:
     from workspaces.models import Delivery
@@ -156,6 +155,10 @@ def _dataset_part(dataset: Dataset, instances: QuerySet[Instance]) -> dict[str, 
 
 
 def _engine() -> dict[str, str]:
+    # imported when used: deid.values loads pydicom (about 40 MB with numpy), and the web
+    # imports this module for its names and checks; only building a certificate reads these
+    from deid.values import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
+
     return {
         "implementation_version": IMPLEMENTATION_VERSION,
         "implementation_class_uid": IMPLEMENTATION_CLASS_UID,

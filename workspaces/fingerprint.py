@@ -21,17 +21,15 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, BinaryIO
+from typing import IO, TYPE_CHECKING, BinaryIO
 
 from django.conf import settings
-from pydicom.dataset import Dataset
-from pydicom.uid import UID_dictionary
 
 from deid.errors import DeidError
-from deid.io import PARSE_ERRORS, open_source, read_dicom
-from deid.stream import write_rewritten
 from deid.uids import remap_uid
-from workspaces.fingerprint_raw import fingerprint_raw
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 PRIVATE_GROUP = 0x0011
 PRIVATE_CREATOR = "MKT FINGERPRINT"
@@ -88,6 +86,15 @@ def fingerprint_uid(uid: str, *, order_id: int, key: bytes | None = None) -> str
 
 
 # ---- the transform ------------------------------------------------------------------------
+def fingerprint_raw(fp: BinaryIO, dst: IO[bytes], **kwargs: object) -> tuple[str, str, str] | None:
+    """workspaces.fingerprint_raw.fingerprint_raw, imported when first called: it reads with
+    deid.raw, which loads pydicom (see fingerprint_file). A module attribute, so tests can
+    replace it to take the pydicom path."""
+    from workspaces.fingerprint_raw import fingerprint_raw as raw
+
+    return raw(fp, dst, **kwargs)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Fingerprinted:
     study_uid: str
@@ -96,6 +103,8 @@ class Fingerprinted:
 
 
 def _is_instance_uid(tag: int, value: str) -> bool:
+    from pydicom.uid import UID_dictionary  # imported when used (see fingerprint_file)
+
     return bool(value) and tag not in _CLASS_UID_TAGS and not (tag >> 16) % 2 and value not in UID_dictionary
 
 
@@ -120,6 +129,12 @@ def fingerprint_file(src: BinaryIO | IO[bytes], dst: IO[bytes], *, order_id: int
     order's key, the order's tag in a private block. Pixel data is copied raw, never held
     whole in memory; the same input and order give the same bytes. Byte level when the
     file allows (fingerprint_raw.py), else through pydicom: both write the same bytes."""
+    # imported when used: deid's reader and writer load pydicom and numpy (about 40 MB),
+    # which the web worker (it imports this module for order_marker and fingerprint_uid)
+    # does not need; only the delivery task copies files.
+    from deid.io import PARSE_ERRORS, open_source, read_dicom
+    from deid.stream import write_rewritten
+
     key = order_uid_key(order_id)
     with open_source(src) as fp:
         fast = fingerprint_raw(fp, dst, key=key, class_uid_tags=_CLASS_UID_TAGS, private_group=PRIVATE_GROUP,
@@ -163,6 +178,8 @@ NOT_OURS = "not from this marketplace"
 
 def _read_marks(path: str | os.PathLike[str]) -> tuple[str, str]:
     """(the private tag's value or "", the SOPInstanceUID or "") of a file, header only."""
+    from deid.io import read_dicom  # imported when used (see fingerprint_file)
+
     with open(path, "rb") as fp:
         parsed = read_dicom(fp, stream_pixels=True)
         ds = parsed.dataset
@@ -190,6 +207,7 @@ def _order_for_marker(marker: str, order_ids: Iterable[int]) -> int | None:
 def trace_file(path: str | os.PathLike[str]) -> TraceResult:
     """Which order a (leaked) delivered file came from: the private tag checked against
     every delivered order, else its SOPInstanceUID among the delivered files."""
+    from deid.io import PARSE_ERRORS  # imported when used (see fingerprint_file)
     from workspaces.models import Delivery, DeliveryFile
 
     try:

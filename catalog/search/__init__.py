@@ -2,9 +2,13 @@
 ``search_backend()`` is the one place that picks it."""
 from __future__ import annotations
 
-from catalog.search.columnar import ColumnarSearch
+from typing import TYPE_CHECKING, Any
+
 from catalog.search.dimensions import InvalidQueryError, StudyQuery, study_query_from
 from catalog.search.postgres import PostgresSearch
+
+if TYPE_CHECKING:
+    from catalog.search.columnar import ColumnarSearch
 
 
 def search_backend() -> PostgresSearch:
@@ -16,7 +20,19 @@ def search_backend() -> PostgresSearch:
         from catalog.search.elastic import ElasticSearch
 
         return ElasticSearch()
+    # imported when used: the columns are numpy arrays (numpy costs a web worker about
+    # 16 MB), loaded by the first request that searches, not at start
+    from catalog.search.columnar import ColumnarSearch
+
     return ColumnarSearch()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ColumnarSearch":  # imported when used, as in search_backend()
+        from catalog.search.columnar import ColumnarSearch
+
+        return ColumnarSearch
+    raise AttributeError(f"module 'catalog.search' has no attribute {name!r}")
 
 
 __all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "StudyQuery", "search_backend",

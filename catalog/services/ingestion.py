@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
-import pydicom
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -42,7 +41,6 @@ from catalog.services.upload_batches import (
     upload_batch_transition,
 )
 from catalog.services.uploads import archive_limits
-from deid.pixelcheck import check_pixel_data
 from marketplace.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -288,6 +286,13 @@ def upload_file_ingest(*, upload_file_id: int) -> UploadFile | None:
 def _pixel_problem(clean: IO[bytes], upload_id: int) -> str:
     """Why the clean file's pixel data cannot be published ("" when it can): structure
     checked frame by frame, then decoded in a child process under a time limit."""
+    # imported when used: pydicom and numpy cost a web worker about 40 MB, and only the
+    # ingest worker reads images (the web imports this module for deid_options and the
+    # upload services).
+    import pydicom
+
+    from deid.pixelcheck import check_pixel_data
+
     clean.seek(0)
     try:
         ds = pydicom.dcmread(clean)  # our own de-identified output, already verified

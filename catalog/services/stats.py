@@ -8,9 +8,7 @@ from django.db.models import Aggregate, Count, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from catalog.models import Dataset, Instance, Series, Study
-from catalog.search.keywords import postings_refresh
 from catalog.search.postgres import condition_label
-from catalog.search.snapshots import snapshot_refresh
 from catalog.services.pricing import dataset_refresh_list_price
 from catalog.services.statistics import dataset_refresh_previews, dataset_statistics
 
@@ -61,6 +59,9 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
     dataset_statistics(dataset_id=dataset_id)  # the dataset page's charts
     dataset_refresh_previews(dataset_id=dataset_id)
     dataset = dataset_refresh_search(dataset_id=dataset_id)
+    # imported when used: the snapshot is numpy columns (about 16 MB), refreshed by the worker
+    from catalog.search.snapshots import snapshot_refresh
+
     snapshot_refresh(dataset_id=dataset_id)  # what the in-memory search counts
     return dataset
 
@@ -118,6 +119,9 @@ def studies_refresh_search_vector(*, dataset: Dataset) -> None:
             "WHERE s.dataset_id = %s",
             [conditions, dataset.id],
         )
+        # imported when used: the postings are numpy arrays (about 16 MB), refreshed by the worker
+        from catalog.search.keywords import postings_refresh
+
         postings_refresh(dataset_id=dataset.id)
 
 
