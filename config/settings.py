@@ -591,11 +591,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
-# Study search: counts in memory ("memory", default) or in Elasticsearch ("elasticsearch",
-# needs ELASTICSEARCH_URL; the worker then bulk-indexes each dataset's studies when they change).
+# Study search: counts in memory by default; in Elasticsearch (or OpenSearch) when
+# ELASTICSEARCH_URL is set (the worker then indexes each dataset's studies when they change).
+# ELASTICSEARCH_INDEX is an alias over a suffixed index (`manage.py search_reindex` swaps it).
 ELASTICSEARCH_URL = env.str("ELASTICSEARCH_URL", default="")
 ELASTICSEARCH_INDEX = env.str("ELASTICSEARCH_INDEX", default="marketplace-studies")
-SEARCH_BACKEND = env.str("SEARCH_BACKEND", default="memory")
+# "opensearch": the server is OpenSearch (or osmem in the tests), which refuses the
+# Elasticsearch 9 client's compatibility media type; plain JSON is sent instead.
+SEARCH_ENGINE_FLAVOURS = ("elasticsearch", "opensearch")
+SEARCH_ENGINE_FLAVOUR = env.str("SEARCH_ENGINE_FLAVOUR", default="elasticsearch").strip().lower()
+if SEARCH_ENGINE_FLAVOUR not in SEARCH_ENGINE_FLAVOURS:
+    _fail(f"SEARCH_ENGINE_FLAVOUR must be elasticsearch or opensearch (got {SEARCH_ENGINE_FLAVOUR[:20]!r}).")
 
 # --- Bad input (marketplace/input_guard.py, marketplace/parsers.py) ----------------------
 # NUL bytes and lone surrogates in any parameter, form field, file name or cookie are a

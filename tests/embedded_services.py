@@ -8,10 +8,16 @@ configures Django, it starts:
   owner role (DATABASE_APP_ROLE names the app role that migrate grants),
 * a throwaway Redis if REDIS_URL is not set,
 * and points VAR_DIR at a temp dir if VAR_DIR is not set,
+* an osmem-server (an in-memory OpenSearch-compatible server from the osmem-server
+  wheel) if ELASTICSEARCH_URL is not set, exported as OSMEM_URL (not as
+  ELASTICSEARCH_URL: that would switch every test to the Elasticsearch backend); the
+  Elasticsearch backend's tests take a clone of it per test (fixture ``search_engine``),
 
 all under one short ``/tmp/mkt-test-*`` folder, and exports the URLs in
 ``os.environ`` (child processes inherit them). ``pytest_unconfigure`` stops the
-servers and deletes the folder. Set DATABASE_URL / REDIS_URL to use real servers.
+servers and deletes the folder. Set DATABASE_URL / REDIS_URL to use real servers, and
+ELASTICSEARCH_URL (with SEARCH_ENGINE_FLAVOUR) to run the search tests on a real
+Elasticsearch or OpenSearch instead of osmem.
 
 Also provides the session fixtures ``s3_server`` (a moto S3 server over HTTP on
 127.0.0.1, yielding its endpoint URL) and ``stripe_server`` (a local server speaking
@@ -48,11 +54,18 @@ from config.embedded import (  # noqa: E402
 # What this plugin started (and must stop), filled at import time.
 STARTED: dict[str, Path] = {}
 _ROOT: Path | None = None
+OSMEM = None  # the osmem_server.OsmemServer started here, if any
 
 
 def _cleanup() -> None:
     """Stop what we started and remove the temp folder. Idempotent."""
-    global _ROOT
+    global _ROOT, OSMEM
+    if OSMEM is not None:
+        try:
+            OSMEM.close()
+        except Exception as exc:
+            sys.stderr.write(f"embedded_services: could not stop osmem-server: {exc}\n")
+        OSMEM = None
     if "postgres" in STARTED:
         try:
             stop_postgres(STARTED.pop("postgres"))
@@ -68,8 +81,27 @@ def _cleanup() -> None:
         _ROOT = None
 
 
+def _start_osmem() -> None:
+    global OSMEM
+    if os.environ.get("ELASTICSEARCH_URL"):
+        return
+    try:
+        from osmem_server import OsmemError, OsmemServer
+    except ImportError:
+        raise pytest.UsageError("osmem-server is not installed: pip install -r requirements-dev.txt "
+                                "(or set ELASTICSEARCH_URL to a real server)") from None
+    atexit.register(_cleanup)
+    try:
+        # Session-wide, once; the base stays empty (each test writes to its own clone).
+        OSMEM = OsmemServer.start(japanese=False)
+    except OsmemError as exc:
+        raise pytest.UsageError(f"{exc} (or set ELASTICSEARCH_URL to a real server)") from None
+    os.environ["OSMEM_URL"] = OSMEM.url
+
+
 def _start() -> None:
     global _ROOT
+    _start_osmem()
     need_db = not os.environ.get("DATABASE_URL")
     need_redis = not os.environ.get("REDIS_URL")
     need_var = not os.environ.get("VAR_DIR")
@@ -112,11 +144,52 @@ def pytest_report_header(config):
     for name, var in (("postgres", "DATABASE_URL"), ("redis", "REDIS_URL")):
         origin = "throwaway" if name in STARTED else "from environment"
         parts.append(f"{name}: {origin} {os.environ.get(var, '')}")
+    if OSMEM is not None:
+        parts.append(f"search: osmem-server {OSMEM.version} {OSMEM.url}")
+    else:
+        parts.append(f"search: from environment {os.environ.get('ELASTICSEARCH_URL', '')}")
     return "embedded services: " + "; ".join(parts)
 
 
 def pytest_unconfigure(config):
     _cleanup()
+
+
+@pytest.fixture(scope="session")
+def osmem_server():
+    """The session's osmem-server (overrides osmem_server.pytest_plugin's, which would start
+    a second one): its ``osmem_clone`` fixture clones this one."""
+    if OSMEM is None:
+        pytest.fail("ELASTICSEARCH_URL is set: the search tests use that server, not osmem")
+    return OSMEM
+
+
+@pytest.fixture
+def search_engine(request, settings):
+    """Points the settings at a search server of this test's own and yields (url, flavour):
+    a clone of the session's osmem-server (flavour opensearch), or with ELASTICSEARCH_URL
+    set, that server with a fresh index name (deleted afterwards)."""
+    import uuid
+
+    if OSMEM is not None:
+        clone = OSMEM.clone()
+        settings.ELASTICSEARCH_URL, settings.SEARCH_ENGINE_FLAVOUR = clone.url, "opensearch"
+        settings.ELASTICSEARCH_INDEX = "test-studies"
+        try:
+            yield clone.url, "opensearch"
+        finally:
+            clone.close()
+        return
+    url = os.environ["ELASTICSEARCH_URL"]
+    settings.ELASTICSEARCH_URL = url
+    settings.SEARCH_ENGINE_FLAVOUR = os.environ.get("SEARCH_ENGINE_FLAVOUR", "elasticsearch")
+    settings.ELASTICSEARCH_INDEX = f"test-studies-{uuid.uuid4().hex[:8]}"
+    try:
+        yield url, settings.SEARCH_ENGINE_FLAVOUR
+    finally:
+        from catalog.search.elastic import drop_index
+
+        drop_index()
 
 
 @pytest.fixture(scope="session")

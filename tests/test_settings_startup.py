@@ -18,13 +18,14 @@ REPO = Path(__file__).resolve().parent.parent
 SETUP = ("import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); "
          "django.setup(); from django.conf import settings; "
          "print(settings.DISCLOSURE_THRESHOLD, settings.QUOTE_RATE, settings.COUNT_QUERY_RATE)")
-SETTINGS = ("DISCLOSURE_THRESHOLD", "QUOTE_RATE", "COUNT_QUERY_RATE")
+SETTINGS = ("DISCLOSURE_THRESHOLD", "QUOTE_RATE", "COUNT_QUERY_RATE", "SEARCH_ENGINE_FLAVOUR")
 
 BAD = [
     ("DISCLOSURE_THRESHOLD", "0"), ("DISCLOSURE_THRESHOLD", "-3"), ("DISCLOSURE_THRESHOLD", "abc"),
     ("DISCLOSURE_THRESHOLD", "11.5"), ("DISCLOSURE_THRESHOLD", "1001"),
     ("QUOTE_RATE", "lots"), ("QUOTE_RATE", "0/hour"), ("QUOTE_RATE", "60 per hour"),
     ("COUNT_QUERY_RATE", "5/fortnight"), ("COUNT_QUERY_RATE", "/minute"),
+    ("SEARCH_ENGINE_FLAVOUR", "solr"),
 ]
 GOOD = [
     ({"DISCLOSURE_THRESHOLD": "25"}, "25 120/hour 1200/hour"),

@@ -1,9 +1,11 @@
-"""Study-level search, facet counts and cohorts. PostgreSQL is the backend here;
-``search_backend()`` is the one place that picks it."""
+"""Study-level search, facet counts and cohorts. ``search_backend()`` is the one place that
+picks the backend (catalog.search.backend.SearchBackend): Elasticsearch (or OpenSearch)
+when ELASTICSEARCH_URL is set, else the in-memory columns."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from catalog.search.backend import SearchBackend
 from catalog.search.dimensions import InvalidQueryError, StudyQuery, study_query_from
 from catalog.search.postgres import PostgresSearch
 
@@ -11,12 +13,12 @@ if TYPE_CHECKING:
     from catalog.search.columnar import ColumnarSearch
 
 
-def search_backend() -> PostgresSearch:
-    """Counts in memory (columnar.py) by default; in Elasticsearch with
-    SEARCH_BACKEND=elasticsearch and ELASTICSEARCH_URL set (elastic.py)."""
+def search_backend() -> SearchBackend:
+    """Counts in Elasticsearch or OpenSearch (elastic.py) when ELASTICSEARCH_URL is set (the
+    URL alone chooses it); in memory (columnar.py) otherwise."""
     from django.conf import settings
 
-    if settings.SEARCH_BACKEND == "elasticsearch" and settings.ELASTICSEARCH_URL:
+    if settings.ELASTICSEARCH_URL:
         from catalog.search.elastic import ElasticSearch
 
         return ElasticSearch()
@@ -35,5 +37,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'catalog.search' has no attribute {name!r}")
 
 
-__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "StudyQuery", "search_backend",
+__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "SearchBackend", "StudyQuery", "search_backend",
            "study_query_from"]

@@ -23,7 +23,9 @@ from django.db import connection
 from catalog.models import Dataset
 from catalog.search import keywords
 from catalog.search.dimensions import STUDY_FACETS, StudyQuery
-from catalog.search.postgres import DatasetInfo, PostgresSearch, ranked_study_rows, study_rows
+from catalog.search.postgres import (
+    DatasetInfo, PostgresSearch, dataset_passes, published_datasets, ranked_study_rows, study_rows,
+)
 from catalog.search.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
 
 
@@ -201,11 +203,23 @@ def _matching_ids(q: str) -> np.ndarray:
     return rows["id"].astype(np.int64)
 
 
-class ColumnarSearch(PostgresSearch):
-    """PostgresSearch with the counts done on the in-memory columns (keywords select the
-    rows through PostgreSQL's full-text index first)."""
+class ColumnarSearch:
+    """The in-memory implementation of catalog.search.backend.SearchBackend: counts on the
+    columns (keywords select the rows through the postings or PostgreSQL's full-text index
+    first); dataset attributes and the pages it cannot sort here come from PostgreSQL
+    (a PostgresSearch it holds, not a base class)."""
 
     name = "columnar"
+
+    def __init__(self) -> None:
+        self._sql = PostgresSearch()
+
+    def datasets(self, query: StudyQuery) -> dict[int, DatasetInfo]:
+        return published_datasets(query)
+
+    @staticmethod
+    def passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
+        return dataset_passes(info, query, skip)
 
     @staticmethod
     def _keyword_mask(cols: Columns, query: StudyQuery) -> np.ndarray | None:
@@ -324,13 +338,13 @@ class ColumnarSearch(PostgresSearch):
         rows = self._rows(cols, query, dataset_ids)
         if query.q and query.sort == "relevance":
             if len(rows) > _RANK_AT_MOST:
-                return super().studies(query, dataset_ids, offset=offset, limit=limit)
+                return self._sql.studies(query, dataset_ids, offset=offset, limit=limit)
             return ranked_study_rows([int(i) for i in cols.ids[rows]], query.q, offset, limit), len(rows)
         total = len(rows)
         if query.sort != "relevance":
             key = self._sort_key(cols, query.sort, rows, dataset_ids)
             if key is None:
-                return super().studies(query, dataset_ids, offset=offset, limit=limit)
+                return self._sql.studies(query, dataset_ids, offset=offset, limit=limit)
             rows = rows[_first_in_order(key, offset + limit)]
         page = cols.ids[rows[offset:offset + limit]]
         return study_rows([int(i) for i in page]), total

@@ -115,31 +115,43 @@ def _matching(query: StudyQuery, dataset_ids: list[int]) -> tuple[_Source, str, 
     return source, " AND ".join([source.where, *conditions, "dataset_id = ANY(%s::int[])"]), params
 
 
+def published_datasets(query: StudyQuery) -> dict[int, DatasetInfo]:
+    """Published datasets within the price range (and the query's dataset set): every
+    backend reads dataset attributes from PostgreSQL through this."""
+    qs = Dataset.objects.filter(status=Dataset.Status.PUBLISHED).select_related("provider")
+    if query.dataset_ids is not None:
+        qs = qs.filter(pk__in=query.dataset_ids)
+    if query.price_min is not None:
+        qs = qs.filter(price_per_study__gte=query.price_min)
+    if query.price_max is not None:
+        qs = qs.filter(price_per_study__lte=query.price_max)
+    return {d.id: DatasetInfo(d.id, d.title, d.provider.name, d.provider_id, d.price_per_study,
+                              d.currency, d.licence_type, d.country, tuple(d.conditions),
+                              d.allow_study_browsing, d.disclosure_threshold) for d in qs}
+
+
+def dataset_passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
+    """Whether a dataset meets the query's dataset-level filters (all but ``skip``)."""
+    for name in DATASET_LEVEL:
+        wanted = query.filters.get(name)
+        if wanted and name != skip and not set(wanted) & set(dataset_values(info, name)):
+            return False
+    return True
+
+
 class PostgresSearch:
+    """The SQL implementation of catalog.search.backend.SearchBackend."""
+
     name = "postgres"
 
     # -- datasets ------------------------------------------------------------------------
 
     def datasets(self, query: StudyQuery) -> dict[int, DatasetInfo]:
-        """Published datasets within the price range (and the query's dataset set)."""
-        qs = Dataset.objects.filter(status=Dataset.Status.PUBLISHED).select_related("provider")
-        if query.dataset_ids is not None:
-            qs = qs.filter(pk__in=query.dataset_ids)
-        if query.price_min is not None:
-            qs = qs.filter(price_per_study__gte=query.price_min)
-        if query.price_max is not None:
-            qs = qs.filter(price_per_study__lte=query.price_max)
-        return {d.id: DatasetInfo(d.id, d.title, d.provider.name, d.provider_id, d.price_per_study,
-                                  d.currency, d.licence_type, d.country, tuple(d.conditions),
-                                  d.allow_study_browsing, d.disclosure_threshold) for d in qs}
+        return published_datasets(query)
 
     @staticmethod
     def passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
-        for name in DATASET_LEVEL:
-            wanted = query.filters.get(name)
-            if wanted and name != skip and not set(wanted) & set(dataset_values(info, name)):
-                return False
-        return True
+        return dataset_passes(info, query, skip)
 
     # -- counting ------------------------------------------------------------------------
 
@@ -215,6 +227,17 @@ class PostgresSearch:
         if not dataset_ids:
             return {name: {} for name in dimensions}
         source, where, params = _matching(query, dataset_ids)
+        arrays = [name for name in dimensions if STUDY_FACETS[name].array]
+        if arrays:  # a study with CT and PT counts once in each (as in the facets)
+            out = self.breakdown(query, dataset_ids, [n for n in dimensions if n not in arrays]) \
+                if len(arrays) < len(dimensions) else {}
+            with connection.cursor() as cursor:
+                for name in arrays:
+                    cursor.execute(f"SELECT value, sum({source.weight}) FROM {source.table}, "
+                                   f"unnest({source.column(STUDY_FACETS[name])}) AS value "
+                                   f"WHERE {where} GROUP BY value", params)
+                    out[name] = {value: int(n) for value, n in cursor.fetchall()}
+            return {name: out[name] for name in dimensions}
         columns = [source.column(STUDY_FACETS[name]) for name in dimensions]
         sets = ", ".join(f"({c})" for c in columns)
         groupings = ", ".join(f"GROUPING({c})" for c in columns)
@@ -236,10 +259,13 @@ class PostgresSearch:
             return {}
         source, where, params = _matching(query, dataset_ids)
         column = source.column(STUDY_FACETS[dimension])
+        table = source.table
+        if STUDY_FACETS[dimension].array:  # one count per value of the list
+            table, column = f"{source.table}, unnest({column}) AS value", "value"
         out: dict[int, dict[str, int]] = {}
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT dataset_id, {column}::text, sum({source.weight}) "
-                           f"FROM {source.table} WHERE {where} GROUP BY 1, 2", params)
+                           f"FROM {table} WHERE {where} GROUP BY 1, 2", params)
             for dataset_id, value, n in cursor.fetchall():
                 out.setdefault(dataset_id, {})[value or ""] = int(n)
         return out

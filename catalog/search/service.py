@@ -9,7 +9,8 @@ from typing import Any
 from catalog.disclosure import SUPPRESSED, Rule, is_shown, rule_for, shown_rows
 from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS, InvalidQueryError, StudyQuery
 from catalog.search import search_backend
-from catalog.search.postgres import DatasetInfo, PostgresSearch, condition_label, dataset_values
+from catalog.search.backend import SearchBackend
+from catalog.search.postgres import DatasetInfo, condition_label, dataset_values
 from marketplace.models import User
 
 MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]
@@ -45,7 +46,7 @@ class Matches:
         return {int(k): v for k, v in self.counts["dataset"].items() if v}
 
 
-def study_matches(query: StudyQuery, backend: PostgresSearch | None = None, *,
+def study_matches(query: StudyQuery, backend: SearchBackend | None = None, *,
                   facets: bool = True) -> Matches:
     backend = backend or search_backend()
     datasets = backend.datasets(query)
@@ -62,7 +63,7 @@ class DatasetCells:
 
 
 def dataset_cells(*, query: StudyQuery, user: User | None, matches: Matches,
-                  backend: PostgresSearch) -> DatasetCells:
+                  backend: SearchBackend) -> DatasetCells:
     """The datasets meeting every filter: their rule covers the total, the study-level
     facets and the per-dataset counts (all counted over exactly these datasets)."""
     chosen = {i: n for i, n in matches.per_dataset().items() if backend.passes(matches.datasets[i], query)}
@@ -71,7 +72,7 @@ def dataset_cells(*, query: StudyQuery, user: User | None, matches: Matches,
 
 
 def facets_and_total(*, query: StudyQuery, user: User | None,
-                     backend: PostgresSearch | None = None,
+                     backend: SearchBackend | None = None,
                      matches: Matches | None = None) -> dict[str, Any]:
     """{"total": studies, "facets": {name: rows}, "datasets": {id: studies}}."""
     backend = backend or search_backend()
@@ -112,7 +113,7 @@ def study_page(raw: str | None) -> int:
 
 
 def browsable_studies(*, query: StudyQuery, user: User | None, page: int = 1,
-                      backend: PostgresSearch | None = None,
+                      backend: SearchBackend | None = None,
                       matches: Matches | None = None) -> tuple[list[dict[str, Any]], int]:
     """One page of matching study rows, in the query's sort, and how many there are: only
     of datasets whose provider allows browsing before purchase (or of the user's own
@@ -141,7 +142,7 @@ ROW_ATTRIBUTES = {"sex": "patient_sex", "age_band": "age_band", "ethnicity": "et
 
 
 def _hide_small_groups_on_rows(rows: list[dict[str, Any]], *, query: StudyQuery, user: User | None,
-                               backend: PostgresSearch, datasets: dict[int, DatasetInfo]) -> None:
+                               backend: SearchBackend, datasets: dict[int, DatasetInfo]) -> None:
     listed = sorted({row["dataset_id"] for row in rows})
     for dimension, key in ROW_ATTRIBUTES.items():
         hidden: set[tuple[int, str]] = set()
@@ -154,7 +155,7 @@ def _hide_small_groups_on_rows(rows: list[dict[str, Any]], *, query: StudyQuery,
 
 
 def cohort_summary(*, query: StudyQuery, user: User | None,
-                   backend: PostgresSearch | None = None,
+                   backend: SearchBackend | None = None,
                    matches: Matches | None = None) -> dict[str, Any]:
     """Per dataset and in total: matching studies, patients and price; the demographic
     mix of the match; and which other datasets would fill its gaps."""
@@ -201,7 +202,7 @@ def cohort_summary(*, query: StudyQuery, user: User | None,
     }
 
 
-def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearch,
+def fill_the_gap(*, query: StudyQuery, user: User | None, backend: SearchBackend,
                  mix: dict[str, dict[str, int]], chosen_ids: list[int],
                  shown_mix: dict[str, list[dict[str, Any]]] | None = None,
                  limit: int = 5) -> list[dict[str, Any]]:
@@ -249,7 +250,7 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: PostgresSearc
 
 
 def cohort_study_ids(*, query: StudyQuery, dataset_id: int,
-                     backend: PostgresSearch | None = None) -> list[int]:
+                     backend: SearchBackend | None = None) -> list[int]:
     """The studies of one dataset a cohort counts: the same backend, filters, keywords and
     price range as the cohort builder's count (an order takes exactly these)."""
     backend = backend or search_backend()
@@ -260,7 +261,7 @@ def cohort_study_ids(*, query: StudyQuery, dataset_id: int,
     return backend.study_ids(scoped, [dataset_id])
 
 
-def dataset_study_count(*, dataset_id: int, backend: PostgresSearch | None = None) -> int:
+def dataset_study_count(*, dataset_id: int, backend: SearchBackend | None = None) -> int:
     """How many studies of a published dataset can be ordered (its total as the search counts
     it), without reading their ids."""
     matches = study_matches(StudyQuery(dataset_ids=[dataset_id]), backend, facets=False)
@@ -268,7 +269,7 @@ def dataset_study_count(*, dataset_id: int, backend: PostgresSearch | None = Non
 
 
 def relax_suggestions(*, query: StudyQuery, user: User | None,
-                      backend: PostgresSearch | None = None) -> list[dict[str, Any]]:
+                      backend: SearchBackend | None = None) -> list[dict[str, Any]]:
     """For an empty result: how many studies each active filter would give back if it
     were removed (most first), so the page can say which filter to relax."""
     backend = backend or search_backend()

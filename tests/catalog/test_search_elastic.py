@@ -1,16 +1,12 @@
-"""The Elasticsearch backend: its request is built to the facet contract (always tested),
-and it gives the PostgreSQL backend's numbers (contract suite: only with ELASTICSEARCH_URL)."""
+"""The Elasticsearch backend: its request is built to the facet contract, its documents hold
+the study's words, its index is rebuilt behind the alias, and OpenSearch gets plain JSON.
+That it gives the other backends' numbers is test_search_contract.py (on osmem-server)."""
 from __future__ import annotations
-
-import os
-import uuid
 
 import pytest
 
 from catalog.search.dimensions import STUDY_FACETS, StudyQuery
 from catalog.search.elastic import KEYWORD_FIELDS, counts_search, dataset_text, study_document, study_rows_for_index
-
-ES_URL = os.environ.get("ELASTICSEARCH_URL", "")
 
 
 def _terms_in(node: object) -> list[dict]:
@@ -33,6 +29,9 @@ def test_each_facet_is_counted_with_every_filter_but_its_own() -> None:
     assert body["size"] == 0
     assert {"simple_query_string": {"query": "nodule", "fields": KEYWORD_FIELDS, "default_operator": "and"}} \
         in body["query"]["bool"]["filter"]
+    assert body["track_total_hits"] is True
+    post = _terms_in(body["post_filter"])  # the hits (the total) obey every filter
+    assert {"sex": ["F"]} in post and {"dataset_id": [1, 2]} in post
     aggs = body["aggs"]
     assert set(aggs) == {"dataset", *(f"facet_{name}" for name in STUDY_FACETS)}
     sex_filters = _terms_in(aggs["facet_sex"]["filter"])
@@ -73,63 +72,39 @@ def test_each_document_holds_the_words_of_the_studys_postgresql_search_vector(ca
     assert sorted(from_document) == sorted(stored) and "pneumonia" in stored and "kernel" in stored
 
 
-# --- the contract suite, against a real Elasticsearch ------------------------------------
+def test_opensearch_is_sent_plain_json(search_engine, monkeypatch) -> None:
+    from elastic_transport import HttpHeaders, Urllib3HttpNode
 
-pytestmark_es = pytest.mark.skipif(
-    not ES_URL, reason="ELASTICSEARCH_URL is not set: there is no Elasticsearch server here "
-                       "(docker compose up elasticsearch, then ELASTICSEARCH_URL=http://localhost:9200)")
+    from catalog.search.elastic import JsonOnlyNode, _connect
 
-
-@pytest.fixture
-def elastic_catalog(catalog, settings):  # noqa: ANN001, ANN201
-    from catalog.search.elastic import _connect, index_dataset
-
-    settings.ELASTICSEARCH_URL = ES_URL
-    settings.ELASTICSEARCH_INDEX = f"test-studies-{uuid.uuid4().hex[:8]}"
-    for dataset in catalog:
-        index_dataset(dataset_id=dataset.pk)
-    yield catalog
-    _connect().indices.delete(index=settings.ELASTICSEARCH_INDEX, ignore_unavailable=True)
+    assert _connect().info()["version"]["distribution"] == "opensearch"  # osmem answers at all
+    seen: list[dict] = []
+    monkeypatch.setattr(Urllib3HttpNode, "perform_request",
+                        lambda self, method, target, body=None, headers=None, **kw: seen.append(dict(headers)))
+    node = JsonOnlyNode.__new__(JsonOnlyNode)  # no connection pool: only the headers matter
+    node.perform_request("POST", "/_bulk", b"{}", headers=HttpHeaders({
+        "accept": "application/vnd.elasticsearch+json; compatible-with=9",
+        "content-type": "application/vnd.elasticsearch+x-ndjson; compatible-with=9"}))
+    assert seen == [{"accept": "application/json", "content-type": "application/x-ndjson"}]
 
 
-@pytestmark_es
 @pytest.mark.django_db
-@pytest.mark.parametrize("filters", [{}, {"sex": ["F"]}, {"modality": ["PT"], "age_band": ["40-49"]},
-                                     {"slice_thickness": ["<1mm", "unknown"], "has_report": ["true"]}])
-def test_elasticsearch_counts_what_postgresql_counts(elastic_catalog, filters) -> None:
+def test_reindexing_builds_a_new_index_and_swaps_the_alias(catalog, search_engine) -> None:
+    from django.core.management import call_command
+
     from catalog.search import PostgresSearch
-    from catalog.search.elastic import ElasticSearch
+    from catalog.search.elastic import ElasticSearch, _connect, index_dataset, index_name
 
-    query = StudyQuery(filters=filters)
-    sql, es = PostgresSearch(), ElasticSearch()
-    datasets = sql.datasets(query)
-    assert es.counts(query, datasets) == sql.counts(query, datasets)
-    ids = [d.pk for d in elastic_catalog]
-    assert es.breakdown(query, ids, ["sex", "age_band"]) == sql.breakdown(query, ids, ["sex", "age_band"])
-    assert es.by_dataset(query, ids, "manufacturer") == sql.by_dataset(query, ids, "manufacturer")
-    assert es.patients(query, ids) == sql.patients(query, ids)
-
-
-@pytestmark_es
-@pytest.mark.django_db
-@pytest.mark.parametrize("q", ["pneumonia", "chest", "set 0", "axial chest"])
-def test_elasticsearch_matches_the_keywords_postgresql_matches(catalog, settings, q) -> None:
-    from catalog.search import PostgresSearch
-    from catalog.search.elastic import ElasticSearch, _connect, index_dataset
-    from catalog.services.stats import studies_refresh_search_vector
-
-    settings.ELASTICSEARCH_URL = ES_URL
-    settings.ELASTICSEARCH_INDEX = f"test-studies-{uuid.uuid4().hex[:8]}"
-    try:
-        for dataset in catalog:
-            studies_refresh_search_vector(dataset=dataset)
-            index_dataset(dataset_id=dataset.pk)
-        query = StudyQuery(q=q)
-        sql, es = PostgresSearch(), ElasticSearch()
-        datasets = sql.datasets(query)
-        assert es.counts(query, datasets, facets=False) == sql.counts(query, datasets, facets=False)
-    finally:
-        _connect().indices.delete(index=settings.ELASTICSEARCH_INDEX, ignore_unavailable=True)
+    client = _connect()
+    index_dataset(dataset_id=catalog[0].pk)  # the first index, one dataset only
+    before = sorted(client.indices.get_alias(name=index_name()))
+    assert len(before) == 1 and before[0].startswith(f"{index_name()}-")
+    call_command("search_reindex")
+    after = sorted(client.indices.get_alias(name=index_name()))
+    assert len(after) == 1 and after != before and not client.indices.exists(index=before[0])
+    query = StudyQuery()
+    datasets = PostgresSearch().datasets(query)
+    assert ElasticSearch().counts(query, datasets) == PostgresSearch().counts(query, datasets)
 
 
 @pytest.mark.django_db
