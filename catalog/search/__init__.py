@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from catalog.search.dimensions import InvalidQueryError, StudyQuery, study_query_from
+from catalog.exceptions import InvalidQueryError
+from catalog.search.query import Query, query_from
 from catalog.search.postgres import PostgresSearch
 
 if TYPE_CHECKING:
@@ -35,5 +36,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'catalog.search' has no attribute {name!r}")
 
 
-__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "StudyQuery", "search_backend",
-           "study_query_from"]
+# The names of the study search before the one parser (catalog/search/query.py).
+StudyQuery = Query
+study_query_from = query_from
+
+__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "Query", "StudyQuery", "query_from",
+           "search_backend", "study_query_from"]
