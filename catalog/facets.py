@@ -21,6 +21,7 @@ catalog page (/datasets/, /api/datasets/), on that Dataset field.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
@@ -55,6 +56,20 @@ YES_NO = MappingProxyType({"true": "Yes", "false": "No"})
 def condition_label(code: str) -> str:
     """"ICD10:J18.9|Pneumonia" → "Pneumonia"."""
     return code.split("|", 1)[1] if "|" in code else code
+
+
+_CODE = re.compile(r"[A-Za-z0-9.<>+_-]{1,20}")
+
+
+def echo(value: str) -> str:
+    """A refused value as an error message may quote it: a short code ('20-25') as it is,
+    anything else (it could be a name typed in the wrong box) not at all."""
+    return repr(value) if _CODE.fullmatch(value) else "value (not shown: not a code)"
+
+
+def echo_name(key: str) -> str:
+    """A refused parameter's name as a message may show it: only name-like ones."""
+    return key if re.fullmatch(r"[A-Za-z0-9_.\[\]-]{1,40}", key) else "(a name not shown)"
 
 
 @dataclass(frozen=True)
@@ -98,8 +113,8 @@ class Facet:
         if self.choices:
             bad = [v for v in values if v not in self.choices]
             if bad:
-                raise InvalidQueryError(f"Unknown {self.name} {bad[0][:40]!r}; use one of "
-                                        f"{', '.join(sorted(self.choices))}.")
+                raise InvalidQueryError(f"Unknown {self.name} {echo(bad[0])}; use one of "
+                                        f"{', '.join(self.choices)}.")
 
     def sort_key(self, value: str) -> tuple:
         """Listing order of a value: the vocabulary's own (age order), unknown values last."""

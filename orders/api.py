@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.exceptions import InvalidQueryError
-from catalog.facets import openapi_criteria_schema
+from catalog.facets import echo_name, openapi_criteria_schema
 from catalog.search.criteria import COHORT_KEYS
 from catalog.selectors import access_dataset
 from marketplace.exceptions import ApplicationError
@@ -38,7 +38,7 @@ class CriteriaField(serializers.DictField):
 
     def to_internal_value(self, data):  # noqa: ANN001, ANN201
         value = super().to_internal_value(data)
-        unknown = sorted(str(k)[:40] for k in value if k not in COHORT_KEYS)
+        unknown = sorted(echo_name(str(k)) for k in value if k not in COHORT_KEYS)
         if unknown:
             # The search's own error (code invalid_search), as for a bad value.
             raise InvalidQueryError(f"Unknown filter: {', '.join(unknown[:5])} in criteria. "

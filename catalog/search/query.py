@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from catalog.exceptions import InvalidQueryError
-from catalog.facets import DATASET_SEARCH_FACETS, FACETS, MAX_VALUE_CHARS, RANGES, SORTS, STUDY_FACETS
+from catalog.facets import DATASET_SEARCH_FACETS, FACETS, MAX_VALUE_CHARS, RANGES, SORTS, STUDY_FACETS, echo, echo_name
 
 MAX_QUERY_CHARS = 200
 
@@ -85,7 +85,7 @@ def _price(data: Any, key: str) -> Decimal | None:
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise InvalidQueryError(f"{key} must be a number, e.g. {key}=100 (got {raw[:20]!r}).") from None
+        raise InvalidQueryError(f"{key} must be a number, e.g. {key}=100 (got {echo(raw)}).") from None
     if not value.is_finite() or value < 0 or value > Decimal("1e9"):
         raise InvalidQueryError(f"{key} must be between 0 and 1000000000.")
     return value
@@ -100,14 +100,14 @@ def query_from(data: Any, *, scope: Scope = STUDIES) -> Query:
     unknown = sorted(str(k) for k in data.keys() if k not in accepted)
     if unknown:
         raise InvalidQueryError(
-            f"Unknown filter: {', '.join(k[:40] for k in unknown[:5])}. Known filters: "
+            f"Unknown filter: {', '.join(echo_name(k) for k in unknown[:5])}. Known filters: "
             f"{', '.join([*scope.facets, *(p for p in scope.params if p in RANGES)])}.")
     q = " ".join((_getlist(data, "q") or [""])[0].split())[:MAX_QUERY_CHARS]  # cut, not refused
     sort = "relevance"
     if "sort" in scope.params:
         sort = (_getlist(data, "sort") or ["relevance"])[0] or "relevance"
         if sort not in SORTS:
-            raise InvalidQueryError(f"Unknown sort {sort[:20]!r}; use one of {', '.join(sorted(SORTS))}.")
+            raise InvalidQueryError(f"Unknown sort {echo(sort)}; use one of {', '.join(sorted(SORTS))}.")
     filters: dict[str, list[str]] = {}
     for name in scope.facets:
         values = sorted({v.strip()[:MAX_VALUE_CHARS] for v in _getlist(data, name) if v.strip()})
