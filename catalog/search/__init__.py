@@ -36,9 +36,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'catalog.search' has no attribute {name!r}")
 
 
-# The names of the study search before the one parser (catalog/search/query.py).
-StudyQuery = Query
-study_query_from = query_from
-
-__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "Query", "StudyQuery", "query_from",
-           "search_backend", "study_query_from"]
+__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "Query", "query_from", "search_backend"]

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from catalog.search.dimensions import STUDY_FACETS, StudyQuery
+from catalog.facets import STUDY_FACETS
+from catalog.search.query import Query as StudyQuery
 from catalog.search.elastic import KEYWORD_FIELDS, counts_search, dataset_text, study_document, study_rows_for_index
 
 ES_URL = os.environ.get("ELASTICSEARCH_URL", "")
