@@ -145,8 +145,3 @@ def test_every_front_door_refuses_with_the_same_error(client, path, params, name
     else:
         assert named in html.unescape(response.content.decode())
 
-
-def test_study_facets_keep_the_backends_order() -> None:
-    # snapshots (columnar) and the backends iterate STUDY_FACETS: the order they were built with
-    assert list(STUDY_FACETS) == ["modality", "body_part", "sex", "age_band", "ethnicity", "manufacturer", "model",
-                                  "slice_thickness", "field_strength", "has_report", "has_annotation"]
