@@ -143,7 +143,7 @@ def load(data: dict[str, np.ndarray]) -> tuple[list[int], dict[str, np.ndarray]]
 
 COHORT = {"sex": ["F"], "age_band": ["40-49", "50-59", "60-69"], "modality": ["CT"],
           "body_part": ["CHEST"], "manufacturer": ["GE", "SIEMENS"], "has_report": ["true"]}
-# (label, key, kind, StudyQuery arguments): the product and DuckDB run the same specs.
+# (label, key, kind, Query arguments): the product and DuckDB run the same specs.
 SPECS = [
     ("facets, no filter", "facets", "facets", {}),
     ("keyword only", "kw", "facets", {"q": "pneumonia"}),
@@ -173,7 +173,7 @@ SPECS = [
 
 
 def product_runner(spec: tuple, dataset_ids: list[int], backend):  # noqa: ANN001, ANN201
-    from catalog.search.dimensions import StudyQuery
+    from catalog.search.query import Query
     from catalog.search.service import cohort_summary, facets_and_total
 
     _, _, kind, args = spec
@@ -181,7 +181,7 @@ def product_runner(spec: tuple, dataset_ids: list[int], backend):  # noqa: ANN00
     page = args.pop("page", 1)
     if args.pop("three", False):
         args["dataset_ids"] = dataset_ids[:3]
-    query = StudyQuery(**args)
+    query = Query(**args)
     if kind == "facets":
         return lambda: facets_and_total(query=query, user=None, backend=backend)
     if kind == "cohort":
@@ -270,7 +270,7 @@ def _bands(values: np.ndarray, bands: list[tuple[str, float, float]]) -> np.ndar
 def duck_times(data: dict[str, np.ndarray], datasets: dict[str, np.ndarray], runs: int) -> dict[str, list[float]]:
     import duckdb
 
-    from catalog.search.dimensions import FIELD_BANDS, SLICE_BANDS
+    from catalog.facets import FIELD_BANDS, SLICE_BANDS
 
     frame = {k: v for k, v in data.items() if k not in ("sizes", "slice", "field", "day")}
     frame["id"] = np.arange(len(data["dataset"]))

@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
@@ -15,14 +15,9 @@ from rest_framework.views import APIView
 
 from catalog.disclosure import SUPPRESSED, dataset_counts
 from catalog.models import PricingModel
-from catalog.selectors import (
-    DATASET_FACETS,
-    access_dataset,
-    dataset_facets,
-    dataset_search,
-    dataset_study_breakdown,
-    search_params_from,
-)
+from catalog.facets import openapi_query_parameters
+from catalog.search.query import DATASETS, query_from
+from catalog.selectors import access_dataset, dataset_facets, dataset_search, dataset_study_breakdown
 from orders.currency import from_minor
 
 
@@ -113,12 +108,8 @@ FACET_ROW = inline_serializer("FacetRow", fields={
     "value": serializers.CharField(), "label": serializers.CharField(), "count": serializers.IntegerField(),
     "selected": serializers.BooleanField()})
 
-FILTER_PARAMETERS = [
-    OpenApiParameter("q", OpenApiTypes.STR, description="Keywords (web-search syntax)"),
-    *[OpenApiParameter(name, OpenApiTypes.STR, many=True, description=f"Filter by {name}; repeat for OR")
-      for name in [*DATASET_FACETS, "provider"]],
-    OpenApiParameter("sort", OpenApiTypes.STR, enum=["relevance", "newest", "price", "-price", "size"]),
-]
+# Exactly what the parser accepts here (the vocabulary's dataset-catalog facets).
+FILTER_PARAMETERS = openapi_query_parameters(list(DATASETS.facets), extra=list(DATASETS.params))
 
 
 class DatasetListApi(APIView):
@@ -134,7 +125,7 @@ class DatasetListApi(APIView):
         }),
     )
     def get(self, request: Request) -> Response:
-        params = search_params_from(request.query_params)
+        params = query_from(request.query_params, scope=DATASETS)
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(dataset_search(params=params), request, view=self)
         response = paginator.get_paginated_response(

@@ -13,9 +13,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from catalog.search import InvalidQueryError, StudyQuery, study_query_from
+from catalog.exceptions import InvalidQueryError
+from catalog.facets import FACETS, SORTS, facet_label
 from catalog.search.criteria import cohort_criteria
-from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS
+from catalog.search.query import STUDIES, Query, query_from
 from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
@@ -24,11 +25,7 @@ from catalog.search.service import (
     relax_suggestions, study_matches, study_page,
 )
 
-FACET_ORDER = ["modality", "body_part", "condition", "sex", "age_band", "ethnicity", "manufacturer",
-               "model", "slice_thickness", "field_strength", "has_report", "has_annotation",
-               "licence", "provider", "country"]
-SORT_LABELS = [("relevance", "Best match"), ("newest", "Newest first"), ("size", "Largest first"),
-               ("price", "Price, lowest first"), ("-price", "Price, highest first")]
+SORT_LABELS = list(SORTS.items())
 
 
 def _with_page(request: HttpRequest, page: int) -> str:
@@ -37,21 +34,17 @@ def _with_page(request: HttpRequest, page: int) -> str:
     return params.urlencode()
 
 
-def _label(name: str) -> str:
-    return STUDY_FACETS[name].label if name in STUDY_FACETS else DATASET_LEVEL[name]
-
-
 def cohort_builder(request: HttpRequest) -> HttpResponse:
     error, status = "", 200
     try:
-        query = study_query_from(request.GET)
+        query = query_from(request.GET, scope=STUDIES)
         page = study_page(request.GET.get("page"))
     except InvalidQueryError as exc:
-        error, status, query, page = exc.message, 400, StudyQuery(), 1
+        error, status, query, page = exc.message, 400, Query(), 1
     try:
         count_query_admit(user=request.user, ip=client_ip(request), query=query, where="cohort_builder")
     except RateLimitedError as exc:
-        response = render(request, "catalog/cohort_builder.html", {"error": exc.message, "query": StudyQuery(),
+        response = render(request, "catalog/cohort_builder.html", {"error": exc.message, "query": Query(),
                           "cohort": {"datasets": []}, "facets": [], "rate_limited": True}, status=429)
         response["Retry-After"] = str(exc.extra["retry_after"])
         return response
@@ -69,11 +62,12 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
     context = {
         "query": query, "error": error, "cohort": cohort, "total": found["total"],
         "cohort_criteria": cohort_criteria(query),
-        "facets": [(name, _label(name), found["facets"][name]) for name in FACET_ORDER
+        "facets": [(name, facet.label, found["facets"][name]) for name, facet in FACETS.items()
                    if found["facets"].get(name)],
-        "active": [(name, _label(name), value) for name, values in query.filters.items() for value in values],
+        # chips show labels through the template's facet filters ("Sex: Female")
+        "active": [(name, facet_label(name), value) for name, values in query.filters.items() for value in values],
         "relax": relax_suggestions(query=query, user=request.user) if empty else [],
-        "mix": [(_label(name), rows) for name, rows in cohort["mix"].items()],
+        "mix": [(facet_label(name), rows) for name, rows in cohort["mix"].items()],
         "query_pairs": [(key, value) for key, values in query.as_params().items()
                         for value in (values if isinstance(values, list) else [values])],
         "studies": studies, "browsable": browsable, "page": page, "pages": pages,

@@ -33,3 +33,11 @@ class LicenceConflictError(CatalogError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__(" ".join(problems), extra={"problems": problems})
         self.problems = problems
+
+
+class InvalidQueryError(CatalogError):
+    """A search, cohort or saved-search query refused: the one error of the one parser
+    (catalog/search/query.py). The message names the parameter; a bad value is echoed only
+    as a short code-like excerpt (values are codes such as "F" or "40-49", never PHI)."""
+
+    code = "invalid_search"

@@ -1,18 +1,18 @@
 """Study-level search and cohorts over the API: /api/studies/ and /api/cohorts/."""
 from __future__ import annotations
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.search import search_backend, study_query_from
+from catalog.facets import openapi_query_parameters
+from catalog.search import search_backend
+from catalog.search.query import STUDIES, query_from
 from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.services import client_ip
-from catalog.search.dimensions import ALL_FILTERS, SORTS
 from catalog.search.service import (
     browsable_studies, cohort_summary, facets_and_total, study_matches, study_page,
 )
@@ -33,14 +33,10 @@ class StudyFacetRow(serializers.Serializer):
 
 def _facet_rows() -> serializers.DictField:
     return serializers.DictField(child=serializers.ListField(child=StudyFacetRow()))
-QUERY_PARAMETERS = [
-    OpenApiParameter("q", OpenApiTypes.STR, description="Keywords (web-search syntax)"),
-    *[OpenApiParameter(name, OpenApiTypes.STR, many=True, description=f"Filter by {name}; repeat for OR")
-      for name in ALL_FILTERS],
-    OpenApiParameter("price_min", OpenApiTypes.NUMBER), OpenApiParameter("price_max", OpenApiTypes.NUMBER),
-    OpenApiParameter("datasets", OpenApiTypes.INT, many=True, description="Restrict to these datasets"),
-    OpenApiParameter("sort", OpenApiTypes.STR, enum=sorted(SORTS)),
-]
+
+
+# Exactly what the parser accepts here (every facet of the vocabulary).
+QUERY_PARAMETERS = openapi_query_parameters(list(STUDIES.facets), extra=list(STUDIES.params))
 
 
 class StudyOutput(serializers.Serializer):
@@ -76,7 +72,7 @@ class StudyListApi(APIView):
         }),
     )
     def get(self, request: Request) -> Response:
-        query = study_query_from(request.query_params)
+        query = query_from(request.query_params, scope=STUDIES)
         page = study_page(request.query_params.get("page"))
         count_query_admit(user=request.user, ip=client_ip(request), query=query, where="api.studies")
         backend = search_backend()
@@ -107,6 +103,6 @@ class CohortApi(APIView):
         }),
     )
     def get(self, request: Request) -> Response:
-        query = study_query_from(request.query_params)
+        query = query_from(request.query_params, scope=STUDIES)
         count_query_admit(user=request.user, ip=client_ip(request), query=query, where="api.cohorts")
         return Response(cohort_summary(query=query, user=request.user))

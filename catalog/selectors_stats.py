@@ -6,21 +6,21 @@ import math
 from typing import Any
 
 from catalog.disclosure import Rule, dataset_counts, is_shown, rule_for_dataset, shown_rows
+from catalog.facets import NOT_RECORDED, facet_for_column
 from catalog.models import Dataset, DatasetPreview
 from marketplace.models import User
 
-_LABELS = {"F": "Female", "M": "Male", "O": "Other", "": "Not recorded"}
 
 
 def _chart(chart: dict[str, Any], rule: Rule) -> dict[str, Any]:
     rows = chart["rows"]
     shown = rule.partition({i: row["count"] for i, row in enumerate(rows)})
     largest = max([1, *(row["count"] for i, row in enumerate(rows) if is_shown(shown[i]))])
+    facet = facet_for_column(chart["key"])  # the charts are keyed by catalog_study column
     out = []
     for i, row in enumerate(rows):
         out.append({
-            "label": _LABELS.get(row["value"], row["value"]) if chart["key"] == "patient_sex"
-            else (row["value"] or "Not recorded"),
+            "label": facet.value_label(row["value"]) if facet else (row["value"] or NOT_RECORDED),
             "count": shown[i],
             # A hidden row has no bar: no width may tell its count, nor suggest one.
             "width": round(100 * row["count"] / largest, 1) if is_shown(shown[i]) else 0,

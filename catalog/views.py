@@ -11,16 +11,10 @@ from catalog.exceptions import CatalogError
 from catalog.forms import DatasetForm, UploadForm
 from catalog.models import UploadBatch
 from catalog.selectors_stats import dataset_previews, statistics_for_page
-from catalog.selectors import (
-    FACET_LABELS,
-    InvalidSearchError,
-    SearchParams,
-    access_dataset,
-    access_dataset_for_write,
-    dataset_facets,
-    dataset_search,
-    search_params_from,
-)
+from catalog.exceptions import InvalidQueryError
+from catalog.facets import facet_label
+from catalog.search.query import DATASETS, Query, query_from
+from catalog.selectors import access_dataset, access_dataset_for_write, dataset_facets, dataset_search
 from catalog.services import (
     dataset_create,
     dataset_submit_for_review,
@@ -36,16 +30,17 @@ from marketplace.services import audit_record, client_ip
 def dataset_list(request: HttpRequest) -> HttpResponse:
     error = ""
     try:
-        params = search_params_from(request.GET)
-    except InvalidSearchError as exc:
-        error, params = exc.message, SearchParams()
+        params = query_from(request.GET, scope=DATASETS)
+    except InvalidQueryError as exc:
+        error, params = exc.message, Query()
     results = dataset_search(params=params)
     page = Paginator(results, 12).get_page(request.GET.get("page"))
     facets = dataset_facets(params=params)
     context = {
         "params": params, "page": page, "error": error,
-        "facets": [(name, FACET_LABELS[name], rows) for name, rows in facets.items() if rows],
-        "active_filters": [(name, FACET_LABELS[name], v) for name, values in params.filters.items() for v in values],
+        "facets": [(name, facet_label(name), rows) for name, rows in facets.items() if rows],
+        # chips show labels through the template's facet filters ("Sex: Female")
+        "active_filters": [(name, facet_label(name), v) for name, values in params.filters.items() for v in values],
     }
     return render(request, "catalog/dataset_list.html", context, status=400 if error else 200)
 

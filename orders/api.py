@@ -3,13 +3,15 @@ the agreement), list and read one's own orders. Quotes and orders below the disc
 threshold are refused (catalog/disclosure.py). Money is integer minor units plus currency."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.exceptions import InvalidQueryError
+from catalog.facets import echo_name, openapi_criteria_schema
 from catalog.search.criteria import COHORT_KEYS
 from catalog.selectors import access_dataset
 from marketplace.exceptions import ApplicationError
@@ -25,11 +27,23 @@ from orders.selectors import access_order, active_dua_template, orders_for_buyer
 from orders.signatures import signature_manifest
 
 
+@extend_schema_field(openapi_criteria_schema(COHORT_KEYS))
 class CriteriaField(serializers.DictField):
-    """A cohort's definition: {"q": "brain", "sex": ["F"], "price_max": "10"}; checked by
-    the same parser as the search (catalog/search/criteria.py)."""
+    """A cohort's definition: {"q": "brain", "sex": ["F"], "price_max": "10"}. Its schema is
+    generated from the facet vocabulary (catalog/facets.py) and lists exactly the keys
+    accepted: a key outside it is refused here, values are checked by the one parser
+    (catalog/search/query.py, through criteria.py)."""
 
     child = serializers.JSONField()
+
+    def to_internal_value(self, data):  # noqa: ANN001, ANN201
+        value = super().to_internal_value(data)
+        unknown = sorted(echo_name(str(k)) for k in value if k not in COHORT_KEYS)
+        if unknown:
+            # The search's own error (code invalid_search), as for a bad value.
+            raise InvalidQueryError(f"Unknown filter: {', '.join(unknown[:5])} in criteria. "
+                                    f"Known filters: {', '.join(COHORT_KEYS)}.")
+        return value
 
 
 class PriceLineOutput(serializers.Serializer):
@@ -114,8 +128,7 @@ class OrderOutput(serializers.Serializer):
 
 class QuoteInput(serializers.Serializer):
     dataset_id = serializers.IntegerField()
-    criteria = CriteriaField(required=False, default=dict,
-                             help_text=f"The cohort: {', '.join(COHORT_KEYS)} (as in /api/cohorts/)")
+    criteria = CriteriaField(required=False, default=dict)
 
 
 class QuoteApi(APIView):

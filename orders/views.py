@@ -19,7 +19,8 @@ from django.views.decorators.http import require_POST
 from catalog.disclosure import BelowThresholdError
 from catalog.licence import ACCESS_MODES, USES, LicenceTerms
 from catalog.models import DataRequestResponse, Dataset
-from catalog.search.criteria import InvalidQueryError, cohort_criteria, cohort_from, describe
+from catalog.exceptions import InvalidQueryError
+from catalog.search.criteria import cohort_criteria, cohort_from, describe
 from catalog.selectors import access_dataset, dataset_study_breakdown, datasets_for_provider_user
 from marketplace.exceptions import ApplicationError, NotFoundError
 from marketplace.guards import require_verified_email

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from catalog.exceptions import InvalidQueryError
 from catalog.search.backend import SearchBackend
-from catalog.search.dimensions import InvalidQueryError, StudyQuery, study_query_from
+from catalog.search.query import Query, query_from
 from catalog.search.postgres import PostgresSearch
 
 if TYPE_CHECKING:
@@ -37,5 +38,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'catalog.search' has no attribute {name!r}")
 
 
-__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "SearchBackend", "StudyQuery", "search_backend",
-           "study_query_from"]
+__all__ = ["ColumnarSearch", "InvalidQueryError", "PostgresSearch", "Query", "SearchBackend", "query_from",
+           "search_backend"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from catalog.search.dimensions import StudyQuery
+    from catalog.search.query import Query
     from catalog.search.postgres import DatasetInfo
 
 
@@ -20,32 +20,32 @@ if TYPE_CHECKING:
 class SearchBackend(Protocol):
     name: str
 
-    def datasets(self, query: StudyQuery) -> dict[int, DatasetInfo]:
+    def datasets(self, query: Query) -> dict[int, DatasetInfo]:
         """Published datasets within the price range (and the query's dataset set)."""
 
-    def passes(self, info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
+    def passes(self, info: DatasetInfo, query: Query, skip: str | None = None) -> bool:
         """Whether a dataset meets the query's dataset-level filters (but ``skip``)."""
 
-    def counts(self, query: StudyQuery, datasets: dict[int, DatasetInfo], *,
+    def counts(self, query: Query, datasets: dict[int, DatasetInfo], *,
                facets: bool = True) -> dict[str, dict[str, int]]:
         """{"dataset": {id: studies with every filter}, facet: {value: studies with every
         filter but the facet's own}} (see PostgresSearch.counts)."""
 
-    def breakdown(self, query: StudyQuery, dataset_ids: list[int],
+    def breakdown(self, query: Query, dataset_ids: list[int],
                   dimensions: list[str]) -> dict[str, dict[str, int]]:
         """Studies per value of each dimension, every filter applied."""
 
-    def by_dataset(self, query: StudyQuery, dataset_ids: list[int],
+    def by_dataset(self, query: Query, dataset_ids: list[int],
                    dimension: str) -> dict[int, dict[str, int]]:
         """Studies per dataset and value of one dimension, every filter applied."""
 
-    def patients(self, query: StudyQuery, dataset_ids: list[int]) -> dict[int, int]:
+    def patients(self, query: Query, dataset_ids: list[int]) -> dict[int, int]:
         """Distinct patients per dataset among the matching studies."""
 
-    def study_ids(self, query: StudyQuery, dataset_ids: list[int]) -> list[int]:
+    def study_ids(self, query: Query, dataset_ids: list[int]) -> list[int]:
         """Every matching study of these datasets, by id (what an order takes)."""
 
-    def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
+    def studies(self, query: Query, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:
         """One page of matching study rows in the query's sort, and how many match."""
 

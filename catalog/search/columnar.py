@@ -22,7 +22,8 @@ from django.db import connection
 
 from catalog.models import Dataset
 from catalog.search import keywords
-from catalog.search.dimensions import STUDY_FACETS, StudyQuery
+from catalog.facets import STUDY_FACETS
+from catalog.search.query import Query
 from catalog.search.postgres import (
     DatasetInfo, PostgresSearch, dataset_passes, published_datasets, ranked_study_rows, study_rows,
 )
@@ -214,15 +215,15 @@ class ColumnarSearch:
     def __init__(self) -> None:
         self._sql = PostgresSearch()
 
-    def datasets(self, query: StudyQuery) -> dict[int, DatasetInfo]:
+    def datasets(self, query: Query) -> dict[int, DatasetInfo]:
         return published_datasets(query)
 
     @staticmethod
-    def passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
+    def passes(info: DatasetInfo, query: Query, skip: str | None = None) -> bool:
         return dataset_passes(info, query, skip)
 
     @staticmethod
-    def _keyword_mask(cols: Columns, query: StudyQuery) -> np.ndarray | None:
+    def _keyword_mask(cols: Columns, query: Query) -> np.ndarray | None:
         if not query.q:
             return None
         mask = np.zeros(cols.size, dtype=bool)
@@ -241,7 +242,7 @@ class ColumnarSearch:
         return _remembered(cols, ("filter", name, tuple(sorted(wanted))),
                            lambda: _filter_mask(cols, name, wanted))
 
-    def _masks(self, cols: Columns, query: StudyQuery) -> dict[str, np.ndarray]:
+    def _masks(self, cols: Columns, query: Query) -> dict[str, np.ndarray]:
         return {name: self._filter_mask(cols, name, values)
                 for name, values in query.study_filters().items()}
 
@@ -268,7 +269,7 @@ class ColumnarSearch:
 
     # -- the backend interface -------------------------------------------------------------
 
-    def counts(self, query: StudyQuery, datasets: dict[int, DatasetInfo], *,
+    def counts(self, query: Query, datasets: dict[int, DatasetInfo], *,
                facets: bool = True) -> dict[str, dict[str, int]]:
         cols = columns()
         universe = self._dataset_mask(cols, list(datasets))
@@ -294,13 +295,13 @@ class ColumnarSearch:
             out[name] = self._tally(cols, name, rows_for)
         return out
 
-    def breakdown(self, query: StudyQuery, dataset_ids: list[int],
+    def breakdown(self, query: Query, dataset_ids: list[int],
                   dimensions: list[str]) -> dict[str, dict[str, int]]:
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
         return {name: self._tally(cols, name, rows) for name in dimensions}
 
-    def by_dataset(self, query: StudyQuery, dataset_ids: list[int],
+    def by_dataset(self, query: Query, dataset_ids: list[int],
                    dimension: str) -> dict[int, dict[str, int]]:
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
@@ -310,7 +311,7 @@ class ColumnarSearch:
             out[int(dataset_id)] = self._tally(cols, dimension, subset)
         return out
 
-    def patients(self, query: StudyQuery, dataset_ids: list[int]) -> dict[int, int]:
+    def patients(self, query: Query, dataset_ids: list[int]) -> dict[int, int]:
         cols = columns()
         rows = self._rows(cols, query, dataset_ids)
         if not len(rows):
@@ -322,14 +323,14 @@ class ColumnarSearch:
         per_dataset = np.bincount(owners[pairs])
         return {int(i): int(per_dataset[i]) for i in np.flatnonzero(per_dataset)}
 
-    def study_ids(self, query: StudyQuery, dataset_ids: list[int]) -> list[int]:
+    def study_ids(self, query: Query, dataset_ids: list[int]) -> list[int]:
         """The very rows the counts counted (orders take what the cohort showed)."""
         if not dataset_ids:
             return []
         cols = columns()
         return sorted(int(i) for i in cols.ids[self._rows(cols, query, dataset_ids)])
 
-    def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
+    def studies(self, query: Query, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:
         """Pages from the columns, in the same order as PostgresSearch.studies: relevance
         ranks only the matching rows (found here) in SQL; newest, size and price sort the
@@ -369,7 +370,7 @@ class ColumnarSearch:
             return -cols.instance_count[rows].astype(np.int64)
         return None
 
-    def _rows(self, cols: Columns, query: StudyQuery, dataset_ids: list[int]) -> np.ndarray:
+    def _rows(self, cols: Columns, query: Query, dataset_ids: list[int]) -> np.ndarray:
         masks = list(self._masks(cols, query).values())
         keyword = self._keyword_mask(cols, query)
         if keyword is not None:

@@ -6,21 +6,19 @@ ordered is what the cohort builder counted, criterion for criterion.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
-from catalog.search.dimensions import (
-    ALL_FILTERS, DATASET_LEVEL, RANGES, STUDY_FACETS, InvalidQueryError, StudyQuery, study_query_from,
-)
-from catalog.search.postgres import condition_label
+from catalog.exceptions import InvalidQueryError
+from catalog.facets import RANGES, facet_label, value_label
+from catalog.search.query import COHORT, Query, query_from
 
-COHORT_KEYS = ("q", *ALL_FILTERS, *sorted(RANGES))
+COHORT_KEYS = COHORT.accepted()  # ("q", every facet, "price_max", "price_min") as ordered
 # Parameters of a search page that are not part of what is ordered.
 PAGE_ONLY = {"page", "page_size", "sort", "format", "datasets"}
 
 
-def cohort_from(data: Any) -> StudyQuery:
+def cohort_from(data: Any) -> Query:
     """The cohort in these parameters (a QueryDict or a dict of lists / strings); unknown
     keys and bad values are an InvalidQueryError naming them. Paging, sort and a dataset
     set are not part of a cohort."""
@@ -32,28 +30,16 @@ def cohort_from(data: Any) -> StudyQuery:
         if not isinstance(value, (str, list, tuple)) or (
                 isinstance(value, (list, tuple)) and not all(isinstance(v, (str, int, float)) for v in value)):
             raise InvalidQueryError(f"{str(key)[:40]} must be a text or a list of texts.")
-    return replace(study_query_from(picked), dataset_ids=None, sort="relevance")
+    return query_from(picked, scope=COHORT)
 
 
-def cohort_criteria(query: StudyQuery) -> dict[str, list[str]]:
+def cohort_criteria(query: Query) -> dict[str, list[str]]:
     """The stored form: {"q": ["brain"], "sex": ["F"], "price_max": ["10"]} (empty: everything)."""
     params = {k: v for k, v in query.as_params().items() if k in COHORT_KEYS}
     return {k: list(v) if isinstance(v, list) else [v] for k, v in params.items()}
 
 
-def _value_label(name: str, value: str) -> str:
-    if name == "condition":
-        return condition_label(value)
-    facet = STUDY_FACETS.get(name)
-    labels = facet.labels if facet else {}
-    return labels.get(value, value or "Unknown")
-
-
-def _filter_label(name: str) -> str:
-    return STUDY_FACETS[name].label if name in STUDY_FACETS else DATASET_LEVEL[name]
-
-
-def describe(query: StudyQuery) -> list[dict[str, str]]:
+def describe(query: Query) -> list[dict[str, str]]:
     """Every criterion in words, each with the parameters of the cohort without it:
     [{"key", "value", "text", "without"}] ("without" is a query string)."""
     criteria = cohort_criteria(query)
@@ -62,12 +48,10 @@ def describe(query: StudyQuery) -> list[dict[str, str]]:
         for value in values:
             if key == "q":
                 text = f"Keywords: “{value}”"
-            elif key == "price_min":
-                text = f"Price per study at least {value}"
-            elif key == "price_max":
-                text = f"Price per study at most {value}"
+            elif key in RANGES:
+                text = f"{RANGES[key]} {value}"
             else:
-                text = f"{_filter_label(key)}: {_value_label(key, value)}"
+                text = f"{facet_label(key)}: {value_label(key, value)}"
             rest = {k: [v for v in vs if not (k == key and v == value)] for k, vs in criteria.items()}
             out.append({"key": key, "value": value, "text": text,
                         "without": urlencode({k: vs for k, vs in rest.items() if vs}, doseq=True)})

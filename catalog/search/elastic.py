@@ -39,7 +39,8 @@ from elasticsearch.dsl import (
 )
 from elasticsearch.helpers import bulk
 
-from catalog.search.dimensions import FIELD_SQL, SLICE_SQL, STUDY_FACETS, StudyQuery
+from catalog.facets import FIELD_SQL, SLICE_SQL, STUDY_FACETS
+from catalog.search.query import Query
 from catalog.search.postgres import (
     DatasetInfo, condition_label, dataset_passes, published_datasets, ranked_study_rows, study_rows,
 )
@@ -294,7 +295,7 @@ def _facet_filter(name: str, values: list[str]) -> Q:
     return Q("terms", **{_field(name): values})
 
 
-def _facet_filters(query: StudyQuery) -> dict[str, Q]:
+def _facet_filters(query: Query) -> dict[str, Q]:
     return {name: _facet_filter(name, values) for name, values in query.study_filters().items()}
 
 
@@ -304,7 +305,7 @@ def simple_query(q: str) -> str:
     return " ".join("|" if word.lower() == "or" else word for word in q.split())
 
 
-def _keyword(query: StudyQuery) -> Q | None:
+def _keyword(query: Query) -> Q | None:
     # simple_query_string never raises on odd syntax (quotes, operators, 10,000 characters).
     if not query.q:
         return None
@@ -328,7 +329,7 @@ def _buckets(agg: Any, name: str) -> dict[str, int]:
     return {str(b.key): int(b.doc_count) for b in agg.buckets}
 
 
-def counts_search(query: StudyQuery, universe: list[int], chosen: list[int], *, facets: bool = True) -> Search:
+def counts_search(query: Query, universe: list[int], chosen: list[int], *, facets: bool = True) -> Search:
     """The one request that counts everything (see PostgresSearch.counts for the contract):
     the datasets and keywords as the query, every facet filter (and the dataset-level
     choice) as the post_filter, each facet's aggregation under every filter but its own."""
@@ -364,14 +365,14 @@ class ElasticSearch:
 
     name = "elasticsearch"
 
-    def datasets(self, query: StudyQuery) -> dict[int, DatasetInfo]:
+    def datasets(self, query: Query) -> dict[int, DatasetInfo]:
         return published_datasets(query)
 
     @staticmethod
-    def passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
+    def passes(info: DatasetInfo, query: Query, skip: str | None = None) -> bool:
         return dataset_passes(info, query, skip)
 
-    def counts(self, query: StudyQuery, datasets: dict[int, DatasetInfo], *,
+    def counts(self, query: Query, datasets: dict[int, DatasetInfo], *,
                facets: bool = True) -> dict[str, dict[str, int]]:
         _connect()
         chosen = [i for i, info in datasets.items() if self.passes(info, query)]
@@ -383,7 +384,7 @@ class ElasticSearch:
                 out[name] = _buckets(aggs[f"facet_{name}"]["values"], name)
         return out
 
-    def _matching(self, query: StudyQuery, dataset_ids: list[int]) -> Search:
+    def _matching(self, query: Query, dataset_ids: list[int]) -> Search:
         _connect()
         search = Search(index=index_name()).extra(size=0, track_total_hits=True)
         search = search.filter("terms", dataset_id=dataset_ids)
@@ -392,7 +393,7 @@ class ElasticSearch:
         keyword = _keyword(query)
         return search.filter(keyword) if keyword is not None else search
 
-    def breakdown(self, query: StudyQuery, dataset_ids: list[int],
+    def breakdown(self, query: Query, dataset_ids: list[int],
                   dimensions: list[str]) -> dict[str, dict[str, int]]:
         if not dataset_ids:
             return {name: {} for name in dimensions}
@@ -402,7 +403,7 @@ class ElasticSearch:
         aggs = search.execute().aggregations
         return {name: _buckets(aggs[name], name) for name in dimensions}
 
-    def by_dataset(self, query: StudyQuery, dataset_ids: list[int],
+    def by_dataset(self, query: Query, dataset_ids: list[int],
                    dimension: str) -> dict[int, dict[str, int]]:
         if not dataset_ids:
             return {}
@@ -412,7 +413,7 @@ class ElasticSearch:
         aggs = search.execute().aggregations
         return {int(b.key): _buckets(b["values"], dimension) for b in aggs.dataset.buckets}
 
-    def patients(self, query: StudyQuery, dataset_ids: list[int]) -> dict[int, int]:
+    def patients(self, query: Query, dataset_ids: list[int]) -> dict[int, int]:
         if not dataset_ids:
             return {}
         search = self._matching(query, dataset_ids)
@@ -421,7 +422,7 @@ class ElasticSearch:
         aggs = search.execute().aggregations
         return {int(b.key): int(b.patients.value) for b in aggs.dataset.buckets}
 
-    def _all_ids(self, query: StudyQuery, dataset_ids: list[int]) -> Iterator[int]:
+    def _all_ids(self, query: Query, dataset_ids: list[int]) -> Iterator[int]:
         """Every matching study id, ascending, a composite aggregation page at a time."""
         after: dict[str, Any] | None = None
         while True:
@@ -437,12 +438,12 @@ class ElasticSearch:
             if not after or len(result.buckets) < COMPOSITE_CHUNK:
                 return
 
-    def study_ids(self, query: StudyQuery, dataset_ids: list[int]) -> list[int]:
+    def study_ids(self, query: Query, dataset_ids: list[int]) -> list[int]:
         if not dataset_ids:
             return []
         return list(self._all_ids(query, dataset_ids))
 
-    def _page_ids(self, query: StudyQuery, dataset_ids: list[int], sort: list[dict[str, Any]],
+    def _page_ids(self, query: Query, dataset_ids: list[int], sort: list[dict[str, Any]],
                   offset: int, limit: int) -> tuple[list[int], int]:
         """Study ids of one page in this sort, and how many match (exact): ``search_after``
         in chunks of at most PAGE_CHUNK hits, so a page beyond index.max_result_window
@@ -467,7 +468,7 @@ class ElasticSearch:
                 return ids[:limit], total
             after = list(hits[-1].meta.sort)
 
-    def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
+    def studies(self, query: Query, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:
         """Pages in the same order as PostgresSearch.studies. Keyword relevance is ranked by
         PostgreSQL's ts_rank over the ids matched here (BM25 would order differently);
@@ -488,7 +489,7 @@ class ElasticSearch:
             return study_rows(ids), total
         return self._price_page(query, dataset_ids, offset, limit)
 
-    def _price_page(self, query: StudyQuery, dataset_ids: list[int], offset: int,
+    def _price_page(self, query: Query, dataset_ids: list[int], offset: int,
                     limit: int) -> tuple[list[dict[str, Any]], int]:
         """Price, then study id: datasets of equal price form one group paged by study id;
         the groups before the page are skipped by their counts."""

@@ -15,7 +15,8 @@ from typing import Any
 from django.db import connection
 
 from catalog.models import Dataset
-from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS, Facet, StudyQuery
+from catalog.facets import DATASET_LEVEL, STUDY_FACETS, Facet
+from catalog.search.query import Query
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def dataset_values(info: DatasetInfo, name: str) -> list[str]:
 class _Source:
     """The studies to count (optionally those matching keywords), each weighing 1."""
 
-    def __init__(self, query: StudyQuery) -> None:
+    def __init__(self, query: Query) -> None:
         self.table = "catalog_study"
         self.weight = "1"
         self.where = "instance_count > 0"
@@ -105,7 +106,7 @@ def _condition(source: _Source, facet: Facet, values: list[str], params: list[An
     return f"({column}::text = ANY(%s::text[]))"
 
 
-def _matching(query: StudyQuery, dataset_ids: list[int]) -> tuple[_Source, str, list[Any]]:
+def _matching(query: Query, dataset_ids: list[int]) -> tuple[_Source, str, list[Any]]:
     """WHERE clause (and its parameters) for the studies matching every study-level filter
     and the keywords, in these datasets."""
     source = _Source(query)
@@ -115,7 +116,7 @@ def _matching(query: StudyQuery, dataset_ids: list[int]) -> tuple[_Source, str, 
     return source, " AND ".join([source.where, *conditions, "dataset_id = ANY(%s::int[])"]), params
 
 
-def published_datasets(query: StudyQuery) -> dict[int, DatasetInfo]:
+def published_datasets(query: Query) -> dict[int, DatasetInfo]:
     """Published datasets within the price range (and the query's dataset set): every
     backend reads dataset attributes from PostgreSQL through this."""
     qs = Dataset.objects.filter(status=Dataset.Status.PUBLISHED).select_related("provider")
@@ -130,7 +131,7 @@ def published_datasets(query: StudyQuery) -> dict[int, DatasetInfo]:
                               d.allow_study_browsing, d.disclosure_threshold) for d in qs}
 
 
-def dataset_passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
+def dataset_passes(info: DatasetInfo, query: Query, skip: str | None = None) -> bool:
     """Whether a dataset meets the query's dataset-level filters (all but ``skip``)."""
     for name in DATASET_LEVEL:
         wanted = query.filters.get(name)
@@ -146,16 +147,16 @@ class PostgresSearch:
 
     # -- datasets ------------------------------------------------------------------------
 
-    def datasets(self, query: StudyQuery) -> dict[int, DatasetInfo]:
+    def datasets(self, query: Query) -> dict[int, DatasetInfo]:
         return published_datasets(query)
 
     @staticmethod
-    def passes(info: DatasetInfo, query: StudyQuery, skip: str | None = None) -> bool:
+    def passes(info: DatasetInfo, query: Query, skip: str | None = None) -> bool:
         return dataset_passes(info, query, skip)
 
     # -- counting ------------------------------------------------------------------------
 
-    def counts(self, query: StudyQuery, datasets: dict[int, DatasetInfo], *,
+    def counts(self, query: Query, datasets: dict[int, DatasetInfo], *,
                facets: bool = True) -> dict[str, dict[str, int]]:
         """{"dataset": {id: studies with every filter}, facet: {value: studies with every
         filter but the facet's own}} for the study-level facets (when ``facets``)."""
@@ -221,7 +222,7 @@ class PostgresSearch:
             f"WHERE {' AND '.join(parts) or 'TRUE'} GROUP BY value", params)
         return {value: int(n) for value, n in cursor.fetchall() if n}
 
-    def breakdown(self, query: StudyQuery, dataset_ids: list[int],
+    def breakdown(self, query: Query, dataset_ids: list[int],
                   dimensions: list[str]) -> dict[str, dict[str, int]]:
         """Studies per value of each dimension with every filter applied (a cohort's mix)."""
         if not dataset_ids:
@@ -252,7 +253,7 @@ class PostgresSearch:
                 out[dimensions[index]][values[index] or ""] = int(total)
         return out
 
-    def by_dataset(self, query: StudyQuery, dataset_ids: list[int],
+    def by_dataset(self, query: Query, dataset_ids: list[int],
                    dimension: str) -> dict[int, dict[str, int]]:
         """Studies per dataset and value of one dimension, every filter applied."""
         if not dataset_ids:
@@ -270,7 +271,7 @@ class PostgresSearch:
                 out.setdefault(dataset_id, {})[value or ""] = int(n)
         return out
 
-    def patients(self, query: StudyQuery, dataset_ids: list[int]) -> dict[int, int]:
+    def patients(self, query: Query, dataset_ids: list[int]) -> dict[int, int]:
         """Exact distinct patients per dataset among the matching studies."""
         if not dataset_ids:
             return {}
@@ -281,7 +282,7 @@ class PostgresSearch:
                 f"WHERE {where} GROUP BY dataset_id", params)
             return {dataset_id: int(n) for dataset_id, n in cursor.fetchall()}
 
-    def study_ids(self, query: StudyQuery, dataset_ids: list[int]) -> list[int]:
+    def study_ids(self, query: Query, dataset_ids: list[int]) -> list[int]:
         """Every matching study of these datasets (what an order of the cohort takes), by id.
         The dataset-level filters and price range are the caller's: pass only datasets
         that meet them."""
@@ -292,7 +293,7 @@ class PostgresSearch:
             cursor.execute(f"SELECT id FROM catalog_study WHERE {where} ORDER BY id", params)
             return [row[0] for row in cursor.fetchall()]
 
-    def studies(self, query: StudyQuery, dataset_ids: list[int], *, offset: int,
+    def studies(self, query: Query, dataset_ids: list[int], *, offset: int,
                 limit: int) -> tuple[list[dict[str, Any]], int]:
         """One page of matching studies (of browsable datasets) and how many there are."""
         if not dataset_ids:

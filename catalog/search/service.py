@@ -7,25 +7,28 @@ from decimal import Decimal
 from typing import Any
 
 from catalog.disclosure import SUPPRESSED, Rule, is_shown, rule_for, shown_rows
-from catalog.search.dimensions import DATASET_LEVEL, STUDY_FACETS, InvalidQueryError, StudyQuery
+from catalog.exceptions import InvalidQueryError
+from catalog.facets import DATASET_LEVEL, FACETS, STUDY_FACETS
+from catalog.search.query import Query
 from catalog.search import search_backend
 from catalog.search.backend import SearchBackend
-from catalog.search.postgres import DatasetInfo, condition_label, dataset_values
+from catalog.search.postgres import DatasetInfo, dataset_values
 from marketplace.models import User
 
 MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]
 
 
 def _rows(name: str, counts: dict[str, int], selected: list[str], rule: Rule) -> list[dict[str, Any]]:
-    facet = STUDY_FACETS.get(name)
-    labels = facet.labels if facet else {}
+    facet = FACETS[name]
     # The values filtered by add up to the answer's total: protected as a group too.
     shown = rule.partition(counts, within=[selected])
-    rows = []
-    for value, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        label = condition_label(value) if name == "condition" else labels.get(value, value or "Unknown")
-        rows.append({"value": value, "label": label, "count": shown[value], "selected": value in selected})
-    return shown_rows(rows)
+    # A closed vocabulary in its own order (age bands by age), an open one most studies first.
+    order = (lambda kv: facet.sort_key(kv[0])) if facet.ordered else (lambda kv: (-kv[1], kv[0]))
+    rows = [{"value": value, "label": facet.value_label(value), "count": shown[value], "selected": value in selected}
+            for value, n in sorted(counts.items(), key=order)]
+    # Hidden rows of a count-ordered list go last (their place would bound them); a list in
+    # the vocabulary's own order tells nothing by its order.
+    return rows if facet.ordered else shown_rows(rows)
 
 
 def answer_rule(*, user: User | None, infos: list[DatasetInfo]) -> Rule:
@@ -46,7 +49,7 @@ class Matches:
         return {int(k): v for k, v in self.counts["dataset"].items() if v}
 
 
-def study_matches(query: StudyQuery, backend: SearchBackend | None = None, *,
+def study_matches(query: Query, backend: SearchBackend | None = None, *,
                   facets: bool = True) -> Matches:
     backend = backend or search_backend()
     datasets = backend.datasets(query)
@@ -62,7 +65,7 @@ class DatasetCells:
     shown: dict[int, int | str]
 
 
-def dataset_cells(*, query: StudyQuery, user: User | None, matches: Matches,
+def dataset_cells(*, query: Query, user: User | None, matches: Matches,
                   backend: SearchBackend) -> DatasetCells:
     """The datasets meeting every filter: their rule covers the total, the study-level
     facets and the per-dataset counts (all counted over exactly these datasets)."""
@@ -71,7 +74,7 @@ def dataset_cells(*, query: StudyQuery, user: User | None, matches: Matches,
     return DatasetCells(rule, chosen, rule.partition(chosen))
 
 
-def facets_and_total(*, query: StudyQuery, user: User | None,
+def facets_and_total(*, query: Query, user: User | None,
                      backend: SearchBackend | None = None,
                      matches: Matches | None = None) -> dict[str, Any]:
     """{"total": studies, "facets": {name: rows}, "datasets": {id: studies}}."""
@@ -112,7 +115,7 @@ def study_page(raw: str | None) -> int:
     return page
 
 
-def browsable_studies(*, query: StudyQuery, user: User | None, page: int = 1,
+def browsable_studies(*, query: Query, user: User | None, page: int = 1,
                       backend: SearchBackend | None = None,
                       matches: Matches | None = None) -> tuple[list[dict[str, Any]], int]:
     """One page of matching study rows, in the query's sort, and how many there are: only
@@ -141,7 +144,7 @@ ROW_ATTRIBUTES = {"sex": "patient_sex", "age_band": "age_band", "ethnicity": "et
                   "body_part": "body_part", "manufacturer": "manufacturer", "model": "model"}
 
 
-def _hide_small_groups_on_rows(rows: list[dict[str, Any]], *, query: StudyQuery, user: User | None,
+def _hide_small_groups_on_rows(rows: list[dict[str, Any]], *, query: Query, user: User | None,
                                backend: SearchBackend, datasets: dict[int, DatasetInfo]) -> None:
     listed = sorted({row["dataset_id"] for row in rows})
     for dimension, key in ROW_ATTRIBUTES.items():
@@ -154,7 +157,7 @@ def _hide_small_groups_on_rows(rows: list[dict[str, Any]], *, query: StudyQuery,
                 row[key] = SUPPRESSED
 
 
-def cohort_summary(*, query: StudyQuery, user: User | None,
+def cohort_summary(*, query: Query, user: User | None,
                    backend: SearchBackend | None = None,
                    matches: Matches | None = None) -> dict[str, Any]:
     """Per dataset and in total: matching studies, patients and price; the demographic
@@ -202,7 +205,7 @@ def cohort_summary(*, query: StudyQuery, user: User | None,
     }
 
 
-def fill_the_gap(*, query: StudyQuery, user: User | None, backend: SearchBackend,
+def fill_the_gap(*, query: Query, user: User | None, backend: SearchBackend,
                  mix: dict[str, dict[str, int]], chosen_ids: list[int],
                  shown_mix: dict[str, list[dict[str, Any]]] | None = None,
                  limit: int = 5) -> list[dict[str, Any]]:
@@ -241,7 +244,7 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: SearchBackend
                 info = all_datasets[dataset_id]
                 suggestions.append({
                     "dimension": dimension, "value": value,
-                    "label": STUDY_FACETS[dimension].labels.get(value, value),
+                    "label": STUDY_FACETS[dimension].value_label(value),
                     "cohort_share": round(cohort.get(value, 0) / cohort_total, 3) if share_shown else None,
                     "dataset_id": dataset_id, "title": info.title, "provider": info.provider,
                     "adds_studies": answer_rule(user=user, infos=[info]).count(studies),
@@ -249,7 +252,7 @@ def fill_the_gap(*, query: StudyQuery, user: User | None, backend: SearchBackend
     return suggestions
 
 
-def cohort_study_ids(*, query: StudyQuery, dataset_id: int,
+def cohort_study_ids(*, query: Query, dataset_id: int,
                      backend: SearchBackend | None = None) -> list[int]:
     """The studies of one dataset a cohort counts: the same backend, filters, keywords and
     price range as the cohort builder's count (an order takes exactly these)."""
@@ -264,11 +267,11 @@ def cohort_study_ids(*, query: StudyQuery, dataset_id: int,
 def dataset_study_count(*, dataset_id: int, backend: SearchBackend | None = None) -> int:
     """How many studies of a published dataset can be ordered (its total as the search counts
     it), without reading their ids."""
-    matches = study_matches(StudyQuery(dataset_ids=[dataset_id]), backend, facets=False)
+    matches = study_matches(Query(dataset_ids=[dataset_id]), backend, facets=False)
     return matches.per_dataset().get(dataset_id, 0)
 
 
-def relax_suggestions(*, query: StudyQuery, user: User | None,
+def relax_suggestions(*, query: Query, user: User | None,
                       backend: SearchBackend | None = None) -> list[dict[str, Any]]:
     """For an empty result: how many studies each active filter would give back if it
     were removed (most first), so the page can say which filter to relax."""

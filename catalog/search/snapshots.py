@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 from django.db import connection
 
-from catalog.search.dimensions import FIELD_SQL, SLICE_SQL, STUDY_FACETS
+from catalog.facets import STUDY_FACETS
 
 PLAIN_FACETS = [f for f in STUDY_FACETS.values() if not f.array]
 _SELECT = ", ".join(
     ["id", "pseudo_patient_id", "modalities"]
-    + [{"slice_thickness": SLICE_SQL, "field_strength": FIELD_SQL}.get(f.name, f.column) for f in PLAIN_FACETS]
+    + [f.on_study() for f in PLAIN_FACETS]  # a band facet's SQL expression, else its column
     + ["study_date", "instance_count"])  # for the newest and size sorts
 
 

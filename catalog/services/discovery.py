@@ -11,7 +11,8 @@ from django.urls import reverse
 
 from catalog.exceptions import CatalogError
 from catalog.models import DataRequest, DataRequestResponse, Dataset, SavedSearch
-from catalog.search import InvalidQueryError, search_backend, study_query_from
+from catalog.search import search_backend
+from catalog.search.query import STUDIES, query_from
 from catalog.disclosure import rule_for_dataset
 from marketplace.input_guard import amount_from
 from marketplace.models import Membership, User, WebhookEndpoint
@@ -23,10 +24,7 @@ MAX_SAVED_PER_USER = 100
 
 def _criteria(params: Any) -> dict[str, Any]:
     """Check query parameters as the cohort builder would, keep them in canonical form."""
-    try:
-        return study_query_from(params).as_params()
-    except InvalidQueryError as exc:
-        raise CatalogError(exc.message, code="invalid_search") from None
+    return query_from(params, scope=STUDIES).as_params()  # an InvalidQueryError names the problem
 
 
 def cohort_url(criteria: dict[str, Any]) -> str:
@@ -56,7 +54,7 @@ def saved_searches_notify(*, dataset_id: int) -> int:
     backend = search_backend()
     sent = 0
     for saved in SavedSearch.objects.filter(notify=True).select_related("user"):
-        query = study_query_from(saved.criteria)
+        query = query_from(saved.criteria, scope=STUDIES)
         query.dataset_ids = [dataset_id]
         datasets = backend.datasets(query)
         if dataset_id not in datasets or not backend.passes(datasets[dataset_id], query):

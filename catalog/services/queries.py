@@ -7,13 +7,13 @@ from typing import Any
 
 from django.conf import settings
 
-from catalog.search.dimensions import StudyQuery
+from catalog.search.query import Query
 from marketplace.models import User
 from marketplace.ratelimit import rate_limit_hit, requester_key
 from marketplace.services import audit_record
 
 
-def count_query_admit(*, user: User | None, ip: str | None, query: StudyQuery, where: str) -> None:
+def count_query_admit(*, user: User | None, ip: str | None, query: Query, where: str) -> None:
     """Raises RateLimitedError past COUNT_QUERY_RATE; otherwise audits the query."""
     rate_limit_hit(scope="count", key=requester_key(user=user, ip=ip), rate=settings.COUNT_QUERY_RATE,
                    what="count queries")

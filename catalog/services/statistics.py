@@ -9,7 +9,8 @@ from django.db.models import Count, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from catalog.models import AGE_BANDS, Dataset, Instance, Study, UploadFile
+from catalog.facets import FACETS
+from catalog.models import Dataset, Instance, Study, UploadFile
 
 CHARTS = [("age_band", "Age"), ("patient_sex", "Sex"), ("ethnicity", "Ethnicity"), ("modality", "Modality"),
           ("manufacturer", "Manufacturer"), ("body_part", "Body part"), ("study_year", "Studies per year")]
@@ -24,7 +25,6 @@ COMPLETENESS = {
     "slice_thickness": ("Slice thickness (CT/MR)", Q(slice_thickness__isnull=False)),
     "ethnicity": ("Ethnicity", ~Q(ethnicity="")),
 }
-_BAND_ORDER = [label for _, _, label in AGE_BANDS] + ["unknown"]
 
 
 def _distribution(studies, field: str) -> list[dict[str, Any]]:  # noqa: ANN001 - a QuerySet
@@ -37,7 +37,7 @@ def _distribution(studies, field: str) -> list[dict[str, Any]]:  # noqa: ANN001 
     else:
         rows = [(value, n) for value, n in studies.order_by().values_list(field).annotate(n=Count("id"))]
         if field == "age_band":
-            rows.sort(key=lambda kv: _BAND_ORDER.index(kv[0]) if kv[0] in _BAND_ORDER else 99)
+            rows.sort(key=lambda kv: FACETS["age_band"].sort_key(kv[0] or ""))  # by age
         elif field == "study_year":
             rows.sort(key=lambda kv: (kv[0] is None, kv[0] or 0))
         else:

@@ -71,7 +71,7 @@ KINDS = ["q", *STUDY_VALUES, *DATASET_VALUES, "price"]
 FIXED = [{"q": ["artefact"]}, {"q": ["-artefact"]}, {"q": ["-artefact"], "has_report": ["true", "false"]},
          {"q": ["motion -artefact"]}, {"q": ["artefact or tumour"], "provider": ["Alpha Imaging"]}]
 
-# The bands as the search documents them (catalog/search/dimensions.py), written out
+# The bands as the search documents them (catalog/facets.py), written out
 # again here so the oracle does not borrow the code it checks.
 SLICE = {"<1mm": Q(slice_thickness__gte=0, slice_thickness__lt=1),
          "1-2.5mm": Q(slice_thickness__gte=1, slice_thickness__lt=2.5),

@@ -125,7 +125,7 @@ def test_data_requests_need_a_title_and_description(client, bob) -> None:
 
 
 def test_fill_the_gap_points_at_datasets_with_the_missing_group(provider, bob, make_member) -> None:
-    from catalog.search import StudyQuery
+    from catalog.search.query import Query as StudyQuery
     from catalog.search.service import cohort_summary
 
     women_only = _dataset(provider, "Women", "F" * 30)

@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 
 from catalog.models import Study
-from catalog.search import ColumnarSearch, StudyQuery
+from catalog.search import ColumnarSearch
+from catalog.search.query import Query as StudyQuery
 from catalog.search.columnar import _matching_ids, columns, keyword_rows
 from catalog.search.keywords import Unsupported, evaluate, matching_ids, parse_tsquery
 from catalog.search.snapshots import snapshot_refresh

@@ -9,7 +9,8 @@ import pytest
 
 from catalog.models import Series, Study
 from catalog.search import ColumnarSearch, PostgresSearch, SearchBackend
-from catalog.search.dimensions import STUDY_FACETS, StudyQuery
+from catalog.facets import STUDY_FACETS
+from catalog.search.query import Query
 from catalog.search.service import (
     MIX_DIMENSIONS, STUDY_PAGE_SIZE, browsable_studies, cohort_study_ids, cohort_summary, facets_and_total,
     fill_the_gap,
@@ -62,7 +63,7 @@ def backend(request, searched) -> SearchBackend:
     return ElasticSearch()
 
 
-def _every(backend: SearchBackend, query: StudyQuery, ids: list[int]) -> dict:
+def _every(backend: SearchBackend, query: Query, ids: list[int]) -> dict:
     """Everything a backend answers for one query."""
     datasets = backend.datasets(query)
     return {"counts": backend.counts(query, datasets),
@@ -85,7 +86,7 @@ def test_every_backend_implements_the_protocol(searched) -> None:
 @pytest.mark.parametrize("q", KEYWORDS)
 def test_keyword_searches_agree(backend, searched, q) -> None:
     ids = [d.pk for d in searched]
-    query = StudyQuery(q=q)
+    query = Query(q=q)
     assert _every(backend, query, ids) == _every(PostgresSearch(), query, ids)
 
 
@@ -95,9 +96,9 @@ def test_the_one_stemming_difference_is_what_the_readme_says(searched, search_en
 
     for dataset in searched:
         index_dataset(dataset_id=dataset.pk)
-    ids, query = [d.pk for d in searched], StudyQuery(q=q)
+    ids, query = [d.pk for d in searched], Query(q=q)
     assert PostgresSearch().study_ids(query, ids) == ColumnarSearch().study_ids(query, ids) == []
-    maker = StudyQuery(filters={"manufacturer": [STEMMING_DIFFERS[q]]})
+    maker = Query(filters={"manufacturer": [STEMMING_DIFFERS[q]]})
     assert ElasticSearch().study_ids(query, ids) == PostgresSearch().study_ids(maker, ids) != []
 
 
@@ -105,23 +106,23 @@ def test_the_one_stemming_difference_is_what_the_readme_says(searched, search_en
 def test_every_facet_agrees(backend, searched) -> None:
     ids = [d.pk for d in searched]
     sql = PostgresSearch()
-    everything = sql.counts(StudyQuery(), sql.datasets(StudyQuery()))
+    everything = sql.counts(Query(), sql.datasets(Query()))
     for name in STUDY_FACETS:
         values = sorted(everything[name])
         assert values, name
         for chosen in ([values[0]], values[:2], [values[-1]]):
-            query = StudyQuery(filters={name: chosen})
+            query = Query(filters={name: chosen})
             assert _every(backend, query, ids) == _every(sql, query, ids), (name, chosen)
         # with a keyword and a dataset-level filter besides
-        query = StudyQuery(q="chest", filters={name: values[:1], "licence": ["academic", "free"]})
+        query = Query(q="chest", filters={name: values[:1], "licence": ["academic", "free"]})
         assert _every(backend, query, ids) == _every(sql, query, ids), name
 
 
-COHORTS = [StudyQuery(), StudyQuery(filters={"sex": ["F"]}),
-           StudyQuery(q="lung", filters={"modality": ["CT"], "age_band": ["40-49", "60-69"]}),
-           StudyQuery(filters={"slice_thickness": ["<1mm", "unknown"], "has_report": ["true"]}),
-           StudyQuery(filters={"country": ["DE"], "manufacturer": ["GE"]}),
-           StudyQuery(filters={"ethnicity": ["ASIAN"], "body_part": ["KNEE"], "sex": ["M"]})]
+COHORTS = [Query(), Query(filters={"sex": ["F"]}),
+           Query(q="lung", filters={"modality": ["CT"], "age_band": ["40-49", "60-69"]}),
+           Query(filters={"slice_thickness": ["<1mm", "unknown"], "has_report": ["true"]}),
+           Query(filters={"country": ["DE"], "manufacturer": ["GE"]}),
+           Query(filters={"ethnicity": ["ASIAN"], "body_part": ["KNEE"], "sex": ["M"]})]
 
 
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
@@ -142,9 +143,9 @@ def test_cohorts_and_fill_the_gap_agree(backend, searched) -> None:
 @pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_disclosure_hides_the_same_counts(backend, searched, alice) -> None:
     sql = PostgresSearch()
-    small = [StudyQuery(filters={"ethnicity": ["ASIAN"], "body_part": ["KNEE"], "sex": ["M"],
+    small = [Query(filters={"ethnicity": ["ASIAN"], "body_part": ["KNEE"], "sex": ["M"],
                                  "age_band": ["18-29"]}),
-             StudyQuery(filters={"licence": ["free"]}), StudyQuery(q="meniscus", filters={"sex": ["F"]})]
+             Query(filters={"licence": ["free"]}), Query(q="meniscus", filters={"sex": ["F"]})]
     for query in [*COHORTS, *small]:
         for user in (None, alice):
             mine = facets_and_total(query=query, user=user, backend=backend)
@@ -159,7 +160,7 @@ def test_pages_agree_in_every_sort(backend, searched, sort, settings) -> None:
     sql = PostgresSearch()
     ids = [d.pk for d in searched]
     for q in ["", "chest"]:
-        query = StudyQuery(q=q, sort=sort, filters={"modality": ["CT", "MR"]})
+        query = Query(q=q, sort=sort, filters={"modality": ["CT", "MR"]})
         rows, total = sql.studies(query, ids, offset=0, limit=10_000)
         assert total > 100
         for offset, limit in [(0, 25), (25, 25), (total - 10, 25), (total, 25), (0, total)]:
@@ -181,8 +182,8 @@ def test_elasticsearch_pages_deeper_than_one_request_with_search_after(searched,
     monkeypatch.setattr(elastic, "COMPOSITE_CHUNK", 9)
     ids = [d.pk for d in searched]
     for sort in ["newest", "size", "relevance", "price"]:
-        query = StudyQuery(sort=sort)
+        query = Query(sort=sort)
         assert elastic.ElasticSearch().studies(query, ids, offset=600, limit=30) == \
             PostgresSearch().studies(query, ids, offset=600, limit=30), sort
-    assert elastic.ElasticSearch().study_ids(StudyQuery(q="lung"), ids) == \
-        PostgresSearch().study_ids(StudyQuery(q="lung"), ids)
+    assert elastic.ElasticSearch().study_ids(Query(q="lung"), ids) == \
+        PostgresSearch().study_ids(Query(q="lung"), ids)

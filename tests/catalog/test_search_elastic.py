@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalog.search.dimensions import STUDY_FACETS, StudyQuery
+from catalog.facets import STUDY_FACETS
+from catalog.search.query import Query as StudyQuery
 from catalog.search.elastic import KEYWORD_FIELDS, counts_search, dataset_text, study_document, study_rows_for_index
 
 

@@ -10,8 +10,11 @@ import pytest
 from django.db.models import Count, Q
 
 from catalog.models import Dataset, Study
-from catalog.search import ColumnarSearch, InvalidQueryError, PostgresSearch, study_query_from
-from catalog.search.dimensions import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS, StudyQuery
+from catalog.exceptions import InvalidQueryError
+from catalog.facets import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS
+from catalog.search import ColumnarSearch, PostgresSearch
+from catalog.search.query import Query as StudyQuery
+from catalog.search.query import query_from as study_query_from
 from catalog.search.snapshots import snapshot_refresh
 from catalog.search.service import facets_and_total
 from marketplace.models import Organization
