@@ -1,4 +1,5 @@
-"""Catalog pages: search, dataset detail, and the provider's dataset management."""
+"""Catalog pages: the home page (the latest datasets), search, dataset detail, and the provider's dataset
+management."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -19,6 +20,7 @@ from catalog.selectors import (
     access_dataset_for_write,
     dataset_facets,
     dataset_search,
+    published_datasets,
     search_params_from,
 )
 from catalog.services import (
@@ -29,8 +31,16 @@ from catalog.services import (
     upload_batch_retry,
 )
 from marketplace.exceptions import ApplicationError
-from marketplace.selectors import provider_organizations_for_user
+from marketplace.selectors import organizations_for_user, provider_organizations_for_user
 from marketplace.services import audit_record, client_ip
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    context = {
+        "latest": published_datasets().order_by("-published_at")[:6],
+        "organizations": organizations_for_user(user=request.user),
+    }
+    return render(request, "catalog/home.html", context)
 
 
 def dataset_list(request: HttpRequest) -> HttpResponse:
