@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import Client
 
 from catalog import storage
-from catalog.synthetic import DEMO_SPECS, generate_demo_dataset
+from demo.synthetic import DEMO_SPECS, generate_demo_dataset
 
 IDENTIFYING = ["PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
                "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
