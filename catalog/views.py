@@ -178,7 +178,7 @@ def dataset_preview_image(request: HttpRequest, dataset_id: int, preview_id: int
     """A preview PNG of a dataset the user may see (same 404 for missing and not visible)."""
     from django.http import FileResponse
 
-    from catalog import storage
+    import storage
     from catalog.models import DatasetPreview
 
     dataset = access_dataset(user=request.user, dataset_id=dataset_id)

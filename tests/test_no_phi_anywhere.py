@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from catalog import storage
+import storage
 from demo.synthetic import DEMO_SPECS, generate_demo_dataset
 
 IDENTIFYING = ["PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",

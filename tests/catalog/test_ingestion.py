@@ -8,7 +8,7 @@ import pydicom
 import pytest
 from django.core.files.storage import default_storage
 
-from catalog import storage
+import storage
 from catalog.exceptions import UnsafeArchiveError
 from catalog.models import Dataset, Instance, Series, Study, UploadBatch, UploadFile
 from catalog.services import upload_batch_create, upload_batch_ingest
