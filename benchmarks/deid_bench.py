@@ -41,7 +41,7 @@ KEY = "benchmark-key-0123456789abcdef0123456789"
 GENERATE = r"""
 import sys, os, random
 sys.path.insert(0, sys.argv[1])
-from catalog.synthetic import fake_patients, make_instance, make_uid, to_bytes
+from demo.synthetic import fake_patients, make_instance, make_uid, to_bytes
 out, n = sys.argv[2], int(sys.argv[3])
 patients = fake_patients(max(1, n // 100), seed=7)
 for i in range(n):

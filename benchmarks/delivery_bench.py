@@ -26,7 +26,7 @@ baselines over the same source objects, written to other keys:
   is rewritten per buyer cannot be a server-side copy, so on S3 this ratio is not one
   delivery can reach.
 - read + write: read each object whole and write it to another key through
-  catalog/storage.put. The fair lower bound for a per-buyer rewritten copy: delivery does
+  storage.put. The fair lower bound for a per-buyer rewritten copy: delivery does
   this plus the parse and rewrite.
 
 Rounds are interleaved (this machine's speed drifts), dirty pages are flushed before each
@@ -168,7 +168,7 @@ def _templates(series: list, size: int) -> dict:  # noqa: ANN001 - {series pk: (
     import pydicom
     from pydicom.uid import ExplicitVRLittleEndian
 
-    from catalog import storage
+    import storage
     from catalog.models import Instance
 
     out = {}
@@ -206,7 +206,7 @@ def _world(n: int, size: int):  # noqa: ANN202 - (dataset, admin, source keys)
     """A published dataset of six ingested CT files plus n stored DICOM objects."""
     from decimal import Decimal
 
-    from catalog import storage
+    import storage
     from catalog.models import Instance
     from catalog.services import (
         dataset_create,
@@ -276,7 +276,7 @@ def _deliver(dataset, admin, dua, round_no: int):  # noqa: ANN001, ANN202 - (sec
 
 
 def _copy_local(keys: list[str], prefix: str) -> float:
-    from catalog import storage
+    import storage
 
     root = Path(storage.default_storage.location)
     t0 = time.perf_counter()
@@ -298,8 +298,8 @@ def _copy_s3(client, keys: list[str], prefix: str) -> float:  # noqa: ANN001
 
 
 def _read_write(keys: list[str], prefix: str) -> float:
-    """Each object read whole and written to another key through catalog.storage.put."""
-    from catalog import storage
+    """Each object read whole and written to another key through storage.put."""
+    import storage
 
     t0 = time.perf_counter()
     for key in keys:
@@ -310,7 +310,7 @@ def _read_write(keys: list[str], prefix: str) -> float:
 
 
 def _remove(prefix: str, client=None) -> None:  # noqa: ANN001
-    from catalog import storage
+    import storage
 
     if client is None:
         shutil.rmtree(Path(storage.default_storage.location) / prefix, ignore_errors=True)
@@ -324,7 +324,7 @@ def _remove(prefix: str, client=None) -> None:  # noqa: ANN001
 
 def _verify(delivery) -> None:  # noqa: ANN001
     """Every delivered file is there with the sha256 its row (and the manifest) states."""
-    from catalog import storage
+    import storage
 
     files = list(delivery.files.all())
     assert len(files) == delivery.total_files == delivery.done_files

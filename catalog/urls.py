@@ -3,6 +3,7 @@ from django.urls import path
 from catalog import cohort_views, discovery_views, views
 
 urlpatterns = [
+    path("", views.home, name="home"),
     path("datasets/", views.dataset_list, name="dataset_list"),
     path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
     path("datasets/<int:dataset_id>/previews/<int:preview_id>.png", views.dataset_preview_image,

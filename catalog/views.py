@@ -1,4 +1,5 @@
-"""Catalog pages: search, dataset detail, and the provider's dataset management."""
+"""Catalog pages: the home page (the latest datasets), search, dataset detail, and the provider's dataset
+management."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -14,7 +15,10 @@ from catalog.selectors_stats import dataset_previews, statistics_for_page
 from catalog.exceptions import InvalidQueryError
 from catalog.facets import facet_label
 from catalog.search.query import DATASETS, Query, query_from
-from catalog.selectors import access_dataset, access_dataset_for_write, dataset_facets, dataset_search
+from catalog.selectors import (
+    access_dataset, access_dataset_for_write, dataset_facets, dataset_search,
+    published_datasets,
+)
 from catalog.services import (
     dataset_create,
     dataset_submit_for_review,
@@ -23,8 +27,16 @@ from catalog.services import (
     upload_batch_retry,
 )
 from marketplace.exceptions import ApplicationError
-from marketplace.selectors import provider_organizations_for_user
+from marketplace.selectors import organizations_for_user, provider_organizations_for_user
 from marketplace.services import audit_record, client_ip
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    context = {
+        "latest": published_datasets().order_by("-published_at")[:6],
+        "organizations": organizations_for_user(user=request.user),
+    }
+    return render(request, "catalog/home.html", context)
 
 
 def dataset_list(request: HttpRequest) -> HttpResponse:
@@ -163,7 +175,7 @@ def dataset_preview_image(request: HttpRequest, dataset_id: int, preview_id: int
     """A preview PNG of a dataset the user may see (same 404 for missing and not visible)."""
     from django.http import FileResponse
 
-    from catalog import storage
+    import storage
     from catalog.models import DatasetPreview
 
     dataset = access_dataset(user=request.user, dataset_id=dataset_id)

@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "orders",
     "orders.ledger",
     "workspaces",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -5,7 +5,6 @@ from django.views.generic import RedirectView
 from marketplace import views
 
 urlpatterns = [
-    path("", views.home, name="home"),
     # The old addresses stay: log in and out are allauth's views, sign-up moved.
     path("signup/", RedirectView.as_view(pattern_name="account_signup", query_string=True), name="signup"),
     path("login/", account_views.login, name="login"),

@@ -9,7 +9,6 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from catalog.selectors import published_datasets
 from marketplace.exceptions import ApplicationError
 from marketplace.forms import (
     ApiTokenCreateForm,
@@ -48,14 +47,6 @@ from marketplace.webhooks import (
     webhook_endpoint_ping,
     webhook_endpoint_rotate_secret,
 )
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    context = {
-        "latest": published_datasets().order_by("-published_at")[:6],
-        "organizations": organizations_for_user(user=request.user),
-    }
-    return render(request, "marketplace/home.html", context)
 
 
 @login_required

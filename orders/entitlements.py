@@ -22,6 +22,7 @@ from marketplace.services import audit_record
 from orders.exceptions import OrderError
 from orders.models import CartItem, EntitlementReminder, Order, OrderLine
 from orders.notices import notify_buyer
+from orders.signals import files_removed, lines_access_ended, order_access_stopped
 from orders.transitions import can_move, order_move
 
 LICENCE_ENDED = "Licence term ended"
@@ -207,19 +208,17 @@ def _lock_line(pk: int) -> OrderLine | None:
 def _end_access(line: OrderLine, *, reason: str, acting_user: User | None, now: datetime) -> tuple[int, int]:
     """Mark the line ended and remove its files; stop the order when no line has access
     left. Returns (files removed, 1 if the order was stopped now)."""
-    from workspaces.grants import delivery_grants_end
-    from workspaces.services import delivery_remove_lines, delivery_stop
-
     line.access_ended_at, line.access_end_reason = now, reason[:300]
     line.save(update_fields=["access_ended_at", "access_end_reason"])
-    files = delivery_remove_lines(order=line.order, line_ids=[line.pk], reason=reason)
+    # workspaces removes the files (workspaces/receivers.py), inside the caller's transaction.
+    files = files_removed(lines_access_ended.send(sender=Order, order=line.order, line_ids=[line.pk], reason=reason))
     order = line.order
     if order.lines.filter(access_ended_at__isnull=True).exists():
         return files, 0
     # Nothing left to deliver: a copy still running stops (it would finish an order with no
     # access), and the grants go, so no page or link of this delivery opens again.
-    delivery_stop(order=order, reason=f"Access to every line ended: {reason}")
-    delivery_grants_end(order=order, reason=f"Access to every line ended: {reason}", acting_user=acting_user)
+    order_access_stopped.send(sender=Order, order=order, reason=f"Access to every line ended: {reason}",
+                              acting_user=acting_user)
     order.refresh_from_db()
     if not can_move(order, "fulfilment_status", Order.FulfilmentStatus.STOPPED):
         return files, 0

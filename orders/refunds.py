@@ -15,6 +15,7 @@ from orders.exceptions import OrderError
 from orders.ledger import services as ledger
 from orders.ledger_posting import line_shares
 from orders.models import Order, OrderLine, Payment, ProviderTransfer, Refund
+from orders.signals import lines_access_ended
 from orders.transitions import can_move, order_move
 
 P = Order.PaymentStatus
@@ -103,12 +104,13 @@ def _record_refund(*, order: Order, lines: list[OrderLine], amount: int, reason:
         "lines": [line.pk for line in lines], "amount_minor": amount, "currency": locked.currency,
         "stripe_refund": stripe_refund_id, "reason": reason})
     from orders.notices import notify_buyer
-    from workspaces.services import delivery_remove_lines
 
     notify_buyer(locked, f"Order #{locked.pk}: {format_money(amount, locked.currency)} refunded ({reason}); "
                          "access to the refunded data has ended.")
 
-    delivery_remove_lines(order=locked, line_ids=[line.pk for line in lines], reason=f"Refunded: {reason}")
+    # The refunded lines' files leave the workspace (workspaces/receivers.py), in this transaction.
+    lines_access_ended.send(sender=Order, order=locked, line_ids=[line.pk for line in lines],
+                            reason=f"Refunded: {reason}")
     if everything and locked.status != Order.Status.CANCELLED:
         order_move(order=locked, field="status", to=Order.Status.CANCELLED, acting_user=acting_user,
                    reason=f"Refunded in full: {reason}")

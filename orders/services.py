@@ -15,6 +15,7 @@ from orders.entitlements import entitlements_start
 from orders.consent import consent_require_given
 from orders.exceptions import OrderError
 from orders.models import Contract, Order, Signature
+from orders.signals import order_access_stopped, order_released
 from orders.signatures import CONTRACT, signature_create, signature_verify, signer_check
 from orders.transitions import can_move, order_move
 
@@ -45,10 +46,9 @@ def order_release(*, order: Order, acting_user: User | None = None) -> bool:
                reason="Contract approved and payment settled")
     # Access is granted now: each line's licence term starts now.
     entitlements_start(order=locked)
-    # workspaces builds on orders: the release and its delivery are one transaction.
-    from workspaces.services import delivery_create
-
-    delivery_create(order=locked, acting_user=acting_user)
+    # workspaces builds on orders and starts the delivery (workspaces/receivers.py): the
+    # signal is sent inside this transaction, so the release and its delivery are one.
+    order_released.send(sender=Order, order=locked, acting_user=acting_user)
     if locked.payment_status == P.PAID:
         from orders.payouts import providers_pay_later
 
@@ -180,10 +180,7 @@ def _stop_everything(order: Order, *, reason: str, acting_user: User | None) -> 
         order_move(order=order, field=FIELD_FULFILMENT, to=F.STOPPED, acting_user=acting_user, reason=reason)
     order.lines.filter(access_ended_at__isnull=True).update(access_ended_at=timezone.now(),
                                                             access_end_reason=reason[:300])
-    # Against the import direction, like order_release: cancellation and the stopped
-    # delivery are one transaction.
-    from workspaces.grants import delivery_grants_end
-    from workspaces.services import delivery_stop
-
-    delivery_stop(order=order, reason=f"Order cancelled: {reason}")
-    delivery_grants_end(order=order, reason=f"Order cancelled: {reason}", acting_user=acting_user)
+    # Like order_release: workspaces stops the delivery and takes its grants back inside this
+    # transaction, so cancellation and the stopped delivery are one.
+    order_access_stopped.send(sender=Order, order=order, reason=f"Order cancelled: {reason}",
+                              acting_user=acting_user)

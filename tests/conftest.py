@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from catalog.synthetic import write_zip
+from demo.synthetic import write_zip
 from factories.accounts import ready_account
 from factories.dicom import ct_files
 

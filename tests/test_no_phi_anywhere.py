@@ -11,8 +11,8 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from catalog import storage
-from catalog.synthetic import DEMO_SPECS, generate_demo_dataset
+import storage
+from demo.synthetic import DEMO_SPECS, generate_demo_dataset
 
 IDENTIFYING = ["PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
                "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",

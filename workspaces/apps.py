@@ -6,4 +6,6 @@ class WorkspacesConfig(AppConfig):
     verbose_name = "Workspaces and deliveries"
 
     def ready(self) -> None:
-        from workspaces import receivers  # noqa: F401 - a member who leaves loses the organization's data
+        # A member who leaves loses the organization's data; an order released, cancelled or
+        # refunded starts, stops or trims its delivery (orders/signals.py).
+        from workspaces import receivers  # noqa: F401

@@ -36,7 +36,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
 
-from catalog import storage
+import storage
 from workspaces.archive import Member, ZipPlan, zip_plan, zip_stream
 from workspaces.certificate import CERTIFICATE_JSON_NAME, MAX_CERTIFICATE_BYTES, certificate_parse
 from workspaces.models import Delivery, DeliveryFile

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from catalog import storage
+import storage
 from catalog.models import Dataset, Instance, UploadFile
 from catalog.services.ingestion import deid_options
 from deid.profile import BASIC_CODE, OPTION_CODES, Options, load_profile

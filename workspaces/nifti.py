@@ -37,7 +37,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from catalog import storage
+import storage
 from catalog.models import Instance, Series
 from workspaces.fingerprint import NotFingerprintableError, fingerprint_file, fingerprint_uid
 from workspaces.models import Delivery, DeliveryFile

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from catalog import storage
+import storage
 from marketplace.exceptions import NotFoundError
 from marketplace.models import User
 from orders.selectors import access_order

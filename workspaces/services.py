@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from catalog import storage
+import storage
 from catalog.licence import ACCESS_VIEW_ONLY
 from catalog.models import Dataset, Instance
 from marketplace.exceptions import InvalidTransitionError, NotFoundError, PermissionDeniedError

@@ -22,7 +22,7 @@ from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from catalog import storage
+import storage
 from catalog.selectors import access_dataset_for_write
 from marketplace.api_auth import token_authenticate_header
 from marketplace.exceptions import ApplicationError, TokenError, TokenScopeError

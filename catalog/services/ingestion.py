@@ -23,7 +23,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 import deid
-from catalog import storage
+import storage
 from catalog.archives import Member, copy_member, list_members, validate_archive
 from catalog.exceptions import ArchiveMemberError, UnsafeArchiveError
 from catalog.models import (

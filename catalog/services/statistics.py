@@ -82,7 +82,7 @@ def dataset_refresh_previews(*, dataset_id: int) -> int:
     import io
     import logging
 
-    from catalog import storage
+    import storage
     from catalog.models import DatasetPreview, Series
     from catalog.previews import render_preview
 

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from catalog import storage
+import storage
 from catalog.exceptions import CatalogError
 from catalog.models import Dataset, UploadBatch, UploadBatchStatusChange, UploadFile
 from marketplace.exceptions import InvalidTransitionError

@@ -7,7 +7,7 @@ from typing import IO, Iterable
 from django.conf import settings
 from django.db import transaction
 
-from catalog import storage
+import storage
 from catalog.archives import ArchiveLimits, validate_archive
 from catalog.exceptions import CatalogError
 from catalog.models import Dataset, UploadBatch, UploadFile

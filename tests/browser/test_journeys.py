@@ -18,7 +18,7 @@ import pytest
 from django.db import connection
 
 from browser.journey import BROWSER_MARKS, approve_and_sign, log_in
-from catalog.synthetic import write_zip
+from demo.synthetic import write_zip
 from factories.dicom import ct_files
 from e2e.worker import celery_worker
 

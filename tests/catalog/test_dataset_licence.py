@@ -154,7 +154,7 @@ def test_the_text_check_reads_negations() -> None:
 
 def test_the_demo_datasets_have_terms_that_agree_with_their_licence() -> None:
     from catalog.services.pricing import plan_clean
-    from catalog.synthetic import DEMO_SPECS
+    from demo.synthetic import DEMO_SPECS
 
     seen = set()
     for spec in DEMO_SPECS:

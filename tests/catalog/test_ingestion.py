@@ -8,11 +8,11 @@ import pydicom
 import pytest
 from django.core.files.storage import default_storage
 
-from catalog import storage
+import storage
 from catalog.exceptions import UnsafeArchiveError
 from catalog.models import Dataset, Instance, Series, Study, UploadBatch, UploadFile
 from catalog.services import upload_batch_create, upload_batch_ingest
-from catalog.synthetic import fake_patients, make_instance, make_uid, to_bytes, write_zip
+from demo.synthetic import fake_patients, make_instance, make_uid, to_bytes, write_zip
 from factories.dicom import ct_files
 from marketplace.models import AuditEvent
 

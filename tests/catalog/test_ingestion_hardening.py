@@ -19,7 +19,7 @@ from factories.dicom import ct_files
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from catalog import storage
+import storage
 from catalog.models import Dataset, Instance, UploadBatch, UploadFile
 from catalog.services import upload_batch_create, upload_batch_ingest
 from tests.catalog.test_ingestion import stored_quarantine_files

@@ -299,7 +299,7 @@ def test_the_api_hides_a_derived_list_price_that_would_give_a_hidden_count(clien
 # ---- demo data ------------------------------------------------------------------------------
 def test_the_demo_datasets_have_different_plans_without_contradictions() -> None:
     from catalog.services.pricing import plan_clean
-    from catalog.synthetic import DEMO_SPECS, demo_instance_count
+    from demo.synthetic import DEMO_SPECS, demo_instance_count
 
     plans = []
     for spec in DEMO_SPECS:

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from catalog.models import Dataset, Instance, UploadBatch, UploadFile
 from catalog.services import upload_batch_ingest
-from catalog.synthetic import write_zip
+from demo.synthetic import write_zip
 from factories.dicom import ct_files
 from marketplace.models import AuditEvent
 

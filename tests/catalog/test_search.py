@@ -25,7 +25,7 @@ from catalog.services import (
     upload_batch_ingest,
 )
 from catalog.services.stats import dataset_refresh_search_vector
-from catalog.synthetic import fake_patients, generate_study_files
+from demo.synthetic import fake_patients, generate_study_files
 from factories.dicom import ct_files
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import AuditEvent

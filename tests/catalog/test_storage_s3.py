@@ -12,7 +12,7 @@ import boto3
 import pytest
 import requests
 
-from catalog import storage
+import storage
 
 BUCKET = "marketplace-test"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from catalog import storage
+import storage
 from marketplace.models import ApiToken, AuditEvent
 from marketplace.tokens import api_token_create
 from marketplace_client import Api, DiskFullError, fetch, verify

@@ -218,7 +218,7 @@ def test_sop_class_condition() -> None:
 
 
 def test_the_synthetic_demo_ultrasound_image_matches_a_shipped_rule() -> None:
-    from catalog.synthetic import DEMO_SPECS, fake_patients, make_instance, make_uid
+    from demo.synthetic import DEMO_SPECS, fake_patients, make_instance, make_uid
 
     spec = next(s for s in DEMO_SPECS if s["modality"] == "US")
     patient = fake_patients(1, seed=3)[0]
@@ -585,7 +585,7 @@ def test_mask_does_not_alter_the_rule() -> None:
 # ---- end to end through the engine ---------------------------------------------------------------
 
 def demo_ultrasound(tmp_path: Path, *, compress: str | None = None) -> tuple[Path, np.ndarray]:
-    from catalog.synthetic import fake_patients, make_instance, make_uid, to_bytes
+    from demo.synthetic import fake_patients, make_instance, make_uid, to_bytes
 
     ds = make_instance(patient=fake_patients(1, seed=5)[0], modality="US",
                        study_uid=make_uid("e2e"), series_uid=make_uid("e2e-s"),

@@ -20,7 +20,7 @@ import pytest
 from django.db import connection
 
 import embedded_services
-from catalog import storage
+import storage
 from config import devserver
 from config.embedded import _redis_pid, _redis_server_bin, redis_port, stop_redis
 from e2e.test_worker_kill import _more_instances

@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import Client
 
 from catalog.models import Dataset, UploadBatch
-from catalog.synthetic import fake_patients, make_instance, to_bytes, write_zip
+from demo.synthetic import fake_patients, make_instance, to_bytes, write_zip
 from factories.accounts import totp_code
 from factories.dicom import ct_files
 from factories.orders import USE

@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from django.db import connection
 
-from catalog import storage
+import storage
 from catalog.models import Instance
 from config import devserver
 from e2e.worker import _database_url, wait_for

@@ -1,7 +1,7 @@
 """Synthetic DICOM for tests (fake PHI, generated with pydicom; no real patient data)."""
 from __future__ import annotations
 
-from catalog.synthetic import fake_patients, generate_study_files
+from demo.synthetic import fake_patients, generate_study_files
 
 
 def ct_files(n_patients: int = 2, n_instances: int = 3, seed: int = 7) -> list[tuple[str, bytes]]:

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from catalog import storage
+import storage
 from factories.orders import approval_signature, approve_for_delivery, place_order
 from marketplace.exceptions import InvalidTransitionError
 from orders.exceptions import OrderError

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from catalog import storage
+import storage
 from marketplace.grants import grants_remove_all
 from marketplace.models import AuditEvent
 from marketplace.tokens import api_token_create

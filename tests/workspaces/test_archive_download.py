@@ -19,7 +19,7 @@ import bagit
 import pytest
 from django.urls import reverse
 
-from catalog import storage
+import storage
 from factories.orders import approve_for_delivery, place_order
 from marketplace.grants import grants_remove_all
 from marketplace.models import AuditEvent

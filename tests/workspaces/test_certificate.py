@@ -15,7 +15,7 @@ from django.core.files.storage import default_storage
 from django.test import Client
 from django.urls import reverse
 
-from catalog import storage
+import storage
 from catalog.models import Instance
 from factories.dicom import ct_files
 from factories.orders import approve_for_delivery, place_order

@@ -12,7 +12,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from catalog import storage
+import storage
 from catalog.models import Dataset, Instance, Study
 from catalog.services import dataset_transition
 from factories.orders import approve_for_delivery, place_order

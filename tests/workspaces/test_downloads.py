@@ -9,7 +9,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from catalog import storage
+import storage
 from marketplace.models import AuditEvent
 from orders.models import Order
 from factories.orders import approve_for_delivery, place_order

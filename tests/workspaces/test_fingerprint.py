@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from catalog import storage
+import storage
 from deid.errors import PHIRemainsError
 from deid.verify import verify_output
 from factories.dicom import ct_files

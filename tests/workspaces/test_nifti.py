@@ -12,8 +12,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from catalog import storage
-from catalog.synthetic import fake_patients, generate_study_files
+import storage
+from demo.synthetic import fake_patients, generate_study_files
 from factories.dicom import ct_files
 from factories.orders import approve_for_delivery, place_order
 from orders.exceptions import OrderError

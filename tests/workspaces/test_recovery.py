@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from catalog import storage
+import storage
 from marketplace.exceptions import InvalidTransitionError
 from orders.models import Order
 from factories.orders import approve_for_delivery, place_order

@@ -27,7 +27,7 @@ from catalog.services import (
     upload_batch_create,
 )
 from catalog.services.ingestion import upload_batch_ingest
-from catalog.synthetic import DEMO_SPECS, generate_demo_dataset, write_zip
+from demo.synthetic import DEMO_SPECS, generate_demo_dataset, write_zip
 from marketplace.demo_accounts import demo_account_ready, demo_two_factor
 from marketplace.models import Membership, Organization, User
 from marketplace.services import organization_approve

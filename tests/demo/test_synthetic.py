@@ -16,7 +16,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from catalog.synthetic import (  # noqa: E402
+from demo.synthetic import (  # noqa: E402
     DEMO_SPECS,
     FakePatient,
     fake_patients,
