@@ -2,7 +2,7 @@
 # come from wheels (config/embedded.py) unless DATABASE_URL / REDIS_URL are set.
 #
 #   make run    the site at http://127.0.0.1:8000/, a Celery worker per queue and beat (Ctrl-C stops all)
-#   make test   the test suite (throwaway PostgreSQL/Redis, moto S3)
+#   make test   ruff (ruff.toml), then the test suite (throwaway PostgreSQL/Redis, moto S3, osmem)
 #   make clean  stop the embedded services and delete var/
 
 SHELL := /bin/bash
@@ -31,6 +31,7 @@ run: $(VENV)/.installed-runtime
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-True} $(PY) -m config.devserver
 
 test: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 
 clean:

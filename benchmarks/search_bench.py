@@ -147,7 +147,8 @@ COHORT = {"sex": ["F"], "age_band": ["40-49", "50-59", "60-69"], "modality": ["C
 SPECS = [
     ("facets, no filter", "facets", "facets", {}),
     ("keyword only", "kw", "facets", {"q": "pneumonia"}),
-    ("keyword + 3 facets", "kw3", "facets", {"q": "nodule", "filters": {"sex": ["F"], "modality": ["CT"], "body_part": ["CHEST"]}}),
+    ("keyword + 3 facets", "kw3", "facets",
+     {"q": "nodule", "filters": {"sex": ["F"], "modality": ["CT"], "body_part": ["CHEST"]}}),
     ("keyword, broad + facet", "kwbroad", "facets", {"q": "axial", "filters": {"manufacturer": ["GE"]}}),
     ("sex", "sex", "facets", {"filters": {"sex": ["F"]}}),
     ("MR 3T", "mr3t", "facets", {"filters": {"modality": ["MR"], "field_strength": ["3T"]}}),

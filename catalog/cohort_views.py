@@ -17,13 +17,19 @@ from catalog.exceptions import InvalidQueryError
 from catalog.facets import FACETS, SORTS, facet_label
 from catalog.search.criteria import cohort_criteria
 from catalog.search.query import STUDIES, Query, query_from
+from catalog.search.service import (
+    MAX_STUDY_PAGE,
+    STUDY_PAGE_SIZE,
+    browsable_studies,
+    cohort_summary,
+    facets_and_total,
+    relax_suggestions,
+    study_matches,
+    study_page,
+)
 from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
-from catalog.search.service import (
-    MAX_STUDY_PAGE, STUDY_PAGE_SIZE, browsable_studies, cohort_summary, facets_and_total,
-    relax_suggestions, study_matches, study_page,
-)
 
 SORT_LABELS = list(SORTS.items())
 

@@ -10,8 +10,12 @@ from django.views.decorators.http import require_POST
 from catalog.exceptions import CatalogError
 from catalog.models import DataRequest, Dataset
 from catalog.services.discovery import (
-    cohort_url, data_request_close, data_request_create, data_request_respond,
-    saved_search_create, saved_search_delete,
+    cohort_url,
+    data_request_close,
+    data_request_create,
+    data_request_respond,
+    saved_search_create,
+    saved_search_delete,
 )
 from marketplace.exceptions import ApplicationError
 from marketplace.models import Organization

@@ -22,9 +22,10 @@ catalog page (/datasets/, /api/datasets/), on that Dataset field.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from catalog.exceptions import InvalidQueryError
 from catalog.models import AGE_BANDS, LicenceType

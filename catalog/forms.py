@@ -86,9 +86,10 @@ class DatasetForm(forms.ModelForm):
 
     class Meta:
         model = Dataset
-        fields = ["title", "description", "licence_type", *LICENCE_FORM_FIELDS, "licence_text", "pricing_model", "price", "currency",
-                  "sample_study_count", "academic_discount", "volume_tiers", "country", "conditions", "allow_study_browsing", "burned_in_risk_accepted",
-                  "disclosure_threshold", "patient_free_text_kept", "requires_provider_consent"]
+        fields = ["title", "description", "licence_type", *LICENCE_FORM_FIELDS, "licence_text", "pricing_model", "price",
+                  "currency", "sample_study_count", "academic_discount", "volume_tiers", "country", "conditions",
+                  "allow_study_browsing", "burned_in_risk_accepted", "disclosure_threshold",
+                  "patient_free_text_kept", "requires_provider_consent"]
         labels = {
             "licence_type": "Licence type",
             "licence_text": "Provider's additional conditions",

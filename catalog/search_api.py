@@ -11,11 +11,15 @@ from rest_framework.views import APIView
 from catalog.facets import openapi_query_parameters
 from catalog.search import search_backend
 from catalog.search.query import STUDIES, query_from
+from catalog.search.service import (
+    browsable_studies,
+    cohort_summary,
+    facets_and_total,
+    study_matches,
+    study_page,
+)
 from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.services import client_ip
-from catalog.search.service import (
-    browsable_studies, cohort_summary, facets_and_total, study_matches, study_page,
-)
 
 
 def _count() -> serializers.JSONField:

@@ -8,8 +8,8 @@ from django.db.models import Count, F, Func, Q, QuerySet
 
 from catalog.facets import BREAKDOWN_FACETS, DATASET_SEARCH_FACETS, FACETS
 from catalog.grants import datasets_managed_by
-from catalog.search.query import Query
 from catalog.models import Dataset, Study
+from catalog.search.query import Query
 from marketplace.exceptions import NotFoundError
 from marketplace.models import User
 

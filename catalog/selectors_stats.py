@@ -11,7 +11,6 @@ from catalog.models import Dataset, DatasetPreview
 from marketplace.models import User
 
 
-
 def _chart(chart: dict[str, Any], rule: Rule) -> dict[str, Any]:
     rows = chart["rows"]
     shown = rule.partition({i: row["count"] for i, row in enumerate(rows)})

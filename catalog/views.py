@@ -8,17 +8,19 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
-from catalog.exceptions import CatalogError
+from catalog.exceptions import CatalogError, InvalidQueryError
+from catalog.facets import facet_label
 from catalog.forms import DatasetForm, UploadForm
 from catalog.models import UploadBatch
-from catalog.selectors_stats import dataset_previews, statistics_for_page
-from catalog.exceptions import InvalidQueryError
-from catalog.facets import facet_label
 from catalog.search.query import DATASETS, Query, query_from
 from catalog.selectors import (
-    access_dataset, access_dataset_for_write, dataset_facets, dataset_search,
+    access_dataset,
+    access_dataset_for_write,
+    dataset_facets,
+    dataset_search,
     published_datasets,
 )
+from catalog.selectors_stats import dataset_previews, statistics_for_page
 from catalog.services import (
     dataset_create,
     dataset_submit_for_review,

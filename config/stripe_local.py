@@ -257,7 +257,7 @@ def build_app(localstripe_base: str, localstripe_pid: int | None = None):
                         if 200 <= answer.status < 300:
                             break
                         outcome = f"HTTP {answer.status}"
-                except (ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, ClientError) as exc:
                     outcome = str(exc) or type(exc).__name__
                 print(f"stripe_local: webhook {event['type']} to {receiver.url} failed ({outcome}), attempt "
                       f"{attempt + 1} of {WEBHOOK_ATTEMPTS}", file=sys.stderr, flush=True)
@@ -280,7 +280,7 @@ def build_app(localstripe_base: str, localstripe_pid: int | None = None):
                 out_headers = {k: v for k, v in upstream.headers.items()
                                if k.lower() not in _HOP_HEADERS and k.lower() != "content-type"}
                 return upstream.status, out_headers, payload, upstream.content_type
-        except (ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ClientError) as exc:
             raise StripeApiError(502, f"localstripe did not answer ({exc or type(exc).__name__}).",
                                  type="api_error") from None
 
@@ -434,7 +434,7 @@ def build_app(localstripe_base: str, localstripe_pid: int | None = None):
         try:
             async with app["session"].get(localstripe_base + "/js.stripe.com/v3/") as upstream:
                 ok = upstream.status == 200
-        except (ClientError, asyncio.TimeoutError):
+        except (TimeoutError, ClientError):
             ok = False
         return web.json_response({"ok": ok, "pid": os.getpid(), "localstripe_pid": localstripe_pid},
                                  status=200 if ok else 503)

@@ -15,24 +15,48 @@ from pydicom.uid import UID
 
 from deid import dates, fast, pixels, stream, uids
 from deid.clean import Scrubber
+from deid.decide import (
+    CAP_AGE,
+    CLEAN_PATIENT_TEXT,
+    CLEAN_TEXT,
+    DROP,
+    DUMMY,
+    EMPTY,
+    KEEP,
+    PSEUDONYM,
+    RECURSE,
+    REMAP,
+    REMOVE,
+    SHIFT_DATE,
+    Action,
+    decide,
+)
 from deid.errors import BurnedInAnnotationError, DeidError, MalformedDicomError, UnsupportedError
 from deid.io import (
-    DICOMDIR_SOP_CLASS, MAX_ELEMENTS, PARSE_ERRORS, Source, atomic_output, open_source, read_dicom,
+    DICOMDIR_SOP_CLASS,
+    MAX_ELEMENTS,
+    PARSE_ERRORS,
+    Source,
+    atomic_output,
+    open_source,
+    read_dicom,
     write_dicom,
-)
-from deid.decide import (
-    CAP_AGE, CLEAN_PATIENT_TEXT, CLEAN_TEXT, DROP, DUMMY, EMPTY, KEEP, PSEUDONYM, RECURSE,
-    REMAP, REMOVE, SHIFT_DATE, Action, decide,
 )
 from deid.profile import Options, Profile, describe, load_profile, method_codes
 from deid.report import DeidReport, build_metadata, dataset_getter
-from deid.verify import verify_output
 from deid.values import (
-    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_ID, cap_age,
-    cleaned_texts, patient_seed, shifted_dates, values_of,
+    DUMMY_VALUES,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    PATIENT_ID,
+    cap_age,
+    cleaned_texts,
+    patient_seed,
+    shifted_dates,
+    values_of,
 )
+from deid.verify import verify_output
 from deid.walk import check_depth, raw_vr
-
 
 _PIXEL_DATA = 0x7FE00010
 

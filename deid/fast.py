@@ -35,23 +35,47 @@ from pydicom.values import convert_value
 
 from deid import dates, pixels, stream, uids
 from deid.clean import Scrubber, identifier_tags
-from deid.errors import BurnedInAnnotationError
-from deid.io import DICOMDIR_SOP_CLASS
 from deid.decide import (
-    A_DROP, A_KEEP, A_OVERLAY, A_PRIVATE_REMOVED, A_REMOVE, CAP_AGE, CLEAN_PATIENT_TEXT,
-    CLEAN_TEXT, DROP, DUMMY, EMPTY, KEEP, PSEUDONYM, RECURSE, REMAP, REMOVE, SHIFT_DATE, Action,
+    A_DROP,
+    A_KEEP,
+    A_OVERLAY,
+    A_PRIVATE_REMOVED,
+    A_REMOVE,
+    CAP_AGE,
+    CLEAN_PATIENT_TEXT,
+    CLEAN_TEXT,
+    DROP,
+    DUMMY,
+    EMPTY,
+    KEEP,
+    PSEUDONYM,
+    RECURSE,
+    REMAP,
+    REMOVE,
+    SHIFT_DATE,
+    Action,
     decide,
 )
+from deid.errors import BurnedInAnnotationError
+from deid.io import DICOMDIR_SOP_CLASS
 from deid.profile import Options, describe, method_codes
 from deid.raw import Element, NotRaw, RawFile, encode, file_header, pad, read_header, text
 from deid.report import DeidReport, build_metadata
 from deid.values import (
-    DUMMY_VALUES, IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION, PATIENT_ID, PATIENT_NAME,
-    cap_age, cleaned_texts, patient_seed, shifted_dates, values_of,
+    DUMMY_VALUES,
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION,
+    PATIENT_ID,
+    PATIENT_NAME,
+    cap_age,
+    cleaned_texts,
+    patient_seed,
+    shifted_dates,
+    values_of,
 )
 from deid.verify import needles_from_walked, verify_output
-from deid.verify_walk import Unwalkable, Walked
 from deid.verify_stream import PixelScanner
+from deid.verify_walk import Unwalkable, Walked
 from deid.walk import MAX_DEPTH
 
 # SpecificCharacterSet -> Python codec for values we write. Other character sets (code

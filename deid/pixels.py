@@ -495,8 +495,7 @@ def _decode_native(ds: Dataset, frames: int) -> Iterator[np.ndarray]:
     from pydicom.pixels import iter_pixels
 
     try:
-        for frame in iter_pixels(ds, indices=range(frames)):
-            yield frame
+        yield from iter_pixels(ds, indices=range(frames))
     except UnsupportedError:
         raise
     except Exception as exc:  # noqa: BLE001 - the reason names the class, not the data

@@ -22,9 +22,9 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     PYDICOM_IMPLEMENTATION_UID,
     PYDICOM_ROOT_UID,
+    ExplicitVRLittleEndian,
     generate_uid,
 )
 

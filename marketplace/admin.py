@@ -15,8 +15,9 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
-from marketplace.grants import ORGANIZATION_GROUP_PREFIX, organization_groups_resync
 from marketplace.countries import COUNTRY_CHOICES
+from marketplace.exceptions import ApplicationError
+from marketplace.grants import ORGANIZATION_GROUP_PREFIX, organization_groups_resync
 from marketplace.models import (
     ApiToken,
     AuditEvent,
@@ -27,7 +28,6 @@ from marketplace.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from marketplace.exceptions import ApplicationError
 from marketplace.services import audit_record, client_ip, organization_approve, organization_verify_academic
 from marketplace.tokens import api_token_revoke_by_staff
 from marketplace.vetting import organization_buyer_reject, organization_buyer_verify

@@ -13,7 +13,6 @@ class MarketplaceConfig(AppConfig):
         post_migrate.connect(grant_after_migrate, sender=self, dispatch_uid="marketplace.app_role_grant")
 
         from marketplace import receivers  # noqa: F401 - connects the login audit
-
         from marketplace.admin import audit_every_admin
 
         audit_every_admin()  # other packages' admins audit their deletions too

@@ -25,7 +25,7 @@ def canonical(*, actor_id: int | None, actor_label: str, action: str, object_typ
     return json.dumps({
         "actor_id": actor_id, "actor_label": actor_label, "action": action, "object_type": object_type,
         "object_id": object_id, "ip_address": ip_address, "detail": detail,
-        "created": created.astimezone(dt.timezone.utc).isoformat(timespec="microseconds"),
+        "created": created.astimezone(dt.UTC).isoformat(timespec="microseconds"),
     }, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

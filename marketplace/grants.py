@@ -16,7 +16,6 @@ from guardian.shortcuts import assign_perm, get_groups_with_perms, get_objects_f
 from marketplace.models import Organization, User
 from marketplace.services import audit_record
 
-
 ORGANIZATION_GROUP_PREFIX = "organization:"
 
 

@@ -155,7 +155,8 @@ class AuditEvent(models.Model):
         indexes = [models.Index(fields=["object_type", "object_id"])]
 
     def __str__(self) -> str:
-        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor_label or 'system'} {self.action} {self.object_type}:{self.object_id}"
+        actor = self.actor_label or "system"
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {actor} {self.action} {self.object_type}:{self.object_id}"
 
 
 class Notification(models.Model):

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -124,7 +123,7 @@ def api_token_authenticate(*, secret: str) -> ApiToken:
                                 "create a new one on your account page.")
     now = timezone.now()
     if token.is_expired(now):
-        when = token.expires.astimezone(dt_timezone.utc)
+        when = token.expires.astimezone(UTC)
         raise TokenExpiredError(f"token expired: {token.name!r} ({token.prefix}…) expired on {when:%Y-%m-%d %H:%M} "
                                 "UTC; create a new one on your account page.")
     _touch(token, now)

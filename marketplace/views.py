@@ -35,7 +35,7 @@ from marketplace.services import (
     organization_create,
 )
 from marketplace.tokens import api_token_create, api_token_revoke, api_tokens_for_user
-from marketplace.vetting import organization_details_update, ordering_refusal
+from marketplace.vetting import ordering_refusal, organization_details_update
 from marketplace.webhooks import (
     MAX_ATTEMPTS,
     WebhookError,

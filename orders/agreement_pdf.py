@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from datetime import timezone as dt_timezone
+from datetime import UTC
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
@@ -75,7 +75,7 @@ def agreement_document(contract: Contract, *, provider_ids: set[int] | None = No
         record_sha256=record_sha256(contract),
         manifest=[
             ManifestRow(printed_name=s.printed_name, meaning=s.get_meaning_display(),
-                        signed_at=s.signed_at.astimezone(dt_timezone.utc).isoformat(timespec="seconds"),
+                        signed_at=s.signed_at.astimezone(UTC).isoformat(timespec="seconds"),
                         record_sha256=s.record_sha256, factors=s.factors, matches=signature_verify(s, contract))
             for s in signatures_for(contract)
         ],
@@ -122,7 +122,7 @@ def agreement_pdf(contract: Contract, *, provider_ids: set[int] | None = None) -
                ["Provider(s)", ", ".join(doc.providers)],
                ["Order", f"#{order.pk}"],
                ["Agreement", f"contract {contract.pk}, version {contract.template_version}, "
-                             f"accepted {contract.accepted_at.astimezone(dt_timezone.utc).isoformat(timespec='seconds')}"],
+                             f"accepted {contract.accepted_at.astimezone(UTC).isoformat(timespec='seconds')}"],
                ["Review", contract.get_status_display()]]
     story = [_p(title, styles["Title"]),
              Table([[a, _p(b, body)] for a, b in parties], colWidths=[30 * mm, 140 * mm],

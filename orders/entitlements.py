@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
+from dateutil.relativedelta import relativedelta
 from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
-from dateutil.relativedelta import relativedelta
 from django.utils import dateformat, timezone
 
 from catalog.models import Dataset

@@ -11,8 +11,8 @@ from django.utils import timezone
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import User
 from marketplace.services import audit_record
-from orders.entitlements import entitlements_start
 from orders.consent import consent_require_given
+from orders.entitlements import entitlements_start
 from orders.exceptions import OrderError
 from orders.models import Contract, Order, Signature
 from orders.signals import order_access_stopped, order_released

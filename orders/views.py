@@ -17,9 +17,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from catalog.disclosure import BelowThresholdError
+from catalog.exceptions import InvalidQueryError
 from catalog.licence import ACCESS_MODES, USES, LicenceTerms
 from catalog.models import DataRequestResponse, Dataset
-from catalog.exceptions import InvalidQueryError
 from catalog.search.criteria import cohort_criteria, cohort_from, describe
 from catalog.selectors import access_dataset, dataset_study_breakdown, datasets_for_provider_user
 from marketplace.exceptions import ApplicationError, NotFoundError
@@ -30,18 +30,18 @@ from marketplace.selectors import provider_organizations_for_user
 from marketplace.services import client_ip
 from marketplace.vetting import ordering_refusal
 from orders import stripe_gateway
+from orders.agreement_pdf import agreement_document, agreement_pdf
 from orders.agreements import agreement_sha256, agreement_text_for
 from orders.cart import cart_add, cart_add_cohort, cart_include_held, cart_items, cart_quote, cart_remove
 from orders.checkout import checkout, payment_methods_for, sample_take
-from orders.currency import ACCEPTED_CURRENCIES, format_money
 from orders.consent import (
     access_consent_line,
     consent_approve_signed,
     consent_decline,
     consent_lines_for_provider_user,
 )
+from orders.currency import ACCEPTED_CURRENCIES, format_money
 from orders.entitlements import entitlement_renew, line_renewable
-from orders.agreement_pdf import agreement_document, agreement_pdf
 from orders.exceptions import OrderError
 from orders.invoice_pdf import invoice_pdf_bytes
 from orders.models import Negotiation, Offer, Order, OrderLine

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from typing import IO, Iterator
+from collections.abc import Iterator
+from typing import IO
 
 from django.core.files.base import File
 from django.core.files.storage import FileSystemStorage, default_storage

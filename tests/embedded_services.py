@@ -46,8 +46,8 @@ from config.embedded import (  # noqa: E402
     EmbeddedServiceError,
     ensure_postgres,
     ensure_redis,
-    stop_postgres,
     owner_url,
+    stop_postgres,
     stop_redis,
 )
 

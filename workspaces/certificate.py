@@ -18,8 +18,7 @@ import hmac
 import io
 import json
 import uuid
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -175,7 +174,7 @@ def _base(kind: str, issued: datetime) -> dict[str, Any]:
         "format": FORMAT,
         "kind": kind,
         "certificate_id": str(uuid.uuid4()),
-        "issued": issued.astimezone(dt_timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "issued": issued.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "platform": settings.PLATFORM_LEGAL_NAME,
         "engine": _engine(),
     }
@@ -185,8 +184,8 @@ def certificate_for(delivery: Delivery, *, manifest_sha256: str | None = None,
                     issued: datetime | None = None) -> dict[str, Any]:
     """The signed certificate of a delivery (workspaces.models.Delivery): its order and
     agreement, each dataset's de-identification with DCM codes, per-file verification
-    counts over the delivered instances (as DICOM files or converted to NIfTI), and the manifest's SHA-256 (read from storage unless
-    the caller that just wrote the manifest passes it)."""
+    counts over the delivered instances (as DICOM files or converted to NIfTI), and the manifest's SHA-256
+    (read from storage unless the caller that just wrote the manifest passes it)."""
     if manifest_sha256 is None:
         manifest_sha256 = storage.sha256_of(delivery.manifest_key)
     order = delivery.order

@@ -13,8 +13,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -39,8 +38,14 @@ from workspaces.certificate import (
     certificate_pdf,
 )
 from workspaces.exceptions import DeliveryError, DeliveryNotReadyError
-from workspaces.fingerprint import MANIFEST_COLUMN, NotFingerprintableError, fingerprint_file, fingerprint_uid
-from workspaces.fingerprint import order_marker, order_uid_key
+from workspaces.fingerprint import (
+    MANIFEST_COLUMN,
+    NotFingerprintableError,
+    fingerprint_file,
+    fingerprint_uid,
+    order_marker,
+    order_uid_key,
+)
 from workspaces.grants import deliveries_downloadable_by, delivery_grant_buyer
 from workspaces.models import Delivery, DeliveryFile, DeliveryStatusChange
 from workspaces.notices import delivery_ended_notify
@@ -806,7 +811,7 @@ def delivery_archive_open(*, user: User, delivery_id: int, study: str = "", seri
 
     # A fixed time (the delivery's end), never now(): the same delivery makes the same bytes,
     # so a resumed download's range continues the bytes it cut off.
-    bagged = (delivery.finished or delivery.created).astimezone(dt_timezone.utc).replace(microsecond=0)
+    bagged = (delivery.finished or delivery.created).astimezone(UTC).replace(microsecond=0)
     bag = DeliveryBag(delivery=delivery, files=files, documents=documents, root=root, bagged=bagged, scope=scope,
                       still_allowed=still_allowed)
     plan, etag = bag.plan()

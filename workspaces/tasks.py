@@ -6,7 +6,7 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from workspaces.services import delivery_continue, delivery_run, deliveries_recover_stuck
+from workspaces.services import deliveries_recover_stuck, delivery_continue, delivery_run
 
 logger = logging.getLogger(__name__)
 

@@ -55,7 +55,6 @@ from workspaces.services import (
     download_token_make,
 )
 
-
 # The workspace page previews this many files per delivery; its own page lists them all.
 PREVIEW_FILES = 20
 FILES_PER_PAGE = 200

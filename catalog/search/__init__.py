@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from catalog.exceptions import InvalidQueryError
 from catalog.search.backend import SearchBackend
-from catalog.search.query import Query, query_from
 from catalog.search.postgres import PostgresSearch
+from catalog.search.query import Query, query_from
 
 if TYPE_CHECKING:
     from catalog.search.columnar import ColumnarSearch

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from catalog.search.query import Query
     from catalog.search.postgres import DatasetInfo
+    from catalog.search.query import Query
 
 
 @runtime_checkable

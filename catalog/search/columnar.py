@@ -20,13 +20,18 @@ from typing import Any
 import numpy as np
 from django.db import connection
 
+from catalog.facets import STUDY_FACETS
 from catalog.models import Dataset
 from catalog.search import keywords
-from catalog.facets import STUDY_FACETS
-from catalog.search.query import Query
 from catalog.search.postgres import (
-    DatasetInfo, PostgresSearch, dataset_passes, published_datasets, ranked_study_rows, study_rows,
+    DatasetInfo,
+    PostgresSearch,
+    dataset_passes,
+    published_datasets,
+    ranked_study_rows,
+    study_rows,
 )
+from catalog.search.query import Query
 from catalog.search.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
 
 

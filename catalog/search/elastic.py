@@ -35,15 +35,31 @@ from django.conf import settings
 from django.db import connection
 from elastic_transport import Urllib3HttpNode
 from elasticsearch.dsl import (
-    A, Boolean, Date, Document, InnerDoc, Integer, Keyword, Nested, Q, Search, Text, connections,
+    A,
+    Boolean,
+    Date,
+    Document,
+    InnerDoc,
+    Integer,
+    Keyword,
+    Nested,
+    Q,
+    Search,
+    Text,
+    connections,
 )
 from elasticsearch.helpers import bulk
 
 from catalog.facets import FIELD_SQL, SLICE_SQL, STUDY_FACETS
-from catalog.search.query import Query
 from catalog.search.postgres import (
-    DatasetInfo, condition_label, dataset_passes, published_datasets, ranked_study_rows, study_rows,
+    DatasetInfo,
+    condition_label,
+    dataset_passes,
+    published_datasets,
+    ranked_study_rows,
+    study_rows,
 )
+from catalog.search.query import Query
 
 TERMS_SIZE = 10_000
 # Patient counts: exact below this many patients per dataset (HyperLogLog above it).

@@ -14,8 +14,8 @@ from typing import Any
 
 from django.db import connection
 
-from catalog.models import Dataset
 from catalog.facets import DATASET_LEVEL, STUDY_FACETS, Facet
+from catalog.models import Dataset
 from catalog.search.query import Query
 
 

@@ -9,10 +9,10 @@ from typing import Any
 from catalog.disclosure import SUPPRESSED, Rule, is_shown, rule_for, shown_rows
 from catalog.exceptions import InvalidQueryError
 from catalog.facets import DATASET_LEVEL, FACETS, STUDY_FACETS
-from catalog.search.query import Query
 from catalog.search import search_backend
 from catalog.search.backend import SearchBackend
 from catalog.search.postgres import DatasetInfo, dataset_values
+from catalog.search.query import Query
 from marketplace.models import User
 
 MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]

@@ -17,7 +17,6 @@ from marketplace.models import Organization, User
 from marketplace.services import audit_record
 from orders.currency import from_minor
 
-
 PLAN_FIELDS = ("pricing_model", "price", "currency", "sample_study_count", "academic_discount_bps", "volume_tiers")
 
 

@@ -9,11 +9,11 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 
+from catalog.disclosure import rule_for_dataset
 from catalog.exceptions import CatalogError
 from catalog.models import DataRequest, DataRequestResponse, Dataset, SavedSearch
 from catalog.search import search_backend
 from catalog.search.query import STUDIES, query_from
-from catalog.disclosure import rule_for_dataset
 from marketplace.input_guard import amount_from
 from marketplace.models import Membership, User, WebhookEndpoint
 from marketplace.services import audit_record, notification_send

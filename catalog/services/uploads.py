@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
 
 from django.conf import settings
 from django.db import transaction

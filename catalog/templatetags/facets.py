@@ -10,7 +10,8 @@ from typing import Any
 
 from django import template
 
-from catalog.facets import FACETS, facet_label as _facet_label
+from catalog.facets import FACETS
+from catalog.facets import facet_label as _facet_label
 
 register = template.Library()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any, Dict, Optional
+from typing import Any
 from urllib.parse import urljoin
 
 # Exit codes of the command (see README.md).
@@ -19,7 +19,7 @@ class ClientError(Exception):
 
     exit_code = EXIT_OTHER
 
-    def __init__(self, message: str, *, status: Optional[int] = None, code: str = "") -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -48,8 +48,8 @@ class Api:
         self.timeout = timeout
         self._opener = urllib.request.build_opener()
 
-    def _request(self, url: str, *, data: Optional[bytes] = None,
-                 headers: Optional[Dict[str, str]] = None) -> urllib.request.Request:
+    def _request(self, url: str, *, data: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> urllib.request.Request:
         request = urllib.request.Request(urljoin(self.base_url, url), data=data, headers=headers or {})
         request.add_header("User-Agent", "marketplace-client/0.1")
         # Not sent on after a redirect: an S3 presigned URL carries its own credentials and
@@ -74,7 +74,7 @@ class Api:
         except urllib.error.URLError as exc:
             raise ClientError(f"cannot reach {self.base_url}: {exc.reason}") from None
 
-    def open(self, url: str, headers: Optional[Dict[str, str]] = None) -> Any:
+    def open(self, url: str, headers: dict[str, str] | None = None) -> Any:
         """A streaming response for a download URL (HTTPError is the caller's to handle)."""
         return self._opener.open(self._request(url, headers=headers), timeout=self.timeout)
 

@@ -5,7 +5,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 from marketplace_client.api import EXIT_ACCESS, EXIT_FILES_WRONG, Api, ClientError
 from marketplace_client.transfer import fetch, verify
@@ -30,13 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_problems(title: str, lines: List[str]) -> None:
+def _print_problems(title: str, lines: list[str]) -> None:
     print(title, file=sys.stderr)
     for line in lines:
         print(f"  {line}", file=sys.stderr)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "verify":
         report = verify(args.dest)

@@ -11,10 +11,10 @@ import os
 import threading
 import time
 import urllib.error
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Dict, List, Optional
 
 from marketplace_client.api import AccessError, Api, ClientError, DiskFullError, NotFoundError, error_from
 
@@ -38,9 +38,9 @@ class Entry:
 
 @dataclass
 class FetchResult:
-    downloaded: List[str] = field(default_factory=list)
-    skipped: List[str] = field(default_factory=list)
-    failed: Dict[str, str] = field(default_factory=dict)
+    downloaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
     bytes_downloaded: int = 0
 
     @property
@@ -51,17 +51,17 @@ class FetchResult:
 @dataclass
 class VerifyReport:
     checked: int = 0
-    missing: List[str] = field(default_factory=list)
-    extra: List[str] = field(default_factory=list)
-    size_mismatch: List[str] = field(default_factory=list)
-    sha_mismatch: List[str] = field(default_factory=list)
-    manifest_problems: List[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    size_mismatch: list[str] = field(default_factory=list)
+    sha_mismatch: list[str] = field(default_factory=list)
+    manifest_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (self.missing or self.extra or self.size_mismatch or self.sha_mismatch or self.manifest_problems)
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         out = [f"manifest: {problem}" for problem in self.manifest_problems]
         for label, paths in (("missing", self.missing), ("extra", self.extra),
                              ("size mismatch", self.size_mismatch), ("sha256 mismatch", self.sha_mismatch)):
@@ -72,7 +72,7 @@ class VerifyReport:
 class Progress:
     """A one-line text progress bar on a stream (stderr), redrawn at most ten times a second."""
 
-    def __init__(self, total_bytes: int, total_files: int, stream: Optional[object] = None,
+    def __init__(self, total_bytes: int, total_files: int, stream: object | None = None,
                  enabled: bool = True) -> None:
         self.total_bytes, self.total_files = max(total_bytes, 1), total_files
         self.bytes = self.files = 0
@@ -139,10 +139,10 @@ def _complete(target: Path, entry: Entry) -> bool:
 class _Links:
     """Download URLs, asked for in batches and again before they expire (thread-safe)."""
 
-    def __init__(self, api: Api, order: int, paths: List[str]) -> None:
+    def __init__(self, api: Api, order: int, paths: list[str]) -> None:
         self.api, self.order, self.paths = api, order, paths
         self.index = {path: i for i, path in enumerate(paths)}
-        self.cache: Dict[str, tuple] = {}
+        self.cache: dict[str, tuple] = {}
         self.lock = threading.Lock()
 
     def get(self, path: str, *, fresh: bool = False) -> str:
@@ -278,7 +278,7 @@ def _entries(api: Api, order: int) -> tuple:
 
 
 def fetch(api: Api, order: int, dest: Path, *, jobs: int = 4, retries: int = 2, backoff: float = 0.5,
-          progress_stream: Optional[object] = None, log: Callable[[str], None] = lambda line: None) -> FetchResult:
+          progress_stream: object | None = None, log: Callable[[str], None] = lambda line: None) -> FetchResult:
     """Download every file of the order's delivery into ``dest`` in the manifest's folder
     layout, then the manifest and certificate beside it. Files already there with the right
     sha256 are skipped; partial ``.part`` files resume. Raises AccessError / NotFoundError
@@ -301,7 +301,7 @@ def fetch(api: Api, order: int, dest: Path, *, jobs: int = 4, retries: int = 2, 
                             enabled=progress_stream is not None)
         links = _Links(api, order, [e.path for e in todo])
         stop = threading.Event()
-        fatal: List[BaseException] = []
+        fatal: list[BaseException] = []
         tally = threading.Lock()
 
         def one(entry: Entry) -> None:
@@ -350,7 +350,7 @@ def verify(dest: Path) -> VerifyReport:
             if hashlib.sha256(data).hexdigest() != expected:
                 report.manifest_problems.append(f"{MANIFEST_NAME} was changed: its sha256 is not the one in "
                                                 f"{CERTIFICATE_NAME}")
-    rows: Dict[str, tuple] = {}
+    rows: dict[str, tuple] = {}
     try:
         for row in csv.DictReader(data.decode("utf-8").splitlines()):
             safe_path(row["path"])

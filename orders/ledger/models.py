@@ -13,7 +13,6 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
-
 # Provider accounts name their provider; platform revenue names the provider whose sale
 # earned the fee (or none, for adjustments); the other accounts are the platform's own.
 PER_PROVIDER_KINDS = ("provider_payable", "provider_receivable")

@@ -19,8 +19,8 @@ from django.db import connection
 
 from browser.journey import BROWSER_MARKS, approve_and_sign, log_in
 from demo.synthetic import write_zip
-from factories.dicom import ct_files
 from e2e.worker import celery_worker
+from factories.dicom import ct_files
 
 expect = pytest.importorskip("playwright.sync_api").expect
 

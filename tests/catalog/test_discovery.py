@@ -11,7 +11,10 @@ from catalog.models import DataRequest, Dataset, SavedSearch, Study
 from catalog.search.snapshots import snapshot_refresh
 from catalog.services import dataset_publish
 from catalog.services.discovery import (
-    data_request_create, data_request_respond, saved_search_create, saved_searches_notify,
+    data_request_create,
+    data_request_respond,
+    saved_search_create,
+    saved_searches_notify,
 )
 from marketplace.models import Notification, Organization
 

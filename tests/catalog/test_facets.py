@@ -10,7 +10,7 @@ from django.template import Context, Template
 from rest_framework.test import APIClient
 
 from catalog.exceptions import InvalidQueryError
-from catalog.facets import FACETS, STUDY_FACETS, facet_for_column
+from catalog.facets import FACETS, facet_for_column
 from catalog.search.criteria import COHORT_KEYS, cohort_from, describe
 from catalog.search.query import COHORT, DATASETS, STUDIES, query_from
 from orders.api import CriteriaField

@@ -15,13 +15,13 @@ from pathlib import Path
 import pydicom
 import pytest
 from django.utils import timezone
-from factories.dicom import ct_files
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 import storage
 from catalog.models import Dataset, Instance, UploadBatch, UploadFile
 from catalog.services import upload_batch_create, upload_batch_ingest
+from factories.dicom import ct_files
 from tests.catalog.test_ingestion import stored_quarantine_files
 
 pytestmark = pytest.mark.django_db

@@ -7,9 +7,9 @@ from django.db import connection
 
 from catalog.models import Study
 from catalog.search import ColumnarSearch
-from catalog.search.query import Query as StudyQuery
 from catalog.search.columnar import _matching_ids, columns, keyword_rows
 from catalog.search.keywords import Unsupported, evaluate, matching_ids, parse_tsquery
+from catalog.search.query import Query as StudyQuery
 from catalog.search.snapshots import snapshot_refresh
 from catalog.services.stats import studies_refresh_search_vector
 

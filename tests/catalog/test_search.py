@@ -12,10 +12,6 @@ from catalog.models import Dataset
 from catalog.search.query import DATASETS, query_from
 from catalog.search.query import Query as SearchParams
 from catalog.selectors import dataset_facets, dataset_search
-
-
-def search_params_from(data):  # noqa: ANN001, ANN201 - the one parser, at the dataset catalog's door
-    return query_from(data, scope=DATASETS)
 from catalog.services import (
     dataset_create,
     dataset_publish,
@@ -29,6 +25,10 @@ from demo.synthetic import fake_patients, generate_study_files
 from factories.dicom import ct_files
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import AuditEvent
+
+
+def search_params_from(data):  # noqa: ANN001, ANN201 - the one parser, at the dataset catalog's door
+    return query_from(data, scope=DATASETS)
 
 pytestmark = pytest.mark.django_db
 

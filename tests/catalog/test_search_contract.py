@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import pytest
 
+from catalog.facets import STUDY_FACETS
 from catalog.models import Series, Study
 from catalog.search import ColumnarSearch, PostgresSearch, SearchBackend
-from catalog.facets import STUDY_FACETS
 from catalog.search.query import Query
 from catalog.search.service import (
-    MIX_DIMENSIONS, STUDY_PAGE_SIZE, browsable_studies, cohort_study_ids, cohort_summary, facets_and_total,
+    MIX_DIMENSIONS,
+    STUDY_PAGE_SIZE,
+    browsable_studies,
+    cohort_study_ids,
+    cohort_summary,
+    facets_and_total,
     fill_the_gap,
 )
 from catalog.search.snapshots import snapshot_refresh

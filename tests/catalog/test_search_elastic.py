@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from catalog.facets import STUDY_FACETS
-from catalog.search.query import Query as StudyQuery
 from catalog.search.elastic import KEYWORD_FIELDS, counts_search, dataset_text, study_document, study_rows_for_index
+from catalog.search.query import Query as StudyQuery
 
 
 def _terms_in(node: object) -> list[dict]:

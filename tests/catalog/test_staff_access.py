@@ -9,10 +9,9 @@ from django.contrib.auth.models import Permission
 from catalog.disclosure import entitled_provider_ids
 from catalog.models import DatasetPreview
 from catalog.selectors import access_dataset
+from factories.accounts import ready_account
 from marketplace.exceptions import NotFoundError
 from marketplace.models import AuditEvent, User
-
-from factories.accounts import ready_account
 
 pytestmark = pytest.mark.django_db
 

@@ -1,22 +1,20 @@
 """Study-level search: both backends against plain counts, suppression, bad input, cohorts."""
 from __future__ import annotations
 
-
-from decimal import Decimal
-
 import re
+from decimal import Decimal
 
 import pytest
 from django.db.models import Count, Q
 
-from catalog.models import Dataset, Study
 from catalog.exceptions import InvalidQueryError
 from catalog.facets import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS
+from catalog.models import Dataset, Study
 from catalog.search import ColumnarSearch, PostgresSearch
 from catalog.search.query import Query as StudyQuery
 from catalog.search.query import query_from as study_query_from
-from catalog.search.snapshots import snapshot_refresh
 from catalog.search.service import facets_and_total
+from catalog.search.snapshots import snapshot_refresh
 from marketplace.models import Organization
 
 pytestmark = pytest.mark.django_db
@@ -347,8 +345,9 @@ def test_cohort_page_lists_browsable_studies_sorted_a_page_at_a_time(client, cat
 
 @pytest.mark.parametrize("count", [0, 1, 7, 250, 999, 1000, 1005])
 def test_the_first_rows_of_a_page_come_in_stable_sort_order(count: int) -> None:
-    from catalog.search.columnar import _first_in_order
     import numpy as np
+
+    from catalog.search.columnar import _first_in_order
     key = np.random.default_rng(count).integers(0, 12, 1000)  # many ties
     assert _first_in_order(key, count).tolist() == np.argsort(key, kind="stable")[:count].tolist()
     prices = -np.repeat([3.0, 5.0, 1.0], [400, 350, 250])

@@ -9,7 +9,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, UID
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian
 
 KEY = b"test-provider-key-0123456789abcdef"
 OTHER_KEY = b"another-provider-key-fedcba987654"

@@ -22,7 +22,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    UID, BasicTextSRStorage, CTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+    UID,
+    BasicTextSRStorage,
+    CTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
 

@@ -7,6 +7,21 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from deid_factory import (
+    DEEP_REF_UID,
+    DEVICE_VALUES,
+    KEY,
+    PHI_VALUES,
+    REF_UID,
+    SERIES_UID,
+    SOP_UID,
+    STUDY_UID,
+    make_dataset,
+    to_bytes,
+)
+from phi_corpus import REF_UID as PHI_REF_UID
+from phi_corpus import SERIES_UID as PHI_SERIES_UID
+from phi_corpus import safe_private_dataset
 from pydicom.dataset import Dataset
 
 from deid import DeidReport, Options, deidentify_file, fast
@@ -14,10 +29,6 @@ from deid.dates import shift_days
 from deid.profile import safe_private_vr
 from deid.report import METADATA_KEYS
 from deid.uids import patient_pseudonym, remap_uid
-
-from deid_factory import DEVICE_VALUES, KEY, PHI_VALUES, REF_UID, DEEP_REF_UID, SERIES_UID, SOP_UID, STUDY_UID
-from deid_factory import make_dataset, to_bytes
-from phi_corpus import REF_UID as PHI_REF_UID, SERIES_UID as PHI_SERIES_UID, safe_private_dataset
 
 
 def run(src: Path, options: Options | None = None, key: bytes = KEY) -> tuple[Dataset, DeidReport, bytes]:

@@ -12,18 +12,20 @@ import struct
 import numpy as np
 import pydicom
 import pytest
+from deid_factory import KEY, make_dataset, to_bytes
+from phi_corpus import all_cases
 from pydicom.data import get_testdata_files
 from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
 )
 
 from deid import DeidError, Options, deidentify_file, fast
+from deid.raw import NotRaw, read_header, text
 from deid.verify import collect_needles, collect_needles_from_bytes, needles_from_walked
 from deid.verify_stream import PixelScanner
-from deid.raw import NotRaw, read_header, text
 from deid.verify_walk import Unwalkable, walk
-from deid_factory import KEY, make_dataset, to_bytes
-from phi_corpus import all_cases
 
 OPTION_SETS = [
     Options(),

@@ -26,7 +26,15 @@ from pathlib import Path
 import pydicom
 import pytest
 from phi_corpus import (
-    ACCESSION, BIRTH, FAMILY, GIVEN, MRN, NAME, PHYSICIAN, base_dataset, to_bytes,
+    ACCESSION,
+    BIRTH,
+    FAMILY,
+    GIVEN,
+    MRN,
+    NAME,
+    PHYSICIAN,
+    base_dataset,
+    to_bytes,
 )
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset

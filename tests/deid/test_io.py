@@ -15,11 +15,15 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 import deid.io
-from deid.io import atomic_output, staged_outputs
 from deid import (
-    BurnedInAnnotationError, MalformedDicomError, NotDicomError, Options, UnsupportedError,
+    BurnedInAnnotationError,
+    MalformedDicomError,
+    NotDicomError,
+    Options,
+    UnsupportedError,
     deidentify_file,
 )
+from deid.io import atomic_output, staged_outputs
 
 
 def run_bytes(data: bytes, options: Options | None = None) -> bytes:

@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_importing_deid_does_not_import_django() -> None:
     code = ("import deid, deid.cli, deid.verify, sys; "
-            "assert deid.__file__.startswith(%r), deid.__file__; "
-            "assert 'django' not in sys.modules, 'django imported'" % str(ROOT / "deid"))
+            "assert deid.__file__.startswith({!r}), deid.__file__; "
+            "assert 'django' not in sys.modules, 'django imported'".format(str(ROOT / "deid")))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,

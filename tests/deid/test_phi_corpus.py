@@ -9,9 +9,25 @@ from collections.abc import Callable
 import pydicom
 import pytest
 from phi_corpus import (
-    ACCESSION, BIRTH_ISO, CASES, FAMILY, GIVEN, MRN, NAME, PHONE, PHYSICIAN, REF_UID, Case,
-    base_dataset, case_japanese, case_latin1, case_missing_charset, case_utf8,
-    case_wrong_charset, find_leaks, to_bytes,
+    ACCESSION,
+    BIRTH_ISO,
+    CASES,
+    FAMILY,
+    GIVEN,
+    MRN,
+    NAME,
+    PHONE,
+    PHYSICIAN,
+    REF_UID,
+    Case,
+    base_dataset,
+    case_japanese,
+    case_latin1,
+    case_missing_charset,
+    case_utf8,
+    case_wrong_charset,
+    find_leaks,
+    to_bytes,
 )
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence

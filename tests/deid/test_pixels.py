@@ -17,13 +17,23 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.tag import Tag
 from pydicom.uid import (
-    ExplicitVRLittleEndian, JPEG2000, JPEGBaseline8Bit, MPEG2MPML, UltrasoundImageStorage,
+    JPEG2000,
+    MPEG2MPML,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    UltrasoundImageStorage,
 )
 
 from deid import pixels
 from deid.errors import UnsupportedError
 from deid.pixels import (
-    DECISION_KEYWORDS, MaskRule, PixelDecision, burned_in_risk, decide, find_masking_rule, mask,
+    DECISION_KEYWORDS,
+    MaskRule,
+    PixelDecision,
+    burned_in_risk,
+    decide,
+    find_masking_rule,
+    mask,
 )
 from deid.profile import Options
 
@@ -602,8 +612,9 @@ def demo_ultrasound(tmp_path: Path, *, compress: str | None = None) -> tuple[Pat
 @pytest.mark.parametrize("compress", [None, "1.2.840.10008.1.2.5"])  # native, RLE Lossless
 def test_deidentify_file_masks_a_rule_matching_ultrasound_image(
         tmp_path: Path, compress: str | None) -> None:
-    from deid import deidentify_file
     from deid_factory import KEY
+
+    from deid import deidentify_file
 
     path, original = demo_ultrasound(tmp_path, compress=compress)
     out = io.BytesIO()
@@ -620,9 +631,10 @@ def test_deidentify_file_masks_a_rule_matching_ultrasound_image(
 
 
 def test_deidentify_file_without_the_clean_pixel_data_option_still_refuses(tmp_path: Path) -> None:
+    from deid_factory import KEY
+
     from deid import deidentify_file
     from deid.errors import BurnedInAnnotationError
-    from deid_factory import KEY
 
     path, _ = demo_ultrasound(tmp_path)
     with pytest.raises(BurnedInAnnotationError, match="ultrasound image with no masking rule"):

@@ -9,7 +9,16 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from deid.decide import A_KEEP, A_REMOVE, CLEAN_PATIENT_TEXT, decide
 from deid.profile import (
-    CLEAN, COMBINED, KEEP, OPTION_COLUMNS, REMOVE, UID, ZERO, Options, describe, load_profile,
+    CLEAN,
+    COMBINED,
+    KEEP,
+    OPTION_COLUMNS,
+    REMOVE,
+    UID,
+    ZERO,
+    Options,
+    describe,
+    load_profile,
 )
 
 

@@ -18,10 +18,10 @@ from django.test import Client
 
 from catalog.models import Dataset, UploadBatch
 from demo.synthetic import fake_patients, make_instance, to_bytes, write_zip
+from e2e.worker import celery_worker, wait_for
 from factories.accounts import totp_code
 from factories.dicom import ct_files
 from factories.orders import USE
-from e2e.worker import celery_worker, wait_for
 from orders.models import Contract, Order
 from workspaces.models import Delivery
 

@@ -20,7 +20,8 @@ from fractions import Fraction
 import pytest
 from django.db import connection, transaction
 from django.db.models import Sum
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from orders.ledger import services as ledger
 from orders.ledger.models import LedgerEntry, LedgerTransaction

@@ -1,4 +1,5 @@
-"""Accounts: sign-up (django-allauth), log in/out, password reset, settings, organization approval and the append-only audit trail."""
+"""Accounts: sign-up (django-allauth), log in/out, password reset, settings, organization approval and the
+append-only audit trail."""
 from __future__ import annotations
 
 import re

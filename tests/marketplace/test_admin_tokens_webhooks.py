@@ -10,10 +10,9 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from factories.accounts import ready_account
 from marketplace.models import ApiToken, AuditEvent, Organization, WebhookDelivery, WebhookEndpoint
 from marketplace.tokens import api_token_create
-
-from factories.accounts import ready_account
 
 pytestmark = pytest.mark.django_db
 

@@ -12,12 +12,11 @@ from django.contrib.auth.models import Group, Permission
 from django.test import RequestFactory
 from django.urls import reverse
 
+from factories.accounts import ready_account
 from marketplace.admin import AuditedModelAdmin
 from marketplace.models import AuditEvent, Organization, User
 from marketplace.services import audit_record
 from orders.models import Contract, DuaTemplate, Order
-
-from factories.accounts import ready_account
 
 pytestmark = pytest.mark.django_db
 

@@ -109,7 +109,8 @@ def test_the_order_api_refuses_a_bad_expected_total_naming_it(bob, published_dat
 # ---- deeply nested and oversized JSON ----------------------------------------------------
 @pytest.mark.parametrize("depth", [33, 2_000, 100_000])
 def test_deeply_nested_json_is_a_400(bob, published_dataset, depth) -> None:
-    body = '{"dataset_id": %d, "criteria": {"q": %s}}' % (published_dataset.pk, "[" * depth + "]" * depth)
+    nested = "[" * depth + "]" * depth
+    body = f'{{"dataset_id": {published_dataset.pk}, "criteria": {{"q": {nested}}}}}'
     response = api(bob).post("/api/quotes/", body, content_type="application/json")
     text = assert_refused(response, "deep")
     assert "Traceback" not in text

@@ -10,10 +10,9 @@ from django.urls import reverse
 from catalog.selectors import access_dataset_for_write
 from factories.orders import approve_for_delivery, place_order
 from marketplace.exceptions import NotFoundError
-from marketplace.grants import who_may
+from marketplace.grants import grants_remove_all, who_may
 from marketplace.models import AuditEvent, Membership
 from workspaces.grants import DELIVERY_DOWNLOAD, DELIVERY_VIEW, delivery_grant_buyer
-from marketplace.grants import grants_remove_all
 from workspaces.models import Delivery
 from workspaces.services import delivery_run
 

@@ -10,11 +10,11 @@ from allauth.account.models import EmailAddress
 from allauth.mfa.models import Authenticator
 from django.test import Client
 from django.urls import reverse
-from factories.accounts import totp_code
-from factories.orders import USE
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
+from factories.accounts import totp_code
+from factories.orders import USE
 from marketplace.models import AuditEvent, Membership
 from orders.models import Order
 

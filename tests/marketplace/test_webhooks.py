@@ -13,8 +13,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from marketplace.models import AuditEvent, Organization, WebhookDelivery, WebhookEndpoint
 from marketplace.exceptions import NotFoundError
+from marketplace.models import AuditEvent, Organization, WebhookDelivery, WebhookEndpoint
 from marketplace.tasks import webhook_delivery_send_task
 from marketplace.webhooks import (
     MAX_ATTEMPTS,

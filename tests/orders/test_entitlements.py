@@ -14,6 +14,7 @@ from django.utils import timezone
 from catalog.services import dataset_update
 from factories.orders import approve_for_delivery, place_order
 from marketplace.exceptions import NotFoundError, PermissionDeniedError
+from marketplace.grants import who_may
 from marketplace.models import AuditEvent
 from orders.cart import cart_items, cart_quote
 from orders.entitlements import (
@@ -26,7 +27,6 @@ from orders.entitlements import (
 from orders.exceptions import OrderError
 from orders.models import EntitlementReminder, Order, OrderLine
 from workspaces.models import Delivery
-from marketplace.grants import who_may
 from workspaces.services import MANIFEST_NAME, delivery_run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]

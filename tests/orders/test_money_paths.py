@@ -9,7 +9,9 @@ import secrets
 import pytest
 from django.db import transaction
 from django.urls import reverse
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from factories.orders import approve_for_delivery, place_order
 from marketplace.models import Organization

@@ -15,9 +15,9 @@ from marketplace.exceptions import NotFoundError
 from marketplace.models import AuditEvent, Notification
 from orders.cart import cart_items, cart_quote
 from orders.checkout import checkout
+from orders.entitlements import entitlements_start
 from orders.exceptions import OrderError
 from orders.models import CartItem, Offer, OfferStatusChange
-from orders.entitlements import entitlements_start
 from orders.offers import (
     OfferError,
     negotiation_from_response,

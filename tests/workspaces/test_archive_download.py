@@ -11,8 +11,7 @@ import subprocess
 import sys
 import zipfile
 import zlib
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import bagit
@@ -335,7 +334,7 @@ def test_content_length_is_the_streamed_length_whole_and_per_study_and_series(bo
 
 
 def test_the_archive_is_the_same_bytes_every_time_with_the_same_etag(bob_client, delivery):
-    finished = datetime(2024, 3, 5, 6, 7, 8, tzinfo=dt_timezone.utc)
+    finished = datetime(2024, 3, 5, 6, 7, 8, tzinfo=UTC)
     Delivery.objects.filter(pk=delivery.pk).update(finished=finished)
     one, first = fetch(bob_client, archive_url(delivery))
     two, second = fetch(bob_client, archive_url(delivery))

@@ -10,11 +10,11 @@ import pytest
 from django.urls import reverse
 
 import storage
+from factories.orders import approve_for_delivery, place_order
 from marketplace.models import AuditEvent
 from orders.models import Order
-from factories.orders import approve_for_delivery, place_order
 from workspaces.models import Delivery
-from workspaces.services import DELIVERY_DOCUMENTS, MANIFEST_NAME, download_token_make, delivery_run
+from workspaces.services import DELIVERY_DOCUMENTS, MANIFEST_NAME, delivery_run, download_token_make
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("tiny_threshold")]
 

@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 
 import storage
+from factories.orders import approve_for_delivery, place_order
 from marketplace.exceptions import InvalidTransitionError
 from orders.models import Order
-from factories.orders import approve_for_delivery, place_order
 from workspaces import services
 from workspaces.exceptions import DeliveryError
 from workspaces.models import Delivery, DeliveryStatusChange

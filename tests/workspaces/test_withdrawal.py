@@ -8,9 +8,9 @@ from django.urls import reverse
 
 from catalog.models import Dataset
 from catalog.services import dataset_transition
+from factories.orders import approve_for_delivery, place_order
 from marketplace.models import AuditEvent
 from orders.models import Order
-from factories.orders import approve_for_delivery, place_order
 from orders.services import order_cancel
 from workspaces import services as workspace_services
 from workspaces.models import Delivery

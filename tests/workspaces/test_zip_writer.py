@@ -6,16 +6,16 @@ import os
 import shutil
 import struct
 import subprocess
-import zlib
 import zipfile
-from datetime import datetime, timezone
+import zlib
+from datetime import UTC, datetime
 
 import pytest
 
 from workspaces import archive
 from workspaces.archive import ArchiveError, Member, zip_stream
 
-WHEN = datetime(2026, 11, 23, 14, 5, 31, tzinfo=timezone.utc)
+WHEN = datetime(2026, 11, 23, 14, 5, 31, tzinfo=UTC)
 GIB = 1024 ** 3
 
 
