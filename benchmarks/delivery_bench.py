@@ -207,14 +207,10 @@ def _world(n: int, size: int):  # noqa: ANN202 - (dataset, admin, source keys)
     from decimal import Decimal
 
     import storage
+    from catalog.datasets.services import dataset_create, dataset_publish, dataset_submit_for_review
+    from catalog.ingestion.ingest import upload_batch_ingest
+    from catalog.ingestion.uploads import upload_batch_create
     from catalog.models import Instance
-    from catalog.services import (
-        dataset_create,
-        dataset_publish,
-        dataset_submit_for_review,
-        upload_batch_create,
-        upload_batch_ingest,
-    )
     from factories.accounts import ready_account
     from factories.dicom import ct_files
     from marketplace.models import User

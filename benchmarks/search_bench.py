@@ -338,7 +338,7 @@ def _run(args: argparse.Namespace, work: Path, url: str) -> int:
     from catalog.models import Dataset
     from catalog.search import PostgresSearch, search_backend
     from catalog.search.snapshots import snapshot_refresh
-    from catalog.services.stats import studies_refresh_search_vector
+    from catalog.search.vectors import studies_refresh_search_vector
 
     t0 = time.perf_counter()
     for dataset in Dataset.objects.all():

@@ -4,8 +4,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from catalog.datasets.services import dataset_publish, dataset_transition
 from catalog.models import Dataset, Series, Study, UploadBatch, UploadFile
-from catalog.services import dataset_publish, dataset_transition
 from marketplace.admin import AuditedModelAdmin, object_grants
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip

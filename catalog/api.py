@@ -13,11 +13,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.datasets.selectors import access_dataset, dataset_facets, dataset_search, dataset_study_breakdown
 from catalog.disclosure import SUPPRESSED, dataset_counts
 from catalog.facets import openapi_query_parameters
 from catalog.models import PricingModel
 from catalog.search.query import DATASETS, query_from
-from catalog.selectors import access_dataset, dataset_facets, dataset_search, dataset_study_breakdown
 from orders.currency import from_minor
 
 COUNT_HELP = ('A number, or "suppressed" where the disclosure rule hides it (fewer than the threshold, '

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from catalog import api, search_api
+from catalog import api
+from catalog.search import api as search_api
 
 urlpatterns = [
     path("datasets/", api.DatasetListApi.as_view(), name="api-dataset-list"),

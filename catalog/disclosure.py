@@ -50,7 +50,7 @@ def entitled_provider_ids(user: User | None) -> set[int] | None:
     the permission to view every dataset, superusers; not the bare is_staff flag)."""
     if user is None or not user.is_authenticated:
         return set()
-    if user.has_perm("catalog.view_dataset"):  # catalog.selectors.ALL_DATASETS_PERMISSION
+    if user.has_perm("catalog.view_dataset"):  # catalog.datasets.selectors.ALL_DATASETS_PERMISSION
         return None
     cached = getattr(user, "_entitled_provider_ids", None)  # one query per request, not per card
     if cached is None:

@@ -53,7 +53,7 @@ class Dataset(models.Model):
     # [{"min_studies": 100, "discount_bps": 1000}, ...], ascending (per-study and per-image plans).
     volume_tiers = models.JSONField(default=list, blank=True)
     # Derived from the plan, never typed: the list price of one study that search filters and
-    # sorts by (catalog.services.pricing.list_price_per_study).
+    # sorts by (catalog.datasets.pricing.list_price_per_study).
     price_per_study = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0.00"))
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     licence_type = models.CharField(max_length=16, choices=LicenceType.choices, default=LicenceType.ACADEMIC)
@@ -257,7 +257,7 @@ class UploadBatch(models.Model):
     # can no longer be retried.
     quarantine_removed = models.DateTimeField(null=True, blank=True)
 
-    # Moved only by catalog.services.upload_batches.upload_batch_transition.
+    # Moved only by catalog.ingestion.upload_batches.upload_batch_transition.
     TRANSITIONS = {
         Status.QUEUED: {Status.RUNNING, Status.FAILED},
         Status.RUNNING: {Status.DONE, Status.FAILED, Status.QUEUED},  # QUEUED: re-queued when stuck

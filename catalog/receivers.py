@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from catalog.grants import dataset_grant_provider
+from catalog.datasets.grants import dataset_grant_provider
 from catalog.models import Dataset
 
 

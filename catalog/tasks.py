@@ -9,13 +9,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from catalog.fairness import provider_slot
+from catalog.ingestion.fairness import provider_slot
+from catalog.ingestion.ingest import upload_batch_ingest, upload_files_ingest
+from catalog.ingestion.upload_batches import upload_batches_recover_stuck
 from catalog.models import UploadBatch
-from catalog.services import (
-    upload_batch_ingest,
-    upload_batches_recover_stuck,
-    upload_files_ingest,
-)
 
 
 @shared_task(acks_late=True)
@@ -43,7 +40,7 @@ def upload_batches_recover_stuck_task() -> dict[str, list[int]]:
 
 @shared_task(acks_late=True)
 def saved_searches_notify_task(*, dataset_id: int) -> int:
-    from catalog.services.discovery import saved_searches_notify
+    from catalog.discovery.services import saved_searches_notify
 
     return saved_searches_notify(dataset_id=dataset_id)
 
@@ -51,6 +48,6 @@ def saved_searches_notify_task(*, dataset_id: int) -> int:
 @shared_task(acks_late=True)
 def dataset_search_refresh_task(*, dataset_id: int) -> None:
     """After a dataset's title or conditions changed: what its keywords match."""
-    from catalog.services.stats import dataset_refresh_search
+    from catalog.search.vectors import dataset_refresh_search
 
     dataset_refresh_search(dataset_id=dataset_id)

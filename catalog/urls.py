@@ -1,6 +1,8 @@
 from django.urls import path
 
-from catalog import cohort_views, discovery_views, views
+from catalog.datasets import views
+from catalog.discovery import cohort_views
+from catalog.discovery import views as discovery_views
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.datasets.selectors import access_dataset
 from catalog.exceptions import InvalidQueryError
 from catalog.facets import echo_name, openapi_criteria_schema
 from catalog.search.criteria import COHORT_KEYS
-from catalog.selectors import access_dataset
 from marketplace.exceptions import ApplicationError
 from marketplace.guards import require_verified_email
 from marketplace.input_guard import MAX_MINOR_AMOUNT

@@ -16,12 +16,12 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from catalog.datasets.selectors import access_dataset, dataset_study_breakdown, datasets_for_provider_user
 from catalog.disclosure import BelowThresholdError
 from catalog.exceptions import InvalidQueryError
 from catalog.licence import ACCESS_MODES, USES, LicenceTerms
 from catalog.models import DataRequestResponse, Dataset
 from catalog.search.criteria import cohort_criteria, cohort_from, describe
-from catalog.selectors import access_dataset, dataset_study_breakdown, datasets_for_provider_user
 from marketplace.exceptions import ApplicationError, NotFoundError
 from marketplace.guards import require_verified_email
 from marketplace.input_guard import InvalidInputError, bad_input_response, minor_amount_from

@@ -117,7 +117,7 @@ def charlie(make_member):
 
 @pytest.fixture
 def dataset(provider, alice):
-    from catalog.services import dataset_create
+    from catalog.datasets.services import dataset_create
 
     return dataset_create(provider=provider, acting_user=alice, title="Chest CT screening",
                           description="Low-dose chest CT", price_per_study=Decimal("10.00"))
@@ -126,7 +126,8 @@ def dataset(provider, alice):
 @pytest.fixture
 def ingest(alice):
     """Upload (name, bytes) files into a dataset and ingest them in-process, like the worker."""
-    from catalog.services import upload_batch_create, upload_batch_ingest
+    from catalog.ingestion.ingest import upload_batch_ingest
+    from catalog.ingestion.uploads import upload_batch_create
 
     def run(dataset, files, *, as_zip: bool = False):
         if as_zip:
@@ -142,7 +143,7 @@ def ingest(alice):
 @pytest.fixture
 def publish(alice, admin_user):
     """Submit a dataset for review as its provider and publish it as admin; returns it fresh."""
-    from catalog.services import dataset_publish, dataset_submit_for_review
+    from catalog.datasets.services import dataset_publish, dataset_submit_for_review
 
     def run(dataset):
         dataset.refresh_from_db()
@@ -189,13 +190,9 @@ def dua(db):
 @pytest.fixture
 def second_provider_dataset(make_member, admin_user):
     """A dataset of another provider ("Delta Scans", owner dave), priced per study in USD, published."""
-    from catalog.services import (
-        dataset_create,
-        dataset_publish,
-        dataset_submit_for_review,
-        upload_batch_create,
-        upload_batch_ingest,
-    )
+    from catalog.datasets.services import dataset_create, dataset_publish, dataset_submit_for_review
+    from catalog.ingestion.ingest import upload_batch_ingest
+    from catalog.ingestion.uploads import upload_batch_create
 
     dave, delta = make_member("dave", "Delta Scans", "provider")
     dataset = dataset_create(provider=delta, acting_user=dave, title="Delta brain MR", price_per_study=Decimal("7.25"))

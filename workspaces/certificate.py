@@ -26,8 +26,8 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 import storage
+from catalog.ingestion.ingest import deid_options
 from catalog.models import Dataset, Instance, UploadFile
-from catalog.services.ingestion import deid_options
 from deid.profile import BASIC_CODE, OPTION_CODES, Options, load_profile
 
 if TYPE_CHECKING:

@@ -736,7 +736,7 @@ VIEWER_MAX_SIDE = 1024
 def delivery_file_render(*, delivery: Delivery, file_id: int, user: User, ip: str | None = None) -> bytes:
     """A delivered file as a PNG for the browser (audited as a read of data). The caller
     checked the view grant; only a finished delivery's own files render."""
-    from catalog.previews import render_preview
+    from catalog.datasets.previews import render_preview
 
     item = delivery.files.filter(pk=file_id).first() if delivery.status == Delivery.Status.DONE else None
     if item is None:

@@ -23,7 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 import storage
-from catalog.selectors import access_dataset_for_write
+from catalog.datasets.selectors import access_dataset_for_write
 from marketplace.api_auth import token_authenticate_header
 from marketplace.exceptions import ApplicationError, TokenError, TokenScopeError
 from marketplace.models import ApiToken, User

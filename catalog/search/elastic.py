@@ -98,7 +98,7 @@ class StudyDocument(Document):
     study_id = Integer()  # sort tie-breaker and composite source (sorting on _id is refused)
     dataset_id = Integer()
     patient = Keyword()
-    # The same words PostgreSQL's search vector holds (services/stats.py): the study's and
+    # The same words PostgreSQL's search vector holds (catalog/search/vectors.py): the study's and
     # its series' descriptions, its body part, modalities, maker and model, and the
     # dataset's conditions.
     description = Text(analyzer="english")

@@ -151,7 +151,7 @@ def matching_ids(q: str) -> np.ndarray | None:
 
 def postings_refresh(*, dataset_id: int) -> None:
     """Rebuild one dataset's postings from its studies' search vectors; called wherever
-    those vectors are rebuilt (services/stats.py), in the same transaction."""
+    those vectors are rebuilt (catalog/search/vectors.py), in the same transaction."""
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM catalog_keywordpostings WHERE dataset_id = %s", [dataset_id])
         cursor.execute(

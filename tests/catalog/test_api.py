@@ -67,7 +67,7 @@ def test_it_returns_no_results_but_a_valid_shape_when_nothing_matches(api, publi
 
 
 def test_it_hides_draft_datasets_from_the_search_api(api, provider, alice):
-    from catalog.services import dataset_create
+    from catalog.datasets.services import dataset_create
 
     dataset_create(provider=provider, acting_user=alice, title="Secret draft")
     for client in (api, as_user(alice)):

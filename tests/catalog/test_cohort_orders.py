@@ -26,7 +26,7 @@ from catalog.search import PostgresSearch
 from catalog.search.criteria import cohort_criteria, cohort_from, describe
 from catalog.search.service import cohort_study_ids, cohort_summary, facets_and_total
 from catalog.search.snapshots import snapshot_refresh
-from catalog.services.stats import studies_refresh_search_vector
+from catalog.search.vectors import studies_refresh_search_vector
 from factories.orders import USE
 from orders.models import Order
 from orders.quotes import line_quote as order_quote

@@ -10,10 +10,10 @@ import re
 import pytest
 from django.urls import reverse
 
+from catalog.datasets.services import dataset_create, dataset_update
 from catalog.exceptions import LicenceConflictError
 from catalog.licence import LicenceTerms, terms_conflicts
 from catalog.models import Dataset
-from catalog.services import dataset_create, dataset_update
 from factories.orders import place_order
 from marketplace.models import AuditEvent
 from orders.agreements import agreement_text_for
@@ -153,7 +153,7 @@ def test_the_text_check_reads_negations() -> None:
 
 
 def test_the_demo_datasets_have_terms_that_agree_with_their_licence() -> None:
-    from catalog.services.pricing import plan_clean
+    from catalog.datasets.pricing import plan_clean
     from demo.synthetic import DEMO_SPECS
 
     seen = set()

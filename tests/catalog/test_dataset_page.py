@@ -9,8 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from catalog.datasets.previews import png_gray, render_preview
 from catalog.models import Dataset, DatasetPreview, Series, Study
-from catalog.previews import png_gray, render_preview
 from factories.dicom import ct_files
 
 pytestmark = pytest.mark.django_db

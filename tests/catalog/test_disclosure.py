@@ -19,11 +19,11 @@ from decimal import Decimal
 import pytest
 from django.test import Client
 
+from catalog.datasets.derived import dataset_statistics
 from catalog.disclosure import SUPPRESSED, BelowThresholdError, Rule, require_disclosable
 from catalog.models import Dataset, Study
 from catalog.search.snapshots import snapshot_refresh
-from catalog.services.statistics import dataset_statistics
-from catalog.services.stats import studies_refresh_search_vector
+from catalog.search.vectors import studies_refresh_search_vector
 from marketplace.models import Notification, Organization
 from orders.models import CartItem
 
@@ -218,7 +218,7 @@ def test_quotes_and_orders_of_small_selections_are_refused_with_the_reason(world
 
 
 def test_a_saved_search_notice_never_carries_a_small_count(world, bob) -> None:
-    from catalog.services.discovery import saved_search_create, saved_searches_notify
+    from catalog.discovery.services import saved_search_create, saved_searches_notify
 
     saved_search_create(user=bob, name="Older men", params={"sex": "M", "age_band": "80+"})
     assert saved_searches_notify(dataset_id=world["rare"].pk) == 1
@@ -227,8 +227,8 @@ def test_a_saved_search_notice_never_carries_a_small_count(world, bob) -> None:
 
 
 def test_a_provider_may_raise_the_threshold_of_a_dataset_but_not_lower_it(world, alice, bob) -> None:
+    from catalog.datasets.services import dataset_update
     from catalog.exceptions import CatalogError
-    from catalog.services import dataset_update
 
     rare = world["rare"]
     web = Client()

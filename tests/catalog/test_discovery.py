@@ -6,16 +6,16 @@ from decimal import Decimal
 import pytest
 from django.core import mail
 
-from catalog.exceptions import CatalogError
-from catalog.models import DataRequest, Dataset, SavedSearch, Study
-from catalog.search.snapshots import snapshot_refresh
-from catalog.services import dataset_publish
-from catalog.services.discovery import (
+from catalog.datasets.services import dataset_publish
+from catalog.discovery.services import (
     data_request_create,
     data_request_respond,
     saved_search_create,
     saved_searches_notify,
 )
+from catalog.exceptions import CatalogError
+from catalog.models import DataRequest, Dataset, SavedSearch, Study
+from catalog.search.snapshots import snapshot_refresh
 from marketplace.models import Notification, Organization
 
 pytestmark = pytest.mark.django_db

@@ -7,8 +7,8 @@ import time
 import pytest
 from celery.exceptions import Retry
 
-from catalog import fairness
-from catalog.fairness import provider_slot
+from catalog.ingestion import fairness
+from catalog.ingestion.fairness import provider_slot
 
 
 @pytest.fixture

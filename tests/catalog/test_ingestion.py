@@ -10,8 +10,9 @@ from django.core.files.storage import default_storage
 
 import storage
 from catalog.exceptions import UnsafeArchiveError
+from catalog.ingestion.ingest import upload_batch_ingest
+from catalog.ingestion.uploads import upload_batch_create
 from catalog.models import Dataset, Instance, Series, Study, UploadBatch, UploadFile
-from catalog.services import upload_batch_create, upload_batch_ingest
 from demo.synthetic import fake_patients, make_instance, make_uid, to_bytes, write_zip
 from factories.dicom import ct_files
 from marketplace.models import AuditEvent
@@ -397,7 +398,7 @@ def test_it_counts_an_archive_refused_by_the_worker_as_a_failed_file(dataset, al
 
 @pytest.mark.django_db
 def test_a_batch_spread_over_chunk_tasks_is_closed_once_by_the_last_chunk(dataset, alice, settings, monkeypatch):
-    from catalog.services import upload_batch_finish
+    from catalog.ingestion.ingest import upload_batch_finish
     from config.celery import app
 
     monkeypatch.setitem(app.conf, "task_always_eager", True)  # run the chunk tasks inline
@@ -450,7 +451,7 @@ def test_free_text_about_the_patient_and_occupation_are_removed_by_default(datas
 
 def test_a_provider_keeps_patient_comments_knowingly_cleaned_and_the_page_says_so(
         client, dataset, ingest, alice) -> None:
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     dataset = dataset_update(dataset=dataset, acting_user=alice, patient_free_text_kept=["PatientComments"])
     files = [(name, _with_patient_text(data)) for name, data in ct_files(n_patients=1, n_instances=1)]

@@ -19,8 +19,9 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
 import storage
+from catalog.ingestion.ingest import upload_batch_ingest
+from catalog.ingestion.uploads import upload_batch_create
 from catalog.models import Dataset, Instance, UploadBatch, UploadFile
-from catalog.services import upload_batch_create, upload_batch_ingest
 from factories.dicom import ct_files
 from tests.catalog.test_ingestion import stored_quarantine_files
 
@@ -125,7 +126,8 @@ def test_a_damaged_zip_member_is_rejected_alone_and_the_rest_of_the_batch_goes_o
 # Old code: the error escaped the task, the batch stayed "Ingesting" and there was no retry.
 def test_an_unexpected_error_fails_the_batch_with_a_reason_and_a_retry_finishes_it_once(
         dataset, alice, caplog, monkeypatch, django_capture_on_commit_callbacks):
-    from catalog.services import ingestion, upload_batch_retry
+    from catalog.ingestion import ingest as ingestion
+    from catalog.ingestion.upload_batches import upload_batch_retry
 
     caplog.set_level(logging.DEBUG)
     files = named(ct_files(n_patients=1, n_instances=4))
@@ -178,8 +180,7 @@ def test_an_unexpected_error_fails_the_batch_with_a_reason_and_a_retry_finishes_
 
 def test_only_a_failed_batch_within_its_retention_can_be_retried(dataset, alice, settings):
     from catalog.exceptions import CatalogError
-    from catalog.services import upload_batch_fail, upload_batch_retry
-    from catalog.services.upload_batches import upload_batches_purge_failed
+    from catalog.ingestion.upload_batches import upload_batch_fail, upload_batch_retry, upload_batches_purge_failed
 
     done = upload_batch_ingest(batch_id=upload_batch_create(
         dataset=dataset, acting_user=alice, files=[(n, io.BytesIO(d)) for n, d in ct_files(1, 1)]).pk)
@@ -204,7 +205,7 @@ def test_only_a_failed_batch_within_its_retention_can_be_retried(dataset, alice,
 
 def test_the_batch_page_shows_the_reason_and_a_retry_button_to_the_provider_only(
         client, dataset, alice, charlie, django_capture_on_commit_callbacks):
-    from catalog.services import upload_batch_fail
+    from catalog.ingestion.upload_batches import upload_batch_fail
 
     batch = upload_batch_create(dataset=dataset, acting_user=alice,
                                 files=[(n, io.BytesIO(d)) for n, d in ct_files(1, 1)])
@@ -304,7 +305,7 @@ def test_a_file_is_never_catalogued_without_being_marked_ingested(dataset, alice
 
 
 def test_a_chunk_run_twice_changes_nothing(dataset, alice, settings, monkeypatch):
-    from catalog.services import upload_files_ingest
+    from catalog.ingestion.ingest import upload_files_ingest
     from config.celery import app
 
     monkeypatch.setitem(app.conf, "task_always_eager", True)
@@ -334,7 +335,7 @@ def _stuck_batch(dataset: Dataset, alice, monkeypatch: pytest.MonkeyPatch, *, mi
 
 def test_the_sweep_requeues_a_stuck_batch_and_leaves_a_busy_one_alone(
         dataset, alice, monkeypatch, django_capture_on_commit_callbacks):
-    from catalog.services import upload_batches_recover_stuck
+    from catalog.ingestion.upload_batches import upload_batches_recover_stuck
 
     stuck = _stuck_batch(dataset, alice, monkeypatch, minutes_ago=20)
     busy = _stuck_batch(dataset, alice, monkeypatch, minutes_ago=5)
@@ -356,7 +357,7 @@ def test_the_sweep_requeues_a_stuck_batch_and_leaves_a_busy_one_alone(
 
 
 def test_the_sweep_fails_a_batch_that_keeps_stopping(dataset, alice, monkeypatch, settings):
-    from catalog.services import upload_batches_recover_stuck
+    from catalog.ingestion.upload_batches import upload_batches_recover_stuck
 
     settings.INGEST_MAX_ATTEMPTS = 2
     batch = _stuck_batch(dataset, alice, monkeypatch, minutes_ago=30)
@@ -371,7 +372,7 @@ def test_the_sweep_fails_a_batch_that_keeps_stopping(dataset, alice, monkeypatch
 
 
 def test_the_sweep_waits_longer_before_each_further_restart(dataset, alice, monkeypatch):
-    from catalog.services import upload_batches_recover_stuck
+    from catalog.ingestion.upload_batches import upload_batches_recover_stuck
 
     batch = _stuck_batch(dataset, alice, monkeypatch, minutes_ago=20)
     UploadBatch.objects.filter(pk=batch.pk).update(attempts=2)  # started twice: waits 30 minutes
@@ -384,7 +385,7 @@ def test_the_sweep_waits_longer_before_each_further_restart(dataset, alice, monk
 def test_the_sweep_sends_a_queued_batch_no_worker_took_again(
         dataset, alice, django_capture_on_commit_callbacks):
     """A broker restart loses queued messages: the batch stays queued with no task."""
-    from catalog.services import upload_batches_recover_stuck
+    from catalog.ingestion.upload_batches import upload_batches_recover_stuck
 
     batch = upload_batch_create(dataset=dataset, acting_user=alice,
                                 files=[(n, io.BytesIO(d)) for n, d in named(ct_files(1, 2, seed=9))])

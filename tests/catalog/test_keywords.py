@@ -11,7 +11,7 @@ from catalog.search.columnar import _matching_ids, columns, keyword_rows
 from catalog.search.keywords import Unsupported, evaluate, matching_ids, parse_tsquery
 from catalog.search.query import Query as StudyQuery
 from catalog.search.snapshots import snapshot_refresh
-from catalog.services.stats import studies_refresh_search_vector
+from catalog.search.vectors import studies_refresh_search_vector
 
 pytestmark = pytest.mark.django_db
 
@@ -109,7 +109,7 @@ def test_negation_needs_something_positive_beside_it() -> None:
 def test_a_new_condition_of_a_dataset_is_found_in_memory(indexed, alice, monkeypatch,
                                                          django_capture_on_commit_callbacks) -> None:
     from catalog import tasks
-    from catalog.services.datasets import dataset_update
+    from catalog.datasets.services import dataset_update
     monkeypatch.setattr(tasks.dataset_search_refresh_task, "delay",
                         lambda **kw: tasks.dataset_search_refresh_task(**kw))  # what the worker runs
     with django_capture_on_commit_callbacks(execute=True):

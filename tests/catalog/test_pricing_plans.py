@@ -9,10 +9,11 @@ from django.apps import apps
 from django.db import connection
 from django.urls import reverse
 
+from catalog.datasets.pricing import PlanError, clean_volume_tiers, dataset_refresh_list_price
+from catalog.datasets.services import dataset_create, dataset_update
 from catalog.exceptions import CatalogError
+from catalog.ingestion.after import dataset_refresh_stats
 from catalog.models import Dataset
-from catalog.services import dataset_create, dataset_refresh_stats, dataset_update
-from catalog.services.pricing import PlanError, clean_volume_tiers, dataset_refresh_list_price
 from factories.dicom import ct_files
 from marketplace.models import AuditEvent
 from orders.pricing import PlanTerms, price_line
@@ -298,7 +299,7 @@ def test_the_api_hides_a_derived_list_price_that_would_give_a_hidden_count(clien
 
 # ---- demo data ------------------------------------------------------------------------------
 def test_the_demo_datasets_have_different_plans_without_contradictions() -> None:
-    from catalog.services.pricing import plan_clean
+    from catalog.datasets.pricing import plan_clean
     from demo.synthetic import DEMO_SPECS, demo_instance_count
 
     plans = []

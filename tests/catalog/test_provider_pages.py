@@ -7,8 +7,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from catalog.ingestion.ingest import upload_batch_ingest
 from catalog.models import Dataset, Instance, UploadBatch, UploadFile
-from catalog.services import upload_batch_ingest
 from demo.synthetic import write_zip
 from factories.dicom import ct_files
 from marketplace.models import AuditEvent

@@ -7,20 +7,15 @@ from decimal import Decimal
 import pytest
 from django.http import QueryDict
 
+from catalog.datasets.selectors import dataset_facets, dataset_search
+from catalog.datasets.services import dataset_create, dataset_publish, dataset_submit_for_review, dataset_transition
 from catalog.exceptions import CatalogError, InvalidQueryError, ProviderNotApprovedError
+from catalog.ingestion.ingest import upload_batch_ingest
+from catalog.ingestion.uploads import upload_batch_create
 from catalog.models import Dataset
 from catalog.search.query import DATASETS, query_from
 from catalog.search.query import Query as SearchParams
-from catalog.selectors import dataset_facets, dataset_search
-from catalog.services import (
-    dataset_create,
-    dataset_publish,
-    dataset_submit_for_review,
-    dataset_transition,
-    upload_batch_create,
-    upload_batch_ingest,
-)
-from catalog.services.stats import dataset_refresh_search_vector
+from catalog.search.vectors import dataset_refresh_search_vector
 from demo.synthetic import fake_patients, generate_study_files
 from factories.dicom import ct_files
 from marketplace.exceptions import InvalidTransitionError

@@ -21,7 +21,7 @@ from catalog.search.service import (
     fill_the_gap,
 )
 from catalog.search.snapshots import snapshot_refresh
-from catalog.services.stats import studies_refresh_search_vector
+from catalog.search.vectors import studies_refresh_search_vector
 
 pytestmark = pytest.mark.django_db
 

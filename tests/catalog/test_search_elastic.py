@@ -51,7 +51,7 @@ def test_each_document_holds_the_words_of_the_studys_postgresql_search_vector(ca
     from django.db import connection
 
     from catalog.models import Series, Study
-    from catalog.services.stats import studies_refresh_search_vector
+    from catalog.search.vectors import studies_refresh_search_vector
 
     dataset = catalog[0]  # has a condition (Pneumonia)
     study = Study.objects.filter(dataset=dataset, instance_count__gt=0).first()
@@ -112,7 +112,7 @@ def test_reindexing_builds_a_new_index_and_swaps_the_alias(catalog, search_engin
 def test_renaming_a_dataset_reindexes_it_in_elasticsearch_when_configured(catalog, alice, settings, monkeypatch,
                                                             django_capture_on_commit_callbacks) -> None:
     from catalog import tasks
-    from catalog.services.datasets import dataset_update
+    from catalog.datasets.services import dataset_update
 
     # The worker runs the queued refresh; the server it would send documents to is not here.
     monkeypatch.setattr(tasks.dataset_search_refresh_task, "delay",

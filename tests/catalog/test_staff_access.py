@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Permission
 
+from catalog.datasets.selectors import access_dataset
 from catalog.disclosure import entitled_provider_ids
 from catalog.models import DatasetPreview
-from catalog.selectors import access_dataset
 from factories.accounts import ready_account
 from marketplace.exceptions import NotFoundError
 from marketplace.models import AuditEvent, User

@@ -118,7 +118,7 @@ def test_columns_reload_when_the_worker_changes_the_data(catalog) -> None:
 @pytest.mark.parametrize("backend_class", [PostgresSearch, ColumnarSearch])
 def test_keyword_search_counts_the_matching_studies(catalog, backend_class) -> None:
     Study.objects.filter(dataset=catalog[0], body_part="KNEE").update(description="meniscus tear")
-    from catalog.services.stats import studies_refresh_search_vector
+    from catalog.search.vectors import studies_refresh_search_vector
     for ds in catalog:
         studies_refresh_search_vector(dataset=ds)
     snapshot_refresh(dataset_id=catalog[0].pk)  # the worker's "data changed" signal
@@ -260,7 +260,7 @@ def total_rows(catalog) -> int:
 
 
 def test_a_cohort_row_orders_exactly_the_studies_it_counted(client, catalog, bob, dua) -> None:
-    from catalog.services.stats import studies_refresh_search_vector
+    from catalog.search.vectors import studies_refresh_search_vector
 
     studies_refresh_search_vector(dataset=catalog[0])  # keywords are part of the cohort
     snapshot_refresh(dataset_id=catalog[0].pk)
@@ -277,7 +277,7 @@ def test_a_cohort_row_orders_exactly_the_studies_it_counted(client, catalog, bob
 
 
 def test_keyword_pages_rank_the_same_in_memory_and_in_sql(catalog) -> None:
-    from catalog.services.stats import studies_refresh_search_vector
+    from catalog.search.vectors import studies_refresh_search_vector
     Study.objects.filter(dataset=catalog[0], body_part="KNEE").update(description="meniscus tear meniscus")
     Study.objects.filter(dataset=catalog[0], body_part="HEAD").update(description="meniscus mentioned once")
     studies_refresh_search_vector(dataset=catalog[0])

@@ -61,7 +61,7 @@ def test_a_buyer_without_an_organization_cannot_check_out(erin_and_echo, publish
 
 
 def test_a_free_sample_also_needs_a_verified_organization(erin_and_echo, published_dataset, alice, dua):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     dataset_update(dataset=published_dataset, acting_user=alice, sample_study_count=1)
     published_dataset.refresh_from_db()

@@ -7,7 +7,7 @@ import re
 import pytest
 from django.urls import reverse
 
-from catalog.selectors import access_dataset_for_write
+from catalog.datasets.selectors import access_dataset_for_write
 from factories.orders import approve_for_delivery, place_order
 from marketplace.exceptions import NotFoundError
 from marketplace.grants import grants_remove_all, who_may

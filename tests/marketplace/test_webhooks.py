@@ -363,9 +363,9 @@ def test_new_data_for_a_saved_search_fires_saved_search_new_data(
         django_capture_on_commit_callbacks) -> None:
     from decimal import Decimal
 
+    from catalog.discovery.services import saved_search_create, saved_searches_notify
     from catalog.models import Dataset, Study
     from catalog.search.snapshots import snapshot_refresh
-    from catalog.services.discovery import saved_search_create, saved_searches_notify
     from marketplace.models import Notification
 
     settings.SITE_URL = "https://data.example.org"

@@ -122,7 +122,7 @@ def test_it_refuses_an_order_without_accepting_the_agreement(published_dataset, 
 
 
 def test_it_refuses_an_order_when_the_price_changed_since_the_quote(published_dataset, bob, alice):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     as_user(bob).post("/api/cart/", {"dataset_id": published_dataset.pk}, format="json")
     dataset_update(dataset=published_dataset, acting_user=alice, price_per_study=Decimal("12.50"))

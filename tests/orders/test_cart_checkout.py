@@ -40,7 +40,7 @@ def test_one_cart_across_two_providers_is_one_order_with_a_line_each(published_d
 
 def test_a_cart_in_two_currencies_is_refused_with_a_clear_message(published_dataset, second_provider_dataset,
                                                                   bob, dua, make_member):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     dave = second_provider_dataset.provider.memberships.get().user
     dataset_update(dataset=second_provider_dataset, acting_user=dave, currency="EUR")
@@ -55,7 +55,7 @@ def test_a_cart_in_two_currencies_is_refused_with_a_clear_message(published_data
 
 
 def test_a_plan_change_during_checkout_charges_nothing_different(published_dataset, bob, alice, dua):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     cart_add(buyer=bob, dataset=published_dataset)
     seen = cart_quote(buyer=bob)
@@ -125,7 +125,7 @@ def test_an_invoice_is_numbered_downloadable_and_paid_only_with_a_reason(publish
 
 
 def test_a_free_dataset_is_ordered_without_payment(published_dataset, bob, alice, admin_user, dua):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     dataset_update(dataset=published_dataset, acting_user=alice, price_per_study=Decimal("0"))
     order = place_order(bob, published_dataset, dua)

@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from catalog.services import dataset_update
+from catalog.datasets.services import dataset_update
 from factories.orders import approve_for_delivery, place_order
 from marketplace.exceptions import NotFoundError, PermissionDeniedError
 from marketplace.grants import who_may

@@ -10,7 +10,7 @@ import pytest
 from dateutil.relativedelta import relativedelta
 from django.utils import timezone
 
-from catalog.services import dataset_update
+from catalog.datasets.services import dataset_update
 from factories.orders import approve_for_delivery, place_order
 from orders.entitlements import LICENCE_ENDED, entitlements_expire, line_renewable
 from orders.models import Order, OrderStatusChange

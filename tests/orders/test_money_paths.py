@@ -41,7 +41,7 @@ def post_event(client, body: bytes, signature: str):  # noqa: ANN001, ANN201
 
 
 def test_a_free_sample_is_taken_once_under_the_agreement(published_dataset, bob, alice, admin_user, dua):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     with pytest.raises(OrderError, match="no free sample"):
         sample_take(buyer=bob, dataset=published_dataset, accept_agreement=True, dua_template=dua,
@@ -65,7 +65,7 @@ def test_a_free_sample_is_taken_once_under_the_agreement(published_dataset, bob,
 
 
 def test_the_academic_discount_applies_only_to_verified_academic_buyers(published_dataset, bob, alice, admin_user):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
     from marketplace.services import organization_verify_academic
 
     dataset_update(dataset=published_dataset, acting_user=alice, academic_discount_bps=2000)

@@ -344,7 +344,7 @@ def test_the_periodic_task_expires_due_offers_once_and_tells_the_author(
 # ---- the data-request board ------------------------------------------------------------
 
 def test_a_providers_answer_on_the_board_becomes_a_real_offer(bob, alice, published_dataset, charlie):
-    from catalog.services.discovery import data_request_create, data_request_respond
+    from catalog.discovery.services import data_request_create, data_request_respond
 
     data_request = data_request_create(requester=bob, title="Chest CT", description="Low-dose chest CT")
     response = data_request_respond(data_request=data_request, responder=alice,
@@ -412,7 +412,7 @@ def test_the_pages_take_a_request_a_counter_and_an_acceptance_into_the_cart(
 
 def test_a_provider_makes_its_board_answer_an_offer_through_the_page(client, bob, alice, charlie,
                                                                       published_dataset):
-    from catalog.services.discovery import data_request_create, data_request_respond
+    from catalog.discovery.services import data_request_create, data_request_respond
 
     data_request = data_request_create(requester=bob, title="Chest CT", description="Low-dose chest CT")
     response = data_request_respond(data_request=data_request, responder=alice,

@@ -24,7 +24,7 @@ Consent = OrderLine.ConsentStatus
 
 @pytest.fixture
 def consent_dataset(published_dataset, alice):
-    from catalog.services import dataset_update
+    from catalog.datasets.services import dataset_update
 
     dataset_update(dataset=published_dataset, acting_user=alice, requires_provider_consent=True)
     published_dataset.refresh_from_db()

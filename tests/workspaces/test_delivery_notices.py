@@ -13,8 +13,8 @@ from django.core import mail
 from django.utils import timezone
 
 import storage
+from catalog.datasets.services import dataset_transition
 from catalog.models import Dataset, Instance, Study
-from catalog.services import dataset_transition
 from factories.orders import approve_for_delivery, place_order
 from marketplace.models import Notification, Organization, WebhookDelivery, WebhookEndpoint
 from marketplace.webhooks import webhook_endpoint_create

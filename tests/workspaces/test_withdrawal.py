@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from catalog.datasets.services import dataset_transition
 from catalog.models import Dataset
-from catalog.services import dataset_transition
 from factories.orders import approve_for_delivery, place_order
 from marketplace.models import AuditEvent
 from orders.models import Order

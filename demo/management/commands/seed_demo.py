@@ -19,14 +19,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from catalog.datasets.services import dataset_create, dataset_publish, dataset_submit_for_review
+from catalog.ingestion.ingest import upload_batch_ingest
+from catalog.ingestion.uploads import upload_batch_create
 from catalog.models import Dataset
-from catalog.services import (
-    dataset_create,
-    dataset_publish,
-    dataset_submit_for_review,
-    upload_batch_create,
-)
-from catalog.services.ingestion import upload_batch_ingest
 from demo.synthetic import DEMO_SPECS, generate_demo_dataset, write_zip
 from marketplace.demo_accounts import demo_account_ready, demo_two_factor
 from marketplace.models import Membership, Organization, User

@@ -1,16 +1,63 @@
-"""The dataset page's statistics, computed by the worker when the data changes (never per
-page view): distributions for the charts, metadata completeness, de-identification
-evidence and conformance warnings. Counts only; no value that could identify anyone."""
+"""What the worker derives from a dataset's rows when its data changes (never per page
+view), each stored on the dataset: the counts and facet summaries, the dataset page's
+statistics (distributions for the charts, metadata completeness, de-identification
+evidence and conformance warnings) and its preview images. Counts only; no value that
+could identify anyone. The order they run in after an ingestion: catalog/ingestion/after.py."""
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count, Q
+from django.db.models import Aggregate, Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from catalog.facets import FACETS
-from catalog.models import Dataset, Instance, Study, UploadFile
+from catalog.models import Dataset, Instance, Series, Study, UploadFile
+
+
+def _subtotal(rows: QuerySet, group: str, aggregate: Aggregate) -> Coalesce:
+    """A correlated subquery: `aggregate` over `rows` grouped by `group`, 0 when empty."""
+    total = rows.order_by().values(group).annotate(total=aggregate).values("total")
+    return Coalesce(Subquery(total), 0)
+
+
+def dataset_refresh_counts(*, dataset_id: int) -> None:
+    """Recount studies/series/instances and the facet summaries of one dataset."""
+    # Set-based: one UPDATE for all series and one for all studies, whatever their number.
+    series = Series.objects.filter(study__dataset_id=dataset_id)
+    series.update(
+        instance_count=_subtotal(Instance.objects.filter(series=OuterRef("pk")), "series", Count("id")),
+        total_bytes=_subtotal(Instance.objects.filter(series=OuterRef("pk")), "series", Sum("size_bytes")),
+    )
+    studies = Study.objects.filter(dataset_id=dataset_id)
+    of_study = Series.objects.filter(study=OuterRef("pk"))
+    studies.update(
+        series_count=_subtotal(of_study, "study", Count("id")),
+        instance_count=_subtotal(of_study, "study", Sum("instance_count")),
+        total_bytes=_subtotal(of_study, "study", Sum("total_bytes")),
+    )
+
+    live = studies.filter(instance_count__gt=0)
+    totals = live.aggregate(
+        patients=Count("pseudo_patient_id", distinct=True),
+        studies=Count("id"),
+        series=Coalesce(Sum("series_count"), 0),
+        instances=Coalesce(Sum("instance_count"), 0),
+        bytes=Coalesce(Sum("total_bytes"), 0),
+    )
+
+    def distinct(field: str) -> list[str]:
+        # order_by() drops Study's default ordering by id, which DISTINCT would otherwise include.
+        return sorted(v for v in live.exclude(**{field: ""}).order_by().values_list(field, flat=True).distinct() if v)
+
+    modalities = sorted({m for ms in live.values_list("modalities", flat=True) for m in ms})
+    Dataset.objects.filter(pk=dataset_id).update(
+        patient_count=totals["patients"], study_count=totals["studies"], series_count=totals["series"],
+        instance_count=totals["instances"], total_bytes=totals["bytes"],
+        modalities=modalities, body_parts=distinct("body_part"), sexes=distinct("patient_sex"),
+        age_bands=distinct("age_band"), manufacturers=distinct("manufacturer"),
+    )
+
 
 CHARTS = [("age_band", "Age"), ("patient_sex", "Sex"), ("ethnicity", "Ethnicity"), ("modality", "Modality"),
           ("manufacturer", "Manufacturer"), ("body_part", "Body part"), ("study_year", "Studies per year")]
@@ -83,8 +130,8 @@ def dataset_refresh_previews(*, dataset_id: int) -> int:
     import logging
 
     import storage
-    from catalog.models import DatasetPreview, Series
-    from catalog.previews import render_preview
+    from catalog.datasets.previews import render_preview
+    from catalog.models import DatasetPreview
 
     have = DatasetPreview.objects.filter(dataset_id=dataset_id).count()
     if have >= MAX_PREVIEWS:

@@ -8,26 +8,22 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 
-from catalog.exceptions import CatalogError, InvalidQueryError
-from catalog.facets import facet_label
-from catalog.forms import DatasetForm, UploadForm
-from catalog.models import UploadBatch
-from catalog.search.query import DATASETS, Query, query_from
-from catalog.selectors import (
+from catalog.datasets.forms import DatasetForm, UploadForm
+from catalog.datasets.selectors import (
     access_dataset,
     access_dataset_for_write,
     dataset_facets,
     dataset_search,
     published_datasets,
 )
-from catalog.selectors_stats import dataset_previews, statistics_for_page
-from catalog.services import (
-    dataset_create,
-    dataset_submit_for_review,
-    dataset_update,
-    upload_batch_create,
-    upload_batch_retry,
-)
+from catalog.datasets.services import dataset_create, dataset_submit_for_review, dataset_update
+from catalog.datasets.statistics import dataset_previews, statistics_for_page
+from catalog.exceptions import CatalogError, InvalidQueryError
+from catalog.facets import facet_label
+from catalog.ingestion.upload_batches import upload_batch_retry
+from catalog.ingestion.uploads import upload_batch_create
+from catalog.models import UploadBatch
+from catalog.search.query import DATASETS, Query, query_from
 from marketplace.exceptions import ApplicationError
 from marketplace.selectors import organizations_for_user, provider_organizations_for_user
 from marketplace.services import audit_record, client_ip

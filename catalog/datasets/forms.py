@@ -2,6 +2,12 @@ from __future__ import annotations
 
 from django import forms
 
+from catalog.datasets.pricing import PlanError, bps_from_percent, plan_clean, price_major
+from catalog.datasets.services import (
+    check_disclosure_threshold,
+    clean_conditions,
+    patient_free_text_choices,
+)
 from catalog.exceptions import CatalogError
 from catalog.licence import (
     ACCESS_MODES,
@@ -13,12 +19,6 @@ from catalog.licence import (
     terms_for_licence_type,
 )
 from catalog.models import Dataset, LicenceType, PricingModel
-from catalog.services.datasets import (
-    check_disclosure_threshold,
-    clean_conditions,
-    patient_free_text_choices,
-)
-from catalog.services.pricing import PlanError, bps_from_percent, plan_clean, price_major
 from orders.currency import ACCEPTED_CURRENCIES
 from orders.pricing import percent_words
 

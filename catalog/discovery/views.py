@@ -1,4 +1,4 @@
-"""Saved searches and the data-request board (thin views over catalog/services/discovery.py)."""
+"""Saved searches and the data-request board (thin views over catalog/discovery/services.py)."""
 from __future__ import annotations
 
 from django.contrib import messages
@@ -7,9 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from catalog.exceptions import CatalogError
-from catalog.models import DataRequest, Dataset
-from catalog.services.discovery import (
+from catalog.discovery.services import (
     cohort_url,
     data_request_close,
     data_request_create,
@@ -17,6 +15,8 @@ from catalog.services.discovery import (
     saved_search_create,
     saved_search_delete,
 )
+from catalog.exceptions import CatalogError
+from catalog.models import DataRequest, Dataset
 from marketplace.exceptions import ApplicationError
 from marketplace.models import Organization
 

@@ -8,10 +8,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.datasets.pricing import PlanError, dataset_list_price, plan_clean, plan_of
 from catalog.exceptions import CatalogError, LicenceConflictError, ProviderNotApprovedError
 from catalog.licence import LicenceTerms, LicenceTermsError, terms_conflicts, terms_for_licence_type
 from catalog.models import Dataset, LicenceType, PricingModel
-from catalog.services.pricing import PlanError, dataset_list_price, plan_clean, plan_of
 from marketplace.exceptions import InvalidTransitionError
 from marketplace.models import Organization, User
 from marketplace.services import audit_record
@@ -46,7 +46,7 @@ def dataset_create(
     requires_provider_consent: bool = False,
 ) -> Dataset:
     """A draft dataset. ``price`` is the plan's price in major units of ``currency``
-    (catalog.services.pricing.plan_clean checks the plan); ``price_per_study`` alone is
+    (catalog.datasets.pricing.plan_clean checks the plan); ``price_per_study`` alone is
     shorthand for a per-study plan at that price. ``licence_terms`` (LicenceTerms or its
     dict) default to those of the licence type (catalog.licence.terms_for_licence_type);
     terms contradicting the licence type, the price or ``licence_text`` are refused."""

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import transaction
 
 import storage
-from catalog.archives import ArchiveLimits, validate_archive
 from catalog.exceptions import CatalogError
+from catalog.ingestion.archives import ArchiveLimits, validate_archive
 from catalog.models import Dataset, UploadBatch, UploadFile
 from marketplace.models import User
 from marketplace.services import audit_record

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from catalog.facets import openapi_query_parameters
 from catalog.search import search_backend
+from catalog.search.queries import count_query_admit, study_browse_record
 from catalog.search.query import STUDIES, query_from
 from catalog.search.service import (
     browsable_studies,
@@ -18,7 +19,6 @@ from catalog.search.service import (
     study_matches,
     study_page,
 )
-from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.services import client_ip
 
 

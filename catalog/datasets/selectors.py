@@ -6,8 +6,8 @@ from typing import Any
 from django.contrib.postgres.search import SearchQuery, SearchRank
 from django.db.models import Count, F, Func, Q, QuerySet
 
+from catalog.datasets.grants import datasets_managed_by
 from catalog.facets import BREAKDOWN_FACETS, DATASET_SEARCH_FACETS, FACETS
-from catalog.grants import datasets_managed_by
 from catalog.models import Dataset, Study
 from catalog.search.query import Query
 from marketplace.exceptions import NotFoundError

@@ -16,6 +16,7 @@ from django.urls import reverse
 from catalog.exceptions import InvalidQueryError
 from catalog.facets import FACETS, SORTS, facet_label
 from catalog.search.criteria import cohort_criteria
+from catalog.search.queries import count_query_admit, study_browse_record
 from catalog.search.query import STUDIES, Query, query_from
 from catalog.search.service import (
     MAX_STUDY_PAGE,
@@ -27,7 +28,6 @@ from catalog.search.service import (
     study_matches,
     study_page,
 )
-from catalog.services.queries import count_query_admit, study_browse_record
 from marketplace.ratelimit import RateLimitedError
 from marketplace.services import client_ip
 

@@ -24,8 +24,14 @@ from django.utils import timezone
 
 import deid
 import storage
-from catalog.archives import Member, copy_member, list_members, validate_archive
 from catalog.exceptions import ArchiveMemberError, UnsafeArchiveError
+from catalog.ingestion.archives import Member, copy_member, list_members, validate_archive
+from catalog.ingestion.upload_batches import (
+    upload_batch_fail,
+    upload_batch_recount,
+    upload_batch_transition,
+)
+from catalog.ingestion.uploads import archive_limits
 from catalog.models import (
     Dataset,
     Instance,
@@ -35,12 +41,6 @@ from catalog.models import (
     UploadFile,
     age_band_for,
 )
-from catalog.services.upload_batches import (
-    upload_batch_fail,
-    upload_batch_recount,
-    upload_batch_transition,
-)
-from catalog.services.uploads import archive_limits
 from marketplace.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def upload_batch_finish(*, batch_id: int) -> UploadBatch | None:
     The batch shows "done" only once the statistics are current, so a provider who
     submits the dataset the moment the upload finishes sees its images counted.
     """
-    from catalog.services.stats import dataset_refresh_stats
+    from catalog.ingestion.after import dataset_refresh_stats
 
     with transaction.atomic():
         # Two chunks finishing together both get here: the row lock lets one close it.

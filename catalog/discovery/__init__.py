@@ -1,0 +1,1 @@
+"""Discovery: the cohort builder page, saved searches and the data-request board."""
