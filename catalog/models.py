@@ -80,7 +80,7 @@ class Dataset(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
 
-    # Summaries, recomputed by the worker after each ingestion (dataset_refresh_stats).
+    # Summaries, recomputed by the worker after each ingestion (catalog/ingestion/after.py).
     modalities = ArrayField(models.CharField(max_length=16), default=list, blank=True)
     body_parts = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     sexes = ArrayField(models.CharField(max_length=8), default=list, blank=True)

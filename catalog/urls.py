@@ -1,14 +1,15 @@
 from django.urls import path
 
-from catalog.datasets import views
+from catalog.datasets import views as dataset_views
 from catalog.discovery import cohort_views
 from catalog.discovery import views as discovery_views
+from catalog.ingestion import views as ingestion_views
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("datasets/", views.dataset_list, name="dataset_list"),
-    path("datasets/<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
-    path("datasets/<int:dataset_id>/previews/<int:preview_id>.png", views.dataset_preview_image,
+    path("", dataset_views.home, name="home"),
+    path("datasets/", dataset_views.dataset_list, name="dataset_list"),
+    path("datasets/<int:dataset_id>/", dataset_views.dataset_detail, name="dataset_detail"),
+    path("datasets/<int:dataset_id>/previews/<int:preview_id>.png", dataset_views.dataset_preview_image,
          name="dataset_preview_image"),
     path("cohorts/", cohort_views.cohort_builder, name="cohort_builder"),
     path("saved/", discovery_views.saved_searches, name="saved_searches"),
@@ -16,10 +17,10 @@ urlpatterns = [
     path("saved/<int:saved_id>/delete/", discovery_views.saved_search_remove, name="saved_search_remove"),
     path("requests/", discovery_views.data_requests, name="data_requests"),
     path("requests/<int:request_id>/", discovery_views.data_request_detail, name="data_request_detail"),
-    path("provider/datasets/new/", views.dataset_new, name="dataset_new"),
-    path("provider/datasets/<int:dataset_id>/", views.dataset_manage, name="dataset_manage"),
-    path("provider/datasets/<int:dataset_id>/upload/", views.dataset_upload, name="dataset_upload"),
-    path("provider/uploads/<int:batch_id>/", views.upload_batch_detail, name="upload_batch_detail"),
-    path("provider/uploads/<int:batch_id>/retry/", views.upload_batch_retry_view, name="upload_batch_retry"),
-    path("provider/uploads/<int:batch_id>/progress/", views.upload_batch_progress, name="upload_batch_progress"),
+    path("provider/datasets/new/", dataset_views.dataset_new, name="dataset_new"),
+    path("provider/datasets/<int:dataset_id>/", dataset_views.dataset_manage, name="dataset_manage"),
+    path("provider/datasets/<int:dataset_id>/upload/", ingestion_views.dataset_upload, name="dataset_upload"),
+    path("provider/uploads/<int:batch_id>/", ingestion_views.upload_batch_detail, name="upload_batch_detail"),
+    path("provider/uploads/<int:batch_id>/retry/", ingestion_views.upload_batch_retry_view, name="upload_batch_retry"),
+    path("provider/uploads/<int:batch_id>/progress/", ingestion_views.upload_batch_progress, name="upload_batch_progress"),
 ]

@@ -5,6 +5,10 @@ a cancellation or an ended access from the signals in orders/signals.py
 (workspaces/receivers.py). marketplace (accounts, organizations, audit) must not import
 catalog: the catalogue's pages, the home page among them, live in catalog.
 
+Inside catalog, search/ is the layer the pages stand on: it imports none of the wings
+datasets/, ingestion/ and discovery/; and nothing but the URLs imports discovery/ (the
+cohort builder, saved searches, data requests), so datasets and ingestion stay free of it.
+
 Every .py file of the lower app is parsed (nothing is imported), and every import counts,
 wherever it stands: at the top, inside a function, under TYPE_CHECKING, or through
 importlib.import_module / __import__ with a literal name.
@@ -22,6 +26,11 @@ REPO = Path(__file__).resolve().parent.parent
 FORBIDDEN = [
     ("orders", "workspaces"),
     ("marketplace", "catalog"),
+    ("catalog/search", "catalog.datasets"),
+    ("catalog/search", "catalog.ingestion"),
+    ("catalog/search", "catalog.discovery"),
+    ("catalog/datasets", "catalog.discovery"),
+    ("catalog/ingestion", "catalog.discovery"),
 ]
 
 
