@@ -337,7 +337,7 @@ def _run(args: argparse.Namespace, work: Path, url: str) -> int:
     print(f"# COPY into PostgreSQL {time.perf_counter() - t0:.1f} s")
     from catalog.models import Dataset
     from catalog.search import PostgresSearch, search_backend
-    from catalog.search.snapshots import snapshot_refresh
+    from catalog.search.memory.snapshots import snapshot_refresh
     from catalog.search.vectors import studies_refresh_search_vector
 
     t0 = time.perf_counter()
@@ -357,7 +357,7 @@ def _run(args: argparse.Namespace, work: Path, url: str) -> int:
     ours: dict[str, tuple[str, list[float]]] = {}
     cold: dict[str, float] = {}
     t0 = time.perf_counter()
-    from catalog.search.columnar import columns, forget_masks
+    from catalog.search.memory.columnar import columns, forget_masks
 
     columns()
     print(f"# web process: search columns loaded in {time.perf_counter() - t0:.1f} s (once per data version)")

@@ -328,7 +328,7 @@ class UploadFile(models.Model):
 class StudyColumns(models.Model):
     """One dataset's study search dimensions as compressed numpy codes (catalog/search/
     snapshots.py), rebuilt by the worker when the dataset's studies change; web processes
-    hold all of them in memory for counting (catalog/search/columnar.py)."""
+    hold all of them in memory for counting (catalog/search/memory/columnar.py)."""
 
     dataset = models.OneToOneField(Dataset, on_delete=models.CASCADE, primary_key=True, related_name="+")
     version = models.BigIntegerField()
@@ -343,7 +343,7 @@ class KeywordPostings(models.Model):
     """For one dataset and one full-text lexeme of its studies' search vectors, the ids of
     the studies holding it (int64, big-endian, ascending): the worker's inverted index,
     written with the dataset's column snapshot; web processes fetch only the lexemes a
-    query names (catalog/search/keywords.py)."""
+    query names (catalog/search/memory/keywords.py)."""
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
     lexeme = models.TextField()

@@ -10,11 +10,11 @@ shows "done", and tests and the demo data call it to bring a dataset up to date.
   4. previews      a preview image for each series without one, up to 12 (catalog/datasets/derived.py)
   5. search vectors the studies' and the dataset's PostgreSQL search vectors: what keywords match
                    (catalog/search/vectors.py)
-  6. keyword postings read from the study vectors, in the same transaction (catalog/search/keywords.py,
+  6. keyword postings read from the study vectors, in the same transaction (catalog/search/memory/keywords.py,
                    called by step 5)
   7. search index  the Elasticsearch documents, only when ELASTICSEARCH_URL is set
                    (catalog/search/elastic.py, called by step 5)
-  8. snapshots     the in-memory column snapshot the columnar search counts (catalog/search/snapshots.py)
+  8. snapshots     the in-memory column snapshot the columnar search counts (catalog/search/memory/snapshots.py)
 
 A dataset's title or conditions changing (no new rows) needs only steps 5-7:
 catalog.tasks.dataset_search_refresh_task.
@@ -36,7 +36,7 @@ def dataset_refresh_stats(*, dataset_id: int) -> Dataset:
     dataset_refresh_previews(dataset_id=dataset_id)  # 4. the dataset page's preview images
     dataset = dataset_refresh_search(dataset_id=dataset_id)  # 5-7. search vectors, keyword postings, search index
     # imported when used: the snapshot is numpy columns (about 16 MB), refreshed by the worker
-    from catalog.search.snapshots import snapshot_refresh
+    from catalog.search.memory.snapshots import snapshot_refresh
 
     snapshot_refresh(dataset_id=dataset_id)  # 8. what the in-memory search counts
     return dataset

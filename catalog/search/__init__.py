@@ -11,12 +11,12 @@ from catalog.search.postgres import PostgresSearch
 from catalog.search.query import Query, query_from
 
 if TYPE_CHECKING:
-    from catalog.search.columnar import ColumnarSearch
+    from catalog.search.memory.columnar import ColumnarSearch
 
 
 def search_backend() -> SearchBackend:
     """Counts in Elasticsearch or OpenSearch (elastic.py) when ELASTICSEARCH_URL is set (the
-    URL alone chooses it); in memory (columnar.py) otherwise."""
+    URL alone chooses it); in memory (memory/columnar.py) otherwise."""
     from django.conf import settings
 
     if settings.ELASTICSEARCH_URL:
@@ -25,14 +25,14 @@ def search_backend() -> SearchBackend:
         return ElasticSearch()
     # imported when used: the columns are numpy arrays (numpy costs a web worker about
     # 16 MB), loaded by the first request that searches, not at start
-    from catalog.search.columnar import ColumnarSearch
+    from catalog.search.memory.columnar import ColumnarSearch
 
     return ColumnarSearch()
 
 
 def __getattr__(name: str) -> Any:
     if name == "ColumnarSearch":  # imported when used, as in search_backend()
-        from catalog.search.columnar import ColumnarSearch
+        from catalog.search.memory.columnar import ColumnarSearch
 
         return ColumnarSearch
     raise AttributeError(f"module 'catalog.search' has no attribute {name!r}")

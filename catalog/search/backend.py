@@ -2,7 +2,7 @@
 searches use (``search_backend()`` picks the implementation).
 
 Three implementations, none inheriting from another: PostgresSearch (postgres.py, SQL),
-ColumnarSearch (columnar.py, numpy columns in memory) and ElasticSearch (elastic.py,
+ColumnarSearch (memory/columnar.py, numpy columns in memory) and ElasticSearch (elastic.py,
 Elasticsearch or OpenSearch). They share helpers as module functions
 (postgres.published_datasets, postgres.dataset_passes, postgres.study_rows) and must give
 the same answers (tests/catalog/test_search_contract.py).

@@ -2,9 +2,9 @@
 
 Each facet is counted with every filter but its own in one pass over the matching
 studies (GROUPING SETS with one FILTERed count per facet); keywords use the full-text
-index. Exact, and the reference the in-memory backend (columnar.py) is tested against,
+index. Exact, and the reference the in-memory backend (memory/columnar.py) is tested against,
 but it groups every matching study per request: at a million studies the product counts
-with columnar.py and uses this class for study pages only.
+with memory/columnar.py and uses this class for study pages only.
 """
 from __future__ import annotations
 

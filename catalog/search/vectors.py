@@ -50,7 +50,7 @@ def studies_refresh_search_vector(*, dataset: Dataset) -> None:
     """Each study's keywords: its own and its series' descriptions (weight A), body part,
     modalities, maker and model (B), and the dataset's conditions (D, ranked last), in one
     set-based UPDATE; then the dataset's keyword postings, read from these vectors
-    (catalog/search/keywords.py). Not the dataset's title: a study matches by what it is,
+    (catalog/search/memory/keywords.py). Not the dataset's title: a study matches by what it is,
     so "brain" finds no knee study of a dataset called "Brain and knee MRI" (the catalog
     page's dataset search still finds the dataset by its title)."""
     conditions = " ".join(condition_label(c) for c in dataset.conditions)
@@ -67,7 +67,7 @@ def studies_refresh_search_vector(*, dataset: Dataset) -> None:
             [conditions, dataset.id],
         )
         # imported when used: the postings are numpy arrays (about 16 MB), refreshed by the worker
-        from catalog.search.keywords import postings_refresh
+        from catalog.search.memory.keywords import postings_refresh
 
         postings_refresh(dataset_id=dataset.id)
 

@@ -130,7 +130,7 @@ def study_catalog(provider):
     from decimal import Decimal
 
     from catalog.models import Dataset, Study
-    from catalog.search.snapshots import snapshot_refresh
+    from catalog.search.memory.snapshots import snapshot_refresh
 
     dataset = Dataset.objects.create(provider=provider, title="Chest CT cohort", status=Dataset.Status.PUBLISHED,
                                      price_per_study=Decimal("3.00"), allow_study_browsing=True)

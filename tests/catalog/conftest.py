@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from catalog.models import Dataset, Study
-from catalog.search.snapshots import snapshot_refresh
+from catalog.search.memory.snapshots import snapshot_refresh
 from marketplace.models import Organization
 
 SEXES, BANDS = ["F", "M", ""], ["18-29", "40-49", "60-69", "unknown"]

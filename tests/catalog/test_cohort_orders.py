@@ -24,8 +24,8 @@ from catalog.disclosure import SUPPRESSED, BelowThresholdError
 from catalog.models import Dataset, Study
 from catalog.search import PostgresSearch
 from catalog.search.criteria import cohort_criteria, cohort_from, describe
+from catalog.search.memory.snapshots import snapshot_refresh
 from catalog.search.service import cohort_study_ids, cohort_summary, facets_and_total
-from catalog.search.snapshots import snapshot_refresh
 from catalog.search.vectors import studies_refresh_search_vector
 from factories.orders import USE
 from orders.models import Order

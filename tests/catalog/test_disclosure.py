@@ -22,7 +22,7 @@ from django.test import Client
 from catalog.datasets.derived import dataset_statistics
 from catalog.disclosure import SUPPRESSED, BelowThresholdError, Rule, require_disclosable
 from catalog.models import Dataset, Study
-from catalog.search.snapshots import snapshot_refresh
+from catalog.search.memory.snapshots import snapshot_refresh
 from catalog.search.vectors import studies_refresh_search_vector
 from marketplace.models import Notification, Organization
 from orders.models import CartItem

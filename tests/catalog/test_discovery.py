@@ -15,7 +15,7 @@ from catalog.discovery.services import (
 )
 from catalog.exceptions import CatalogError
 from catalog.models import DataRequest, Dataset, SavedSearch, Study
-from catalog.search.snapshots import snapshot_refresh
+from catalog.search.memory.snapshots import snapshot_refresh
 from marketplace.models import Notification, Organization
 
 pytestmark = pytest.mark.django_db

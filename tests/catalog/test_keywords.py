@@ -7,10 +7,10 @@ from django.db import connection
 
 from catalog.models import Study
 from catalog.search import ColumnarSearch
-from catalog.search.columnar import _matching_ids, columns, keyword_rows
-from catalog.search.keywords import Unsupported, evaluate, matching_ids, parse_tsquery
+from catalog.search.memory.columnar import _matching_ids, columns, keyword_rows
+from catalog.search.memory.keywords import Unsupported, evaluate, matching_ids, parse_tsquery
+from catalog.search.memory.snapshots import snapshot_refresh
 from catalog.search.query import Query as StudyQuery
-from catalog.search.snapshots import snapshot_refresh
 from catalog.search.vectors import studies_refresh_search_vector
 
 pytestmark = pytest.mark.django_db
@@ -59,8 +59,8 @@ def test_the_cohort_counts_use_the_postings_and_agree_with_sql(indexed, monkeypa
     query = StudyQuery(q="lung -apex", filters={"sex": ["F"]})
     expected = ColumnarSearch().counts(query, ColumnarSearch().datasets(query))
     # Again from a fresh cache, with PostgreSQL's full-text scan out of reach.
-    monkeypatch.setattr("catalog.search.columnar._keyword_rows", {})
-    monkeypatch.setattr("catalog.search.columnar._matching_ids", _refuse)
+    monkeypatch.setattr("catalog.search.memory.columnar._keyword_rows", {})
+    monkeypatch.setattr("catalog.search.memory.columnar._matching_ids", _refuse)
     assert ColumnarSearch().counts(query, ColumnarSearch().datasets(query)) == expected
     assert sum(expected["dataset"].values()) == Study.objects.filter(
         dataset__in=indexed, description__icontains="lung", patient_sex="F", instance_count__gt=0,
@@ -75,7 +75,7 @@ def test_snapshots_written_before_the_postings_fall_back_to_postgresql(indexed, 
     cols = columns()
     assert cols.keyword_postings
     monkeypatch.setattr(cols, "keyword_postings", False)
-    monkeypatch.setattr("catalog.search.keywords.matching_ids", _refuse)
+    monkeypatch.setattr("catalog.search.memory.keywords.matching_ids", _refuse)
     assert len(keyword_rows(cols, "meniscus")) == Study.objects.filter(
         dataset__in=indexed, description="meniscus tear", instance_count__gt=0).count()
 

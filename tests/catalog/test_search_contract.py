@@ -10,6 +10,7 @@ import pytest
 from catalog.facets import STUDY_FACETS
 from catalog.models import Series, Study
 from catalog.search import ColumnarSearch, PostgresSearch, SearchBackend
+from catalog.search.memory.snapshots import snapshot_refresh
 from catalog.search.query import Query
 from catalog.search.service import (
     MIX_DIMENSIONS,
@@ -20,7 +21,6 @@ from catalog.search.service import (
     facets_and_total,
     fill_the_gap,
 )
-from catalog.search.snapshots import snapshot_refresh
 from catalog.search.vectors import studies_refresh_search_vector
 
 pytestmark = pytest.mark.django_db

@@ -11,10 +11,10 @@ from catalog.exceptions import InvalidQueryError
 from catalog.facets import FIELD_BANDS, SLICE_BANDS, STUDY_FACETS
 from catalog.models import Dataset, Study
 from catalog.search import ColumnarSearch, PostgresSearch
+from catalog.search.memory.snapshots import snapshot_refresh
 from catalog.search.query import Query as StudyQuery
 from catalog.search.query import query_from as study_query_from
 from catalog.search.service import facets_and_total
-from catalog.search.snapshots import snapshot_refresh
 from marketplace.models import Organization
 
 pytestmark = pytest.mark.django_db
@@ -106,7 +106,7 @@ def test_patients_and_breakdowns_agree_with_plain_counts(catalog, backend_class)
 
 
 def test_columns_reload_when_the_worker_changes_the_data(catalog) -> None:
-    from catalog.search.columnar import columns
+    from catalog.search.memory.columnar import columns
     before = columns()
     Study.objects.filter(dataset=catalog[0]).update(patient_sex="O")
     assert columns() is before  # nothing told the web processes yet
@@ -347,7 +347,7 @@ def test_cohort_page_lists_browsable_studies_sorted_a_page_at_a_time(client, cat
 def test_the_first_rows_of_a_page_come_in_stable_sort_order(count: int) -> None:
     import numpy as np
 
-    from catalog.search.columnar import _first_in_order
+    from catalog.search.memory.columnar import _first_in_order
     key = np.random.default_rng(count).integers(0, 12, 1000)  # many ties
     assert _first_in_order(key, count).tolist() == np.argsort(key, kind="stable")[:count].tolist()
     prices = -np.repeat([3.0, 5.0, 1.0], [400, 350, 250])

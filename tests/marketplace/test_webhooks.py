@@ -365,7 +365,7 @@ def test_new_data_for_a_saved_search_fires_saved_search_new_data(
 
     from catalog.discovery.services import saved_search_create, saved_searches_notify
     from catalog.models import Dataset, Study
-    from catalog.search.snapshots import snapshot_refresh
+    from catalog.search.memory.snapshots import snapshot_refresh
     from marketplace.models import Notification
 
     settings.SITE_URL = "https://data.example.org"

@@ -22,7 +22,8 @@ from django.db import connection
 
 from catalog.facets import STUDY_FACETS
 from catalog.models import Dataset
-from catalog.search import keywords
+from catalog.search.memory import keywords
+from catalog.search.memory.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
 from catalog.search.postgres import (
     DatasetInfo,
     PostgresSearch,
@@ -32,7 +33,6 @@ from catalog.search.postgres import (
     study_rows,
 )
 from catalog.search.query import Query
-from catalog.search.snapshots import PLAIN_FACETS, Snapshot, snapshot_versions, snapshots_fetch
 
 
 @dataclass
