@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from marketplace.admin import AuditedModelAdmin, each_row
+from marketplace.admin import AuditedModelAdmin, ReadOnlyAdmin, each_row
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 from orders.agreements import dua_template_change, dua_template_create, dua_template_in_use
@@ -180,7 +180,7 @@ class ContractAdmin(AuditedModelAdmin):
 
 
 @admin.register(Signature)
-class SignatureAdmin(AuditedModelAdmin):
+class SignatureAdmin(ReadOnlyAdmin):
     """Read only: signatures are made by signing, and the database refuses changing or
     deleting them."""
 
@@ -193,15 +193,6 @@ class SignatureAdmin(AuditedModelAdmin):
     @admin.display(description="SHA-256")
     def short_sha256(self, obj: Signature) -> str:
         return format_html('<code title="{}">{}…</code>', obj.record_sha256, obj.record_sha256[:12])
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class ReadOnlyInline(admin.TabularInline):

@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
@@ -144,3 +145,20 @@ def to_bytes(ds: Dataset, transfer_syntax: str = ExplicitVRLittleEndian) -> byte
     dcmwrite(buffer, ds, enforce_file_format=True, implicit_vr=ts.is_implicit_VR,
              little_endian=ts.is_little_endian)
     return buffer.getvalue()
+
+
+def elements_of(data: bytes) -> dict[tuple[int, ...], tuple[str, object]]:
+    """Every element at any depth (path of tags and item indexes) -> (VR, value)."""
+    ds = dcmread(io.BytesIO(data))
+    found: dict[tuple[int, ...], tuple[str, object]] = {}
+
+    def visit(dataset: Dataset, path: tuple[int, ...]) -> None:
+        for elem in dataset:
+            if elem.VR == "SQ":
+                for index, item in enumerate(elem.value):
+                    visit(item, (*path, int(elem.tag), index))
+            else:
+                found[(*path, int(elem.tag))] = (elem.VR, elem.value)
+    visit(ds.file_meta, ())
+    visit(ds, ())
+    return found

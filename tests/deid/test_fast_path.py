@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pydicom
 import pytest
-from deid_factory import KEY, make_dataset, to_bytes
+from deid_factory import KEY, elements_of, make_dataset, to_bytes
 from phi_corpus import all_cases
 from pydicom.data import get_testdata_files
 from pydicom.uid import (
@@ -56,23 +56,6 @@ def _pydicom_path(data: bytes, options: Options, monkeypatch: pytest.MonkeyPatch
     return report, out.getvalue()
 
 
-def _elements(data: bytes) -> dict[tuple[int, ...], tuple[str, object]]:
-    """Every element at any depth (path of tags and item indexes) -> (VR, value)."""
-    ds = pydicom.dcmread(io.BytesIO(data))
-    found: dict[tuple[int, ...], tuple[str, object]] = {}
-
-    def visit(dataset: pydicom.Dataset, path: tuple[int, ...]) -> None:
-        for elem in dataset:
-            if elem.VR == "SQ":
-                for index, item in enumerate(elem.value):
-                    visit(item, (*path, int(elem.tag), index))
-            else:
-                found[(*path, int(elem.tag))] = (elem.VR, elem.value)
-    visit(ds.file_meta, ())
-    visit(ds, ())
-    return found
-
-
 @pytest.mark.parametrize("options", OPTION_SETS, ids=["default", "retain-more", "retain-less"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_fast_path_writes_the_same_bytes_as_the_pydicom_path(
@@ -109,7 +92,7 @@ def test_bundled_files_read_the_same_on_both_paths(monkeypatch: pytest.MonkeyPat
         expected_report, expected_output = _pydicom_path(data, options, monkeypatch)
         assert report == expected_report, path
         if output:
-            assert _elements(output) == _elements(expected_output), path
+            assert elements_of(output) == elements_of(expected_output), path
     assert taken >= 40  # most bundled files are explicit VR little endian
 
 

@@ -21,7 +21,7 @@ from workspaces.fingerprint import PRIVATE_CREATOR, PRIVATE_GROUP, fingerprint_f
 from workspaces.fingerprint_raw import fingerprint_raw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deid"))
-from deid_factory import KEY, make_dataset, to_bytes  # noqa: E402
+from deid_factory import KEY, elements_of, make_dataset, to_bytes  # noqa: E402
 from phi_corpus import all_cases  # noqa: E402
 
 ORDER_ID = 4242
@@ -69,23 +69,6 @@ def _pydicom_path(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[fingerp
     return result, out.getvalue()
 
 
-def _elements(data: bytes) -> dict[tuple[int, ...], tuple[str, object]]:
-    """Every element at any depth (path of tags and item indexes) -> (VR, value)."""
-    ds = pydicom.dcmread(io.BytesIO(data))
-    found: dict[tuple[int, ...], tuple[str, object]] = {}
-
-    def visit(dataset: pydicom.Dataset, path: tuple[int, ...]) -> None:
-        for elem in dataset:
-            if elem.VR == "SQ":
-                for index, item in enumerate(elem.value):
-                    visit(item, (*path, int(elem.tag), index))
-            else:
-                found[(*path, int(elem.tag))] = (elem.VR, elem.value)
-    visit(ds.file_meta, ())
-    visit(ds, ())
-    return found
-
-
 def test_both_paths_write_the_same_file_on_every_file_the_byte_path_takes(monkeypatch):
     taken, same_bytes = [], 0
     for name, data in inputs().items():
@@ -99,7 +82,7 @@ def test_both_paths_write_the_same_file_on_every_file_the_byte_path_takes(monkey
         if output == expected_output:
             same_bytes += 1
         else:
-            assert _elements(output) == _elements(expected_output), name
+            assert elements_of(output) == elements_of(expected_output), name
     # Nearly every de-identified file is explicit VR little endian without trailing elements.
     assert len(taken) >= 0.8 * len(inputs()), (len(taken), len(inputs()))
     assert same_bytes >= 0.9 * len(taken), (same_bytes, len(taken))
