@@ -22,4 +22,4 @@ class CatalogConfig(AppConfig):
         if pixels is not None:  # already imported (a shell, a test run): set it there too
             pixels.DECODE_TIMEOUT_SECONDS = timeout
 
-        from catalog import receivers  # noqa: F401 - grants a new dataset to its provider
+        from catalog import receivers  # noqa: F401 - grants a new dataset, unindexes a deleted one

@@ -51,3 +51,12 @@ def dataset_search_refresh_task(*, dataset_id: int) -> None:
     from catalog.search.vectors import dataset_refresh_search
 
     dataset_refresh_search(dataset_id=dataset_id)
+
+
+@shared_task(acks_late=True)
+def dataset_search_remove_task(*, dataset_id: int) -> int:
+    """After a dataset was deleted: its studies leave the search index (searches already
+    skip them: they only count published datasets, read from PostgreSQL)."""
+    from catalog.search.elastic import unindex_dataset
+
+    return unindex_dataset(dataset_id=dataset_id)

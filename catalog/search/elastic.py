@@ -12,7 +12,7 @@ stemming for descriptions and the dataset's conditions, plain words for body par
 modality and maker; close to PostgreSQL's configurations but not identical analysers:
 see the README). The series' descriptions are also copied into the study's
 ``description`` so keywords match across study and series text as PostgreSQL's one
-vector does. Every facet in dimensions.py is a study attribute, so facets count study
+vector does. Every facet in catalog/facets.py is a study attribute, so facets count study
 documents directly; a series-level facet would be counted with a ``nested`` aggregation
 and ``reverse_nested`` (studies, not series), see ``SERIES_FACETS``.
 
@@ -50,7 +50,7 @@ from elasticsearch.dsl import (
 )
 from elasticsearch.helpers import bulk
 
-from catalog.facets import FIELD_SQL, SLICE_SQL, STUDY_FACETS
+from catalog.facets import STUDY_FACETS
 from catalog.search.postgres import (
     DatasetInfo,
     condition_label,
@@ -67,7 +67,8 @@ CARDINALITY_PRECISION = 40_000
 PAGE_CHUNK = 10_000  # index.max_result_window: deeper pages walk with search_after
 COMPOSITE_CHUNK = 10_000
 RANK_AT_MOST = 100_000  # as columnar.py: keyword relevance is ranked by PostgreSQL (ts_rank)
-# Facets whose values are attributes of series (nested): none in dimensions.py today.
+# Facets whose values are attributes of series (nested): none in catalog/facets.py today
+# (a test counts one this way).
 SERIES_FACETS: frozenset[str] = frozenset()
 
 
@@ -94,31 +95,31 @@ class SeriesDocument(InnerDoc):
     description = Text(analyzer="english")
 
 
-class StudyDocument(Document):
-    study_id = Integer()  # sort tie-breaker and composite source (sorting on _id is refused)
-    dataset_id = Integer()
-    patient = Keyword()
-    # The same words PostgreSQL's search vector holds (catalog/search/vectors.py): the study's and
-    # its series' descriptions, its body part, modalities, maker and model, and the
-    # dataset's conditions.
-    description = Text(analyzer="english")
-    tags = Text(analyzer="standard")
-    dataset_text = Text(analyzer="english")
-    modality = Keyword(multi=True)
-    body_part = Keyword()
-    sex = Keyword()
-    age_band = Keyword()
-    ethnicity = Keyword()
-    manufacturer = Keyword()
-    model = Keyword()
-    slice_thickness = Keyword()
-    field_strength = Keyword()
-    has_report = Keyword()
-    has_annotation = Keyword()
-    study_date = Date()
-    instance_count = Integer()
-    series = Nested(SeriesDocument)
-    live = Boolean()
+def _study_document_class() -> type[Document]:
+    fields: dict[str, Any] = {
+        "__module__": __name__,
+        "study_id": Integer(),  # sort tie-breaker and composite source (sorting on _id is refused)
+        "dataset_id": Integer(),
+        "patient": Keyword(),
+        # The same words PostgreSQL's search vector holds (catalog/search/vectors.py): the study's and
+        # its series' descriptions, its body part, modalities, maker and model, and the
+        # dataset's conditions.
+        "description": Text(analyzer="english"),
+        "tags": Text(analyzer="standard"),
+        "dataset_text": Text(analyzer="english"),
+        "study_date": Date(),
+        "instance_count": Integer(),
+        "series": Nested(SeriesDocument),
+        "live": Boolean(),
+    }
+    # One keyword field per study-level facet, named as the facet: a facet added to
+    # catalog/facets.py is indexed (after a reindex) with no change here.
+    fields.update({name: Keyword(multi=facet.array) for name, facet in STUDY_FACETS.items()
+                   if name not in SERIES_FACETS})
+    return type(Document)("StudyDocument", (Document,), fields)
+
+
+StudyDocument = _study_document_class()
 
 
 def _connect() -> Any:
@@ -186,27 +187,38 @@ def drop_index() -> None:
         client.indices.delete(index=name, ignore_unavailable=True)
 
 
-_SOURCE = (f"id, dataset_id, pseudo_patient_id, description, modalities, body_part, patient_sex, age_band, "
-           f"ethnicity, manufacturer, model, {SLICE_SQL}, {FIELD_SQL}, has_report, has_annotation, "
-           "(SELECT string_agg(DISTINCT r.description, ' ') FROM catalog_series r "
-           " WHERE r.study_id = catalog_study.id), study_date, instance_count")
+# A study row: these columns, then each study-level facet's value (its column, or its band).
+_COLUMNS = ("id, dataset_id, pseudo_patient_id, description, modalities, body_part, manufacturer, model, "
+            "(SELECT string_agg(DISTINCT r.description, ' ') FROM catalog_series r "
+            " WHERE r.study_id = catalog_study.id), study_date, instance_count")
+_FACETS_INDEXED = [facet for name, facet in STUDY_FACETS.items() if name not in SERIES_FACETS]
+_SOURCE = ", ".join([_COLUMNS, *(facet.on_study() for facet in _FACETS_INDEXED)])
+
+
+def _facet_value(facet: Any, value: Any) -> Any:
+    """A facet's value as the snapshots hold it: "true"/"false" for flags, a sorted list of
+    distinct codes for list columns."""
+    if facet.boolean:
+        return "true" if value else "false"
+    if facet.array:
+        return sorted(set(value or []))
+    return value
 
 
 def study_document(row: tuple, dataset_text: str, series: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """The indexed fields of one study (a row of _SOURCE) and its series."""
-    return {
-        "study_id": row[0], "dataset_id": row[1], "patient": f"{row[1]}:{row[2]}",
-        "description": " ".join(part for part in (row[3], row[15]) if part),
-        "tags": " ".join([row[5] or "", *(row[4] or []), row[9] or "", row[10] or ""]).strip(),
+    (study_id, dataset_id, patient, description, modalities, body_part, manufacturer, model, series_text,
+     study_date, instance_count), facet_values = row[:11], row[11:]
+    document = {
+        "study_id": study_id, "dataset_id": dataset_id, "patient": f"{dataset_id}:{patient}",
+        "description": " ".join(part for part in (description, series_text) if part),
+        "tags": " ".join([body_part or "", *(modalities or []), manufacturer or "", model or ""]).strip(),
         "dataset_text": dataset_text,
-        "modality": sorted(set(row[4] or [])), "body_part": row[5], "sex": row[6],
-        "age_band": row[7], "ethnicity": row[8], "manufacturer": row[9], "model": row[10],
-        "slice_thickness": row[11], "field_strength": row[12],
-        "has_report": "true" if row[13] else "false",
-        "has_annotation": "true" if row[14] else "false",
-        "study_date": row[16].isoformat() if len(row) > 16 and row[16] else None,
-        "instance_count": row[17] if len(row) > 17 else None,
+        "study_date": study_date.isoformat() if study_date else None,
+        "instance_count": instance_count,
         "series": series or [], "live": True}
+    document.update({facet.name: _facet_value(facet, value) for facet, value in zip(_FACETS_INDEXED, facet_values)})
+    return document
 
 
 def dataset_text(dataset_id: int) -> str:
@@ -245,6 +257,11 @@ def _actions(dataset_id: int, target: str) -> Iterator[dict[str, Any]]:
     yield from flush()
 
 
+def _write_targets() -> list[str]:
+    """The index behind the alias, and one being built by ``reindex_all`` if any."""
+    return [index_name(), *([building_alias()] if _indexes_of(building_alias()) else [])]
+
+
 def index_dataset(*, dataset_id: int) -> int:
     """Replace the dataset's documents with its current live studies, in the index behind
     the alias and in one being built by ``reindex_all``; returns how many. The worker's
@@ -252,11 +269,25 @@ def index_dataset(*, dataset_id: int) -> int:
     client = _connect()
     ensure_index()
     done = 0
-    for target in [index_name(), *([building_alias()] if _indexes_of(building_alias()) else [])]:
+    for target in _write_targets():
         client.delete_by_query(index=target, query={"term": {"dataset_id": dataset_id}},
                                refresh=True, conflicts="proceed")
         done, _ = bulk(client, _actions(dataset_id, target), refresh="wait_for")
     return int(done)
+
+
+def unindex_dataset(*, dataset_id: int) -> int:
+    """Remove a deleted dataset's documents (catalog.tasks.dataset_search_remove_task);
+    returns how many were removed."""
+    client = _connect()
+    if not _indexes_of(index_name()):
+        return 0
+    removed = 0
+    for target in _write_targets():
+        answer = client.delete_by_query(index=target, query={"term": {"dataset_id": dataset_id}},
+                                        refresh=True, conflicts="proceed")
+        removed += int(answer.get("deleted", 0))
+    return removed
 
 
 def reindex_all() -> tuple[str, int]:
@@ -534,4 +565,4 @@ class ElasticSearch:
         return study_rows(ids), total
 
 
-__all__ = ["ElasticSearch", "JsonOnlyNode", "ensure_index", "index_dataset", "reindex_all"]
+__all__ = ["ElasticSearch", "JsonOnlyNode", "ensure_index", "index_dataset", "reindex_all", "unindex_dataset"]

@@ -126,3 +126,73 @@ def test_renaming_a_dataset_reindexes_it_in_elasticsearch_when_configured(catalo
     with django_capture_on_commit_callbacks(execute=True):
         dataset_update(dataset=catalog[0], acting_user=alice, title="Renamed again")
     assert queued == [{"dataset_id": catalog[0].pk}]
+
+
+@pytest.mark.django_db
+def test_a_series_level_facet_counts_studies_not_series(catalog, search_engine, monkeypatch) -> None:
+    """No facet is a series attribute today; the nested path (a nested filter, and
+    reverse_nested so that a study with two matching series counts once) is kept working."""
+    from catalog.models import Series, Study
+    from catalog.search import elastic
+    from catalog.search.elastic import ElasticSearch, index_dataset
+
+    dataset = catalog[0]
+    first, second, third = Study.objects.filter(dataset=dataset, instance_count__gt=0).order_by("id")[:3]
+    Series.objects.bulk_create([
+        Series(study=first, series_uid="9.1", manufacturer="ACME"),
+        Series(study=first, series_uid="9.2", manufacturer="ACME"),  # a second ACME series: still one study
+        Series(study=second, series_uid="9.3", manufacturer="ACME"),
+        Series(study=second, series_uid="9.4", manufacturer="ZETA"),
+        Series(study=third, series_uid="9.5", manufacturer="ZETA")])
+    index_dataset(dataset_id=dataset.pk)
+    monkeypatch.setattr(elastic, "SERIES_FACETS", frozenset({"manufacturer"}))
+    backend = ElasticSearch()
+    everything = StudyQuery()
+    datasets = backend.datasets(everything)
+    assert backend.counts(everything, datasets)["manufacturer"] == {"ACME": 2, "ZETA": 2}
+    acme = StudyQuery(filters={"manufacturer": ["ACME"]})
+    counts = backend.counts(acme, datasets)
+    assert counts["dataset"][str(dataset.pk)] == 2  # the studies with an ACME series
+    assert counts["manufacturer"] == {"ACME": 2, "ZETA": 2}  # a facet is counted without its own filter
+    assert sorted(backend.study_ids(acme, [dataset.pk])) == sorted([first.pk, second.pk])
+
+
+@pytest.mark.django_db
+def test_a_deleted_dataset_leaves_the_index_once_the_deletion_commits(catalog, search_engine, monkeypatch,
+                                                                      django_capture_on_commit_callbacks) -> None:
+    from catalog import tasks
+    from catalog.search.elastic import _connect, index_dataset, index_name
+
+    monkeypatch.setattr(tasks.dataset_search_remove_task, "delay",
+                        lambda **kw: tasks.dataset_search_remove_task(**kw))  # the worker's part, run here
+    gone, kept = catalog[2], catalog[0]
+    for dataset in (gone, kept):
+        index_dataset(dataset_id=dataset.pk)
+    client = _connect()
+
+    def documents(dataset_id: int) -> int:
+        return client.count(index=index_name(), query={"term": {"dataset_id": dataset_id}})["count"]
+
+    assert documents(gone.pk) == 6 and documents(kept.pk) > 0
+    gone_id, kept_count = gone.pk, documents(kept.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        gone.delete()
+    assert documents(gone_id) == 0 and documents(kept.pk) == kept_count
+
+
+@pytest.mark.django_db
+def test_every_study_level_facet_is_indexed_from_the_vocabulary(catalog) -> None:
+    """A facet added to catalog/facets.py needs no change to the Elasticsearch backend: the
+    mapping and each document hold it under its name, with the value the snapshots hold."""
+    from catalog.models import Study
+    from catalog.search.elastic import StudyDocument
+
+    properties = StudyDocument._doc_type.mapping.to_dict()["properties"]
+    assert {name: properties[name]["type"] for name in STUDY_FACETS} == {name: "keyword" for name in STUDY_FACETS}
+    study = Study.objects.filter(dataset=catalog[0], instance_count__gt=0).order_by("id").first()
+    row = next(r for r in study_rows_for_index(catalog[0].pk) if r[0] == study.pk)
+    doc = study_document(row, "")
+    assert set(STUDY_FACETS) <= set(doc)
+    assert doc["sex"] == study.patient_sex and doc["modality"] == sorted(set(study.modalities))
+    assert doc["has_report"] == ("true" if study.has_report else "false")
+    assert doc["age_band"] == study.age_band and doc["manufacturer"] == study.manufacturer

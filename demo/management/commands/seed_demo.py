@@ -23,8 +23,8 @@ from catalog.datasets.services import dataset_create, dataset_publish, dataset_s
 from catalog.ingestion.ingest import upload_batch_ingest
 from catalog.ingestion.uploads import upload_batch_create
 from catalog.models import Dataset
+from demo.accounts import demo_account_ready, demo_two_factor
 from demo.synthetic import DEMO_SPECS, generate_demo_dataset, write_zip
-from marketplace.demo_accounts import demo_account_ready, demo_two_factor
 from marketplace.models import Membership, Organization, User
 from marketplace.services import organization_approve
 from marketplace.vetting import organization_buyer_verify

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
 
-from marketplace.demo_accounts import (
+from demo.accounts import (
     demo_account_ready,
     demo_totp_code,
     demo_two_factor,

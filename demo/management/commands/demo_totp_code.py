@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from marketplace.demo_accounts import demo_totp_code
+from demo.accounts import demo_totp_code
 from marketplace.models import User
 
 
