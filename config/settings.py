@@ -126,8 +126,14 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Before NotFoundErrorMiddleware, whose process_exception then runs first.
+    "marketplace.error_pages.BrandedErrorPagesMiddleware",
     "marketplace.middleware.NotFoundErrorMiddleware",
 ]
+# With DEBUG=True too, people see the branded error pages, never a traceback (which the
+# server log keeps): marketplace/error_pages.py.
+DEFAULT_EXCEPTION_REPORTER = "marketplace.error_pages.BrandedExceptionReporter"
+CSRF_FAILURE_VIEW = "marketplace.error_pages.csrf_failure"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
