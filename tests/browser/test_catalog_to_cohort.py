@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from browser.journey import BROWSER_MARKS, in_thread
+from browser.journey import BROWSER_MARKS
 from browser.test_journeys import _screenshots
 
 pytestmark = BROWSER_MARKS
@@ -97,4 +97,3 @@ def test_from_the_catalog_to_a_cohort_and_its_gap(live_server, two_datasets, tmp
     expect(page.locator("#cohort-total")).to_contain_text("120 studies")
     page.click("#to-catalog")
     page.wait_for_url(re.compile(r".*/datasets/$"))
-    assert in_thread(lambda: 2) == 2
