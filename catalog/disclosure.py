@@ -73,17 +73,21 @@ class Rule:
         """A lone count (a total): hidden when small."""
         return SUPPRESSED if self.hides(count) else count
 
-    def partition(self, counts: Mapping[K, int], *, within: Iterable[Iterable[K]] = ()) -> dict[K, Shown]:
+    def partition(self, counts: Mapping[K, int], *, within: Iterable[Iterable[K]] = (),
+                  force: Iterable[K] = ()) -> dict[K, Shown]:
         """The cells of one breakdown, with complementary suppression: if any cell is
         hidden, more are hidden (smallest first) until at least two are and they hold the
         threshold together. When that is impossible every non-zero cell is hidden, and the
         total is then itself below the threshold (hidden by ``count``).
 
         ``within``: groups of cells whose sum is shown too (the values a facet is filtered
-        by add up to the answer's total): the same holds inside each group."""
+        by add up to the answer's total): the same holds inside each group.
+
+        ``force``: cells to hide whatever their size (one another number on the page would
+        give, such as a dataset's total minus a small remainder)."""
         if self.exact:
             return dict(counts)
-        hidden = {key for key, n in counts.items() if self.hides(n)}
+        hidden = {key for key, n in counts.items() if self.hides(n)} | {k for k in force if counts.get(k)}
         groups = [set(counts), *({k for k in group if k in counts} for group in within)]
         changed = bool(hidden)
         while changed:  # a cell hidden for one group may leave another group one hidden cell

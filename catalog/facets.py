@@ -123,6 +123,18 @@ class Facet:
             return (0, self.choices.index(value), value)
         return (1, 0, value)
 
+    def order(self, counts: Mapping[str, Any]) -> list[str]:
+        """The values of one listing in the order every page shows them: a closed vocabulary
+        in its own order (age bands by age), an open one most studies first."""
+        if self.ordered:
+            return sorted(counts, key=self.sort_key)
+        return sorted(counts, key=lambda v: (-counts[v] if isinstance(counts[v], int) else 0, str(v)))
+
+    def with_selected(self, counts: Mapping[str, int], selected: list[str]) -> dict[str, int]:
+        """The counts plus a zero for each value filtered by that no longer counts anything:
+        a ticked box stays on the page, so it can be unticked."""
+        return {**counts, **{v: 0 for v in selected if v not in counts}}
+
     def describe(self) -> str:
         text = self.help or f"Filter by {self.label.lower()}"
         if self.choices:

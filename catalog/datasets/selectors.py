@@ -62,14 +62,13 @@ def dataset_facets(*, params: Query) -> dict[str, list[dict[str, Any]]]:
     facets: dict[str, list[dict[str, Any]]] = {}
     for name, facet in DATASET_SEARCH_FACETS.items():
         value = _Unnest(F(facet.dataset_field)) if facet.dataset_field_is_list else F(facet.dataset_field)
-        rows = list(
+        counts = dict(
             _apply_filters(base, params.filters, skip=name)
             .annotate(value=value)
-            .values("value").annotate(count=Count("id", distinct=True)).order_by("-count", "value")
+            .values_list("value").annotate(count=Count("id", distinct=True)).order_by()
         )
-        if facet.ordered:  # in the vocabulary's order (age bands by age)
-            rows.sort(key=lambda r: facet.sort_key(r["value"]))
-        facets[name] = [_facet_row(name, r["value"], r["count"], params) for r in rows]
+        counts = facet.with_selected(counts, params.filters.get(name, []))
+        facets[name] = [_facet_row(name, value, counts[value], params) for value in facet.order(counts)]
     return facets
 
 
@@ -130,3 +129,52 @@ def dataset_study_breakdown(*, dataset: Dataset, user: User | None) -> list[dict
                 for value in sorted(counts, key=facet.sort_key)]
         out.append({"key": key, "label": facet.label, "rows": shown_rows(rows)})
     return out
+
+
+# ---- matching studies and patients of the catalog page -----------------------------------
+
+def catalog_study_counts(*, params: Query, datasets: QuerySet[Dataset], user: User | None) -> dict[str, Any]:
+    """How many studies and patients of the listed datasets match the page's filters and
+    keywords (the study search, as the cohort builder counts them), in total and per
+    dataset, as shown to the user: {"studies", "patients", "per_dataset": {id: studies}}.
+
+    One answer under one rule (catalog/disclosure.py). The cards also show each dataset's
+    own total, so a dataset's matching count is hidden where that total minus it is small,
+    or where the total itself is hidden; and the page's totals are hidden where they and
+    the shown numbers would give a hidden one."""
+    from dataclasses import replace
+
+    from catalog.disclosure import SUPPRESSED, is_shown, rule_for
+    from catalog.search import search_backend
+    from catalog.search.service import study_matches
+
+    listed = {d["pk"]: d for d in datasets.values("pk", "provider_id", "disclosure_threshold",
+                                                     "study_count", "patient_count")}
+    rule = rule_for(user=user, datasets=[(d["provider_id"], d["disclosure_threshold"]) for d in listed.values()])
+    if not listed:
+        return {"studies": 0, "patients": 0, "per_dataset": {}, "exact": rule.exact, "threshold": rule.threshold}
+    backend = search_backend()
+    query = replace(params, dataset_ids=sorted(listed), sort="relevance")
+    matches = study_matches(query, backend, facets=False)
+    per_dataset = matches.per_dataset()
+    cells = {i: per_dataset.get(i, 0) for i in listed}
+    patients = backend.patients(query, [i for i, n in cells.items() if n])
+    # A dataset's own total is on its card: total minus a shown cell must not give a small count.
+    own = {i: rule_for(user=user, datasets=[(d["provider_id"], d["disclosure_threshold"])]) for i, d in listed.items()}
+    force = {i for i, n in cells.items()
+             if rule.hides(listed[i]["study_count"] - n) or own[i].hides(listed[i]["study_count"])}
+    shown = rule.partition(cells, force=force)
+    total, total_patients = sum(cells.values()), sum(patients.values())
+    hidden = [i for i, n in shown.items() if not is_shown(n)]
+    # Without filters or keywords a hidden cell is its dataset's total: known where that is shown.
+    unknown = [i for i in hidden if params.filters or params.q or own[i].hides(listed[i]["study_count"])]
+    derivable = bool(unknown) and (len(unknown) < 2 or sum(cells[i] for i in unknown) < rule.threshold)
+    everything = sum(d["study_count"] for d in listed.values())
+    everyone = sum(d["patient_count"] for d in listed.values())
+    hide_total = rule.hides(total) or rule.hides(everything - total) or derivable
+    # Without filters the patients add up to the cards' own patient counts: none may be hidden.
+    small_card = not (params.filters or params.q) and any(own[i].hides(d["patient_count"]) for i, d in listed.items())
+    hide_patients = hide_total or small_card or rule.hides(total_patients) or rule.hides(everyone - total_patients)
+    return {"studies": SUPPRESSED if hide_total else total,
+            "patients": SUPPRESSED if hide_patients else total_patients,
+            "per_dataset": shown, "exact": rule.exact, "threshold": rule.threshold}

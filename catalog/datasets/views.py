@@ -2,16 +2,20 @@
 provider's dataset management. The upload pages: catalog/ingestion/views.py."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
 from catalog.datasets.forms import DatasetForm
 from catalog.datasets.selectors import (
     access_dataset,
     access_dataset_for_write,
+    catalog_study_counts,
     dataset_facets,
     dataset_search,
     published_datasets,
@@ -21,6 +25,7 @@ from catalog.datasets.statistics import dataset_previews, statistics_for_page
 from catalog.exceptions import InvalidQueryError
 from catalog.facets import facet_label
 from catalog.ingestion.forms import UploadForm
+from catalog.search.criteria import criteria_url, describe
 from catalog.search.query import DATASETS, Query, query_from
 from marketplace.exceptions import ApplicationError
 from marketplace.selectors import organizations_for_user, provider_organizations_for_user
@@ -44,11 +49,19 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     results = dataset_search(params=params)
     page = Paginator(results, 12).get_page(request.GET.get("page"))
     facets = dataset_facets(params=params)
+    matching = catalog_study_counts(params=params, datasets=results, user=request.user)
+    for dataset in page:  # each card: how many of its studies match
+        dataset.matching_studies = matching["per_dataset"].get(dataset.pk, 0)
+    sort = {"sort": [params.sort]} if params.sort != "relevance" else {}
     context = {
-        "params": params, "page": page, "error": error,
+        "params": params, "page": page, "error": error, "matching": matching,
+        "filtered": bool(params.filters or params.q),
         "facets": [(name, facet_label(name), rows) for name, rows in facets.items() if rows],
-        # chips show labels through the template's facet filters ("Sex: Female")
-        "active_filters": [(name, facet_label(name), v) for name, values in params.filters.items() for v in values],
+        # each chip a link to the page without it ("Sex: Female", labels from the vocabulary)
+        "chips": describe(params, keep=sort),
+        # "Clear filters" keeps the keyword (its own chip removes it) and the sort
+        "clear_filters": "?" + urlencode({**({"q": params.q} if params.q else {}), **sort}, doseq=True),
+        "cohort_url": criteria_url(reverse("cohort_builder"), params),
     }
     return render(request, "catalog/dataset_list.html", context, status=400 if error else 200)
 

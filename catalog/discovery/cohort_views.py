@@ -13,11 +13,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
+from catalog.disclosure import is_shown
 from catalog.exceptions import InvalidQueryError
 from catalog.facets import FACETS, SORTS, facet_label
-from catalog.search.criteria import cohort_criteria
+from catalog.search.criteria import cohort_criteria, criteria_url, describe
 from catalog.search.queries import count_query_admit, study_browse_record
-from catalog.search.query import STUDIES, Query, query_from
+from catalog.search.query import DATASETS, STUDIES, Query, query_from
 from catalog.search.service import (
     MAX_STUDY_PAGE,
     STUDY_PAGE_SIZE,
@@ -38,6 +39,35 @@ def _with_page(request: HttpRequest, page: int) -> str:
     params = request.GET.copy()
     params["page"] = str(page)
     return params.urlencode()
+
+
+def mix_chart(name: str, rows: list[dict]) -> dict:
+    """One chart of the cohort's mix, drawn as the dataset page draws its charts: a hidden
+    row has no bar (no width may tell its count)."""
+    largest = max([1, *(row["count"] for row in rows if is_shown(row["count"]))])
+    return {"key": name, "label": facet_label(name), "rows": [
+        {**row, "width": round(100 * row["count"] / largest, 1) if is_shown(row["count"]) else 0} for row in rows]}
+
+
+def gap_choices(query: Query, cohort: dict) -> dict:
+    """Fill the gap: the datasets of the cohort one may start from (none chosen: every
+    dataset counts, so no other dataset is left to suggest), and for a chosen set, the
+    links that add a suggested dataset or drop a chosen one."""
+    chosen = query.dataset_ids or []
+    base = {k: v for k, v in query.as_params().items() if k != "datasets"}
+
+    def with_datasets(ids: list[int]) -> str:
+        return "?" + urlencode({**base, **({"datasets": [str(i) for i in sorted(ids)]} if ids else {})}, doseq=True)
+
+    titles = {row["dataset_id"]: row["title"] for row in cohort["datasets"]}
+    for suggestion in cohort.get("fill_the_gap", []):
+        suggestion["add_url"] = with_datasets([*chosen, suggestion["dataset_id"]])
+    return {
+        "chosen": [{"title": titles.get(i, f"Dataset {i}"), "without": with_datasets([j for j in chosen if j != i])}
+                   for i in chosen],
+        "all": with_datasets([]),
+        "base_pairs": [(k, v) for k, vs in base.items() for v in (vs if isinstance(vs, list) else [vs])],
+    }
 
 
 def cohort_builder(request: HttpRequest) -> HttpResponse:
@@ -65,15 +95,22 @@ def cohort_builder(request: HttpRequest) -> HttpResponse:
     for row in cohort["datasets"]:
         row["order_url"] = f"{reverse('order_new', args=[row['dataset_id']])}?{order_query}"
     empty = cohort["total_studies"] == 0
+    keep = {k: v for k, v in query.as_params().items() if k == "datasets"}
+    if query.sort != "relevance":
+        keep["sort"] = [query.sort]
     context = {
         "query": query, "error": error, "cohort": cohort, "total": found["total"],
         "cohort_criteria": cohort_criteria(query),
         "facets": [(name, facet.label, found["facets"][name]) for name, facet in FACETS.items()
                    if found["facets"].get(name)],
-        # chips show labels through the template's facet filters ("Sex: Female")
-        "active": [(name, facet_label(name), value) for name, values in query.filters.items() for value in values],
+        # each chip a link to the cohort without it ("Sex: Female", labels from the vocabulary)
+        "chips": describe(query, keep=keep),
+        "clear_filters": "?" + urlencode({**({"q": query.q} if query.q else {}), **keep}, doseq=True),
+        "catalog_url": criteria_url(reverse("dataset_list"), query, keys=DATASETS.accepted()),
+        "catalog_leaves_out": [facet_label(k) for k in cohort_criteria(query) if k not in DATASETS.accepted()],
         "relax": relax_suggestions(query=query, user=request.user) if empty else [],
-        "mix": [(facet_label(name), rows) for name, rows in cohort["mix"].items()],
+        "mix": [mix_chart(name, rows) for name, rows in cohort["mix"].items()],
+        "gap": gap_choices(query, cohort),
         "query_pairs": [(key, value) for key, values in query.as_params().items()
                         for value in (values if isinstance(values, list) else [values])],
         "studies": studies, "browsable": browsable, "page": page, "pages": pages,

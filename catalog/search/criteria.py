@@ -39,9 +39,10 @@ def cohort_criteria(query: Query) -> dict[str, list[str]]:
     return {k: list(v) if isinstance(v, list) else [v] for k, v in params.items()}
 
 
-def describe(query: Query) -> list[dict[str, str]]:
+def describe(query: Query, *, keep: dict[str, list[str]] | None = None) -> list[dict[str, str]]:
     """Every criterion in words, each with the parameters of the cohort without it:
-    [{"key", "value", "text", "without"}] ("without" is a query string)."""
+    [{"key", "value", "text", "without"}] ("without" is a query string; ``keep``: other
+    parameters of the page it stays on, such as its sort, added to each)."""
     criteria = cohort_criteria(query)
     out = []
     for key, values in criteria.items():
@@ -53,9 +54,16 @@ def describe(query: Query) -> list[dict[str, str]]:
             else:
                 text = f"{facet_label(key)}: {value_label(key, value)}"
             rest = {k: [v for v in vs if not (k == key and v == value)] for k, vs in criteria.items()}
-            out.append({"key": key, "value": value, "text": text,
-                        "without": urlencode({k: vs for k, vs in rest.items() if vs}, doseq=True)})
+            rest = {**{k: vs for k, vs in rest.items() if vs}, **(keep or {})}
+            out.append({"key": key, "value": value, "text": text, "without": urlencode(rest, doseq=True)})
     return out
 
 
-__all__ = ["COHORT_KEYS", "InvalidQueryError", "cohort_criteria", "cohort_from", "describe"]
+def criteria_url(path: str, query: Query, *, keys: tuple[str, ...] = COHORT_KEYS) -> str:
+    """A page's address carrying the cohort's criteria it accepts (``keys``): the catalog
+    and the cohort builder send each other the same search."""
+    params = {k: v for k, v in cohort_criteria(query).items() if k in keys}
+    return f"{path}?{urlencode(params, doseq=True)}" if params else path
+
+
+__all__ = ["COHORT_KEYS", "InvalidQueryError", "cohort_criteria", "cohort_from", "criteria_url", "describe"]

@@ -20,12 +20,11 @@ MIX_DIMENSIONS = ["age_band", "sex", "ethnicity", "manufacturer"]
 
 def _rows(name: str, counts: dict[str, int], selected: list[str], rule: Rule) -> list[dict[str, Any]]:
     facet = FACETS[name]
+    counts = facet.with_selected(counts, selected)
     # The values filtered by add up to the answer's total: protected as a group too.
     shown = rule.partition(counts, within=[selected])
-    # A closed vocabulary in its own order (age bands by age), an open one most studies first.
-    order = (lambda kv: facet.sort_key(kv[0])) if facet.ordered else (lambda kv: (-kv[1], kv[0]))
     rows = [{"value": value, "label": facet.value_label(value), "count": shown[value], "selected": value in selected}
-            for value, n in sorted(counts.items(), key=order)]
+            for value in facet.order(counts)]
     # Hidden rows of a count-ordered list go last (their place would bound them); a list in
     # the vocabulary's own order tells nothing by its order.
     return rows if facet.ordered else shown_rows(rows)

@@ -1,4 +1,4 @@
-"""Counts in templates: ``{{ n|shown }}`` and ``{% dataset_counts dataset as counts %}``."""
+"""Counts in templates: ``{{ n|shown }}``, ``{{ 0.12|share }}`` and ``{% dataset_counts dataset as counts %}``."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,6 +22,17 @@ def shown(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return "" if value is None else str(value)
+
+
+@register.filter
+def share(value: Any) -> str:
+    """A share (0.123) as a readable percentage: "12 %", "<1 %" for a small non-zero one."""
+    if value is None or value == "":
+        return ""
+    value = float(value)
+    if 0 < value < 0.005:
+        return "<1 %"
+    return f"{round(100 * value)} %"
 
 
 @register.simple_tag(takes_context=True)

@@ -53,7 +53,11 @@
     const page = form.querySelector("input[name=page]");
     if (page) page.value = "";
   }
-  form.addEventListener("change", () => { firstPage(); refresh(true); });
+  // Fields of other forms placed in the results (fill the gap, the cart) are theirs to send.
+  form.addEventListener("change", (event) => {
+    if (event.target.form && event.target.form !== form) return;
+    firstPage(); refresh(true);
+  });
   document.getElementById("cohort-results").addEventListener("click", (event) => {
     const link = event.target.closest("a[data-page]");
     if (!link) return;

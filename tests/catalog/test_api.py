@@ -62,8 +62,10 @@ def test_it_returns_no_results_but_a_valid_shape_when_nothing_matches(api, publi
     body = api.get("/api/datasets/", {"modality": "MR"}).json()
     assert body["count"] == 0
     assert body["results"] == []
-    # the modality facet ignores its own filter, so the buyer sees the CT alternative
-    assert body["facets"]["modality"] == [{"value": "CT", "label": "CT", "count": 1, "selected": False}]
+    # the modality facet ignores its own filter, so the buyer sees the CT alternative; the
+    # value filtered by stays listed (count 0) so a page can offer to untick it
+    assert body["facets"]["modality"] == [{"value": "CT", "label": "CT", "count": 1, "selected": False},
+                                          {"value": "MR", "label": "MR", "count": 0, "selected": True}]
 
 
 def test_it_hides_draft_datasets_from_the_search_api(api, provider, alice):

@@ -23,6 +23,7 @@ from catalog.datasets.derived import dataset_statistics
 from catalog.disclosure import SUPPRESSED, BelowThresholdError, Rule, require_disclosable
 from catalog.models import Dataset, Study
 from catalog.search.memory.snapshots import snapshot_refresh
+from catalog.search.query import DATASETS
 from catalog.search.vectors import studies_refresh_search_vector
 from marketplace.models import Notification, Organization
 from orders.models import CartItem
@@ -142,6 +143,9 @@ def test_no_path_shows_a_small_count_or_lets_one_be_subtracted(world, bob, clien
                     assert_nothing_small(json_counts(answer), f"{who}, {url} {query}")
                 page = web.get("/cohorts/", query).content.decode()
                 assert_nothing_small(html_counts(page), f"{who}, /cohorts/ {query}")
+            if set(params) <= set(DATASETS.accepted()):  # the catalog's matching studies and patients
+                page = web.get("/datasets/", params).content.decode()
+                assert_nothing_small(html_counts(page), f"{who}, /datasets/ {params}")
         # The dataset search counts datasets (its "count" and facets); its rows carry counts.
         listed = web.get("/api/datasets/").json()["results"]
         assert_nothing_small(json_counts({"datasets": [{k: v for k, v in row.items()} for row in listed]}),
