@@ -74,6 +74,14 @@
     });
     chosenBox.hidden = chosen.length === 0;
     clear.hidden = chosen.length === 0 || busy !== null;
+    // The native input names the same selection (dropped files included) as the list.
+    if (window.DataTransfer) {
+      try {
+        const dt = new DataTransfer();
+        chosen.forEach(function (item) { dt.items.add(item.file); });
+        input.files = dt.files;
+      } catch (e) { /* older browsers: the input keeps what was chosen in it */ }
+    }
     summary.textContent = chosen.length ? chosen.length.toLocaleString("en-US") + " file(s), " + size(bytes) : "";
     setTotal(0);
     rate.textContent = "";
