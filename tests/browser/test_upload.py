@@ -80,6 +80,7 @@ def test_a_provider_drops_and_chooses_files_and_follows_their_ingestion(live_ser
         assert values == [100] * 162
         assert page.get_attribute("#upload-chosen [role=progressbar]", "aria-valuenow") == "100"
         assert page.locator("#upload-files li.sent").count() == 162
+        assert page.text_content("#upload-announce") == "Uploaded 100 %."
         _screenshots(page, tmp_path, "upload-sent")
         while not held:
             page.wait_for_timeout(100)
@@ -101,6 +102,8 @@ def test_a_provider_drops_and_chooses_files_and_follows_their_ingestion(live_ser
         assert total == 162
         assert card["ok"] + card["failed"] == done and card["remaining"] == total - done
         assert card["width"] == f"{100 * done // total}%"
+        assert re.fullmatch(r"Ingesting: [\d,]+ of 162 files, [\d,]+ ingested, [\d,]+ rejected\.",
+                            page.text_content("[data-announce]"))
         _screenshots(page, tmp_path, "upload-ingesting")
 
         page.wait_for_selector("text=160 ingested", timeout=120_000)  # the page reloads when done
