@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 
 from django.db import connection
 
@@ -119,3 +120,35 @@ def _received(batch_id: int) -> tuple[int, int]:
 
     batch = UploadBatch.objects.get(pk=batch_id)
     return batch.files.count(), UploadBatch.objects.filter(dataset_id=batch.dataset_id).count()
+
+
+def test_cancelling_an_upload_keeps_nothing(live_server, alice, dataset, tmp_path, browser):
+    paths = []
+    for index, (_, data) in enumerate(ct_files(n_patients=1, n_instances=40, seed=6)):
+        path = tmp_path / f"im{index:03d}.dcm"
+        path.write_bytes(data)
+        paths.append(str(path))
+    page = log_in(browser, live_server.url, "alice", "pass-1234567")
+    page.goto(f"{live_server.url}/provider/datasets/{dataset.pk}/")
+    page.set_input_files("input[name=files]", paths)
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": 50_000})
+    page.click("button:has-text('Upload')")
+    page.wait_for_function("() => /left$/.test(document.querySelector('#upload-rate').textContent)")
+    page.click("#upload-cancel")
+    page.wait_for_function("() => document.querySelector('#upload-rate').textContent.startsWith('Cancelled')")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})
+    assert page.is_hidden("#upload-cancel") and page.is_enabled("#upload-submit")
+    assert page.get_attribute("#upload-chosen [role=progressbar]", "aria-valuenow") == "0"
+
+    def batches() -> int:
+        from catalog.models import UploadBatch
+
+        return UploadBatch.objects.filter(dataset_id=dataset.pk).count()
+
+    deadline = time.monotonic() + 10
+    while in_thread(batches) and time.monotonic() < deadline:  # the discard request is on its way
+        page.wait_for_timeout(200)
+    assert in_thread(batches) == 0
