@@ -233,6 +233,9 @@ class Instance(models.Model):
 
 class UploadBatch(models.Model):
     class Status(models.TextChoices):
+        # Still receiving files (the page sends a large selection in several requests);
+        # ingestion starts when the last request closes it.
+        UPLOADING = "uploading", "Uploading"
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Ingesting"
         DONE = "done", "Done"
@@ -259,6 +262,7 @@ class UploadBatch(models.Model):
 
     # Moved only by catalog.ingestion.upload_batches.upload_batch_transition.
     TRANSITIONS = {
+        Status.UPLOADING: {Status.QUEUED, Status.FAILED},  # FAILED: never closed (the sweep)
         Status.QUEUED: {Status.RUNNING, Status.FAILED},
         Status.RUNNING: {Status.DONE, Status.FAILED, Status.QUEUED},  # QUEUED: re-queued when stuck
         Status.FAILED: {Status.QUEUED},  # the provider retries

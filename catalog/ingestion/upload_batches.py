@@ -59,6 +59,17 @@ def upload_batch_transition(*, batch: UploadBatch, to: str, acting_user: User | 
     return locked
 
 
+def upload_batch_figures(batch: UploadBatch) -> dict:
+    """What the batch page shows and its polling reads: every number from the counters one
+    recount wrote together (upload_batch_recount), so the bar and the counts always agree.
+    File counts of the provider's own upload, seen only by its members: exact."""
+    return {
+        "status": batch.status, "status_label": batch.get_status_display(), "done": batch.done_files,
+        "total": batch.total_files, "ok": batch.ok_files, "failed": batch.failed_files,
+        "remaining": batch.total_files - batch.done_files, "percent": batch.percent,
+    }
+
+
 def upload_batch_recount(*, batch_id: int) -> None:
     """Set the batch's counters from its file rows (never incremented: a re-run after a
     crash must not count a file twice). An expanded archive is a summary row and not
@@ -78,14 +89,14 @@ def upload_batch_recount(*, batch_id: int) -> None:
 
 
 def upload_batch_fail(*, batch_id: int, reason: str, acting_user: User | None = None) -> UploadBatch | None:
-    """End a queued or running batch in FAILED with ``reason`` (shown to the provider).
+    """End an open, queued or running batch in FAILED with ``reason`` (shown to the provider).
 
     Files not yet decided stay pending with the reason and keep their quarantined bytes
     for the retention period, so a retry can pick them up. None if the batch is gone or
     already finished."""
     with transaction.atomic():
         batch = UploadBatch.objects.select_for_update().filter(pk=batch_id).first()
-        if batch is None or batch.status not in (Status.QUEUED, Status.RUNNING):
+        if batch is None or batch.status not in (Status.UPLOADING, Status.QUEUED, Status.RUNNING):
             return None
         batch = upload_batch_transition(batch=batch, to=Status.FAILED, acting_user=acting_user, reason=reason)
         batch.files.filter(status=UploadFile.Status.PENDING).update(
@@ -155,13 +166,34 @@ def _quiet(cutoff_for, now: datetime) -> Q:  # noqa: ANN001 - cutoff_for: attemp
     return quiet
 
 
+# An open batch (the page still sending files) that received nothing for this long was
+# abandoned (tab closed, connection lost). Longer than the stuck-ingestion time: one
+# request of a large selection over a slow link takes minutes.
+OPEN_QUIET = timedelta(hours=1)
+
+
+def upload_batches_fail_abandoned(*, now: datetime | None = None) -> list[int]:
+    """Fail open batches that received no file for OPEN_QUIET: what was received is kept
+    for the retention period, so the provider can retry (ingest it) or upload again."""
+    cutoff = (now or timezone.now()) - OPEN_QUIET
+    failed = []
+    abandoned = UploadBatch.objects.filter(status=Status.UPLOADING, progressed__lt=cutoff)
+    for batch_id in abandoned.values_list("pk", flat=True)[:500]:
+        if upload_batch_fail(batch_id=batch_id, reason=(
+                "the upload stopped before every file was sent; retry to ingest the files received, "
+                "or upload them again")):
+            failed.append(batch_id)
+    return failed
+
+
 def upload_batches_recover_stuck(*, older_than: timedelta | None = None) -> RecoveryResult:
     """Find running batches with no progress for ``older_than`` (INGEST_STUCK_MINUTES by
     default, longer after each restart: _quiet_needed): their worker died. Re-queue each
     (ingestion is idempotent), or fail it with a reason once it was started
     INGEST_MAX_ATTEMPTS times. Batches queued that long were never taken (their message was
     lost, e.g. by a broker restart): their task is sent again (a duplicate is harmless: the
-    claim is under the row lock). Also removes the quarantined originals of batches that
+    claim is under the row lock). Also fails open batches the page stopped sending to
+    (upload_batches_fail_abandoned) and removes the quarantined originals of batches that
     failed longer ago than INGEST_FAILED_RETENTION_HOURS.
 
     Safe to run from several schedulers at once: each batch is re-checked under its lock.
@@ -195,6 +227,7 @@ def upload_batches_recover_stuck(*, older_than: timedelta | None = None) -> Reco
                                            f"{settings.INGEST_MAX_ATTEMPTS})")
             _queue(batch.pk)
             requeued.append(batch.pk)
+    failed += upload_batches_fail_abandoned()
     purged = upload_batches_purge_failed()
     if requeued or failed or purged:
         logger.warning("stuck upload batches: requeued %s, failed %s, quarantine purged %s", requeued, failed, purged)

@@ -90,14 +90,14 @@ def test_it_uploads_files_and_redirects_to_the_queued_batch(alice_client, alice,
 
     progress = alice_client.get(reverse("upload_batch_progress", args=[batch.pk]))
     assert progress.json() == {"status": "queued", "status_label": "Queued", "done": 0, "total": 3, "ok": 0,
-                               "failed": 0, "percent": 0}
+                               "failed": 0, "remaining": 3, "percent": 0}
 
     upload_batch_ingest(batch_id=batch.pk)
 
     progress = alice_client.get(reverse("upload_batch_progress", args=[batch.pk]))
     assert progress.status_code == 200
     assert progress.json() == {"status": "done", "status_label": "Done", "done": 3, "total": 3, "ok": 3,
-                               "failed": 0, "percent": 100}
+                               "failed": 0, "remaining": 0, "percent": 100}
     page = alice_client.get(response.url).content.decode()
     assert "every file was ingested" in page
     assert Instance.objects.filter(dataset=dataset).count() == 3
@@ -119,7 +119,7 @@ def test_it_shows_rejected_files_with_their_reasons_on_the_batch_page(alice_clie
         assert rejected.status == UploadFile.Status.REJECTED
         assert f"<td>{name}</td>" in html
         assert rejected.reason and rejected.reason in html
-    assert "<b>2</b> ingested" in html and "<b>2</b> rejected" in html
+    assert '<b data-count="ok">2</b> ingested' in html and '<b data-count="failed">2</b> rejected' in html
     assert alice_client.get(reverse("upload_batch_progress", args=[batch.pk])).json()["failed"] == 2
 
 
