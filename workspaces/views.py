@@ -24,7 +24,6 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 import storage
-from catalog.datasets import viewer
 from catalog.datasets.selectors import access_dataset_for_write
 from marketplace.api_auth import token_authenticate_header
 from marketplace.exceptions import ApplicationError, TokenError, TokenScopeError
@@ -162,6 +161,8 @@ def delivery_file_image(request: HttpRequest, delivery_id: int, file_id: int) ->
 def _series_viewer_files(request: HttpRequest, delivery_id: int, series_id: int):  # noqa: ANN202
     """The delivery (checked against the user's view grant on every request) and its copies of
     one series; one 404 for someone else's delivery, a missing series and an unfinished one."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
     delivery = access_delivery(user=request.user, delivery_id=delivery_id)
     files = delivery_series_files(delivery=delivery, series_id=series_id)
     viewer.audit_once(who=f"u{request.user.pk}", what=f"delivery{delivery.pk}-series{series_id}",
@@ -174,6 +175,8 @@ def _series_viewer_files(request: HttpRequest, delivery_id: int, series_id: int)
 def delivery_series_viewer(request: HttpRequest, delivery_id: int, series_id: int) -> HttpResponse:
     """The viewer of one delivered series: frames rendered from the buyer's delivered copies
     (de-identified and fingerprinted), never the upload; the way a view-only licence reads a series."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
     delivery, files = _series_viewer_files(request, delivery_id, series_id)
     modality = files.values_list("instance__series__modality", flat=True).first() or ""
     context = viewer.viewer_context(
@@ -187,6 +190,8 @@ def delivery_series_viewer(request: HttpRequest, delivery_id: int, series_id: in
 def delivery_series_frame(request: HttpRequest, delivery_id: int, series_id: int, frame: int) -> HttpResponse:
     """One frame of a delivered series as a PNG. Not kept by the browser: the grant is checked
     on each request and may be taken back (the server caches the rendering)."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
     _, files = _series_viewer_files(request, delivery_id, series_id)
     return viewer.frame_response(viewer.series_keys(files), frame, request.GET, cache_control="private, no-store")
 

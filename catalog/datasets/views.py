@@ -9,7 +9,6 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
-from catalog.datasets import viewer
 from catalog.datasets.forms import DatasetForm
 from catalog.datasets.selectors import (
     access_dataset,
@@ -137,6 +136,8 @@ def _preview_series(request: HttpRequest, dataset_id: int, preview_id: int):  # 
 
 
 def _audit_preview_viewer(request: HttpRequest, dataset, preview) -> None:  # noqa: ANN001
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
     who = f"u{request.user.pk}" if request.user.is_authenticated else f"ip{client_ip(request)}"
     viewer.audit_once(who=who, what=f"preview{preview.pk}", record=lambda: audit_record(
         actor=request.user, action="preview.viewer", obj=dataset, ip=client_ip(request),
@@ -145,6 +146,8 @@ def _audit_preview_viewer(request: HttpRequest, dataset, preview) -> None:  # no
 
 def dataset_preview_viewer(request: HttpRequest, dataset_id: int, preview_id: int) -> HttpResponse:
     """The viewer of a preview's series: server-rendered frames, never DICOM (see viewer.py)."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
     dataset, preview, series = _preview_series(request, dataset_id, preview_id)
     keys = viewer.series_keys(series.instances.order_by("instance_number", "id"))
     _audit_preview_viewer(request, dataset, preview)
@@ -157,6 +160,8 @@ def dataset_preview_viewer(request: HttpRequest, dataset_id: int, preview_id: in
 
 def dataset_preview_frame(request: HttpRequest, dataset_id: int, preview_id: int, frame: int) -> HttpResponse:
     """One frame of a preview's series as a PNG (?c=&w= a window; the image's own without)."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
     dataset, preview, series = _preview_series(request, dataset_id, preview_id)
     keys = viewer.series_keys(series.instances.order_by("instance_number", "id"))
     _audit_preview_viewer(request, dataset, preview)
