@@ -66,3 +66,25 @@ def delivery_manifest(*, delivery: Delivery) -> dict[str, Any]:
         elif key:
             documents.append({"name": name, "bytes": storage.size(key), "sha256": storage.sha256_of(key)})
     return {"files": files, "documents": documents}
+
+
+def delivery_series(*, delivery: Delivery) -> list[dict[str, Any]]:
+    """The series of a finished delivery's DICOM files (for the viewer's links), in order:
+    id, modality, series number and description (de-identified catalog values)."""
+    if delivery.status != Delivery.Status.DONE:
+        return []
+    return list(delivery.files.filter(instance__isnull=False)
+                .values("instance__series_id", "instance__series__modality", "instance__series__series_number",
+                        "instance__series__description", "instance__series__study_id")
+                .distinct().order_by("instance__series__study_id", "instance__series__series_number",
+                                     "instance__series_id"))
+
+
+def delivery_series_files(*, delivery: Delivery, series_id: int) -> QuerySet:
+    """A finished delivery's own copies of one series' instances, in slice order; NotFoundError
+    when the delivery holds none of it (the same for a series of another delivery)."""
+    files = (delivery.files.filter(instance__series_id=series_id)
+             .order_by("instance__instance_number", "instance_id")) if delivery.status == Delivery.Status.DONE else None
+    if files is None or not files.exists():
+        raise NotFoundError("Series not found.")
+    return files

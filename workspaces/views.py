@@ -18,6 +18,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -27,7 +28,7 @@ from catalog.datasets.selectors import access_dataset_for_write
 from marketplace.api_auth import token_authenticate_header
 from marketplace.exceptions import ApplicationError, TokenError, TokenScopeError
 from marketplace.models import ApiToken, User
-from marketplace.services import client_ip
+from marketplace.services import audit_record, client_ip
 from workspaces.certificate import (
     MAX_CERTIFICATE_BYTES,
     certificate_check,
@@ -44,7 +45,7 @@ from workspaces.grants import (
     delivery_unshare,
 )
 from workspaces.models import Delivery
-from workspaces.selectors import access_delivery, deliveries_for_user
+from workspaces.selectors import access_delivery, deliveries_for_user, delivery_series, delivery_series_files
 from workspaces.services import (
     DELIVERY_DOCUMENTS,
     LinkExpiredError,
@@ -103,7 +104,7 @@ def delivery_files(request: HttpRequest, delivery_id: int) -> HttpResponse:
     page = Paginator(delivery.files.all(), FILES_PER_PAGE).get_page(request.GET.get("page"))
     view_only = not deliveries_downloadable_by(request.user).filter(pk=delivery.pk).exists()
     if view_only:  # a view-only licence: the files open as images in the browser, no links
-        context = {"delivery": delivery, "page": page, "view_only": True,
+        context = {"delivery": delivery, "page": page, "view_only": True, "series": delivery_series(delivery=delivery),
                    **_named_users_context(delivery, request.user)}
         return render(request, "workspaces/delivery_files.html", context)
     context = {"delivery": delivery, "page": page, "links": _links(delivery, page.object_list, request.user),
@@ -155,6 +156,44 @@ def delivery_file_image(request: HttpRequest, delivery_id: int, file_id: int) ->
     response = HttpResponse(png, content_type="image/png")
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def _series_viewer_files(request: HttpRequest, delivery_id: int, series_id: int):  # noqa: ANN202
+    """The delivery (checked against the user's view grant on every request) and its copies of
+    one series; one 404 for someone else's delivery, a missing series and an unfinished one."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
+    delivery = access_delivery(user=request.user, delivery_id=delivery_id)
+    files = delivery_series_files(delivery=delivery, series_id=series_id)
+    viewer.audit_once(who=f"u{request.user.pk}", what=f"delivery{delivery.pk}-series{series_id}",
+                      record=lambda: audit_record(actor=request.user, action="delivery.viewer", obj=delivery,
+                                                  ip=client_ip(request), detail={"series_id": series_id}))
+    return delivery, files
+
+
+@login_required
+def delivery_series_viewer(request: HttpRequest, delivery_id: int, series_id: int) -> HttpResponse:
+    """The viewer of one delivered series: frames rendered from the buyer's delivered copies
+    (de-identified and fingerprinted), never the upload; the way a view-only licence reads a series."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
+    delivery, files = _series_viewer_files(request, delivery_id, series_id)
+    modality = files.values_list("instance__series__modality", flat=True).first() or ""
+    context = viewer.viewer_context(
+        keys=viewer.series_keys(files), modality=modality, title=f"Order #{delivery.order_id}: {modality} series".strip(),
+        frame_url=reverse("delivery_series_frame", args=[delivery.pk, series_id, 0]).removesuffix("0.png"),
+        back_url=reverse("delivery_files", args=[delivery.pk]), back_label="Back to the delivery")
+    return render(request, "catalog/viewer.html", context)
+
+
+@login_required
+def delivery_series_frame(request: HttpRequest, delivery_id: int, series_id: int, frame: int) -> HttpResponse:
+    """One frame of a delivered series as a PNG. Not kept by the browser: the grant is checked
+    on each request and may be taken back (the server caches the rendering)."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
+    _, files = _series_viewer_files(request, delivery_id, series_id)
+    return viewer.frame_response(viewer.series_keys(files), frame, request.GET, cache_control="private, no-store")
 
 
 @login_required

@@ -133,3 +133,49 @@ def dataset_preview_image(request: HttpRequest, dataset_id: int, preview_id: int
     response = FileResponse(storage.open_read(preview.storage_key), content_type="image/png")
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+def _preview_series(request: HttpRequest, dataset_id: int, preview_id: int):  # noqa: ANN202
+    """The dataset (visible to the user) and the series of one of its previews; one 404 for
+    missing and not visible."""
+    from catalog.models import DatasetPreview
+
+    dataset = access_dataset(user=request.user, dataset_id=dataset_id)
+    preview = DatasetPreview.objects.filter(pk=preview_id, dataset=dataset).select_related("instance__series").first()
+    if preview is None:
+        raise Http404("Preview not found.")
+    return dataset, preview, preview.instance.series
+
+
+def _audit_preview_viewer(request: HttpRequest, dataset, preview) -> None:  # noqa: ANN001
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
+    who = f"u{request.user.pk}" if request.user.is_authenticated else f"ip{client_ip(request)}"
+    viewer.audit_once(who=who, what=f"preview{preview.pk}", record=lambda: audit_record(
+        actor=request.user, action="preview.viewer", obj=dataset, ip=client_ip(request),
+        detail={"preview_id": preview.pk}))
+
+
+def dataset_preview_viewer(request: HttpRequest, dataset_id: int, preview_id: int) -> HttpResponse:
+    """The viewer of a preview's series: server-rendered frames, never DICOM (see viewer.py)."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
+    dataset, preview, series = _preview_series(request, dataset_id, preview_id)
+    keys = viewer.series_keys(series.instances.order_by("instance_number", "id"))
+    _audit_preview_viewer(request, dataset, preview)
+    context = viewer.viewer_context(
+        keys=keys, modality=series.modality, title=f"{dataset.title}: preview {series.modality} series".strip(),
+        frame_url=reverse("dataset_preview_frame", args=[dataset.pk, preview.pk, 0]).removesuffix("0.png"),
+        back_url=reverse("dataset_detail", args=[dataset.pk]), back_label="Back to the dataset")
+    return render(request, "catalog/viewer.html", context)
+
+
+def dataset_preview_frame(request: HttpRequest, dataset_id: int, preview_id: int, frame: int) -> HttpResponse:
+    """One frame of a preview's series as a PNG (?c=&w= a window; the image's own without)."""
+    from catalog.datasets import viewer  # numpy and pydicom: imported on use, not at web start
+
+    dataset, preview, series = _preview_series(request, dataset_id, preview_id)
+    keys = viewer.series_keys(series.instances.order_by("instance_number", "id"))
+    _audit_preview_viewer(request, dataset, preview)
+    # Private: the dataset may be unpublished later; the same hour as the preview images.
+    return viewer.frame_response(keys, frame, request.GET, cache_control="private, max-age=3600")
