@@ -4,24 +4,37 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from catalog.datasets.services import dataset_publish, dataset_transition
+from catalog.datasets.services import dataset_publish, dataset_reject, dataset_transition
 from catalog.models import Dataset, Series, Study, UploadBatch, UploadFile
-from marketplace.admin import AuditedModelAdmin, object_grants
+from marketplace.admin import AuditedModelAdmin, ReasonActionForm, RejectWithReasonMixin, object_grants
 from marketplace.exceptions import ApplicationError
 from marketplace.services import client_ip
 
 
 @admin.register(Dataset)
-class DatasetAdmin(AuditedModelAdmin):
-    list_display = ["title", "provider", "status", "study_count", "instance_count", "price_per_study", "currency"]
+class DatasetAdmin(RejectWithReasonMixin, AuditedModelAdmin):
+    list_display = ["title", "provider", "status", "submitted_at", "study_count", "instance_count", "price_per_study",
+                    "currency"]
     list_filter = ["status", "provider"]
     search_fields = ["title", "description"]
-    readonly_fields = ["status", "published_at", "modalities", "body_parts", "sexes", "age_bands", "manufacturers",
+    readonly_fields = ["status", "published_at", "submitted_at", "rejected_at", "rejection_reason", "modalities",
+                       "body_parts", "sexes", "age_bands", "manufacturers",
                        "patient_count", "study_count", "series_count", "instance_count", "total_bytes", "created",
                        "price_per_study",  # derived from the pricing plan
                        object_grants]
     exclude = ["search_vector"]
-    actions = ["publish", "return_to_draft"]
+    action_form = ReasonActionForm
+    actions = ["publish", "reject", "return_to_draft"]
+    reject_who = "the provider's members"
+
+    def reject_row(self, request: HttpRequest, obj: Dataset, reason: str) -> None:
+        dataset_reject(dataset=obj, acting_user=request.user, reason=reason, ip=client_ip(request))
+
+    @admin.action(description="Reject selected datasets in review (type the reason first; the provider is told)")
+    def reject(self, request: HttpRequest, queryset: QuerySet[Dataset]) -> None:
+        reason = request.POST.get("reason", "")
+        self._move(request, queryset, lambda d: self.reject_row(request, d, reason),
+                   f"Rejected with the reason \u201c{reason.strip()}\u201d:")
 
     @admin.action(description="Publish selected datasets (must be in review, provider approved)")
     def publish(self, request: HttpRequest, queryset: QuerySet[Dataset]) -> None:

@@ -79,6 +79,12 @@ class Dataset(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
+    # When the provider last submitted it for review: the admin work queue waits from here.
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    # An admin's last refusal to publish, with the reason the provider reads on the dataset's
+    # page; submitting it again clears both (catalog.datasets.services.dataset_transition).
+    rejected_at = models.DateTimeField(null=True, blank=True)
+    rejection_reason = models.TextField(blank=True)
 
     # Summaries, recomputed by the worker after each ingestion (catalog/ingestion/after.py).
     modalities = ArrayField(models.CharField(max_length=16), default=list, blank=True)
@@ -180,6 +186,7 @@ class Study(models.Model):
     search_vector = SearchVectorField(null=True, editable=False)
 
     class Meta:
+        verbose_name_plural = "studies"
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["dataset", "study_uid"], name="uniq_study_per_dataset")]
         indexes = [
@@ -369,6 +376,7 @@ class SavedSearch(models.Model):
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "saved searches"
         ordering = ["-created", "-id"]
 
     def __str__(self) -> str:

@@ -30,7 +30,7 @@ from marketplace.models import (
 )
 from marketplace.services import audit_record, client_ip, organization_approve, organization_verify_academic
 from marketplace.tokens import api_token_revoke_by_staff
-from marketplace.vetting import organization_buyer_reject, organization_buyer_verify
+from marketplace.vetting import organization_buyer_reject, organization_buyer_verify, organization_provider_reject
 from marketplace.webhooks import webhook_delivery_requeue, webhook_endpoint_deactivate_by_staff
 
 admin.site.site_header = "Imaging data marketplace — administration"
@@ -168,20 +168,104 @@ class OrganizationForm(forms.ModelForm):
 
 
 class ReasonActionForm(ActionForm):
-    reason = forms.CharField(required=False, label="Reason (required to reject a buyer; its members are told)",
+    reason = forms.CharField(required=False, label="Reason (required to reject; the members are told)",
                              widget=forms.TextInput(attrs={"size": 60}))
 
 
+class RejectReasonForm(forms.Form):
+    reason = forms.CharField(label="Reason", max_length=2000, strip=True,
+                             widget=forms.Textarea(attrs={"rows": 5, "cols": 70}),
+                             help_text="Required. Shown as written to the members, in the app and by e-mail; "
+                                       "say what to change.")
+
+
+class RejectWithReasonMixin:
+    """A page per row (``<id>/reject/``) asking the reason, for the work queue's "Reject…"
+    links; ``reject_row`` calls the service, which audits and tells the members. A refusal
+    (not in a rejectable state, no reason) is shown on the form."""
+
+    reject_who = "the members"
+
+    def reject_row(self, request: HttpRequest, obj: Any, reason: str) -> None:
+        raise NotImplementedError
+
+    def get_urls(self) -> list:
+        from django.urls import path
+
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [path("<int:object_id>/reject/", self.admin_site.admin_view(self.reject_view),
+                     name="{}_{}_reject".format(*info)), *super().get_urls()]
+
+    def reject_view(self, request: HttpRequest, object_id: int) -> Any:
+        from django.core.exceptions import PermissionDenied
+        from django.shortcuts import get_object_or_404, redirect
+        from django.template.response import TemplateResponse
+        from django.urls import reverse
+        from django.utils.http import url_has_allowed_host_and_scheme
+
+        obj = get_object_or_404(self.model, pk=object_id)
+        if not self.has_change_permission(request, obj):
+            raise PermissionDenied
+        info = self.model._meta.app_label, self.model._meta.model_name
+        change_url = reverse("admin:{}_{}_change".format(*info), args=[obj.pk])
+        back = request.POST.get("next") or request.GET.get("next") or ""
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = ""
+        form = RejectReasonForm(request.POST or None)
+        status = 200
+        if request.method == "POST" and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            try:
+                self.reject_row(request, obj, reason)
+            except ApplicationError as exc:
+                form.add_error(None, exc.message)
+                status = 400
+            else:
+                self.message_user(request, f"Rejected {obj}. {self.reject_who.capitalize()} read: \u201c{reason}\u201d",
+                                  messages.SUCCESS)
+                return redirect(back or change_url)
+        elif request.method == "POST":
+            status = 400
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "object": obj, "form": form,
+                   "title": f"Reject {obj}", "change_url": change_url, "next": back, "reject_who": self.reject_who}
+        return TemplateResponse(request, "admin/reject_with_reason.html", context, status=status)
+
+
+class StandingFilter(admin.SimpleListFilter):
+    """Where an organization stands with the admins; the work queue links to the waiting ones."""
+
+    title = "standing"
+    parameter_name = "standing"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("provider_waiting", "Providers awaiting approval"), ("provider_approved", "Approved providers"),
+                ("provider_rejected", "Providers not approved (rejected)"),
+                ("buyer_waiting", "Buyers awaiting verification"), ("buyer_verified", "Verified buyers"),
+                ("buyer_rejected", "Buyers not verified (rejected)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Organization]) -> QuerySet[Organization]:
+        if not self.value():
+            return queryset
+        kind, _, standing = self.value().partition("_")
+        queryset = queryset.filter(kind=kind)
+        if standing == "waiting":
+            return queryset.filter(approved_at__isnull=True, rejected_at__isnull=True).order_by("created", "pk")
+        if standing == "rejected":
+            return queryset.filter(approved_at__isnull=True, rejected_at__isnull=False)
+        return queryset.filter(approved_at__isnull=False)
+
+
 @admin.register(Organization)
-class OrganizationAdmin(AuditedModelAdmin):
+class OrganizationAdmin(RejectWithReasonMixin, AuditedModelAdmin):
     """Providers are approved (they may publish); buyers are verified (they may check out).
-    Both use approved_at, but the list says which it is."""
+    Both use approved_at, but the list says which it is; each kind is rejected with a
+    reason its members are told."""
 
     form = OrganizationForm
     action_form = ReasonActionForm
-    list_display = ["name", "kind", "sector", "country", "standing", "is_verified_academic", "payouts", "created"]
-    list_filter = ["kind", "sector", ("approved_at", admin.EmptyFieldListFilter),
-                   ("academic_verified_at", admin.EmptyFieldListFilter)]
+    list_display = ["name", "kind", "sector", "country", "standing", "academic", "payouts", "created"]
+    list_filter = [StandingFilter, "kind", "sector", ("academic_verified_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "contact_name", "contact_email"]
     readonly_fields = ["approved_at", "approved_by", "rejected_at", "rejection_reason", "academic_verified_at",
                        "stripe_account_id", "created"]
@@ -191,14 +275,27 @@ class OrganizationAdmin(AuditedModelAdmin):
     @admin.display(description="Approved / verified", ordering="approved_at")
     def standing(self, obj: Organization) -> str:
         if obj.is_provider:
-            return "Approved provider" if obj.approved_at else "Provider awaiting approval"
+            if obj.approved_at:
+                return "Approved provider"
+            return "Provider not approved (rejected)" if obj.rejected_at else "Provider awaiting approval"
         if obj.approved_at:
             return "Verified"
         return "Not verified (rejected)" if obj.rejected_at else "Awaiting verification"
 
-    @admin.display(boolean=True, description="Academic")
-    def is_verified_academic(self, obj: Organization) -> bool:
-        return obj.is_verified_academic
+    @admin.display(description="Academic", ordering="academic_verified_at")
+    def academic(self, obj: Organization) -> str:
+        # Only buyers get academic discounts: for a provider the question does not arise.
+        if obj.is_provider:
+            return "—"
+        return "Verified academic" if obj.is_verified_academic else "Not verified as academic"
+
+    def reject_row(self, request: HttpRequest, obj: Organization, reason: str) -> None:
+        if obj.is_provider:
+            organization_provider_reject(organization=obj, acting_user=request.user, reason=reason,
+                                         ip=client_ip(request))
+        else:
+            organization_buyer_reject(organization=obj, acting_user=request.user, reason=reason,
+                                      ip=client_ip(request))
 
     @admin.display(description="Payouts")
     def payouts(self, obj: Organization) -> str:
@@ -211,12 +308,11 @@ class OrganizationAdmin(AuditedModelAdmin):
         each_row(self, request, queryset, lambda org: organization_buyer_verify(
             organization=org, acting_user=request.user, ip=client_ip(request)), "Verified buyer organizations")
 
-    @admin.action(description="Reject with reason (buyers; type the reason first, the members are told)")
+    @admin.action(description="Reject with reason (providers and buyers; type the reason first, the members are told)")
     def reject_buyer(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:
         reason = request.POST.get("reason", "")
-        each_row(self, request, queryset, lambda org: organization_buyer_reject(
-            organization=org, acting_user=request.user, reason=reason, ip=client_ip(request)),
-            "Rejected buyer organizations")
+        each_row(self, request, queryset, lambda org: self.reject_row(request, org, reason),
+                 f"Rejected organizations (reason: \u201c{reason.strip()}\u201d)")
 
     @admin.action(description="Verify selected buyer organizations as academic (academic discounts apply)")
     def verify_academic(self, request: HttpRequest, queryset: QuerySet[Organization]) -> None:

@@ -120,7 +120,8 @@ def organization_approve(*, organization: Organization, acting_user: User, ip: s
     if org.approved_at is None:
         org.approved_at = timezone.now()
         org.approved_by = acting_user
-        org.save(update_fields=["approved_at", "approved_by"])
+        org.rejected_at, org.rejection_reason = None, ""  # an approval answers an earlier refusal
+        org.save(update_fields=["approved_at", "approved_by", "rejected_at", "rejection_reason"])
         audit_record(actor=acting_user, action="organization.approve", obj=org, ip=ip)
     return org
 

@@ -147,6 +147,37 @@ def organization_buyer_reject(*, organization: Organization, acting_user: User, 
 
 
 @transaction.atomic
+def organization_provider_reject(*, organization: Organization, acting_user: User, reason: str,
+                                 ip: str | None = None) -> Organization:
+    """An admin declines to approve a provider organization, with a reason its members read
+    on the provider dashboard and in a notice. Correcting the organization's details asks
+    for a new review (organization_details_update). An approved provider is not rejected
+    here: its published datasets would stay on sale."""
+    reason = _reason_clean(reason, "Give a reason when rejecting a provider; its members are told.")
+    org = Organization.objects.select_for_update().get(pk=organization.pk)
+    if org.kind != Organization.Kind.PROVIDER:
+        raise ApplicationError("Only provider organizations are approved; buyers are verified.", code="not_provider")
+    if org.approved_at is not None:
+        raise ApplicationError(f"{org.name} is approved already; return its datasets to draft first if it must stop.",
+                               code="provider_approved")
+    org.rejected_at, org.rejection_reason = timezone.now(), reason
+    org.save(update_fields=["rejected_at", "rejection_reason"])
+    audit_record(actor=acting_user, action="organization.provider_reject", obj=org, ip=ip, detail={"reason": reason})
+    _members_notify(org, f"{org.name} was not approved as a provider: {reason} "
+                         f"Correct its details on the Organization page; it is then reviewed again.")
+    return org
+
+
+def _reason_clean(reason: str, missing: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ApplicationError(missing, code="reason_required")
+    if len(reason) > MAX_REJECTION_REASON:
+        raise ApplicationError(f"The reason is longer than {MAX_REJECTION_REASON} characters.", code="reason_long")
+    return reason
+
+
+@transaction.atomic
 def organization_details_update(*, organization: Organization, acting_user: User, sector: str, country: str,
                                 contact_name: str, contact_email: str, ip: str | None = None) -> Organization:
     """An owner fills in or corrects the details an admin verifies. A verified buyer's
@@ -159,6 +190,7 @@ def organization_details_update(*, organization: Organization, acting_user: User
                                code="organization_verified")
     if sector and sector not in Organization.Sector.values:
         raise ApplicationError("Choose the organization's sector.", code="bad_sector")
+    was_rejected = org.rejected_at is not None
     org.sector, org.country = sector, (country or "").upper()[:2]
     org.contact_name, org.contact_email = contact_name.strip()[:200], contact_email.strip()[:254]
     # Corrected after a rejection: the organization waits for a new review.
@@ -168,7 +200,18 @@ def organization_details_update(*, organization: Organization, acting_user: User
                  detail={"sector": org.sector, "country": org.country})
     if org.kind == Organization.Kind.BUYER:
         buyer_review_request(organization=org)
+    elif was_rejected:
+        provider_review_request(organization=org)
     return org
+
+
+def provider_review_request(*, organization: Organization) -> None:
+    """Tell the staff that a rejected provider corrected its details and waits again."""
+    from marketplace.services import notify_staff
+
+    url = f"{settings.SITE_URL.rstrip('/')}{reverse('admin:marketplace_organization_change', args=[organization.pk])}"
+    message = f"Provider {organization.name} corrected its details and waits for approval."
+    transaction.on_commit(lambda: notify_staff(message=message, url=url))
 
 
 def buyer_review_request(*, organization: Organization) -> None:

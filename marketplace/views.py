@@ -127,7 +127,7 @@ def organization_members(request: HttpRequest) -> HttpResponse:
         "details_forms": {org.pk: OrganizationDetailsUpdateForm(initial={
             "sector": org.sector, "country": org.country, "contact_name": org.contact_name,
             "contact_email": org.contact_email}) for org in organizations
-            if org.pk in owned and org.kind == "buyer" and not org.is_verified_buyer},
+            if org.pk in owned and not org.approved_at},  # a verified buyer's or approved provider's are frozen
         "ordering_refusal": ordering_refusal(user=request.user),
     }
     return render(request, "marketplace/organization.html", context)

@@ -40,6 +40,7 @@ from orders.refunds import order_refund
 from orders.services import contract_approve_signed, contract_decide, credit_approve, order_cancel
 from orders.signatures import printed_name, record_sha256, signature_manifest, signing_needs_totp
 from orders.webhooks import event_process
+from orders.work_queue import work_queue
 
 
 class DecisionActionForm(ActionForm):
@@ -543,3 +544,14 @@ class NegotiationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+def _index_with_work_queue(index):  # noqa: ANN001, ANN202 - wraps AdminSite.index
+    """The admin index lists what waits for the admin (orders/work_queue.py) above the models."""
+    def view(request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        return index(request, extra_context={"work_queue": work_queue(request.user), **(extra_context or {})})
+    return view
+
+
+# The index view is looked up when the admin's URLs are built, after every admin module loaded.
+admin.site.index = _index_with_work_queue(admin.site.index)

@@ -406,6 +406,7 @@ class StripeEvent(models.Model):
     processed = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "Stripe event"
         ordering = ["-received", "-id"]
 
     def __str__(self) -> str:

@@ -238,7 +238,8 @@ def _reindex(dataset_id: int) -> None:
 
 @transaction.atomic
 def dataset_transition(
-    *, dataset: Dataset, to: str, acting_user: User, ip: str | None = None, reason: str = ""
+    *, dataset: Dataset, to: str, acting_user: User, ip: str | None = None, reason: str = "",
+    audit_action: str = "",
 ) -> Dataset:
     """The one place that moves a dataset's status. Locks the row; no-op if already there."""
     locked = Dataset.objects.select_for_update().select_related("provider").get(pk=dataset.pk)
@@ -258,10 +259,13 @@ def dataset_transition(
             raise ProviderNotApprovedError(
                 f"Provider {locked.provider.name} is not approved yet; approve the organization first.")
         locked.published_at = timezone.now()
+    if to == Dataset.Status.IN_REVIEW:
+        # A resubmission answers the last refusal: the reason no longer stands.
+        locked.submitted_at, locked.rejected_at, locked.rejection_reason = timezone.now(), None, ""
     old = locked.status
     locked.status = to
-    locked.save(update_fields=["status", "published_at"])
-    audit_record(actor=acting_user, action=f"dataset.{to}", obj=locked, ip=ip,
+    locked.save(update_fields=["status", "published_at", "submitted_at", "rejected_at", "rejection_reason"])
+    audit_record(actor=acting_user, action=audit_action or f"dataset.{to}", obj=locked, ip=ip,
                  detail={"from": old, "to": to, "reason": reason})
     if to == Dataset.Status.PUBLISHED:
         from catalog.tasks import saved_searches_notify_task  # tasks import services
@@ -277,3 +281,40 @@ def dataset_submit_for_review(*, dataset: Dataset, acting_user: User, ip: str | 
 
 def dataset_publish(*, dataset: Dataset, acting_user: User, ip: str | None = None) -> Dataset:
     return dataset_transition(dataset=dataset, to=Dataset.Status.PUBLISHED, acting_user=acting_user, ip=ip)
+
+
+MAX_REJECTION_REASON = 2000
+
+
+@transaction.atomic
+def dataset_reject(*, dataset: Dataset, acting_user: User, reason: str, ip: str | None = None) -> Dataset:
+    """An admin declines to publish a dataset in review, with a reason: it goes back to draft,
+    the provider's members are told why (in the app and by e-mail) and read it on the
+    dataset's page until they submit it again. Audited as ``dataset.reject``."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise CatalogError("Give a reason when rejecting a dataset; the provider is told.", code="reason_required")
+    if len(reason) > MAX_REJECTION_REASON:
+        raise CatalogError(f"The reason is longer than {MAX_REJECTION_REASON} characters.", code="reason_long")
+    current = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    if current.status != Dataset.Status.IN_REVIEW:
+        raise InvalidTransitionError(f"{current.title} is {current.get_status_display().lower()}, not in review: "
+                                     "only a dataset in review is rejected.")
+    locked = dataset_transition(dataset=current, to=Dataset.Status.DRAFT, acting_user=acting_user, ip=ip,
+                                reason=reason, audit_action="dataset.reject")
+    locked.rejected_at, locked.rejection_reason = timezone.now(), reason
+    locked.save(update_fields=["rejected_at", "rejection_reason"])
+    _provider_notify(locked, f"{locked.title} was not published: {reason} "
+                             "Edit the dataset and submit it for review again.")
+    return locked
+
+
+def _provider_notify(dataset: Dataset, message: str) -> None:
+    """Every active member of the dataset's provider, after commit, linked to the dataset's page."""
+    from django.urls import reverse
+
+    from marketplace.services import notification_send
+
+    url = f"{settings.SITE_URL.rstrip('/')}{reverse('dataset_manage', args=[dataset.pk])}"
+    members = list(User.objects.filter(memberships__organization_id=dataset.provider_id, is_active=True))
+    transaction.on_commit(lambda: [notification_send(user=member, message=message, url=url) for member in members])

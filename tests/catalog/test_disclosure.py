@@ -339,6 +339,7 @@ RAW_NUMBERS_ALLOWED = {
     ("workspaces/workspace.html", "delivery.total_bytes|filesizeformat"): "size",
     ("workspaces/delivery_files.html", "delivery.total_bytes|filesizeformat"): "size",
     ("marketplace/webhooks.html", "d.attempt_count"): "attempts to send a webhook (not a count of people)",
+    ("admin/work_queue.html", "kind.count"): "decisions waiting for staff (organizations, datasets, orders; no people)",
 }
 
 
