@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('catalog', '0016_dataset_requires_provider_consent'),
+        ('catalog', '0017_dataset_review_and_plurals'),
     ]
 
     operations = [
