@@ -4,6 +4,7 @@
     {{ dataset.price_per_study|price:dataset.currency }}  a Decimal of major units, the same way
     {{ order.created|when }}   <time datetime="…+00:00">5 Dec 2026, 18:25 CET</time>
     {{ invoice.due|day }}      <time datetime="2026-12-05">5 Dec 2026</time>
+    {{ org.country|country }}  "NZ" → "New Zealand"
 
 Times are shown in the request's zone (marketplace/timezones.py), always with its
 abbreviation; the datetime attribute keeps the exact instant in UTC for machines. ``None``
@@ -20,6 +21,7 @@ from django.utils.dateformat import format as date_format
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
 
+from marketplace.countries import COUNTRIES
 from orders.currency import format_major, format_money
 
 register = template.Library()
@@ -78,6 +80,13 @@ def day(value: object) -> str:
     if not isinstance(value, dt.date):
         return ""
     return format_html('<time datetime="{}">{}</time>', value.isoformat(), date_format(value, DATE_FORMAT))
+
+
+@register.filter
+def country(code: object) -> str:
+    """"NZ" → "New Zealand"; "" stays "" (for |default), anything else as it is."""
+    text = "" if code is None else str(code)
+    return COUNTRIES.get(text.upper(), text) if len(text) == 2 else text
 
 
 @register.simple_tag(takes_context=True)
