@@ -93,3 +93,13 @@ def test_the_account_setting_wins_over_the_browser(alice, client):
     alice.refresh_from_db()
     assert alice.time_zone == ""
     assert "shown in Asia/Tokyo (from your browser)" in client.get("/account/").content.decode()
+
+
+@pytest.mark.django_db
+def test_the_provider_dashboard_shows_list_prices_with_separators_and_the_code(client, alice, provider):
+    from catalog.models import Dataset
+
+    Dataset.objects.create(provider=provider, title="Big price", price_per_study=Decimal("4063.50"), currency="EUR")
+    client.force_login(alice)
+    page = client.get("/provider/").content.decode()
+    assert "4,063.50 EUR" in page and "4063.50" not in page
