@@ -29,6 +29,7 @@ from typing import Any
 
 from catalog.exceptions import InvalidQueryError
 from catalog.models import AGE_BANDS, LicenceType
+from marketplace.countries import COUNTRIES
 
 STUDY, DATASET = "study", "dataset"
 NOT_RECORDED = "Not recorded"  # the label of an empty value, everywhere
@@ -52,6 +53,35 @@ FIELD_SQL = _band_sql("field_strength", FIELD_BANDS)
 
 SEX_LABELS = MappingProxyType({"F": "Female", "M": "Male", "O": "Other"})
 YES_NO = MappingProxyType({"true": "Yes", "false": "No"})
+# DICOM modality codes (PS3.3 C.7.3.1.1.1) as researchers read them; the code stays in the
+# label, it is what the files and the API say.
+MODALITY_LABELS = MappingProxyType({
+    "CT": "CT (computed tomography)", "MR": "MR (magnetic resonance)", "PT": "PT (PET)",
+    "NM": "NM (nuclear medicine)", "US": "US (ultrasound)", "CR": "CR (computed radiography)",
+    "DX": "DX (digital radiography)", "MG": "MG (mammography)", "XA": "XA (X-ray angiography)",
+    "RF": "RF (fluoroscopy)", "IO": "IO (intra-oral radiography)", "PX": "PX (panoramic X-ray)",
+    "OT": "OT (other)", "SC": "SC (secondary capture)", "SEG": "SEG (segmentation)",
+    "SR": "SR (structured report)", "RTSTRUCT": "RTSTRUCT (radiotherapy structures)",
+    "OCT": "OCT (optical coherence tomography)", "XC": "XC (external camera photography)",
+    "SM": "SM (slide microscopy)", "ECG": "ECG (electrocardiography)",
+})
+# DICOM body part codes whose words run together; the rest read as capitalised words.
+_BODY_PART_WORDS = MappingProxyType({
+    "HEADNECK": "Head and neck", "CSPINE": "Cervical spine", "TSPINE": "Thoracic spine",
+    "LSPINE": "Lumbar spine", "SSPINE": "Sacral spine", "WHOLEBODY": "Whole body", "CHESTABDOMEN": "Chest and abdomen",
+    "ABDOMENPELVIS": "Abdomen and pelvis", "CHESTABDPELVIS": "Chest, abdomen and pelvis", "TMJ": "TMJ",
+    "IAC": "Internal auditory canal",
+})
+
+
+def body_part_label(code: str) -> str:
+    """"CHEST" → "Chest", "HEADNECK" → "Head and neck", "LOWER_LEG" → "Lower leg"."""
+    return _BODY_PART_WORDS.get(code) or code.replace("_", " ").capitalize()
+
+
+def country_label(code: str) -> str:
+    """"NZ" → "New Zealand"; a region typed before the list existed stays as it was."""
+    return COUNTRIES.get(code.upper(), code) if len(code) == 2 else code
 
 
 def condition_label(code: str) -> str:
@@ -147,9 +177,10 @@ _AGE = tuple(label for _, _, label in AGE_BANDS) + ("unknown",)
 
 # In the order the pages list them.
 FACETS: dict[str, Facet] = {f.name: f for f in [
-    Facet("modality", "Modality", column="modalities", array=True, dataset_field="modalities",
+    Facet("modality", "Modality", column="modalities", array=True, dataset_field="modalities", labels=MODALITY_LABELS,
           help="Filter by DICOM modality code (CT, MR, PT, ...)"),
     Facet("body_part", "Body part", column="body_part", dataset_field="body_parts", breakdown=True,
+          label_of=body_part_label,
           help="Filter by DICOM body part examined (CHEST, BRAIN, ...)"),
     Facet("condition", "Condition", level=DATASET, label_of=condition_label,
           help="Filter by condition code (as listed in the condition facet)"),
@@ -171,7 +202,7 @@ FACETS: dict[str, Facet] = {f.name: f for f in [
     Facet("licence", "Licence", level=DATASET, labels=dict(LicenceType.choices),
           choices=tuple(LicenceType.values)),
     Facet("provider", "Provider", level=DATASET, dataset_field="provider__name", dataset_field_is_list=False),
-    Facet("country", "Country / region", level=DATASET),
+    Facet("country", "Country / region", level=DATASET, label_of=country_label),
 ]}
 
 STUDY_FACETS: dict[str, Facet] = {n: f for n, f in FACETS.items() if f.level == STUDY}

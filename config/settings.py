@@ -405,6 +405,9 @@ MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.Authenticatio
 # Staff and provider-organization owners are sent to set up TOTP before anything else.
 MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.messages.middleware.MessageMiddleware") + 1,
                   "marketplace.middleware.RequireTwoFactorMiddleware")
+# Times on pages in the account's or the browser's zone (after authentication: the account wins).
+MIDDLEWARE.insert(MIDDLEWARE.index("allauth.account.middleware.AccountMiddleware") + 1,
+                  "marketplace.timezones.TimeZoneMiddleware")
 AUTHENTICATION_BACKENDS = [
     "allauth.account.auth_backends.AuthenticationBackend",
     "guardian.backends.ObjectPermissionBackend",

@@ -286,6 +286,9 @@ class Scrubber:
                    names_verifiable=patient_named and names_latin)
 
     def clean(self, text: str) -> str:
+        # Titled names first: a known value may be the title itself (a name suffix "DR" in
+        # the file), and removing it first would leave "for . Avery Quinn" unmatched.
+        text = _TITLED_NAME.sub(" ", text)
         # Only the known values that can occur in this text go into the expression
         # (a plain substring test on ASCII text): same result, a fraction of the cost.
         lowered = text.lower() if text.isascii() else None

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from marketplace.countries import COUNTRY_CHOICES
 from marketplace.models import ApiToken, Membership, Organization, User, WebhookEndpoint
 from marketplace.services import client_ip, user_terms_accept
+from marketplace.timezones import zone_choices
 
 
 class SignUpForm(AllauthSignupForm):
@@ -72,6 +73,15 @@ class WebhookEndpointForm(forms.Form):
                           widget=forms.URLInput(attrs={"placeholder": "https://example.org/hooks/medimage"}))
     events = forms.MultipleChoiceField(choices=WebhookEndpoint.Event.choices, widget=forms.CheckboxSelectMultiple,
                                        label="Events")
+class TimeZoneForm(forms.Form):
+    time_zone = forms.ChoiceField(required=False, label="Show times in",
+                                  help_text="Dates and times on these pages; e-mails and PDFs give UTC.")
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.fields["time_zone"].choices = [("", "The zone of my browser (UTC until it tells)"), *zone_choices()]
+
+
 class ApiTokenCreateForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="What the token is for, e.g. “lab workstation”.")
     scopes = forms.MultipleChoiceField(choices=ApiToken.Scope.choices, widget=forms.CheckboxSelectMultiple,

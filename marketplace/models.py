@@ -14,6 +14,8 @@ class User(AbstractUser):
     # The terms of use the account accepted at sign-up (settings.TERMS_VERSION then).
     terms_version = models.CharField(max_length=32, blank=True)
     terms_accepted_at = models.DateTimeField(null=True, blank=True)
+    # The IANA zone pages show times in; blank follows the browser (marketplace/timezones.py).
+    time_zone = models.CharField(max_length=64, blank=True)
 
 
 def _new_deid_secret() -> str:

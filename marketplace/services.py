@@ -83,6 +83,17 @@ def user_terms_accept(*, user: User, version: str, ip: str | None = None) -> Use
     return user
 
 
+def user_time_zone_set(*, user: User, time_zone: str) -> User:
+    """The zone the account's pages show times in; "" follows the browser again."""
+    from marketplace.timezones import valid_zone
+
+    if time_zone and valid_zone(time_zone) is None:
+        raise ApplicationError(f"{time_zone[:64]!r} is not a time zone name such as Europe/Berlin.")
+    user.time_zone = time_zone
+    user.save(update_fields=["time_zone"])
+    return user
+
+
 @transaction.atomic
 def organization_create(
     *, name: str, kind: str, country: str = "", sector: str = "", contact_name: str = "", contact_email: str = "",

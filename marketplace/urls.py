@@ -10,6 +10,7 @@ urlpatterns = [
     path("login/", account_views.login, name="login"),
     path("logout/", account_views.logout, name="logout"),
     path("account/", views.account_settings, name="account_settings"),
+    path("account/time-zone/", views.account_time_zone, name="account_time_zone"),
     path("account/tokens/", views.api_token_new, name="api_token_new"),
     path("account/tokens/<int:token_id>/revoke/", views.api_token_revoke_view, name="api_token_revoke"),
     path("organization/", views.organization_members, name="organization_members"),

@@ -15,6 +15,7 @@ from marketplace.forms import (
     InvitationForm,
     OrganizationCreateForm,
     OrganizationDetailsUpdateForm,
+    TimeZoneForm,
     WebhookEndpointForm,
 )
 from marketplace.guards import require_verified_email
@@ -33,6 +34,7 @@ from marketplace.services import (
     invitation_decline,
     notifications_mark_read,
     organization_create,
+    user_time_zone_set,
 )
 from marketplace.tokens import api_token_create, api_token_revoke, api_tokens_for_user
 from marketplace.vetting import ordering_refusal, organization_details_update
@@ -60,6 +62,7 @@ def account_settings(request: HttpRequest, *, token_form: ApiTokenCreateForm | N
         "organizations": organizations_for_user(user=user),
         "tokens": api_tokens_for_user(user=user),
         "token_form": token_form or ApiTokenCreateForm(),
+        "time_zone_form": TimeZoneForm(initial={"time_zone": user.time_zone}),
         "new_secret": new_secret,
         "now": timezone.now(),
     }
@@ -88,6 +91,20 @@ def api_token_new(request: HttpRequest) -> HttpResponse:
         return account_settings(request, token_form=form)
     messages.success(request, f"Token {token.name!r} created. Copy it now: it is not shown again.")
     return account_settings(request, new_secret=secret)
+
+
+@login_required
+@require_POST
+def account_time_zone(request: HttpRequest) -> HttpResponse:
+    form = TimeZoneForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"{request.POST.get('time_zone', '')[:64]!r} is not a time zone name such as "
+                                "Europe/Berlin.")
+        return redirect("account_settings")
+    user_time_zone_set(user=request.user, time_zone=form.cleaned_data["time_zone"])
+    chosen = form.cleaned_data["time_zone"] or "the zone of your browser"
+    messages.success(request, f"Times are shown in {chosen}.")
+    return redirect("account_settings")
 
 
 @login_required

@@ -2,7 +2,7 @@
 conversion from and to ``Decimal`` major units, and display. No floats, no Django."""
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 # ISO 4217 currencies whose minor unit is not 1/100 of the major unit; every other code has
 # two decimal places. The one table for prices, orders and the ledger.
@@ -64,3 +64,13 @@ def from_minor(minor: int, currency: str) -> Decimal:
 def format_money(minor: int, currency: str) -> str:
     """"1,234.50 USD", "1,234 JPY", "-4.50 EUR": grouped digits and the ISO code."""
     return f"{from_minor(minor, currency):,} {currency.upper()}"
+
+
+def format_major(amount: Decimal | int | str, currency: str) -> str:
+    """A ``Decimal`` of major units (a list price per study, a cohort total) as
+    :func:`format_money` shows minor units: the currency's decimal places, rounded half up
+    (a per-study price derived from a flat plan may have more), grouped, with the code
+    ("" for an amount whose currency nobody stated: two places and no code)."""
+    value = amount if isinstance(amount, Decimal) else Decimal(str(amount).strip())
+    places = Decimal(1).scaleb(-currency_exponent(currency))
+    return f"{value.quantize(places, rounding=ROUND_HALF_UP):,} {currency.upper()}".rstrip()

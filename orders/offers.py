@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.urls import reverse
-from django.utils import dateformat, timezone
+from django.utils import timezone
 
 from catalog.licence import LicenceTerms, LicenceTermsError, terms_diff
 from catalog.models import DataRequest, DataRequestResponse, Dataset
@@ -27,6 +27,7 @@ from marketplace.exceptions import ApplicationError, InvalidTransitionError, Not
 from marketplace.input_guard import MAX_MINOR_AMOUNT
 from marketplace.models import Membership, Organization, User
 from marketplace.services import audit_record, notification_send
+from marketplace.templatetags.display import when_text
 from orders.currency import ACCEPTED_CODES, MoneyValueError, format_money, to_minor
 from orders.exceptions import OrderError
 from orders.models import CartItem, Negotiation, Offer, OfferStatusChange, OrderLine
@@ -637,4 +638,5 @@ def _notify(negotiation: Negotiation, *, to_side: str, message: str) -> None:
 
 
 def _date(value: datetime | None) -> str:
-    return dateformat.format(timezone.localtime(value), "j M Y, H:i") if value else ""
+    # The pages' date-time format, zone included (a notice written by the worker says UTC).
+    return when_text(value) if value else ""

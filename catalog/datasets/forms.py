@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from catalog.conditions import UnknownConditionError, picker_options, resolve_condition
 from catalog.datasets.pricing import PlanError, bps_from_percent, plan_clean, price_major
 from catalog.datasets.services import (
     check_disclosure_threshold,
@@ -19,6 +20,7 @@ from catalog.licence import (
     terms_for_licence_type,
 )
 from catalog.models import Dataset, LicenceType, PricingModel
+from marketplace.countries import COUNTRY_CHOICES
 from orders.currency import ACCEPTED_CURRENCIES
 from orders.pricing import percent_words
 
@@ -34,6 +36,24 @@ LICENCE_FORM_FIELDS = {"licence_use": "use", "licence_perpetual": "", "licence_t
                        "licence_derivative_models": "derivative_models", "licence_publication": "publication",
                        "licence_territory": "territory", "licence_access": "access"}
 LICENCE_FIELD_OF_TERM = {term: name for name, term in LICENCE_FORM_FIELDS.items() if term}
+
+
+class ConditionsWidget(forms.Textarea):
+    """The conditions, one per line, with a searchable ICD-10 picker under them
+    (static/js/conditions.js adds a pick as a line; without script it is posted as
+    ``<name>_pick`` and taken here the same way)."""
+
+    template_name = "catalog/widgets/conditions.html"
+
+    def get_context(self, name: str, value: object, attrs: dict | None) -> dict:
+        context = super().get_context(name, value, attrs)
+        context["widget"]["options"] = picker_options()
+        return context
+
+    def value_from_datadict(self, data, files, name):  # noqa: ANN001, ANN201
+        typed = super().value_from_datadict(data, files, name) or ""
+        picked = (data.get(f"{name}_pick") or "").strip()
+        return f"{typed}\n{picked}" if picked else typed
 
 
 class DatasetForm(forms.ModelForm):
@@ -80,9 +100,12 @@ class DatasetForm(forms.ModelForm):
         help_text="Removed by default: notes about a patient often hold names or places the files do not "
                   "show elsewhere. A kept attribute is cleaned of the names and ids the file holds, removed "
                   "where that cannot be checked, and the dataset page tells buyers it is kept.")
+    country = forms.ChoiceField(choices=[("", "—"), *COUNTRY_CHOICES], required=False,
+                                label="Country or region of acquisition")
     conditions = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="One per line as SCHEME:CODE|Label, e.g. ICD10:J18.9|Pneumonia or SCT:233604007|Pneumonia.")
+        required=False, widget=ConditionsWidget(attrs={"rows": 3}),
+        help_text="One per line; pick ICD-10 codes from the list below. Other schemes as SCHEME:CODE|Label, "
+                  "e.g. SCT:233604007|Pneumonia.")
 
     class Meta:
         model = Dataset
@@ -121,6 +144,10 @@ class DatasetForm(forms.ModelForm):
             "licence_publication": terms.publication, "licence_territory": ", ".join(terms.territory),
             "licence_access": terms.access,
         })
+        if editing and self.instance.country and self.instance.country not in dict(COUNTRY_CHOICES):
+            # A region typed before the list existed stays selectable until it is changed.
+            self.fields["country"].choices = [*self.fields["country"].choices,
+                                              (self.instance.country, f"{self.instance.country} (as entered)")]
         if editing:
             self.initial["conditions"] = "\n".join(self.instance.conditions)
             self.initial["price"] = str(price_major(self.instance))
@@ -239,7 +266,11 @@ class DatasetForm(forms.ModelForm):
         return self.cleaned_data.get("licence_type") or LicenceType.ACADEMIC
 
     def clean_conditions(self) -> list[str]:
+        known = frozenset(self.instance.conditions or []) if self.instance.pk else frozenset()
+        lines = [line for line in (self.cleaned_data.get("conditions") or "").splitlines() if line.strip()]
         try:
-            return clean_conditions(self.cleaned_data.get("conditions") or "")
+            return clean_conditions([resolve_condition(line, known=known) for line in lines])
+        except UnknownConditionError as exc:
+            raise forms.ValidationError(str(exc)) from None
         except CatalogError as exc:
             raise forms.ValidationError(exc.message) from None

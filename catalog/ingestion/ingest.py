@@ -26,6 +26,7 @@ import deid
 import storage
 from catalog.exceptions import ArchiveMemberError, UnsafeArchiveError
 from catalog.ingestion.archives import Member, copy_member, list_members, validate_archive
+from catalog.ingestion.descriptions import display_description
 from catalog.ingestion.upload_batches import (
     upload_batch_fail,
     upload_batch_recount,
@@ -362,7 +363,7 @@ def _study_for(dataset: Dataset, meta: dict[str, Any]) -> Study:
             "age_band": age_band_for(age),
             "patient_sex": (meta.get("patient_sex") or "").upper()[:8],
             "study_date": meta.get("study_date"),
-            "description": (meta.get("study_description") or "")[:200],
+            "description": display_description(meta.get("study_description")),
             "body_part": (meta.get("body_part") or "").upper()[:64],
             "manufacturer": (meta.get("manufacturer") or "")[:64],
             "model": (meta.get("model") or "")[:64],
@@ -413,7 +414,7 @@ def _series_for(study: Study, meta: dict[str, Any]) -> Series:
             "body_part": (meta.get("body_part") or "").upper()[:64],
             "manufacturer": (meta.get("manufacturer") or "")[:64],
             "model": (meta.get("model") or "")[:64],
-            "description": (meta.get("series_description") or "")[:200],
+            "description": display_description(meta.get("series_description")),
             "series_number": _int(meta.get("series_number")),
         },
     )

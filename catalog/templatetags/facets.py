@@ -10,6 +10,7 @@ from typing import Any
 
 from django import template
 
+from catalog.disclosure import SUPPRESSED
 from catalog.facets import FACETS
 from catalog.facets import facet_label as _facet_label
 
@@ -24,6 +25,6 @@ def facet_label(name: Any) -> str:
 @register.filter
 def facet_value(value: Any, name: Any) -> Any:
     facet = FACETS.get(str(name))
-    if facet is None or value in (None, "") or not isinstance(value, str):
-        return value  # a hidden ("suppressed") or missing value is the caller's to show
+    if facet is None or value in (None, "", SUPPRESSED) or not isinstance(value, str):
+        return value  # a hidden ("suppressed") or missing value is the caller's to show (|shown)
     return facet.value_label(value)

@@ -53,7 +53,7 @@ def test_it_lists_published_datasets_with_results_and_facets(api, published_data
     assert row["currency"] == "USD"
     assert row["status"] == "published"
     assert set(body["facets"]) == {"modality", "body_part", "sex", "age_band", "manufacturer", "provider"}
-    assert body["facets"]["modality"] == [{"value": "CT", "label": "CT", "count": 1, "selected": True}]
+    assert body["facets"]["modality"] == [{"value": "CT", "label": "CT (computed tomography)", "count": 1, "selected": True}]
     assert body["facets"]["provider"] == [
         {"value": "Alpha Imaging", "label": "Alpha Imaging", "count": 1, "selected": False}]
 
@@ -64,8 +64,8 @@ def test_it_returns_no_results_but_a_valid_shape_when_nothing_matches(api, publi
     assert body["results"] == []
     # the modality facet ignores its own filter, so the buyer sees the CT alternative; the
     # value filtered by stays listed (count 0) so a page can offer to untick it
-    assert body["facets"]["modality"] == [{"value": "CT", "label": "CT", "count": 1, "selected": False},
-                                          {"value": "MR", "label": "MR", "count": 0, "selected": True}]
+    assert body["facets"]["modality"] == [{"value": "CT", "label": "CT (computed tomography)", "count": 1, "selected": False},
+                                          {"value": "MR", "label": "MR (magnetic resonance)", "count": 0, "selected": True}]
 
 
 def test_it_hides_draft_datasets_from_the_search_api(api, provider, alice):
@@ -103,7 +103,7 @@ def test_it_shows_a_published_dataset_with_its_study_breakdown(api, published_da
     assert body["id"] == published_dataset.pk
     breakdown = {group["key"]: group["rows"] for group in body["breakdown"]}
     assert set(breakdown) == {"sex", "age_band", "body_part", "manufacturer"}
-    assert breakdown["body_part"] == [{"value": "CHEST", "label": "CHEST", "count": 2, "orderable": True}]
+    assert breakdown["body_part"] == [{"value": "CHEST", "label": "Chest", "count": 2, "orderable": True}]
     assert breakdown["manufacturer"] == [{"value": "SIEMENS", "label": "SIEMENS", "count": 2, "orderable": True}]
     assert sum(row["count"] for row in breakdown["sex"]) == 2
     assert {row["label"] for row in breakdown["sex"]} <= {"Female", "Male"}

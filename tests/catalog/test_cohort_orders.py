@@ -368,7 +368,7 @@ def test_update_price_keeps_a_ticked_value_this_dataset_does_not_have(client, de
     definition = {**COHORT, "body_part": ["CHEST", "SPINE"]}
     criteria = cohort_criteria(cohort_from(definition))
     page = client.get(f"/datasets/{dataset.pk}/order/", definition).content.decode()
-    assert "Body part: SPINE" in page
+    assert "Body part: Spine" in page
     assert _refine_form(page) == criteria
 
 

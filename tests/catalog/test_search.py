@@ -217,7 +217,7 @@ def test_it_accepts_a_10000_character_query(catalog):
     assert len(params.q) <= 200
     assert [d.title for d in dataset_search(params=params)] == ["Lung nodule CT"]
     assert dataset_facets(params=params)["modality"] == [
-        {"value": "CT", "label": "CT", "count": 1, "selected": False}]
+        {"value": "CT", "label": "CT (computed tomography)", "count": 1, "selected": False}]
 
 
 @pytest.mark.parametrize("q", [

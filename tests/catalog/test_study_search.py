@@ -301,7 +301,7 @@ def test_providers_describe_conditions_licence_and_browsing_in_the_form(client, 
     assert dataset.licence_type == "commercial" and dataset.allow_study_browsing and dataset.country == "NZ"
     bad = client.post("/provider/datasets/new/", {"title": "x", "licence_type": "academic", "price": "1",
                                                   "currency": "USD", "conditions": "pneumonia"})
-    assert bad.status_code == 400 and "is not SCHEME:CODE|Label" in bad.content.decode()
+    assert bad.status_code == 400 and "&#x27;pneumonia&#x27; is not an ICD-10 code in our list" in bad.content.decode()
 
 
 def test_cohort_builder_counts_the_datasets_once_per_page(client, catalog, monkeypatch) -> None:

@@ -105,6 +105,16 @@ def test_titled_names_and_ssns_are_scrubbed_whoever_they_are(written: str, kept:
     assert out.StudyDescription == kept
 
 
+def test_a_titled_name_is_scrubbed_when_the_title_is_also_a_name_suffix_in_the_file() -> None:
+    # "DR" is a known value here (the referring physician's suffix): removed first it would
+    # leave ". Avery Quinn" without the title that marks it as a name.
+    written = base_dataset(StudyDescription="CT CHEST W/O CONTRAST for Dr. Avery Quinn",
+                           ReferringPhysicianName="CARTER^JOHN^^DR")
+    out = pydicom.dcmread(io.BytesIO(_run(to_bytes(written))))
+    assert "Avery" not in out.StudyDescription and "Quinn" not in out.StudyDescription
+    assert out.StudyDescription.startswith("CT CHEST W/O CONTRAST")
+
+
 # --- patient free text: removed by default, kept cleaned only when opted in ------------
 
 FREE_TEXT = Options(accept_patient_free_text_risk={"PatientComments", "AdditionalPatientHistory"})
