@@ -6,10 +6,13 @@ from django.db import migrations, models
 def submitted_from_audit(apps, schema_editor):
     # Datasets already in review wait since their last submission in the audit trail (or
     # since they were created when none is recorded).
-    Dataset = apps.get_model("catalog", "Dataset")
-    AuditEvent = apps.get_model("marketplace", "AuditEvent")
-    for dataset in Dataset.objects.filter(status="in_review", submitted_at__isnull=True):
-        event = (AuditEvent.objects.filter(object_type="catalog.dataset", object_id=str(dataset.pk),
+    # On the migrating (owner's) connection: the app role's would wait for this transaction's
+    # lock on catalog_dataset for ever.
+    alias = schema_editor.connection.alias
+    datasets = apps.get_model("catalog", "Dataset").objects.using(alias)
+    events = apps.get_model("marketplace", "AuditEvent").objects.using(alias)
+    for dataset in datasets.filter(status="in_review", submitted_at__isnull=True):
+        event = (events.filter(object_type="catalog.dataset", object_id=str(dataset.pk),
                                            action="dataset.in_review").order_by("-created").first())
         dataset.submitted_at = event.created if event else dataset.created
         dataset.save(update_fields=["submitted_at"])

@@ -124,7 +124,7 @@ def test_chips_are_labelled_and_each_removes_only_its_criterion(client, two) -> 
     params = {"sex": ["F", "M"], "body_part": "CHEST", "q": "chest", "sort": "newest"}
     page = _page(client, "/datasets/", params)
     chips = [(label, parse_qs(urlsplit(href).query)) for href, label in CHIP.findall(page)]
-    assert [label for label, _ in chips] == ["Body part: CHEST", "Sex: Female", "Sex: Male", "Keywords: “chest”"]
+    assert [label for label, _ in chips] == ["Body part: Chest", "Sex: Female", "Sex: Male", "Keywords: “chest”"]
     full = {"sex": ["F", "M"], "body_part": ["CHEST"], "q": ["chest"], "sort": ["newest"]}
     for (label, rest), (key, value) in zip(chips, [("body_part", "CHEST"), ("sex", "F"), ("sex", "M"),
                                                     ("q", "chest")]):
@@ -133,7 +133,7 @@ def test_chips_are_labelled_and_each_removes_only_its_criterion(client, two) -> 
     # Following "Sex: Female" unticks Female only.
     without_f = _page(client, "/datasets/" + CHIP.findall(page)[1][0])
     assert ("sex", "M") in TICKED.findall(without_f) and ("sex", "F") not in TICKED.findall(without_f)
-    assert [label for _, label in CHIP.findall(without_f)] == ["Body part: CHEST", "Sex: Male", "Keywords: “chest”"]
+    assert [label for _, label in CHIP.findall(without_f)] == ["Body part: Chest", "Sex: Male", "Keywords: “chest”"]
 
 
 def test_clear_filters_keeps_the_keyword(client, two) -> None:

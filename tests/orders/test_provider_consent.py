@@ -177,7 +177,7 @@ def test_the_queue_shows_who_orders_and_what_for(waiting_order, alice, client):
     page = client.get(reverse("consent_queue")).content.decode()
     line = _line(waiting_order)
     assert f'id="consent-line-{line.pk}"' in page
-    for text in ("Bravo AI", "GB", "Commercial (company)", "AI/ML model development (commercial)",
+    for text in ("Bravo AI", "United Kingdom", "Commercial (company)", "AI/ML model development (commercial)",
                  "Training a nodule detector for a trial.", "Chest CT screening"):
         assert text in page
     detail = client.get(reverse("consent_line", args=[line.pk])).content.decode()
