@@ -3,6 +3,7 @@
 #
 #   make run    the site at http://127.0.0.1:8000/, a Celery worker per queue and beat (Ctrl-C stops all)
 #   make test   ruff (ruff.toml), then the test suite (throwaway PostgreSQL/Redis, moto S3, osmem)
+#   make screenshots  refresh the README's screenshots (docs/screenshots/, headless Chromium)
 #   make clean  stop the embedded services and delete var/
 
 SHELL := /bin/bash
@@ -10,7 +11,7 @@ PYTHON_BOOTSTRAP := $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test clean
+.PHONY: run test screenshots clean
 
 # The stamps depend on the requirements files: pip runs again only when they change.
 $(PY):
@@ -33,6 +34,9 @@ run: $(VENV)/.installed-runtime
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
+
+screenshots: $(VENV)/.installed-dev
+	SCREENSHOTS_DIR=docs/screenshots $(VENV)/bin/pytest tests/browser/test_readme_screenshots.py -q
 
 clean:
 	@if [ -x $(PY) ] && [ -d var ]; then \

@@ -411,6 +411,9 @@ class DataRequestResponse(models.Model):
     dataset = models.ForeignKey(Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     offer = models.TextField(blank=True)
     price_per_study = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    # The price's currency: the linked dataset's, or the one the provider chose for an offer;
+    # blank on answers given before it was asked.
+    currency = models.CharField(max_length=3, choices=ACCEPTED_CURRENCIES, blank=True)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from catalog.disclosure import rule_for_dataset
 from catalog.exceptions import CatalogError
+from catalog.facets import echo
 from catalog.models import DataRequest, DataRequestResponse, Dataset, SavedSearch
 from catalog.search import search_backend
 from catalog.search.query import STUDIES, query_from
@@ -18,6 +19,7 @@ from marketplace.input_guard import amount_from
 from marketplace.models import Membership, User, WebhookEndpoint
 from marketplace.services import audit_record, notification_send
 from marketplace.webhooks import webhook_event_emit
+from orders.currency import ACCEPTED_CODES
 
 MAX_SAVED_PER_USER = 100
 
@@ -102,8 +104,9 @@ def data_request_create(*, requester: User, title: str, description: str, params
 @transaction.atomic
 def data_request_respond(*, data_request: DataRequest, responder: User, provider_id: int,
                          dataset_id: int | None = None, offer: str = "",
-                         price_per_study: str | Decimal | None = None) -> DataRequestResponse:
-    """A provider answers with one of its datasets, or an offer (what it could supply)."""
+                         price_per_study: str | Decimal | None = None, currency: str = "") -> DataRequestResponse:
+    """A provider answers with one of its datasets, or an offer (what it could supply). A price
+    is in the dataset's currency, or for an offer in the currency chosen (one the payments accept)."""
     if data_request.status != DataRequest.Status.OPEN:
         raise CatalogError("This request is closed.", code="request_closed")
     if not Membership.objects.filter(user=responder, organization_id=provider_id,
@@ -120,9 +123,16 @@ def data_request_respond(*, data_request: DataRequest, responder: User, provider
         raise CatalogError("Link one of your datasets or describe your offer.", code="empty_response")
     # Whole cents from 0 to numeric(12,2)'s limit, or an InvalidInputError naming the field.
     price = None if price_per_study in (None, "") else amount_from(price_per_study, field="price_per_study")
+    if price is None:
+        currency = ""
+    elif dataset is not None:
+        currency = dataset.currency
+    elif currency not in ACCEPTED_CODES:
+        refused = f" ({echo(currency)} is not one the payments accept)" if currency else ""
+        raise CatalogError(f"Choose the currency of the price per study{refused}.", code="bad_currency")
     response = DataRequestResponse.objects.create(
         request=data_request, provider_id=provider_id, responder=responder, dataset=dataset,
-        offer=offer, price_per_study=price)
+        offer=offer, price_per_study=price, currency=currency)
     audit_record(actor=responder, action="data_request.respond", obj=data_request,
                  detail={"dataset": dataset.pk if dataset else None})
     provider_name = response.provider.name

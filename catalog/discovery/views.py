@@ -19,6 +19,7 @@ from catalog.exceptions import CatalogError
 from catalog.models import DataRequest, Dataset
 from marketplace.exceptions import ApplicationError
 from marketplace.models import Organization
+from orders.currency import ACCEPTED_CURRENCIES
 
 
 @login_required
@@ -85,12 +86,14 @@ def data_request_detail(request: HttpRequest, request_id: int) -> HttpResponse:
                 data_request_respond(data_request=data_request, responder=request.user,
                                      provider_id=provider_id, dataset_id=dataset_id,
                                      offer=request.POST.get("offer", ""),
-                                     price_per_study=request.POST.get("price_per_study") or None)
+                                     price_per_study=request.POST.get("price_per_study") or None,
+                                     currency=request.POST.get("currency", ""))
                 messages.success(request, "Answer sent to the researcher.")
             return redirect("data_request_detail", request_id=data_request.pk)
         except (ApplicationError, ValueError) as exc:
             error = getattr(exc, "message", "Choose a dataset from the list.")
     own_datasets = Dataset.objects.filter(provider__in=providers).order_by("title") if providers else []
     context = {"data_request": data_request, "responses": data_request.responses.select_related("provider", "dataset"),
-               "providers": providers, "own_datasets": own_datasets, "error": error}
+               "providers": providers, "own_datasets": own_datasets, "error": error,
+               "currencies": ACCEPTED_CURRENCIES}
     return render(request, "catalog/data_request_detail.html", context, status=400 if error else 200)

@@ -22,12 +22,16 @@ def _world(bob, alice, admin_user, dataset, live_server) -> dict:  # noqa: ANN00
     from django.conf import settings
     from django.test import Client
 
-    from catalog.models import UploadBatch
+    from catalog.models import DatasetPreview, Series, UploadBatch
     from marketplace.models import Membership
     from orders.cart import cart_add
     from orders.models import Order
+    from workspaces.models import Delivery
 
     order = Order.objects.filter(buyer=bob).latest("pk")
+    delivery = Delivery.objects.get(order=order)
+    series = Series.objects.filter(study__dataset=dataset).order_by("pk").first()
+    preview = DatasetPreview.objects.filter(dataset=dataset).order_by("pk").first()
     cart_add(buyer=bob, dataset=dataset, criteria={})  # a cart with a line in it
 
     def cookies(user) -> list[dict]:  # noqa: ANN001
@@ -37,7 +41,8 @@ def _world(bob, alice, admin_user, dataset, live_server) -> dict:  # noqa: ANN00
         return [{"name": settings.SESSION_COOKIE_NAME, "value": value, "url": live_server.url}]
 
     return {
-        "dataset": dataset.pk, "order": order.pk,
+        "dataset": dataset.pk, "order": order.pk, "delivery": delivery.pk, "series": series.pk,
+        "preview": preview.pk,
         "buyer_org": Membership.objects.get(user=bob).organization_id,
         "batch": UploadBatch.objects.filter(dataset=dataset).latest("pk").pk,
         "cookies": {"researcher": cookies(bob), "provider": cookies(alice), "admin": cookies(admin_user)},
@@ -52,13 +57,16 @@ def _pages(w: dict) -> dict[str, list[str]]:
             "/", "/datasets/?modality=CT&q=chest", f"/datasets/{d}/", "/cohorts/?modality=CT", "/cart/", "/orders/",
             f"/orders/{w['order']}/", "/negotiations/", "/saved/", "/requests/", "/notifications/", "/workspace/",
             "/account/", "/organization/", f"/organization/{w['buyer_org']}/webhooks/", f"/datasets/{d}/order/",
-            "/no-such-page/", f"/orders/{w['order'] + 1000}/",
+            "/no-such-page/", f"/orders/{w['order'] + 1000}/", f"/workspace/deliveries/{w['delivery']}/",
+            f"/workspace/deliveries/{w['delivery']}/series/{w['series']}/viewer/",
+            f"/datasets/{d}/previews/{w['preview']}/viewer/",
         ],
         "provider": [
             "/provider/", f"/provider/datasets/{d}/", f"/provider/datasets/{d}/upload/",
             f"/provider/uploads/{w['batch']}/", "/provider/consent/", "/provider/negotiations/", "/provider/datasets/new/",
         ],
-        "admin": ["/admin/", "/admin/catalog/dataset/", "/admin/orders/order/", f"/admin/catalog/dataset/{d}/change/"],
+        "admin": ["/admin/", "/admin/catalog/dataset/", "/admin/orders/order/", f"/admin/catalog/dataset/{d}/change/",
+                  f"/admin/catalog/dataset/{d}/reject/"],
     }
 
 

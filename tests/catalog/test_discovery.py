@@ -1,6 +1,7 @@
 """Saved searches with notifications of new matching data, and the data-request board."""
 from __future__ import annotations
 
+import html
 from decimal import Decimal
 
 import pytest
@@ -117,6 +118,29 @@ def test_data_request_board_round_trip(client, provider, alice, bob, make_member
     client.post(f"/requests/{data_request.pk}/", {"action": "close"})
     data_request.refresh_from_db()
     assert data_request.status == DataRequest.Status.CLOSED
+
+
+
+def test_an_answers_price_reads_in_its_currency(client, provider, alice, bob) -> None:
+    data_request = data_request_create(requester=bob, title="Paediatric knee MR", description="200 knee MRs")
+    client.force_login(alice)
+    answer = client.post(f"/requests/{data_request.pk}/", {"offer": "We could scan 300 by June",
+                                                            "price_per_study": "1234.50", "currency": "EUR"})
+    assert answer.status_code == 302
+    refused = client.post(f"/requests/{data_request.pk}/", {"offer": "Another offer", "price_per_study": "3",
+                                                             "currency": "XYZ"})
+    assert refused.status_code == 400
+    assert "Choose the currency of the price per study ('XYZ' is not one the payments accept)." in \
+        html.unescape(refused.content.decode())
+    dataset = _dataset(provider, "Knees", "FM")
+    dataset.currency = "GBP"
+    dataset.save(update_fields=["currency"])
+    data_request_respond(data_request=data_request, responder=alice, provider_id=provider.pk, dataset_id=dataset.pk,
+                         price_per_study="7.25", currency="EUR")  # a dataset's price is in its own currency
+    client.force_login(bob)
+    page = client.get(f"/requests/{data_request.pk}/").content.decode()
+    assert "at 1,234.50 EUR per study" in page and "at 7.25 GBP per study" in page
+    assert "currency not stated" not in page and "Another offer" not in page
 
 
 def test_data_requests_need_a_title_and_description(client, bob) -> None:
