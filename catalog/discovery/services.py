@@ -127,9 +127,9 @@ def data_request_respond(*, data_request: DataRequest, responder: User, provider
         currency = ""
     elif dataset is not None:
         currency = dataset.currency
-    elif currency not in ACCEPTED_CODES:
-        refused = f" ({echo(currency)} is not one the payments accept)" if currency else ""
-        raise CatalogError(f"Choose the currency of the price per study{refused}.", code="bad_currency")
+    elif currency and currency not in ACCEPTED_CODES:  # none given: shown as "currency not stated"
+        raise CatalogError(f"Choose the currency of the price per study ({echo(currency)} is not one the "
+                           "payments accept).", code="bad_currency")
     response = DataRequestResponse.objects.create(
         request=data_request, provider_id=provider_id, responder=responder, dataset=dataset,
         offer=offer, price_per_study=price, currency=currency)
