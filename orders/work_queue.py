@@ -80,28 +80,26 @@ def _kind(key: str, title: str, decision: str, changelist_url: str, rows: list,
 
 # ---- the kinds -------------------------------------------------------------------------
 
-def providers_waiting() -> QueueKind:
-    rows = _oldest_first(Organization.objects.filter(kind=Organization.Kind.PROVIDER, approved_at__isnull=True,
-                                                     rejected_at__isnull=True), F("created"))
+def _organizations_waiting(kind: str, key: str, title: str, decision: str) -> QueueKind:
+    rows = _oldest_first(Organization.objects.filter(kind=kind, approved_at__isnull=True, rejected_at__isnull=True),
+                         F("created"))
     return _kind(
-        "providers", "Provider organizations to approve", "Approve (they may then publish) or reject with a reason",
-        _admin_url("marketplace_organization_changelist", query={"standing": "provider_waiting"}), rows,
+        f"{key}s", title, decision,
+        _admin_url("marketplace_organization_changelist", query={"standing": f"{key}_waiting"}), rows,
         lambda org: QueueItem(
             label=org.name, detail=_who(org), since=org.waiting_since,
             url=_admin_url("marketplace_organization_change", org.pk),
             reject_url=_admin_url("marketplace_organization_reject", org.pk)))
+
+
+def providers_waiting() -> QueueKind:
+    return _organizations_waiting(Organization.Kind.PROVIDER, "provider", "Provider organizations to approve",
+                                  "Approve (they may then publish) or reject with a reason")
 
 
 def buyers_waiting() -> QueueKind:
-    rows = _oldest_first(Organization.objects.filter(kind=Organization.Kind.BUYER, approved_at__isnull=True,
-                                                     rejected_at__isnull=True), F("created"))
-    return _kind(
-        "buyers", "Buyer organizations to verify", "Verify (they may then check out) or reject with a reason",
-        _admin_url("marketplace_organization_changelist", query={"standing": "buyer_waiting"}), rows,
-        lambda org: QueueItem(
-            label=org.name, detail=_who(org), since=org.waiting_since,
-            url=_admin_url("marketplace_organization_change", org.pk),
-            reject_url=_admin_url("marketplace_organization_reject", org.pk)))
+    return _organizations_waiting(Organization.Kind.BUYER, "buyer", "Buyer organizations to verify",
+                                  "Verify (they may then check out) or reject with a reason")
 
 
 def datasets_waiting() -> QueueKind:

@@ -61,7 +61,7 @@ def window_parse(center: str | None, width: str | None) -> Window | None:
     PNGs); None for the image's own or for anything unreadable."""
     try:
         c, w = round(float(center or "")), round(float(width or ""))
-    except ValueError:
+    except (ValueError, OverflowError):  # NaN, text; inf (1e400)
         return None
     if not (-100_000 <= c <= 100_000 and 1 <= w <= 200_000):
         return None

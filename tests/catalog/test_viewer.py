@@ -92,6 +92,10 @@ def test_a_ct_frame_is_the_slice_windowed_as_asked(client, published_dataset):
     # Without a window, or with one that cannot be read, the image's own (40/400 here).
     assert np.array_equal(png_pixels(client.get(f"{frames}1.png").content), soft)
     assert np.array_equal(png_pixels(client.get(f"{frames}1.png?c=abc&w=-5").content), soft)
+    for odd in ("c=1e400&w=400", "c=nan&w=nan", "c=40&w=-inf"):
+        response = client.get(f"{frames}1.png?{odd}")
+        assert response.status_code == 200 and np.array_equal(png_pixels(response.content), soft), odd
+    assert client.get(f"{frames}1.png?c=%00&w=400").status_code == 400  # NUL: refused by the input guard
 
 
 def test_an_mr_series_renders_with_its_own_window_and_no_ct_presets(client, dataset, ingest, publish):
